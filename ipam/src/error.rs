@@ -1,0 +1,193 @@
+//! The crate's one error type.
+//!
+//! Every failing operation of this crate returns an [`IpamError`] and leaves its state as it was.
+//! Each variant carries the addresses and subnets involved, so the message can be shown to a
+//! user as it is.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use crate::cidr::Cidr;
+use crate::driver::PoolId;
+
+/// Why an address inside a subnet can never be handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// The subnet's network address (all host bits zero).
+    NetworkAddress,
+    /// The subnet's broadcast address (all host bits one).
+    BroadcastAddress,
+    /// The pool's gateway address.
+    Gateway,
+    /// One of the pool's reserved addresses.
+    Reserved,
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Unusable::NetworkAddress => "the network address",
+            Unusable::BroadcastAddress => "the broadcast address",
+            Unusable::Gateway => "the gateway",
+            Unusable::Reserved => "a reserved address",
+        };
+        f.write_str(text)
+    }
+}
+
+/// Everything that can go wrong in address management.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpamError {
+    /// The CIDR text has no `/PREFIX` part.
+    #[error(
+        "invalid CIDR {input:?}: missing prefix length (expected ADDRESS/PREFIX, e.g. 10.0.0.0/24)"
+    )]
+    MissingPrefix {
+        /// The text as given.
+        input: String,
+    },
+
+    /// The address part of the CIDR text is not an IPv4 address.
+    #[error("invalid CIDR {input:?}: {address:?} is not a valid IPv4 address")]
+    InvalidAddress {
+        /// The text as given.
+        input: String,
+        /// The part before the `/`.
+        address: String,
+    },
+
+    /// The prefix length is not a number from 0 to 32.
+    #[error("invalid CIDR {input:?}: prefix length must be a number from 0 to 32")]
+    InvalidPrefix {
+        /// The text as given.
+        input: String,
+    },
+
+    /// The address has bits set beyond the prefix length.
+    #[error("invalid CIDR {input:?}: host bits are set; did you mean {suggestion}?")]
+    HostBitsSet {
+        /// The text as given.
+        input: String,
+        /// The same network with the host bits cleared.
+        suggestion: Cidr,
+    },
+
+    /// The subnet is too small to be a pool (prefix longer than /30).
+    #[error(
+        "subnet {subnet} is too small for an address pool: the prefix length must be 30 or less"
+    )]
+    SubnetTooSmall {
+        /// The subnet asked for.
+        subnet: Cidr,
+    },
+
+    /// The gateway does not lie inside the subnet.
+    #[error("gateway {gateway} is outside the subnet {subnet}")]
+    GatewayOutsideSubnet {
+        /// The gateway asked for.
+        gateway: Ipv4Addr,
+        /// The pool's subnet.
+        subnet: Cidr,
+    },
+
+    /// The gateway is the network or the broadcast address of the subnet.
+    #[error("gateway {gateway} cannot be used in {subnet}: it is {reason}")]
+    GatewayNotUsable {
+        /// The gateway asked for.
+        gateway: Ipv4Addr,
+        /// The pool's subnet.
+        subnet: Cidr,
+        /// What the address is.
+        reason: Unusable,
+    },
+
+    /// The ip_range does not lie inside the subnet.
+    #[error("ip range {ip_range} is not inside the subnet {subnet}")]
+    IpRangeOutsideSubnet {
+        /// The range asked for.
+        ip_range: Cidr,
+        /// The pool's subnet.
+        subnet: Cidr,
+    },
+
+    /// A reserved address does not lie inside the subnet.
+    #[error("reserved address {address} is outside the subnet {subnet}")]
+    ReservedOutsideSubnet {
+        /// The reserved address asked for.
+        address: Ipv4Addr,
+        /// The pool's subnet.
+        subnet: Cidr,
+    },
+
+    /// An ip_range, gateway or reserved address was given without a subnet.
+    #[error("{field} given without a subnet: every ip range, gateway or reserved address needs an explicit subnet")]
+    SubnetRequired {
+        /// Which part of the request needs the subnet.
+        field: &'static str,
+    },
+
+    /// A requested address does not lie inside the pool's subnet.
+    #[error("address {address} is outside the subnet {subnet}")]
+    AddressOutsideSubnet {
+        /// The address asked for.
+        address: Ipv4Addr,
+        /// The pool's subnet.
+        subnet: Cidr,
+    },
+
+    /// A requested address is one that is never handed out.
+    #[error("address {address} cannot be allocated in {subnet}: it is {reason}")]
+    AddressNotUsable {
+        /// The address asked for.
+        address: Ipv4Addr,
+        /// The pool's subnet.
+        subnet: Cidr,
+        /// What the address is.
+        reason: Unusable,
+    },
+
+    /// A requested address is already allocated.
+    #[error("address {address} is already allocated to {owner:?}")]
+    AddressInUse {
+        /// The address asked for.
+        address: Ipv4Addr,
+        /// Who holds it.
+        owner: String,
+    },
+
+    /// An address to release is not allocated.
+    #[error("address {address} is not allocated in {subnet}")]
+    NotAllocated {
+        /// The address to release.
+        address: Ipv4Addr,
+        /// The pool's subnet.
+        subnet: Cidr,
+    },
+
+    /// No free address is left to hand out.
+    #[error("no free address left in {subnet}")]
+    PoolExhausted {
+        /// The pool's subnet.
+        subnet: Cidr,
+    },
+
+    /// Every default pool overlaps an existing network or a host route.
+    #[error("all default address pools (172.17.0.0/16 to 172.31.0.0/16, 192.168.0.0/20 to 192.168.240.0/20) overlap existing networks or host routes; give a subnet explicitly")]
+    NoDefaultSubnet,
+
+    /// A requested subnet overlaps the subnet of an existing pool.
+    #[error("overlapping subnets: {requested} overlaps the existing pool {existing}")]
+    OverlappingSubnets {
+        /// The subnet asked for.
+        requested: Cidr,
+        /// The existing pool's subnet.
+        existing: Cidr,
+    },
+
+    /// No pool has this id.
+    #[error("no address pool with id {id}")]
+    UnknownPool {
+        /// The id asked for.
+        id: PoolId,
+    },
+}

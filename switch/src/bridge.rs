@@ -1,0 +1,626 @@
+//! The learning bridge: the forwarding pipeline as named stages.
+//!
+//! ```text
+//! frame ─▶ admit ─▶ learn ─▶ lookup ─▶ forward ─▶ output ports | flood list | drop(reason)
+//!          │        │        │         └ split horizon: never back out of the ingress port
+//!          │        │        └ (VLAN, dst MAC) in the MAC table; multicast and unknown flood
+//!          │        └ (VLAN, src MAC) → ingress port; never multicast or zero sources
+//!          └ length, tags, VLAN membership of the ingress port (access or trunk)
+//! ```
+//!
+//! Sans-IO (DESIGN.md principle 1): [`Bridge::decide`] takes the time, the ingress port and the
+//! bytes, and returns a [`Decision`] without changing anything, which is what `vswitchctl trace`
+//! runs; [`Bridge::process`] is `decide` followed by applying what the learn stage found. The
+//! datapath calls `process` with [`NoTrace`], a trace calls `decide` with a [`Trace`]: one code
+//! path.
+//!
+//! VLANs (IEEE 802.1Q): an access port carries one VLAN untagged; a trunk port carries a set of
+//! VLANs tagged, and optionally a native VLAN untagged. The frame's VLAN is fixed at admission;
+//! tags are pushed or popped at egress by [`retag`].
+
+use crate::counters::{DropReason, PortCounters};
+use crate::fdb::{Fdb, FdbConfig, Learn};
+use crate::offload::VirtioNetHdr;
+use crate::port::{FrameRef, PortId};
+use crate::time::Instant;
+use crate::trace::{NoTrace, Observer, Stage, Trace};
+use crate::wire::{L2Header, MacAddr, WireError};
+use std::fmt;
+use std::sync::Arc;
+
+/// The 4094 usable VLAN ids as a bitmap.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VlanSet([u64; 64]);
+
+impl VlanSet {
+    /// No VLAN.
+    pub fn empty() -> VlanSet {
+        VlanSet([0; 64])
+    }
+
+    /// VLANs 1–4094.
+    pub fn all() -> VlanSet {
+        let mut s = VlanSet::empty();
+        for v in 1..=4094 {
+            s.insert(v);
+        }
+        s
+    }
+
+    /// Adds a VLAN (ids outside 1–4094 are ignored).
+    pub fn insert(&mut self, vid: u16) {
+        if (1..=4094).contains(&vid) {
+            self.0[vid as usize / 64] |= 1 << (vid % 64);
+        }
+    }
+
+    /// True if the set holds `vid`.
+    #[inline]
+    pub fn contains(&self, vid: u16) -> bool {
+        vid < 4096 && self.0[vid as usize / 64] & (1 << (vid % 64)) != 0
+    }
+
+    /// The VLANs in order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (1..=4094).filter(|v| self.contains(*v))
+    }
+}
+
+impl FromIterator<u16> for VlanSet {
+    fn from_iter<I: IntoIterator<Item = u16>>(it: I) -> Self {
+        let mut s = VlanSet::empty();
+        for v in it {
+            s.insert(v);
+        }
+        s
+    }
+}
+
+impl fmt::Debug for VlanSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// How a port carries VLANs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortMode {
+    /// One VLAN, untagged on the wire.
+    Access(u16),
+    /// Several VLANs, tagged on the wire; untagged frames belong to `native`, if set.
+    Trunk {
+        native: Option<u16>,
+        allowed: VlanSet,
+    },
+}
+
+impl PortMode {
+    /// The default: access port in VLAN 1.
+    pub const DEFAULT: PortMode = PortMode::Access(1);
+
+    /// True if frames of `vid` may leave or enter this port.
+    #[inline]
+    pub fn carries(&self, vid: u16) -> bool {
+        match self {
+            PortMode::Access(v) => *v == vid,
+            PortMode::Trunk { native, allowed } => *native == Some(vid) || allowed.contains(vid),
+        }
+    }
+
+    /// The tag a frame of `vid` wears when it leaves this port (`None`: untagged).
+    #[inline]
+    pub fn egress_tag(&self, vid: u16) -> Option<u16> {
+        match self {
+            PortMode::Access(_) => None,
+            PortMode::Trunk { native, .. } if *native == Some(vid) => None,
+            PortMode::Trunk { .. } => Some(vid),
+        }
+    }
+}
+
+impl fmt::Display for PortMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortMode::Access(v) => write!(f, "access vlan {v}"),
+            PortMode::Trunk { native, allowed } => {
+                write!(f, "trunk vlans {:?}", allowed)?;
+                if let Some(n) = native {
+                    write!(f, " native {n}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Settings of one bridge.
+#[derive(Debug, Clone, Default)]
+pub struct BridgeConfig {
+    /// MAC table limits and aging.
+    pub fdb: FdbConfig,
+}
+
+/// A port as the bridge knows it.
+#[derive(Debug, Clone)]
+pub struct BridgePort {
+    /// Interface name, for traces and `fdb show`.
+    pub name: String,
+    /// Access or trunk.
+    pub mode: PortMode,
+    /// Longest frame admitted that is not a super-frame.
+    pub max_frame_len: usize,
+    /// False while the port's interface is gone or down: nothing is sent to it.
+    pub up: bool,
+    /// Counters shared with the control plane.
+    pub counters: Arc<PortCounters>,
+}
+
+/// Where a frame's destination was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Known station behind this port.
+    Hit(PortId),
+    /// Unknown unicast destination: flood.
+    Miss,
+    /// Broadcast or multicast destination: flood.
+    Multicast,
+}
+
+/// What the pipeline decided for one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// The frame's VLAN, fixed at admission (0 if it was dropped before).
+    pub vlan: u16,
+    /// The frame came in with a tag (which egress may need to pop).
+    pub ingress_tagged: bool,
+    /// What the learn stage found (None if the frame was dropped before learning).
+    pub learn: Option<Learn>,
+    /// What the lookup stage found (None if the frame was dropped before lookup).
+    pub lookup: Option<Lookup>,
+    /// `Ok(flooded)`: output to the ports in the caller's list; `Err`: dropped, and why.
+    pub verdict: Result<bool, DropReason>,
+}
+
+impl Decision {
+    fn dropped(vlan: u16, ingress_tagged: bool, reason: DropReason) -> Decision {
+        Decision {
+            vlan,
+            ingress_tagged,
+            learn: None,
+            lookup: None,
+            verdict: Err(reason),
+        }
+    }
+}
+
+/// The result of admission: the parsed header and the frame's VLAN.
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    hdr: L2Header,
+    vlan: u16,
+    tagged: bool,
+}
+
+/// One learning bridge: its ports and its MAC table (one L2 broadcast domain per VLAN).
+#[derive(Debug)]
+pub struct Bridge {
+    ports: Vec<Option<BridgePort>>,
+    fdb: Fdb,
+}
+
+impl Bridge {
+    /// A bridge with no ports.
+    pub fn new(config: BridgeConfig) -> Bridge {
+        Bridge {
+            ports: Vec::new(),
+            fdb: Fdb::new(config.fdb),
+        }
+    }
+
+    /// Attaches a port; returns its id (the lowest free one).
+    pub fn add_port(&mut self, port: BridgePort) -> PortId {
+        let slot = self.ports.iter().position(Option::is_none);
+        let i = slot.unwrap_or(self.ports.len());
+        if i == self.ports.len() {
+            self.ports.push(None);
+        }
+        self.ports[i] = Some(port);
+        PortId(i as u16)
+    }
+
+    /// Detaches a port and forgets every MAC learned (or set) on it.
+    pub fn remove_port(&mut self, id: PortId) -> Option<BridgePort> {
+        let port = self.ports.get_mut(id.index())?.take()?;
+        self.fdb.flush_port(id);
+        Some(port)
+    }
+
+    /// A port by id.
+    pub fn port(&self, id: PortId) -> Option<&BridgePort> {
+        self.ports.get(id.index())?.as_ref()
+    }
+
+    /// A port by id, to change its mode or state.
+    pub fn port_mut(&mut self, id: PortId) -> Option<&mut BridgePort> {
+        self.ports.get_mut(id.index())?.as_mut()
+    }
+
+    /// Every port with its id.
+    pub fn ports(&self) -> impl Iterator<Item = (PortId, &BridgePort)> {
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((PortId(i as u16), p.as_ref()?)))
+    }
+
+    /// Marks a port up or down. A port going down loses its learned MACs.
+    pub fn set_port_up(&mut self, id: PortId, up: bool) {
+        if let Some(p) = self.port_mut(id) {
+            p.up = up;
+            if !up {
+                self.fdb.flush_port(id);
+            }
+        }
+    }
+
+    /// The MAC table.
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    /// The MAC table, to add static entries or flush.
+    pub fn fdb_mut(&mut self) -> &mut Fdb {
+        &mut self.fdb
+    }
+
+    /// Runs one frame through the pipeline and applies what it learned. Output ports are left in
+    /// `out` (cleared first). The datapath's entry point.
+    #[inline]
+    pub fn process(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        frame: FrameRef<'_>,
+        out: &mut Vec<PortId>,
+    ) -> Decision {
+        let d = self.decide(now, in_port, frame, out, &mut NoTrace);
+        self.apply(now, in_port, frame.data, &d);
+        d
+    }
+
+    /// Like [`Bridge::process`], recording each stage into `trace` (for `vswitchd --trace`).
+    pub fn process_traced(
+        &mut self,
+        now: Instant,
+        in_port: PortId,
+        frame: FrameRef<'_>,
+        out: &mut Vec<PortId>,
+        trace: &mut Trace,
+    ) -> Decision {
+        let d = self.decide(now, in_port, frame, out, trace);
+        self.apply(now, in_port, frame.data, &d);
+        d
+    }
+
+    /// Applies the learn stage's finding. Separate from [`Bridge::decide`] so a trace can run
+    /// the pipeline without side effects.
+    #[inline]
+    pub fn apply(&mut self, now: Instant, in_port: PortId, frame: &[u8], d: &Decision) {
+        let Some(learn) = d.learn else { return };
+        match learn {
+            Learn::Refused { .. } => {
+                if let Some(p) = self.port(in_port) {
+                    p.counters
+                        .learn_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            _ => {
+                // Admission already checked the length.
+                let src = MacAddr::from_bytes(&frame[6..12]);
+                self.fdb.apply_learn(now, d.vlan, src, in_port, learn);
+            }
+        }
+    }
+
+    /// Runs one frame through admit → learn → lookup → forward and says what should happen,
+    /// changing nothing. Output ports go to `out` (cleared first).
+    #[inline]
+    pub fn decide<O: Observer>(
+        &self,
+        now: Instant,
+        in_port: PortId,
+        frame: FrameRef<'_>,
+        out: &mut Vec<PortId>,
+        obs: &mut O,
+    ) -> Decision {
+        out.clear();
+        let admitted = match self.admit(in_port, frame, obs) {
+            Ok(a) => a,
+            Err(reason) => return Decision::dropped(0, false, reason),
+        };
+        let Admitted { hdr, vlan, tagged } = admitted;
+        let learn = match self.learn(now, in_port, &hdr, vlan, obs) {
+            Ok(l) => l,
+            Err(reason) => return Decision::dropped(vlan, tagged, reason),
+        };
+        let lookup = self.lookup(now, &hdr, vlan, obs);
+        let verdict = self.forward(in_port, vlan, lookup, out, obs);
+        Decision {
+            vlan,
+            ingress_tagged: tagged,
+            learn: Some(learn),
+            lookup: Some(lookup),
+            verdict,
+        }
+    }
+
+    /// Stage 1: is this a frame we take on this port, and in which VLAN?
+    #[inline]
+    fn admit<O: Observer>(
+        &self,
+        in_port: PortId,
+        frame: FrameRef<'_>,
+        obs: &mut O,
+    ) -> Result<Admitted, DropReason> {
+        let result = self.admit_inner(in_port, frame);
+        if O::ON {
+            match &result {
+                Ok(a) => obs.record(
+                    Stage::Admit,
+                    format_args!(
+                        "ok: {} -> {}, vlan {}{}, {}",
+                        a.hdr.src,
+                        a.hdr.dst,
+                        a.vlan,
+                        if a.tagged { " (tagged)" } else { " (untagged)" },
+                        a.hdr.ethertype
+                    ),
+                ),
+                Err(r) => obs.record(Stage::Admit, format_args!("drop: {r}")),
+            }
+        }
+        result
+    }
+
+    #[inline]
+    fn admit_inner(&self, in_port: PortId, frame: FrameRef<'_>) -> Result<Admitted, DropReason> {
+        let Some(port) = self.port(in_port) else {
+            return Err(DropReason::PortDown);
+        };
+        if !port.up {
+            return Err(DropReason::PortDown);
+        }
+        let hdr = L2Header::parse(frame.data).map_err(|e| match e {
+            WireError::Runt(_) => DropReason::Runt,
+            WireError::TruncatedTag | WireError::TooManyTags => DropReason::Malformed,
+        })?;
+        if frame.data.len() > port.max_frame_len && !frame.meta.is_gso() {
+            return Err(DropReason::Oversize);
+        }
+        // Classify by the outermost tag; VLAN 0 is a priority tag, not a VLAN.
+        let tag = hdr.outer.or(hdr.vlan);
+        let vlan = match (&port.mode, tag) {
+            (PortMode::Access(v), None) => *v,
+            (PortMode::Access(v), Some(t)) if t.vid == 0 => *v,
+            (PortMode::Access(_), Some(_)) => return Err(DropReason::VlanNotAllowed),
+            (PortMode::Trunk { native, .. }, None) => native.ok_or(DropReason::VlanNotAllowed)?,
+            (PortMode::Trunk { native, .. }, Some(t)) if t.vid == 0 => {
+                native.ok_or(DropReason::VlanNotAllowed)?
+            }
+            (PortMode::Trunk { allowed, .. }, Some(t)) => {
+                if !allowed.contains(t.vid) {
+                    return Err(DropReason::VlanNotAllowed);
+                }
+                t.vid
+            }
+        };
+        Ok(Admitted {
+            hdr,
+            vlan,
+            tagged: tag.is_some(),
+        })
+    }
+
+    /// Stage 2: what learning the source address does (decided, not yet applied).
+    #[inline]
+    fn learn<O: Observer>(
+        &self,
+        now: Instant,
+        in_port: PortId,
+        hdr: &L2Header,
+        vlan: u16,
+        obs: &mut O,
+    ) -> Result<Learn, DropReason> {
+        if !hdr.src.is_unicast() {
+            if O::ON {
+                obs.record(
+                    Stage::Learn,
+                    format_args!("drop: source {} is not a unicast address", hdr.src),
+                );
+            }
+            return Err(DropReason::InvalidSource);
+        }
+        let learn = self.fdb.check_learn(now, vlan, hdr.src, in_port);
+        if O::ON {
+            let name = |p: PortId| self.port_name(p);
+            match learn {
+                Learn::New => obs.record(
+                    Stage::Learn,
+                    format_args!("new: {} vlan {} on {}", hdr.src, vlan, name(in_port)),
+                ),
+                Learn::Refresh => obs.record(
+                    Stage::Learn,
+                    format_args!("refresh: {} already on {}", hdr.src, name(in_port)),
+                ),
+                Learn::Moved { from } => obs.record(
+                    Stage::Learn,
+                    format_args!(
+                        "moved: {} from {} to {}",
+                        hdr.src,
+                        name(from),
+                        name(in_port)
+                    ),
+                ),
+                Learn::Static { port } => obs.record(
+                    Stage::Learn,
+                    format_args!("static: {} is fixed on {}", hdr.src, name(port)),
+                ),
+                Learn::Refused { per_port } => obs.record(
+                    Stage::Learn,
+                    format_args!(
+                        "not learned: {} limit reached",
+                        if per_port { "per-port" } else { "table" }
+                    ),
+                ),
+            }
+        }
+        Ok(learn)
+    }
+
+    /// Stage 3: where is the destination?
+    #[inline]
+    fn lookup<O: Observer>(&self, now: Instant, hdr: &L2Header, vlan: u16, obs: &mut O) -> Lookup {
+        let lookup = if hdr.dst.is_multicast() {
+            Lookup::Multicast
+        } else {
+            match self.fdb.lookup(now, vlan, hdr.dst) {
+                Some(p) => Lookup::Hit(p),
+                None => Lookup::Miss,
+            }
+        };
+        if O::ON {
+            match lookup {
+                Lookup::Hit(p) => obs.record(
+                    Stage::Lookup,
+                    format_args!("hit: {} vlan {} on {}", hdr.dst, vlan, self.port_name(p)),
+                ),
+                Lookup::Miss => obs.record(
+                    Stage::Lookup,
+                    format_args!("miss: {} vlan {} unknown", hdr.dst, vlan),
+                ),
+                Lookup::Multicast => obs.record(
+                    Stage::Lookup,
+                    format_args!(
+                        "{}: {}",
+                        if hdr.dst.is_broadcast() {
+                            "broadcast"
+                        } else {
+                            "multicast"
+                        },
+                        hdr.dst
+                    ),
+                ),
+            }
+        }
+        lookup
+    }
+
+    /// Stage 4: output to one port, flood the VLAN, or drop. Never back out of `in_port`.
+    #[inline]
+    fn forward<O: Observer>(
+        &self,
+        in_port: PortId,
+        vlan: u16,
+        lookup: Lookup,
+        out: &mut Vec<PortId>,
+        obs: &mut O,
+    ) -> Result<bool, DropReason> {
+        let verdict = match lookup {
+            Lookup::Hit(p) if p == in_port => Err(DropReason::SamePort),
+            Lookup::Hit(p) => match self.port(p) {
+                Some(port) if port.up && port.mode.carries(vlan) => {
+                    out.push(p);
+                    Ok(false)
+                }
+                Some(port) if !port.up => Err(DropReason::PortDown),
+                _ => Err(DropReason::VlanNotAllowed),
+            },
+            Lookup::Miss | Lookup::Multicast => {
+                for (id, port) in self.ports() {
+                    if id != in_port && port.up && port.mode.carries(vlan) {
+                        out.push(id);
+                    }
+                }
+                if out.is_empty() {
+                    Err(DropReason::NoOutput)
+                } else {
+                    Ok(true)
+                }
+            }
+        };
+        if O::ON {
+            match &verdict {
+                Ok(flood) => {
+                    let names: Vec<&str> = out.iter().map(|p| self.port_name(*p)).collect();
+                    let what = if *flood { "flood" } else { "output" };
+                    obs.record(Stage::Forward, format_args!("{what}: {}", names.join(", ")));
+                }
+                Err(r) => obs.record(Stage::Forward, format_args!("drop: {r}")),
+            }
+        }
+        verdict
+    }
+
+    /// A port's name, or `?N` for an unknown id.
+    pub fn port_name(&self, id: PortId) -> &str {
+        self.port(id).map(|p| p.name.as_str()).unwrap_or("?")
+    }
+}
+
+/// Rewrites a frame's outermost tag for an egress port: `want` is the tag the frame must wear
+/// (`None`: untagged). Returns the frame as it leaves, borrowing `frame` when nothing changes
+/// and `scratch` otherwise; offsets in the offload metadata move with the tag.
+pub fn retag<'a>(
+    frame: FrameRef<'a>,
+    ingress_tagged: bool,
+    want: Option<u16>,
+    scratch: &'a mut Vec<u8>,
+) -> FrameRef<'a> {
+    let data = frame.data;
+    let shift = |meta: VirtioNetHdr, by: i32| -> VirtioNetHdr {
+        let mv = |v: u16| if v == 0 { 0 } else { (v as i32 + by) as u16 };
+        VirtioNetHdr {
+            hdr_len: mv(meta.hdr_len),
+            csum_start: mv(meta.csum_start),
+            ..meta
+        }
+    };
+    match (ingress_tagged, want) {
+        (false, None) => frame,
+        (true, Some(vid)) => {
+            let tci = u16::from_be_bytes([data[14], data[15]]);
+            if tci & 0x0fff == vid {
+                return frame;
+            }
+            scratch.clear();
+            scratch.extend_from_slice(data);
+            let tci = (tci & 0xf000) | (vid & 0x0fff);
+            scratch[14..16].copy_from_slice(&tci.to_be_bytes());
+            FrameRef {
+                meta: frame.meta,
+                data: scratch,
+            }
+        }
+        (true, None) => {
+            scratch.clear();
+            scratch.extend_from_slice(&data[..12]);
+            scratch.extend_from_slice(&data[16..]);
+            FrameRef {
+                meta: shift(frame.meta, -4),
+                data: scratch,
+            }
+        }
+        (false, Some(vid)) => {
+            scratch.clear();
+            scratch.extend_from_slice(&data[..12]);
+            scratch.extend_from_slice(&crate::wire::ethernet::TPID_8021Q.to_be_bytes());
+            scratch.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+            scratch.extend_from_slice(&data[12..]);
+            FrameRef {
+                meta: shift(frame.meta, 4),
+                data: scratch,
+            }
+        }
+    }
+}

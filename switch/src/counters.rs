@@ -1,0 +1,178 @@
+//! Per-port counters: packets and bytes each way, and one counter per drop reason.
+//!
+//! The datapath thread bumps them with relaxed atomics (no lock); the control plane reads them
+//! for `vswitchctl stats` and `port list`. Every path that drops a frame names its reason here.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a frame was dropped. Each has a counter per port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    Runt = 0,
+    /// A VLAN tag cut short, or too many tags.
+    Malformed,
+    /// Longer than the ingress port's MTU allows (and not a super-frame).
+    Oversize,
+    /// The frame's VLAN is not allowed on the port (or a tagged frame on an access port).
+    VlanNotAllowed,
+    /// Source MAC is multicast, broadcast or zero.
+    InvalidSource,
+    /// The destination sits on the port the frame came in on.
+    SamePort,
+    /// Nowhere to send: flooded, but no other port is in the VLAN.
+    NoOutput,
+    /// The port is down (its interface vanished or was set down).
+    PortDown,
+    /// The egress port could not take the frame right now.
+    QueueFull,
+    /// Offload metadata unusable, or software segmentation failed.
+    BadOffload,
+    /// Overlay: no peer to send to.
+    NoPeer,
+    /// Overlay: frame does not fit the underlay MTU (VXLAN never fragments).
+    TooBigForOverlay,
+    /// Overlay: malformed VXLAN packet, unknown VNI or sender not a peer.
+    OverlayRejected,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 13;
+    /// All reasons, in counter order.
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Runt,
+        DropReason::Malformed,
+        DropReason::Oversize,
+        DropReason::VlanNotAllowed,
+        DropReason::InvalidSource,
+        DropReason::SamePort,
+        DropReason::NoOutput,
+        DropReason::PortDown,
+        DropReason::QueueFull,
+        DropReason::BadOffload,
+        DropReason::NoPeer,
+        DropReason::TooBigForOverlay,
+        DropReason::OverlayRejected,
+    ];
+
+    /// The name shown by `vswitchctl stats` and in traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DropReason::Runt => "runt",
+            DropReason::Malformed => "malformed",
+            DropReason::Oversize => "oversize",
+            DropReason::VlanNotAllowed => "vlan_not_allowed",
+            DropReason::InvalidSource => "invalid_source_mac",
+            DropReason::SamePort => "same_port",
+            DropReason::NoOutput => "no_output",
+            DropReason::PortDown => "port_down",
+            DropReason::QueueFull => "queue_full",
+            DropReason::BadOffload => "bad_offload",
+            DropReason::NoPeer => "no_peer",
+            DropReason::TooBigForOverlay => "too_big_for_overlay",
+            DropReason::OverlayRejected => "overlay_rejected",
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Counters of one port. Shared between the datapath (writer) and the control plane (reader).
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    /// Source MACs not learned because the port's or the table's limit was reached.
+    pub learn_refused: AtomicU64,
+    drops: [AtomicU64; DropReason::COUNT],
+}
+
+/// A plain copy of [`PortCounters`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CountersSnapshot {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub learn_refused: u64,
+    /// Drops by reason name; reasons with zero drops are left out.
+    pub drops: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl CountersSnapshot {
+    /// All drops, every reason.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.values().sum()
+    }
+}
+
+impl PortCounters {
+    /// Counts one received frame.
+    #[inline]
+    pub fn rx(&self, bytes: usize) {
+        self.rx_packets.fetch_add(1, Relaxed);
+        self.rx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Counts one sent frame.
+    #[inline]
+    pub fn tx(&self, bytes: usize) {
+        self.tx_packets.fetch_add(1, Relaxed);
+        self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Counts one dropped frame.
+    #[inline]
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Drops counted for one reason.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Relaxed)
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        CountersSnapshot {
+            rx_packets: self.rx_packets.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            learn_refused: self.learn_refused.load(Relaxed),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| (r.name(), self.drops(*r)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter() {
+        let c = PortCounters::default();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            for _ in 0..=i {
+                c.count_drop(*r);
+            }
+        }
+        let s = c.snapshot();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(s.drops[r.name()], i as u64 + 1);
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! The datapath: ports, the bridges they belong to, and the loop that moves frames between them.
+//!
+//! One [`Datapath`] runs on one thread and owns its ports and bridges outright (no locks). For a
+//! ready port it drains up to a budget of frames in batches, runs each through the port's bridge,
+//! groups the results by egress port, does at each egress port what that port cannot do itself
+//! (VLAN tag push/pop, checksum, segmentation), and hands each port its frames in one call.
+//!
+//! The control plane talks to it with closures sent over a channel ([`Command`]), woken through
+//! a `mio::Waker`; counters are atomics it can read at any time.
+
+use crate::bridge::{retag, Bridge, BridgeConfig, BridgePort, Decision, PortMode};
+use crate::counters::{DropReason, PortCounters};
+use crate::gso::Segmenter;
+use crate::port::{Capabilities, FrameRef, Packet, Port, PortId};
+use crate::time::Instant;
+use crate::trace::Trace;
+use crate::wire::L2Header;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A network's bridge inside the datapath.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetworkId(pub u16);
+
+/// A port inside the datapath (also its `mio::Token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortHandle(pub usize);
+
+/// Frames taken from one port per wake-up before the others get their turn.
+pub const DEFAULT_BUDGET: usize = 256;
+/// Frames per `recv` call.
+pub const BURST: usize = 64;
+
+/// A port's state as the control plane sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortState {
+    Up,
+    /// The interface failed or vanished; nothing is read from or sent to it.
+    Down,
+}
+
+/// One frame's path through the datapath, for `vswitchd --trace` and live traces.
+#[derive(Debug, Clone)]
+pub struct TraceEvent {
+    /// When the frame was processed.
+    pub now: Instant,
+    /// The ingress port's name.
+    pub in_port: String,
+    /// The network (bridge) it was switched in.
+    pub network: NetworkId,
+    /// The frame as it came in (at most the first 128 bytes).
+    pub head: Vec<u8>,
+    /// Its full length.
+    pub len: usize,
+    /// What each stage decided.
+    pub trace: Trace,
+    /// Output port names (empty when dropped).
+    pub outputs: Vec<String>,
+    /// Why it was dropped, if it was.
+    pub drop: Option<DropReason>,
+}
+
+/// Receives trace events while tracing is on.
+pub type TraceSink = Box<dyn FnMut(&TraceEvent) + Send>;
+
+/// A port slot: the port, where it is attached, and its counters.
+struct PortSlot {
+    port: Box<dyn Port>,
+    caps: Capabilities,
+    network: NetworkId,
+    local: PortId,
+    counters: Arc<PortCounters>,
+    state: PortState,
+    /// Set when the last drain stopped at the budget: there may be more to read.
+    more: bool,
+}
+
+struct NetworkSlot {
+    bridge: Bridge,
+    /// Bridge-local port id → datapath handle.
+    handles: Vec<Option<PortHandle>>,
+}
+
+/// One pending transmission: frame `pkt` of the current batch to port `out`.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    out: PortHandle,
+    pkt: u16,
+    vlan: u16,
+    tagged: bool,
+}
+
+/// Where a frame about to be sent lives: in the receive batch, or in the egress arena.
+#[derive(Debug, Clone, Copy)]
+enum Src {
+    Rx(u16),
+    Arena { start: usize, len: usize },
+}
+
+/// Ports, bridges and the buffers to move frames between them.
+pub struct Datapath {
+    networks: Vec<Option<NetworkSlot>>,
+    ports: Vec<Option<PortSlot>>,
+    rx: Vec<Packet>,
+    pending: Vec<Pending>,
+    out: Vec<PortId>,
+    /// Frames rewritten at egress (retagged, checksummed, segmented) for the current port.
+    arena: Vec<u8>,
+    staged: Vec<(crate::offload::VirtioNetHdr, Src)>,
+    scratch: Vec<u8>,
+    segmenter: Segmenter,
+    refs: Vec<FrameRef<'static>>,
+    budget: usize,
+    trace_sink: Option<TraceSink>,
+    last_aging: Instant,
+}
+
+impl Default for Datapath {
+    fn default() -> Self {
+        Datapath::new()
+    }
+}
+
+impl Datapath {
+    /// An empty datapath.
+    pub fn new() -> Datapath {
+        Datapath {
+            networks: Vec::new(),
+            ports: Vec::new(),
+            rx: (0..BURST).map(|_| Packet::new()).collect(),
+            pending: Vec::with_capacity(BURST * 8),
+            out: Vec::with_capacity(64),
+            arena: Vec::with_capacity(1 << 20),
+            staged: Vec::with_capacity(BURST * 4),
+            scratch: Vec::with_capacity(1 << 16),
+            segmenter: Segmenter::new(),
+            refs: Vec::with_capacity(BURST * 4),
+            budget: DEFAULT_BUDGET,
+            trace_sink: None,
+            last_aging: Instant::ZERO,
+        }
+    }
+
+    /// Adds a network: its own bridge, MAC table and flood domain.
+    pub fn add_network(&mut self, config: BridgeConfig) -> NetworkId {
+        let slot = NetworkSlot {
+            bridge: Bridge::new(config),
+            handles: Vec::new(),
+        };
+        let i = first_free(&mut self.networks);
+        self.networks[i] = Some(slot);
+        NetworkId(i as u16)
+    }
+
+    /// Removes a network. Refused (returns false) while it still has ports.
+    pub fn remove_network(&mut self, id: NetworkId) -> bool {
+        match self.networks.get(id.0 as usize) {
+            Some(Some(n)) if n.handles.iter().all(Option::is_none) => {
+                self.networks[id.0 as usize] = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A network's bridge.
+    pub fn bridge(&self, id: NetworkId) -> Option<&Bridge> {
+        Some(&self.networks.get(id.0 as usize)?.as_ref()?.bridge)
+    }
+
+    /// A network's bridge, to change its table or ports.
+    pub fn bridge_mut(&mut self, id: NetworkId) -> Option<&mut Bridge> {
+        Some(&mut self.networks.get_mut(id.0 as usize)?.as_mut()?.bridge)
+    }
+
+    /// Attaches a port to a network. Returns its handle, or gives the port back if the network
+    /// does not exist.
+    pub fn add_port(
+        &mut self,
+        network: NetworkId,
+        port: Box<dyn Port>,
+        mode: PortMode,
+    ) -> Result<PortHandle, Box<dyn Port>> {
+        let Some(Some(net)) = self.networks.get_mut(network.0 as usize) else {
+            return Err(port);
+        };
+        let caps = port.capabilities();
+        let counters = Arc::new(PortCounters::default());
+        let local = net.bridge.add_port(BridgePort {
+            name: port.name().to_string(),
+            mode,
+            max_frame_len: caps.max_frame_len(),
+            up: true,
+            counters: counters.clone(),
+        });
+        let i = first_free(&mut self.ports);
+        let handle = PortHandle(i);
+        if net.handles.len() <= local.index() {
+            net.handles.resize(local.index() + 1, None);
+        }
+        net.handles[local.index()] = Some(handle);
+        self.ports[i] = Some(PortSlot {
+            port,
+            caps,
+            network,
+            local,
+            counters,
+            state: PortState::Up,
+            more: true,
+        });
+        Ok(handle)
+    }
+
+    /// Detaches a port and returns it (its MACs are forgotten).
+    pub fn remove_port(&mut self, handle: PortHandle) -> Option<Box<dyn Port>> {
+        let slot = self.ports.get_mut(handle.0)?.take()?;
+        if let Some(Some(net)) = self.networks.get_mut(slot.network.0 as usize) {
+            net.bridge.remove_port(slot.local);
+            net.handles[slot.local.index()] = None;
+        }
+        Some(slot.port)
+    }
+
+    /// The port behind a handle.
+    pub fn port(&self, handle: PortHandle) -> Option<&dyn Port> {
+        Some(self.ports.get(handle.0)?.as_ref()?.port.as_ref())
+    }
+
+    /// The network and bridge-local id of a port.
+    pub fn port_location(&self, handle: PortHandle) -> Option<(NetworkId, PortId)> {
+        let s = self.ports.get(handle.0)?.as_ref()?;
+        Some((s.network, s.local))
+    }
+
+    /// A port's counters.
+    pub fn counters(&self, handle: PortHandle) -> Option<Arc<PortCounters>> {
+        Some(self.ports.get(handle.0)?.as_ref()?.counters.clone())
+    }
+
+    /// Whether a port is up.
+    pub fn port_state(&self, handle: PortHandle) -> Option<PortState> {
+        Some(self.ports.get(handle.0)?.as_ref()?.state)
+    }
+
+    /// Every port handle.
+    pub fn handles(&self) -> impl Iterator<Item = PortHandle> + '_ {
+        (0..self.ports.len())
+            .filter(|i| self.ports[*i].is_some())
+            .map(PortHandle)
+    }
+
+    /// The handle of the port called `name`.
+    pub fn find_port(&self, name: &str) -> Option<PortHandle> {
+        self.handles()
+            .find(|h| self.port(*h).map(|p| p.name()) == Some(name))
+    }
+
+    /// Turns tracing on (every frame's path goes to `sink`) or off.
+    pub fn set_trace_sink(&mut self, sink: Option<TraceSink>) {
+        self.trace_sink = sink;
+    }
+
+    /// True while a trace sink is set.
+    pub fn tracing(&self) -> bool {
+        self.trace_sink.is_some()
+    }
+
+    /// Marks a port down: it is neither read nor sent to, and its MACs are forgotten.
+    pub fn set_port_down(&mut self, handle: PortHandle) {
+        let Some(Some(slot)) = self.ports.get_mut(handle.0) else {
+            return;
+        };
+        slot.state = PortState::Down;
+        slot.more = false;
+        if let Some(Some(net)) = self.networks.get_mut(slot.network.0 as usize) {
+            net.bridge.set_port_up(slot.local, false);
+        }
+    }
+
+    /// Ages every MAC table, at most once a second.
+    pub fn age(&mut self, now: Instant) {
+        if now.saturating_since(self.last_aging) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_aging = now;
+        for net in self.networks.iter_mut().flatten() {
+            net.bridge.fdb_mut().age(now);
+        }
+    }
+
+    /// True if some port stopped at its budget last time and may have more to read.
+    pub fn has_more(&self) -> bool {
+        self.ports.iter().flatten().any(|p| p.more)
+    }
+
+    /// Drains every port with something to read once (up to the budget each). Returns the
+    /// number of frames taken. For ports without a descriptor (in-memory) and for tests.
+    pub fn poll_all(&mut self, now: Instant) -> usize {
+        let mut total = 0;
+        for i in 0..self.ports.len() {
+            if self.ports[i].is_some() {
+                total += self.poll_port(now, PortHandle(i));
+            }
+        }
+        total
+    }
+
+    /// Drains one port: up to the budget, in batches, each switched and sent before the next.
+    /// Returns the number of frames taken.
+    pub fn poll_port(&mut self, now: Instant, handle: PortHandle) -> usize {
+        let mut taken = 0;
+        loop {
+            let Some(Some(slot)) = self.ports.get_mut(handle.0) else {
+                return taken;
+            };
+            if slot.state == PortState::Down {
+                return taken;
+            }
+            let burst = BURST.min(slot.caps.max_burst.max(1));
+            let n = match slot.port.recv(&mut self.rx[..burst]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.set_port_down(handle);
+                    return taken;
+                }
+            };
+            if n == 0 {
+                slot.more = false;
+                return taken;
+            }
+            let bytes: usize = self.rx[..n].iter().map(|p| p.len).sum();
+            slot.counters.rx_packets.fetch_add(n as u64, Relaxed);
+            slot.counters.rx_bytes.fetch_add(bytes as u64, Relaxed);
+            self.switch_batch(now, handle, n);
+            self.transmit_pending();
+            taken += n;
+            if n < burst {
+                if let Some(Some(slot)) = self.ports.get_mut(handle.0) {
+                    slot.more = false;
+                }
+                return taken;
+            }
+            if taken >= self.budget {
+                if let Some(Some(slot)) = self.ports.get_mut(handle.0) {
+                    slot.more = true;
+                }
+                return taken;
+            }
+        }
+    }
+
+    /// Runs frames `rx[..n]` from `handle` through its bridge; fills `pending`.
+    fn switch_batch(&mut self, now: Instant, handle: PortHandle, n: usize) {
+        let Some(Some(slot)) = self.ports.get(handle.0) else {
+            return;
+        };
+        let (network, local, counters) = (slot.network, slot.local, slot.counters.clone());
+        let Some(Some(net)) = self.networks.get_mut(network.0 as usize) else {
+            return;
+        };
+        for i in 0..n {
+            let frame = self.rx[i].as_ref();
+            let d: Decision = match self.trace_sink.as_mut() {
+                None => net.bridge.process(now, local, frame, &mut self.out),
+                Some(sink) => {
+                    let mut trace = Trace::new();
+                    let d = net
+                        .bridge
+                        .process_traced(now, local, frame, &mut self.out, &mut trace);
+                    let event = TraceEvent {
+                        now,
+                        in_port: net.bridge.port_name(local).to_string(),
+                        network,
+                        head: frame.data[..frame.data.len().min(128)].to_vec(),
+                        len: frame.data.len(),
+                        trace,
+                        outputs: self
+                            .out
+                            .iter()
+                            .map(|p| net.bridge.port_name(*p).to_string())
+                            .collect(),
+                        drop: d.verdict.err(),
+                    };
+                    sink(&event);
+                    d
+                }
+            };
+            match d.verdict {
+                Err(reason) => counters.count_drop(reason),
+                Ok(_) => {
+                    for p in &self.out {
+                        if let Some(Some(out)) = net.handles.get(p.index()) {
+                            self.pending.push(Pending {
+                                out: *out,
+                                pkt: i as u16,
+                                vlan: d.vlan,
+                                tagged: d.ingress_tagged,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends every pending frame, one `send` call per egress port.
+    fn transmit_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        // Group by egress port; keep arrival order within a port.
+        self.pending.sort_by_key(|p| p.out);
+        let mut start = 0;
+        while start < self.pending.len() {
+            let out = self.pending[start].out;
+            let end = start
+                + self.pending[start..]
+                    .iter()
+                    .take_while(|p| p.out == out)
+                    .count();
+            self.transmit_to(out, start, end);
+            start = end;
+        }
+        self.pending.clear();
+    }
+
+    /// Sends `pending[start..end]` (all for `out`): stage each frame as the port needs it, then
+    /// one `send`.
+    fn transmit_to(&mut self, out: PortHandle, start: usize, end: usize) {
+        let Some(Some(slot)) = self.ports.get(out.0) else {
+            return;
+        };
+        if slot.state == PortState::Down {
+            slot.counters.count_drop(DropReason::PortDown);
+            return;
+        }
+        let Some(Some(net)) = self.networks.get(slot.network.0 as usize) else {
+            return;
+        };
+        let Some(bport) = net.bridge.port(slot.local) else {
+            return;
+        };
+        let (caps, counters) = (slot.caps, slot.counters.clone());
+        self.arena.clear();
+        self.staged.clear();
+        for p in &self.pending[start..end] {
+            let pkt = &self.rx[p.pkt as usize];
+            let frame = pkt.as_ref();
+            let want = bport.mode.egress_tag(p.vlan);
+            let tag_ok = match (p.tagged, want) {
+                (false, None) => true,
+                (true, Some(vid)) => tag_vid(frame.data) == Some(vid),
+                _ => false,
+            };
+            let fits = frame.meta.is_gso() || frame.data.len() <= caps.max_frame_len();
+            if !fits {
+                counters.count_drop(DropReason::Oversize);
+                continue;
+            }
+            if tag_ok && caps.offloads.accepts(&frame.meta) {
+                self.staged.push((frame.meta, Src::Rx(p.pkt)));
+                continue;
+            }
+            let frame = if tag_ok {
+                frame
+            } else {
+                retag(frame, p.tagged, want, &mut self.scratch)
+            };
+            if caps.offloads.accepts(&frame.meta) {
+                let s = self.arena.len();
+                self.arena.extend_from_slice(frame.data);
+                let len = frame.data.len();
+                self.staged.push((frame.meta, Src::Arena { start: s, len }));
+                continue;
+            }
+            let (arena, staged) = (&mut self.arena, &mut self.staged);
+            let res = self.segmenter.segment(frame.data, &frame.meta, |seg| {
+                let s = arena.len();
+                arena.extend_from_slice(seg);
+                let src = Src::Arena {
+                    start: s,
+                    len: seg.len(),
+                };
+                staged.push((crate::offload::VirtioNetHdr::NONE, src));
+            });
+            if res.is_err() {
+                counters.count_drop(DropReason::BadOffload);
+            }
+        }
+        // Build the borrowed views (reusing the vector's allocation across calls).
+        let mut refs: Vec<FrameRef<'_>> = recycle(std::mem::take(&mut self.refs));
+        for (meta, src) in &self.staged {
+            let data = match *src {
+                Src::Rx(i) => self.rx[i as usize].frame(),
+                Src::Arena { start, len } => &self.arena[start..start + len],
+            };
+            refs.push(FrameRef { meta: *meta, data });
+        }
+        let Some(Some(slot)) = self.ports.get_mut(out.0) else {
+            return;
+        };
+        let result = send_all(slot.port.as_mut(), &refs);
+        let (sent, failed) = match result {
+            Ok(n) => (n, false),
+            Err(n) => (n, true),
+        };
+        let bytes: usize = refs[..sent].iter().map(|f| f.data.len()).sum();
+        counters.tx_packets.fetch_add(sent as u64, Relaxed);
+        counters.tx_bytes.fetch_add(bytes as u64, Relaxed);
+        let reason = if failed {
+            DropReason::PortDown
+        } else {
+            DropReason::QueueFull
+        };
+        for _ in sent..refs.len() {
+            counters.count_drop(reason);
+        }
+        self.refs = recycle(refs);
+        if failed {
+            self.set_port_down(out);
+        }
+    }
+}
+
+/// Sends all frames, retrying while the port takes some. `Err(sent)` when the port failed.
+fn send_all(port: &mut dyn Port, frames: &[FrameRef<'_>]) -> Result<usize, usize> {
+    let mut sent = 0;
+    while sent < frames.len() {
+        match port.send(&frames[sent..]) {
+            Ok(0) => break,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(sent),
+        }
+    }
+    Ok(sent)
+}
+
+/// The VLAN id of the outermost tag, if the frame has one.
+fn tag_vid(frame: &[u8]) -> Option<u16> {
+    let h = L2Header::parse(frame).ok()?;
+    h.outer.or(h.vlan).map(|t| t.vid)
+}
+
+/// Empties a vector of borrowed frames and gives it back with a new lifetime, keeping its
+/// allocation (an in-place collect), so the hot path does not allocate per batch.
+fn recycle<'a>(mut v: Vec<FrameRef<'_>>) -> Vec<FrameRef<'a>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!()).collect()
+}
+
+/// Index of the first empty slot, growing the vector if there is none.
+fn first_free<T>(v: &mut Vec<Option<T>>) -> usize {
+    match v.iter().position(Option::is_none) {
+        Some(i) => i,
+        None => {
+            v.push(None);
+            v.len() - 1
+        }
+    }
+}

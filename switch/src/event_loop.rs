@@ -1,0 +1,161 @@
+//! The datapath thread's event loop: mio readiness in, batches through the [`Datapath`] out.
+//!
+//! One thread owns the `Datapath`. Ports with a descriptor are registered with `mio::Poll` under
+//! their handle as token. On each wake-up every ready port is drained up to its budget; ports
+//! that stopped at the budget are polled again before the thread sleeps, so one busy port cannot
+//! starve the others. The control plane reaches the thread only through [`DatapathHandle::call`]:
+//! a closure sent over a channel, a `mio::Waker` poke, and the closure's result sent back.
+
+use crate::bridge::PortMode;
+use crate::datapath::{Datapath, NetworkId, PortHandle};
+use crate::port::Port;
+use crate::time::Instant;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use std::io;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const WAKER: Token = Token(usize::MAX);
+
+/// What the control plane may do on the datapath thread.
+pub struct Ctl<'a> {
+    /// The datapath, owned by the thread.
+    pub dp: &'a mut Datapath,
+    registry: &'a Registry,
+    stop: &'a mut bool,
+}
+
+impl Ctl<'_> {
+    /// Attaches a port to a network and starts polling it.
+    pub fn add_port(
+        &mut self,
+        network: NetworkId,
+        port: Box<dyn Port>,
+        mode: PortMode,
+    ) -> io::Result<PortHandle> {
+        let fd = port.raw_fd();
+        let handle = self
+            .dp
+            .add_port(network, port, mode)
+            .map_err(|_| io::Error::new(io::ErrorKind::NotFound, "no such network"))?;
+        if let Some(fd) = fd {
+            if let Err(e) =
+                self.registry
+                    .register(&mut SourceFd(&fd), Token(handle.0), Interest::READABLE)
+            {
+                self.dp.remove_port(handle);
+                return Err(e);
+            }
+        }
+        Ok(handle)
+    }
+
+    /// Stops polling a port and detaches it; the port is returned (dropping it closes it).
+    pub fn remove_port(&mut self, handle: PortHandle) -> Option<Box<dyn Port>> {
+        if let Some(fd) = self.dp.port(handle)?.raw_fd() {
+            // A descriptor whose interface vanished may already be gone from epoll.
+            let _ = self.registry.deregister(&mut SourceFd(&fd));
+        }
+        self.dp.remove_port(handle)
+    }
+
+    /// Asks the loop to end after this command.
+    pub fn stop(&mut self) {
+        *self.stop = true;
+    }
+}
+
+type Command = Box<dyn FnOnce(&mut Ctl<'_>) + Send>;
+
+/// The control plane's handle on a running datapath thread. Cloneable.
+#[derive(Clone)]
+pub struct DatapathHandle {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+/// The datapath thread is gone.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the datapath thread has stopped")]
+pub struct Stopped;
+
+impl DatapathHandle {
+    /// Runs `f` on the datapath thread and returns its result.
+    pub fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Ctl<'_>) -> R + Send + 'static,
+    ) -> Result<R, Stopped> {
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        let cmd: Command = Box::new(move |ctl| {
+            let _ = rtx.send(f(ctl));
+        });
+        self.tx.send(cmd).map_err(|_| Stopped)?;
+        self.waker.wake().map_err(|_| Stopped)?;
+        rrx.recv().map_err(|_| Stopped)
+    }
+}
+
+/// Starts the datapath thread with an empty datapath. Returns its handle and its join handle.
+pub fn spawn(name: &str) -> io::Result<(DatapathHandle, JoinHandle<()>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = mpsc::channel::<Command>();
+    let join = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || run(poll, rx, Datapath::new()))?;
+    Ok((DatapathHandle { tx, waker }, join))
+}
+
+fn run(mut poll: Poll, commands: mpsc::Receiver<Command>, mut dp: Datapath) {
+    let mut events = Events::with_capacity(256);
+    let mut stop = false;
+    while !stop {
+        let timeout = if dp.has_more() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(500)
+        };
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!(error = %e, "datapath poll failed");
+            break;
+        }
+        let now = Instant::now();
+        for ev in events.iter() {
+            if ev.token() == WAKER {
+                continue;
+            }
+            dp.poll_port(now, PortHandle(ev.token().0));
+        }
+        // Ports that stopped at their budget get another turn before we sleep.
+        if dp.has_more() {
+            for h in dp.handles().collect::<Vec<_>>() {
+                dp.poll_port(now, h);
+            }
+        }
+        while let Ok(cmd) = commands.try_recv() {
+            let mut ctl = Ctl {
+                dp: &mut dp,
+                registry: poll.registry(),
+                stop: &mut stop,
+            };
+            cmd(&mut ctl);
+        }
+        dp.age(now);
+    }
+    // Deregister and close every port before the thread ends.
+    let handles: Vec<_> = dp.handles().collect();
+    for h in handles {
+        let mut ctl = Ctl {
+            dp: &mut dp,
+            registry: poll.registry(),
+            stop: &mut stop,
+        };
+        ctl.remove_port(h);
+    }
+}

@@ -1,0 +1,150 @@
+//! Ports: where frames enter and leave the switch.
+//!
+//! A [`Port`] moves frames in batches and declares what it can take ([`Capabilities`]): its MTU,
+//! which offloads (partial checksums, TCP super-frames) and how many frames per call. What a port
+//! cannot take is done in software by the datapath before the frame is handed to it.
+//!
+//! Backends: [`memory`] (in-process queues, for tests and benches without root), [`tap`] (a TAP
+//! device with a virtio-net header) and [`afpacket`] (an existing interface through AF_PACKET).
+
+pub mod afpacket;
+pub mod memory;
+pub mod tap;
+
+use crate::offload::{Offloads, VirtioNetHdr};
+use std::io;
+use std::os::fd::RawFd;
+
+/// A port's number inside one bridge: an index, small and `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PortId(pub u16);
+
+impl PortId {
+    /// The id as an index into per-port tables.
+    #[inline]
+    pub fn index(&self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl std::fmt::Display for PortId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What a port can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    /// Largest IP packet (L3 MTU); frames may be up to MTU + Ethernet header + tags.
+    pub mtu: usize,
+    /// Offloads the port accepts on egress (and may hand over on ingress).
+    pub offloads: Offloads,
+    /// Most frames the port moves in one call.
+    pub max_burst: usize,
+}
+
+impl Capabilities {
+    /// Largest frame the port takes that is not a super-frame: MTU plus an Ethernet header
+    /// with two VLAN tags.
+    pub fn max_frame_len(&self) -> usize {
+        self.mtu + 14 + 8
+    }
+}
+
+/// Largest frame any port hands over: a 64 KB super-frame plus its link headers.
+pub const MAX_FRAME_LEN: usize = 65535 + 14 + 8;
+
+/// One frame and its offload metadata, in a buffer the datapath reuses.
+#[derive(Clone)]
+pub struct Packet {
+    /// Offload metadata that came with the frame.
+    pub meta: VirtioNetHdr,
+    /// Frame bytes; `len` of them are valid.
+    pub buf: Box<[u8]>,
+    /// Length of the frame in `buf`.
+    pub len: usize,
+}
+
+impl Packet {
+    /// An empty packet with room for the largest frame.
+    pub fn new() -> Packet {
+        Packet::with_capacity(MAX_FRAME_LEN)
+    }
+
+    /// An empty packet with room for `cap` bytes.
+    pub fn with_capacity(cap: usize) -> Packet {
+        Packet {
+            meta: VirtioNetHdr::NONE,
+            buf: vec![0u8; cap].into_boxed_slice(),
+            len: 0,
+        }
+    }
+
+    /// The frame bytes.
+    #[inline]
+    pub fn frame(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Copies `frame` in (truncating to the capacity) with no offload metadata.
+    pub fn set(&mut self, frame: &[u8]) {
+        let n = frame.len().min(self.buf.len());
+        self.buf[..n].copy_from_slice(&frame[..n]);
+        self.len = n;
+        self.meta = VirtioNetHdr::NONE;
+    }
+
+    /// A borrowed view of the frame and its metadata.
+    #[inline]
+    pub fn as_ref(&self) -> FrameRef<'_> {
+        FrameRef {
+            meta: self.meta,
+            data: self.frame(),
+        }
+    }
+}
+
+impl Default for Packet {
+    fn default() -> Self {
+        Packet::new()
+    }
+}
+
+impl std::fmt::Debug for Packet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packet")
+            .field("meta", &self.meta)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// A frame on its way out: metadata plus borrowed bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRef<'a> {
+    /// Offload metadata; the egress port must accept it (the datapath made sure).
+    pub meta: VirtioNetHdr,
+    /// Frame bytes.
+    pub data: &'a [u8],
+}
+
+/// A place frames enter and leave the switch.
+pub trait Port: Send {
+    /// The interface name (e.g. `veth1a`, `tap0`).
+    fn name(&self) -> &str;
+
+    /// What the port can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Receives up to `pkts.len()` frames into `pkts`; returns how many. `Ok(0)` when nothing is
+    /// waiting. An error means the port itself failed (e.g. its interface vanished).
+    fn recv(&mut self, pkts: &mut [Packet]) -> io::Result<usize>;
+
+    /// Sends frames in order; returns how many the port took. Fewer than all means the port is
+    /// full right now; the caller counts the rest as dropped.
+    fn send(&mut self, frames: &[FrameRef<'_>]) -> io::Result<usize>;
+
+    /// The descriptor to poll for readability, if the port has one.
+    fn raw_fd(&self) -> Option<RawFd>;
+}

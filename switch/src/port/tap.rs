@@ -1,0 +1,1 @@
+//! TAP ports (filled in by the real-ports work).

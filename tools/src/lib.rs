@@ -1,0 +1,3 @@
+//! tools
+pub mod netlink;
+pub mod netns;

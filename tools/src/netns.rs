@@ -1,0 +1,436 @@
+//! Network namespaces: named ones under `/run/netns`, adopted ones, and running code inside one.
+//!
+//! A named namespace is made the way iproute2's `ip netns add NAME` makes it, so `ip netns exec
+//! NAME …` works on ours and we can adopt theirs: `/run/netns` is a shared mount point, and
+//! `/run/netns/NAME` is an empty file with the namespace bind-mounted onto it. The bind mount is
+//! what keeps the namespace alive without any process in it.
+//!
+//! Entering a namespace (`setns`) or making one (`unshare`) changes only the calling *thread*.
+//! Every function here does it on a fresh short-lived thread, so the caller's thread never moves:
+//! [`in_netns`] runs a closure in a namespace and hands back its result, and a
+//! [`Netlink`](crate::netlink::Netlink) opened inside that closure talks to that namespace.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::mount::{MountPropagationFlags, UnmountFlags};
+use rustix::thread::{LinkNameSpaceType, UnshareFlags};
+
+use crate::netlink::Netlink;
+
+/// Where named network namespaces live (iproute2's `NETNS_RUN_DIR`).
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// The longest namespace name accepted here.
+pub const MAX_NETNS_NAME_LEN: usize = 64;
+
+/// The calling thread's own network namespace (`/proc/self/ns/net` is the main thread's).
+const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+
+/// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: `_IO(0xb7, 0x3)`, returns the `CLONE_NEW*` type.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// Serializes the one-time setup of `/run/netns` within this process.
+static RUN_DIR_SETUP: Mutex<()> = Mutex::new(());
+
+/// Wraps an error with what was being attempted, keeping its kind.
+fn context(err: impl Into<io::Error>, what: impl std::fmt::Display) -> io::Error {
+    let err = err.into();
+    io::Error::new(err.kind(), format!("{what}: {err}"))
+}
+
+/// Checks a namespace name: not empty, not `.` or `..`, no `/` or NUL, at most 64 bytes.
+pub fn validate_netns_name(name: &str) -> io::Result<()> {
+    let problem = if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > MAX_NETNS_NAME_LEN {
+        Some("is longer than 64 bytes")
+    } else if name == "." || name == ".." {
+        Some("is . or ..")
+    } else if name.contains('/') || name.contains('\0') {
+        Some("contains '/' or NUL")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid network namespace name {name:?}: it {problem}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Returns `/run/netns/NAME` for a valid name.
+pub fn netns_path(name: &str) -> io::Result<PathBuf> {
+    validate_netns_name(name)?;
+    Ok(Path::new(NETNS_RUN_DIR).join(name))
+}
+
+/// Tells whether `/run/netns/NAME` exists (what `ip netns list` shows).
+pub fn netns_exists(name: &str) -> bool {
+    netns_path(name).is_ok_and(|path| path.symlink_metadata().is_ok())
+}
+
+/// Creates `/run/netns` and makes it a shared mount point, as `ip netns add` does.
+///
+/// Shared propagation lets an unmount in one mount namespace reach the others, so a deleted
+/// namespace is really freed. If the directory is not a mount point yet (`EINVAL`), it is first
+/// bind-mounted onto itself; any other failure is an error, as in iproute2.
+fn prepare_run_dir() -> io::Result<()> {
+    let _guard = RUN_DIR_SETUP.lock().unwrap_or_else(|e| e.into_inner());
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(NETNS_RUN_DIR)
+            .map_err(|e| context(e, format!("create {NETNS_RUN_DIR}")))?;
+    }
+    let mut made_mount_point = false;
+    loop {
+        let shared = MountPropagationFlags::SHARED | MountPropagationFlags::REC;
+        match rustix::mount::mount_change(NETNS_RUN_DIR, shared) {
+            Ok(()) => return Ok(()),
+            Err(Errno::INVAL) if !made_mount_point => {
+                rustix::mount::mount_bind_recursive(NETNS_RUN_DIR, NETNS_RUN_DIR)
+                    .map_err(|e| context(e, format!("mount --bind {NETNS_RUN_DIR} on itself")))?;
+                made_mount_point = true;
+            }
+            Err(e) => return Err(context(e, format!("mount --make-rshared {NETNS_RUN_DIR}"))),
+        }
+    }
+}
+
+/// Creates the network namespace `/run/netns/NAME` with `lo` up, and returns its path.
+///
+/// The namespace is made on a separate thread (unshare + bind mount of that thread's
+/// `ns/net`), so the caller's thread stays where it is. On failure nothing is left behind.
+pub fn create_named_netns(name: &str) -> io::Result<PathBuf> {
+    let path = netns_path(name)?;
+    prepare_run_dir()?;
+
+    // The mount point: an empty file, created exclusively so an existing namespace is never
+    // replaced (`AlreadyExists`).
+    let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    drop(rustix::fs::open(&path, flags, Mode::empty()).map_err(|e| {
+        context(
+            e,
+            format!("create network namespace file {}", path.display()),
+        )
+    })?);
+
+    let made = in_new_netns(|| {
+        rustix::mount::mount_bind(THREAD_NETNS, &path)
+            .map_err(|e| context(e, format!("bind {THREAD_NETNS} on {}", path.display())))?;
+        // Inside the new namespace: bring up loopback so 127.0.0.1 works there.
+        Netlink::new()
+            .and_then(|mut nl| nl.set_up("lo"))
+            .map_err(|e| context(e, format!("bring up lo in network namespace {name}")))
+    });
+    match made {
+        Ok(()) => {
+            tracing::debug!(name, "created network namespace");
+            Ok(path)
+        }
+        Err(err) => {
+            // Undo: the mount may or may not exist; the file does.
+            let _ = rustix::mount::unmount(&path, UnmountFlags::DETACH);
+            let _ = fs::remove_file(&path);
+            Err(context(err, format!("create network namespace {name}")))
+        }
+    }
+}
+
+/// Deletes the named namespace: detaches its bind mount and removes `/run/netns/NAME`.
+///
+/// A name with no file is a `NotFound` error. The namespace itself lives on while a process
+/// or an open file still holds it.
+pub fn delete_named_netns(name: &str) -> io::Result<()> {
+    let path = netns_path(name)?;
+    if let Err(e) = path.symlink_metadata() {
+        return Err(context(e, format!("delete network namespace {name}")));
+    }
+    match rustix::mount::unmount(&path, UnmountFlags::DETACH) {
+        // EINVAL: not mounted (a leftover file of a failed creation); remove it all the same.
+        Ok(()) | Err(Errno::INVAL) => {}
+        Err(e) => return Err(context(e, format!("unmount {}", path.display()))),
+    }
+    fs::remove_file(&path).map_err(|e| context(e, format!("remove {}", path.display())))?;
+    tracing::debug!(name, "deleted network namespace");
+    Ok(())
+}
+
+/// Opens a namespace file (such as `/run/netns/NAME` or `/proc/PID/ns/net`) without checks.
+pub fn open_netns(path: impl AsRef<Path>) -> io::Result<File> {
+    let path = path.as_ref();
+    File::open(path).map_err(|e| context(e, format!("open network namespace {}", path.display())))
+}
+
+/// Opens an existing namespace file and checks that it really is a network namespace.
+pub fn adopt_netns(path: impl AsRef<Path>) -> io::Result<File> {
+    let path = path.as_ref();
+    let file = open_netns(path)?;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `file` keeps open.
+    let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if nstype < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a network namespace (not a namespace file: {err})",
+                path.display()
+            ),
+        ));
+    }
+    if nstype != libc::CLONE_NEWNET {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a namespace, but not a network namespace (type {nstype:#x})",
+                path.display()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// Creates an anonymous network namespace with `lo` up; the returned file keeps it alive.
+pub fn new_netns() -> io::Result<File> {
+    in_new_netns(|| {
+        Netlink::new()
+            .and_then(|mut nl| nl.set_up("lo"))
+            .map_err(|e| context(e, "bring up lo in a new network namespace"))?;
+        open_netns(THREAD_NETNS)
+    })
+}
+
+/// Runs `f` on a fresh thread that first enters the network namespace `ns`, and returns its result.
+///
+/// The caller's thread never changes namespace. A panic in `f` is passed on to the caller.
+pub fn in_netns<T: Send>(ns: &File, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    let fd = ns.as_fd();
+    on_scoped_thread(move || {
+        rustix::thread::move_into_link_name_space(fd, Some(LinkNameSpaceType::Network))
+            .map_err(|e| context(e, "enter network namespace (setns)"))?;
+        Ok(f())
+    })
+}
+
+/// Runs `f` on a fresh thread that first moves into a new, empty network namespace.
+pub(crate) fn in_new_netns<T: Send>(f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    on_scoped_thread(move || {
+        // SAFETY: only CLONE_NEWNET is unshared; the file descriptor table stays shared, which
+        // is what makes `unshare_unsafe` unsafe.
+        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET) }
+            .map_err(|e| context(e, "create network namespace (unshare CLONE_NEWNET)"))?;
+        f()
+    })
+}
+
+/// Runs `f` on a scoped thread, joins it and passes a panic on to the caller.
+fn on_scoped_thread<T: Send>(f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    thread::scope(|scope| {
+        let worker = thread::Builder::new()
+            .name("netns".into())
+            .spawn_scoped(scope, f)
+            .map_err(|e| context(e, "spawn a thread for a network namespace"))?;
+        match worker.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Helpers for tests that need root: they run inside namespaces of their own.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// Runs `body` as root in a fresh network namespace; without root it skips (fails on CI).
+    pub(crate) fn run_as_root_in_new_netns(body: impl FnOnce() + Send) {
+        if !rustix::process::geteuid().is_root() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("this test needs root, and CI=true requires it to run");
+            }
+            println!("skipped: needs root");
+            return;
+        }
+        super::in_new_netns(|| {
+            body();
+            Ok(())
+        })
+        .expect("set up a network namespace for the test");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::run_as_root_in_new_netns;
+    use super::*;
+    use std::process::Command;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A unique named-namespace name for this test process, deleted again on drop.
+    struct NamedNetns(String);
+
+    impl NamedNetns {
+        fn unique() -> NamedNetns {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            NamedNetns(format!("vst-{}-{n}", std::process::id()))
+        }
+    }
+
+    impl Drop for NamedNetns {
+        fn drop(&mut self) {
+            let _ = delete_named_netns(&self.0);
+        }
+    }
+
+    /// The inode of a namespace file, which identifies the namespace.
+    fn ns_inode(path: &str) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn netns_names_are_validated() {
+        for good in ["a", "sandbox-1", "with.dot", "..x", &"x".repeat(64)] {
+            assert!(
+                validate_netns_name(good).is_ok(),
+                "{good:?} should be valid"
+            );
+        }
+        let too_long = "x".repeat(65);
+        for bad in ["", ".", "..", "a/b", "/", "a\0b", too_long.as_str()] {
+            let err = validate_netns_name(bad).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        assert_eq!(netns_path("sb").unwrap(), Path::new("/run/netns/sb"));
+        assert!(netns_path("../etc").is_err());
+        assert!(!netns_exists("../etc"));
+    }
+
+    #[test]
+    fn bad_names_are_refused_before_touching_anything() {
+        assert_eq!(
+            create_named_netns("a/b").unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            delete_named_netns("..").unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn adopt_netns_accepts_only_network_namespaces() {
+        // Opening /proc/self/ns/* and NS_GET_NSTYPE need no privilege.
+        adopt_netns("/proc/self/ns/net").expect("our own network namespace");
+
+        let err = adopt_netns("/proc/self/ns/uts").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("not a network namespace"), "{err}");
+
+        let plain = std::env::temp_dir().join(format!("vst-plain-{}", std::process::id()));
+        fs::write(&plain, b"not a namespace\n").unwrap();
+        let err = adopt_netns(&plain).unwrap_err();
+        let _ = fs::remove_file(&plain);
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("not a network namespace"), "{err}");
+
+        if Path::new("/etc/hostname").exists() {
+            let err = adopt_netns("/etc/hostname").unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("/etc/hostname is not a network namespace"),
+                "{err}"
+            );
+        }
+        let err = adopt_netns("/nonexistent/ns").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("/nonexistent/ns"), "{err}");
+    }
+
+    #[test]
+    fn root_in_netns_sees_only_lo_of_a_fresh_namespace() {
+        run_as_root_in_new_netns(|| {
+            let before = ns_inode(THREAD_NETNS);
+            let fresh = new_netns().unwrap();
+            let (links, inside) = in_netns(&fresh, || {
+                let links = Netlink::new().unwrap().list_links().unwrap();
+                (links, ns_inode(THREAD_NETNS))
+            })
+            .unwrap();
+            assert_eq!(
+                ns_inode(THREAD_NETNS),
+                before,
+                "the caller's thread must not move"
+            );
+            assert_ne!(inside, before);
+            assert_eq!(links.len(), 1, "{links:?}");
+            assert_eq!(links[0].name, "lo");
+            assert!(links[0].up, "lo is up");
+        });
+    }
+
+    #[test]
+    fn root_in_netns_passes_panics_on() {
+        run_as_root_in_new_netns(|| {
+            let ns = adopt_netns(THREAD_NETNS).unwrap();
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                in_netns(&ns, || panic!("inside")).unwrap();
+            }));
+            assert!(caught.is_err());
+        });
+    }
+
+    #[test]
+    fn root_named_netns_is_created_with_lo_up_and_deleted() {
+        run_as_root_in_new_netns(|| {
+            let netns = NamedNetns::unique();
+            let name = netns.0.as_str();
+            assert!(!netns_exists(name));
+
+            let path = create_named_netns(name).unwrap();
+            assert_eq!(path, Path::new(NETNS_RUN_DIR).join(name));
+            assert!(path.exists());
+            assert!(netns_exists(name));
+
+            // It is a real, separate network namespace, with lo up.
+            let file = adopt_netns(&path).unwrap();
+            let (lo, inode) = in_netns(&file, || {
+                let lo = Netlink::new().unwrap().link_info("lo").unwrap();
+                (lo, ns_inode(THREAD_NETNS))
+            })
+            .unwrap();
+            assert!(lo.expect("lo").up);
+            assert_ne!(inode, ns_inode(THREAD_NETNS));
+            drop(file);
+
+            // iproute2 sees it too (when it is installed).
+            if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+                let listed = String::from_utf8_lossy(&out.stdout);
+                assert!(listed
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(name)));
+            }
+
+            // A second one of the same name is refused and the first one is untouched.
+            let err = create_named_netns(name).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+            assert!(adopt_netns(&path).is_ok());
+
+            delete_named_netns(name).unwrap();
+            assert!(!path.exists());
+            assert!(!netns_exists(name));
+            let err = delete_named_netns(name).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        });
+    }
+}
