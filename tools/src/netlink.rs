@@ -191,7 +191,7 @@ pub fn errno(err: &io::Error) -> Option<i32> {
 /// Wraps `source` with what was being attempted; "no such device" becomes `NotFound`.
 fn with_context(source: io::Error, what: &str, detail: Option<String>) -> io::Error {
     let kind = match source.raw_os_error() {
-        Some(libc::ENODEV) | Some(libc::ESRCH) => io::ErrorKind::NotFound,
+        Some(libc::ENODEV | libc::ESRCH) => io::ErrorKind::NotFound,
         _ => source.kind(),
     };
     io::Error::new(
@@ -493,7 +493,9 @@ impl Netlink {
         let mut interrupted = false;
         loop {
             self.buffer.clear();
-            let received = match self.socket.recv(&mut self.buffer, 0) {
+            // With MSG_TRUNC the kernel returns the datagram's real length, so a reply larger
+            // than the buffer is noticed instead of being silently cut.
+            let received = match self.socket.recv(&mut self.buffer, libc::MSG_TRUNC) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(with_context(e, what, None)),
@@ -787,10 +789,10 @@ impl Netlink {
         let message = route_message(dst, via, oif);
         let mut what = format!("add route {}/{}", dst.0, dst.1);
         if let Some(gateway) = via {
-            what.push_str(&format!(" via {gateway}"));
+            what += &format!(" via {gateway}");
         }
         if let Some(name) = dev {
-            what.push_str(&format!(" dev {name}"));
+            what += &format!(" dev {name}");
         }
         self.ack(
             RouteNetlinkMessage::NewRoute(message),

@@ -1,1 +1,158 @@
-fn main() {}
+//! `vswitchd`: the vswitch daemon, in the foreground.
+//!
+//! Starts the datapath thread, restores the saved networks and ports, serves the API on a unix
+//! socket, and stops cleanly on SIGINT or SIGTERM (every TAP it made is removed).
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use tools::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use tools::daemon::{server::ApiSocket, state::StateDir, Daemon};
+
+/// The vswitch daemon: a userspace virtual switch (bridge, VLANs, VXLAN overlay).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// The API socket vswitchctl talks to.
+    #[arg(long, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Where networks and ports are saved.
+    #[arg(long, env = "VSWITCH_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// The local VXLAN endpoint, ADDR[:PORT].
+    #[arg(long, default_value = "0.0.0.0:4789")]
+    vtep: String,
+    /// Print one line per frame: its path through the pipeline.
+    #[arg(long)]
+    trace: bool,
+    /// error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    check_privileges()?;
+    // Block SIGINT/SIGTERM before any thread starts, so only `wait_for_signal` receives them.
+    let signals = block_signals();
+    let store = StateDir::open(&args.state_dir).map_err(|e| e.to_string())?;
+    let socket = ApiSocket::bind(&args.socket).map_err(|e| e.to_string())?;
+    let (dp, dp_thread) =
+        switch::event_loop::spawn("datapath").map_err(|e| format!("starting datapath: {e}"))?;
+    let (daemon, repairs) =
+        Daemon::start(dp, store).map_err(|e| format!("restoring state: {e}"))?;
+    for r in &repairs {
+        tracing::warn!("repaired: {r}");
+    }
+    if args.trace {
+        let sink = Box::new(|ev: &switch::datapath::TraceEvent| {
+            let out = if let Some(d) = ev.drop {
+                format!("drop({d})")
+            } else {
+                format!("output({})", ev.outputs.join(","))
+            };
+            eprintln!(
+                "trace: in_port={} len={} {} -> {out}",
+                ev.in_port, ev.len, ev.trace
+            );
+        });
+        daemon.set_trace(Some(sink)).map_err(|e| e.to_string())?;
+    }
+    let daemon = Arc::new(Mutex::new(daemon));
+    tracing::info!(
+        socket = %args.socket.display(),
+        state_dir = %args.state_dir.display(),
+        vtep = %args.vtep,
+        "vswitchd ready"
+    );
+    {
+        let daemon = daemon.clone();
+        let socket = Arc::new(socket);
+        let s2 = socket.clone();
+        std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || s2.serve(daemon))
+            .map_err(|e| e.to_string())?;
+        let sig = wait_for_signal(&signals);
+        tracing::info!(signal = sig, "stopping");
+        drop(socket);
+    }
+    daemon.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
+    let _ = dp_thread.join();
+    // The API socket's file is removed by ApiSocket's Drop once the last clone goes; remove it
+    // here too, since the serving thread holds a clone until the process exits.
+    let _ = std::fs::remove_file(&args.socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Fails with a clear message when the daemon lacks what it needs.
+fn check_privileges() -> Result<(), String> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_NET_RAW: u32 = 13;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let mut missing = Vec::new();
+    if caps & (1 << CAP_NET_ADMIN) == 0 {
+        missing.push("CAP_NET_ADMIN (to create TAP devices and configure interfaces)");
+    }
+    if caps & (1 << CAP_NET_RAW) == 0 {
+        missing.push("CAP_NET_RAW (to open AF_PACKET sockets on interfaces)");
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "missing privileges: {}; run as root or grant them (setcap cap_net_admin,cap_net_raw+ep vswitchd)",
+            missing.join(", ")
+        ));
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        return Err(format!(
+            "cannot open /dev/net/tun: {e} (load the tun module: modprobe tun)"
+        ));
+    }
+    Ok(())
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset operations on a local set, then pthread_sigmask on the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: sigwait reads the set and writes the signal number into our local.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}

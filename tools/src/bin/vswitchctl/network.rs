@@ -1,0 +1,219 @@
+//! `vswitchctl network create|rm|ls|inspect`: networks, as `docker network` shows them.
+
+use crate::{args, output};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::Value;
+use std::net::IpAddr;
+use tools::api::{NetworkRow, NetworkSpec, Request};
+
+/// How many characters of a network id `network ls` shows (as docker does).
+const SHORT_ID: usize = 12;
+
+/// `network …`
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network (default driver: bridge) and print its id.
+    Create(CreateArgs),
+    /// Remove a network (refused while it has ports or endpoints).
+    Rm {
+        /// The network's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// List networks.
+    Ls,
+    /// One network in detail, as JSON (like `docker network inspect`).
+    Inspect {
+        /// The network's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+/// `network create NAME …`
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The new network's name.
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// The network driver.
+    #[arg(long, short = 'd', value_enum, value_name = "DRIVER")]
+    driver: Option<Driver>,
+    /// The subnet, e.g. 172.18.0.0/16 (from the default pools if omitted).
+    #[arg(long, value_name = "CIDR", value_parser = args::cidr)]
+    subnet: Option<String>,
+    /// The gateway address (the subnet's first address if omitted).
+    #[arg(long, value_name = "IP", value_parser = args::ip)]
+    gateway: Option<IpAddr>,
+    /// Allocate container addresses from this part of the subnet only.
+    #[arg(long = "ip-range", value_name = "CIDR", value_parser = args::cidr)]
+    ip_range: Option<String>,
+    /// VXLAN network identifier of an overlay network (1-16777215).
+    #[arg(long, value_name = "N", value_parser = args::vni)]
+    vni: Option<u32>,
+    /// A VXLAN peer (remote VTEP) of an overlay network; repeat for several.
+    #[arg(long = "peer", value_name = "IP", value_parser = args::ip)]
+    peers: Vec<IpAddr>,
+    /// The parent interface of a macvlan network.
+    #[arg(long, value_name = "IF", value_parser = args::ifname)]
+    parent: Option<String>,
+    /// The network's MTU (68-65535).
+    #[arg(long, value_name = "N", value_parser = args::mtu)]
+    mtu: Option<u32>,
+    /// Restrict external access: no route off the network.
+    #[arg(long)]
+    internal: bool,
+}
+
+/// The network drivers (DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Driver {
+    /// A learning bridge on this host (the default).
+    Bridge,
+    /// A bridge stretched across hosts over VXLAN.
+    Overlay,
+    /// Endpoints with their own MAC on a parent interface.
+    Macvlan,
+    /// The host's own network stack.
+    Host,
+    /// A loopback-only sandbox.
+    None,
+}
+
+impl Driver {
+    /// The name the daemon knows the driver by.
+    fn name(self) -> &'static str {
+        match self {
+            Driver::Bridge => "bridge",
+            Driver::Overlay => "overlay",
+            Driver::Macvlan => "macvlan",
+            Driver::Host => "host",
+            Driver::None => "none",
+        }
+    }
+}
+
+impl NetworkCmd {
+    /// The request for the daemon.
+    pub fn request(&self) -> Request {
+        match self {
+            NetworkCmd::Create(a) => Request::NetworkCreate(NetworkSpec {
+                name: a.name.clone(),
+                driver: a.driver.map(|d| d.name().to_string()),
+                subnet: a.subnet.clone(),
+                gateway: a.gateway.map(|ip| ip.to_string()),
+                ip_range: a.ip_range.clone(),
+                vni: a.vni,
+                peers: a.peers.iter().map(IpAddr::to_string).collect(),
+                parent: a.parent.clone(),
+                mtu: a.mtu,
+                internal: a.internal,
+            }),
+            NetworkCmd::Rm { name } => Request::NetworkRm { name: name.clone() },
+            NetworkCmd::Ls => Request::NetworkLs,
+            NetworkCmd::Inspect { name } => Request::NetworkInspect { name: name.clone() },
+        }
+    }
+
+    /// Human output: the new id for `create`, a table for `ls`, the JSON for `inspect`.
+    pub fn render(&self, result: &Value) -> String {
+        match self {
+            NetworkCmd::Create(_) => match created_id(result) {
+                Some(id) => format!("{id}\n"),
+                None => output::json(result),
+            },
+            NetworkCmd::Rm { .. } => String::new(),
+            NetworkCmd::Ls => output::rows_or_json(result, network_table),
+            NetworkCmd::Inspect { .. } => output::json(result),
+        }
+    }
+}
+
+/// The id in `create`'s result: the result itself if it is a string, else its `id` (or `Id`).
+fn created_id(result: &Value) -> Option<&str> {
+    match result {
+        Value::String(id) => Some(id),
+        Value::Object(map) => map.get("id").or_else(|| map.get("Id"))?.as_str(),
+        _ => None,
+    }
+}
+
+/// `network ls` as a table, like `docker network ls`.
+fn network_table(networks: &[NetworkRow]) -> String {
+    let rows: Vec<Vec<String>> = networks
+        .iter()
+        .map(|n| {
+            vec![
+                n.id.chars().take(SHORT_ID).collect(),
+                n.name.clone(),
+                n.driver.clone(),
+                n.scope.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn create() -> NetworkCmd {
+        NetworkCmd::Create(CreateArgs {
+            name: "n".into(),
+            driver: None,
+            subnet: None,
+            gateway: None,
+            ip_range: None,
+            vni: None,
+            peers: vec![],
+            parent: None,
+            mtu: None,
+            internal: false,
+        })
+    }
+
+    #[test]
+    fn ls_table() {
+        let result = json!([
+            {"id": "3f1c2a9b8d7e6f5a4b3c2d1e", "name": "bridge", "driver": "bridge",
+             "scope": "local", "ports": 2},
+            {"id": "9a8b", "name": "overlay-one", "driver": "overlay", "scope": "global",
+             "ports": 0}
+        ]);
+        assert_eq!(
+            NetworkCmd::Ls.render(&result),
+            "NETWORK ID     NAME          DRIVER    SCOPE\n\
+             3f1c2a9b8d7e   bridge        bridge    local\n\
+             9a8b           overlay-one   overlay   global\n"
+        );
+    }
+
+    #[test]
+    fn create_prints_the_id() {
+        assert_eq!(create().render(&json!("abc123")), "abc123\n");
+        assert_eq!(
+            create().render(&json!({"id": "abc123", "name": "n"})),
+            "abc123\n"
+        );
+        assert_eq!(
+            create().render(&json!({"Id": "abc123", "Name": "n"})),
+            "abc123\n"
+        );
+        let odd = json!({"created": true});
+        assert_eq!(create().render(&odd), output::json(&odd));
+    }
+
+    #[test]
+    fn inspect_prints_json_and_rm_nothing() {
+        let doc = json!([{"Name": "n", "Id": "abc", "Driver": "bridge", "Scope": "local"}]);
+        let inspect = NetworkCmd::Inspect { name: "n".into() };
+        assert_eq!(inspect.render(&doc), output::json(&doc));
+        assert!(
+            inspect.render(&doc).contains("\n  {\n    \"Driver\""),
+            "pretty JSON"
+        );
+        assert_eq!(NetworkCmd::Rm { name: "n".into() }.render(&json!(null)), "");
+    }
+}
