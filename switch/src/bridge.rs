@@ -82,7 +82,9 @@ impl fmt::Debug for VlanSet {
     }
 }
 
-/// How a port carries VLANs.
+/// How a port carries VLANs. (The trunk bitmap is 512 bytes inline: ports are few and the
+/// bridge reads it on every flood, so no box.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortMode {
     /// One VLAN, untagged on the wire.

@@ -434,14 +434,15 @@ impl Datapath {
         let Some(Some(slot)) = self.ports.get(out.0) else {
             return;
         };
-        if slot.state == PortState::Down {
-            slot.counters.count_drop(DropReason::PortDown);
-            return;
-        }
-        let Some(Some(net)) = self.networks.get(slot.network.0 as usize) else {
-            return;
-        };
-        let Some(bport) = net.bridge.port(slot.local) else {
+        let bport = self
+            .networks
+            .get(slot.network.0 as usize)
+            .and_then(Option::as_ref)
+            .and_then(|net| net.bridge.port(slot.local));
+        let Some(bport) = bport.filter(|_| slot.state == PortState::Up) else {
+            for _ in start..end {
+                slot.counters.count_drop(DropReason::PortDown);
+            }
             return;
         };
         let (caps, counters) = (slot.caps, slot.counters.clone());
@@ -456,7 +457,13 @@ impl Datapath {
                 (true, Some(vid)) => tag_vid(frame.data) == Some(vid),
                 _ => false,
             };
-            let fits = frame.meta.is_gso() || frame.data.len() <= caps.max_frame_len();
+            // The length as it leaves: a pushed tag adds 4 bytes, a popped one removes 4.
+            let egress_len = match (p.tagged, want) {
+                (false, Some(_)) => frame.data.len() + 4,
+                (true, None) => frame.data.len() - 4,
+                _ => frame.data.len(),
+            };
+            let fits = frame.meta.is_gso() || egress_len <= caps.max_frame_len();
             if !fits {
                 counters.count_drop(DropReason::Oversize);
                 continue;
