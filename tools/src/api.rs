@@ -102,6 +102,29 @@ pub enum Request {
     NetworkLs,
     /// One network in detail, as `docker network inspect`.
     NetworkInspect { name: String },
+    /// Connect a sandbox to a network: an endpoint (veth pair, address, routes).
+    NetworkConnect {
+        network: String,
+        sandbox: String,
+        #[serde(default)]
+        ip: Option<String>,
+    },
+    /// Undo `network_connect`: remove the endpoint and release its address.
+    NetworkDisconnect { network: String, sandbox: String },
+    /// Add a VXLAN peer to an overlay network.
+    NetworkPeerAdd { network: String, ip: String },
+    /// Remove a VXLAN peer from an overlay network.
+    NetworkPeerRm { network: String, ip: String },
+    /// Create a sandbox: a network namespace at /run/netns/NAME (or adopt one).
+    SandboxCreate {
+        name: String,
+        #[serde(default)]
+        netns: Option<String>,
+    },
+    /// Remove a sandbox (its endpoints are disconnected first).
+    SandboxRm { name: String },
+    /// List sandboxes.
+    SandboxLs,
 }
 
 /// What `network create` asks for.
@@ -211,6 +234,26 @@ pub struct NetworkRow {
     pub driver: String,
     pub scope: String,
     pub ports: usize,
+}
+
+/// One row of `sandbox ls --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxRow {
+    pub name: String,
+    pub netns: String,
+    /// Networks it is connected to, with the endpoint's address.
+    pub endpoints: Vec<EndpointRow>,
+}
+
+/// One endpoint of a sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRow {
+    pub network: String,
+    pub interface: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// The socket path: the flag, else `VSWITCH_SOCKET`, else the default (clap handles the first

@@ -148,6 +148,30 @@ pub fn create_named_netns(name: &str) -> io::Result<PathBuf> {
     }
 }
 
+/// Makes `/run/netns/NAME` name an existing namespace (`source`, e.g. `/proc/PID/ns/net`), by
+/// bind mount, so `ip netns exec NAME` enters it. `source` must be a network namespace.
+pub fn bind_named_netns(name: &str, source: impl AsRef<Path>) -> io::Result<PathBuf> {
+    let source = source.as_ref();
+    adopt_netns(source)?;
+    let path = netns_path(name)?;
+    prepare_run_dir()?;
+    let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    drop(rustix::fs::open(&path, flags, Mode::empty()).map_err(|e| {
+        context(
+            e,
+            format!("create network namespace file {}", path.display()),
+        )
+    })?);
+    if let Err(e) = rustix::mount::mount_bind(source, &path) {
+        let _ = fs::remove_file(&path);
+        return Err(context(
+            e,
+            format!("bind {} on {}", source.display(), path.display()),
+        ));
+    }
+    Ok(path)
+}
+
 /// Deletes the named namespace: detaches its bind mount and removes `/run/netns/NAME`.
 ///
 /// A name with no file is a `NotFound` error. The namespace itself lives on while a process

@@ -5,10 +5,11 @@
 //! [`DatapathHandle::call`]. Each request is validated completely before anything changes, and a
 //! change is saved to the state directory before the answer goes out.
 
+mod cnm;
 pub mod server;
 pub mod state;
 
-use crate::api::{FdbRow, NetworkRow, NetworkSpec, PortRow, PortType, Request, Response, StatsRow};
+use crate::api::{FdbRow, NetworkSpec, PortRow, PortType, Request, Response, StatsRow};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use state::StateDir;
@@ -43,6 +44,9 @@ pub struct NetworkRecord {
     pub driver: String,
     #[serde(default)]
     pub spec: NetworkSpec,
+    /// The network's address pool, for drivers that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<cnm::NetworkIpam>,
 }
 
 /// A port as stored.
@@ -56,6 +60,13 @@ pub struct PortRecord {
     pub vlan: Option<u16>,
     #[serde(default)]
     pub trunks: Option<Vec<u16>>,
+    /// For a gateway port: the address it holds, `IP/PREFIX`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Who made the port, when the daemon did: `endpoint`, `gateway` or `uplink`. Such ports
+    /// go away with what made them, not with `port remove`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Everything in the state file.
@@ -63,6 +74,12 @@ pub struct PortRecord {
 pub struct SwitchState {
     pub networks: Vec<NetworkRecord>,
     pub ports: Vec<PortRecord>,
+    #[serde(default)]
+    pub sandboxes: Vec<cnm::SandboxRecord>,
+    #[serde(default)]
+    pub endpoints: Vec<cnm::EndpointRecord>,
+    #[serde(default)]
+    pub ipam: ipam::DefaultIpam,
 }
 
 struct NetworkLive {
@@ -83,6 +100,9 @@ pub struct Daemon {
     store: StateDir,
     networks: BTreeMap<String, NetworkLive>,
     ports: BTreeMap<String, PortLive>,
+    sandboxes: BTreeMap<String, cnm::SandboxRecord>,
+    endpoints: Vec<cnm::EndpointRecord>,
+    ipam: ipam::DefaultIpam,
 }
 
 impl Daemon {
@@ -95,6 +115,13 @@ impl Daemon {
             store,
             networks: BTreeMap::new(),
             ports: BTreeMap::new(),
+            sandboxes: saved
+                .sandboxes
+                .into_iter()
+                .map(|s| (s.name.clone(), s))
+                .collect(),
+            endpoints: saved.endpoints,
+            ipam: saved.ipam,
         };
         let mut repairs = Vec::new();
         let fresh = saved.networks.is_empty();
@@ -104,15 +131,21 @@ impl Daemon {
                 .insert(rec.name.clone(), NetworkLive { record: rec, id });
         }
         if fresh {
-            let spec = NetworkSpec {
-                name: "bridge".into(),
-                driver: Some("bridge".into()),
-                ..NetworkSpec::default()
-            };
-            d.create_network(spec).map_err(std::io::Error::other)?;
+            for (name, driver) in [("bridge", "bridge"), ("host", "host"), ("none", "none")] {
+                let spec = NetworkSpec {
+                    name: name.into(),
+                    driver: Some(driver.into()),
+                    ..NetworkSpec::default()
+                };
+                d.create_network(spec).map_err(std::io::Error::other)?;
+            }
         }
+        repairs.extend(d.reconcile_endpoints());
         for rec in saved.ports {
             let name = rec.name.clone();
+            if d.ports.contains_key(&name) {
+                continue;
+            }
             match d.attach(&rec) {
                 Ok(live) => {
                     d.ports.insert(name, live);
@@ -120,9 +153,8 @@ impl Daemon {
                 Err(e) => repairs.push(format!("port {name} not restored: {e}")),
             }
         }
-        if !repairs.is_empty() {
-            d.save().map_err(std::io::Error::other)?;
-        }
+        repairs.extend(d.remove_orphan_veths());
+        d.save().map_err(std::io::Error::other)?;
         Ok((d, repairs))
     }
 
@@ -141,6 +173,8 @@ impl Daemon {
                 port_type,
                 vlan,
                 trunks,
+                address: None,
+                owner: None,
             }),
             Request::PortRemove { name } => self.port_remove(&name),
             Request::PortList => self.port_list(),
@@ -153,6 +187,19 @@ impl Daemon {
             Request::NetworkRm { name } => self.network_rm(&name),
             Request::NetworkLs => self.network_ls(),
             Request::NetworkInspect { name } => self.network_inspect(&name),
+            Request::NetworkConnect {
+                network,
+                sandbox,
+                ip,
+            } => self.network_connect(&network, &sandbox, ip.as_deref()),
+            Request::NetworkDisconnect { network, sandbox } => {
+                self.network_disconnect(&network, &sandbox)
+            }
+            Request::NetworkPeerAdd { network, ip } => self.network_peer(&network, &ip, true),
+            Request::NetworkPeerRm { network, ip } => self.network_peer(&network, &ip, false),
+            Request::SandboxCreate { name, netns } => self.sandbox_create(&name, netns.as_deref()),
+            Request::SandboxRm { name } => self.sandbox_rm(&name),
+            Request::SandboxLs => self.sandbox_ls(),
         };
         match result {
             Ok(v) => Response::ok(v),
@@ -183,6 +230,9 @@ impl Daemon {
         let state = SwitchState {
             networks: self.networks.values().map(|n| n.record.clone()).collect(),
             ports: self.ports.values().map(|p| p.record.clone()).collect(),
+            sandboxes: self.sandboxes.values().cloned().collect(),
+            endpoints: self.endpoints.clone(),
+            ipam: self.ipam.clone(),
         };
         self.store
             .save(STATE_FILE, &state)
@@ -203,148 +253,6 @@ impl Daemon {
         self.ports
             .get(name)
             .ok_or_else(|| ApiError(format!("no such port: {name}")))
-    }
-
-    // ---- networks ----
-
-    fn create_network(&mut self, spec: NetworkSpec) -> Result<serde_json::Value, ApiError> {
-        let name = spec.name.clone();
-        validate_name("network", &name)?;
-        if self.networks.contains_key(&name) {
-            return err(format!("network {name} already exists"));
-        }
-        let driver = spec.driver.clone().unwrap_or_else(|| "bridge".into());
-        if !DRIVERS.contains(&driver.as_str()) {
-            return err(format!(
-                "unknown driver {driver:?}: expected one of {}",
-                DRIVERS.join(", ")
-            ));
-        }
-        if let Some(mtu) = spec.mtu {
-            if !(68..=65535).contains(&mtu) {
-                return err(format!("invalid MTU {mtu}: expected 68 to 65535"));
-            }
-        }
-        let id = self.new_bridge()?;
-        let record = NetworkRecord {
-            id: random_id(),
-            name: name.clone(),
-            driver,
-            spec,
-        };
-        let out = json!({ "id": record.id, "name": name });
-        self.networks
-            .insert(name.clone(), NetworkLive { record, id });
-        if let Err(e) = self.save() {
-            let live = self.networks.remove(&name).expect("just inserted");
-            let _ = self.call(move |ctl| ctl.dp.remove_network(live.id));
-            return Err(e);
-        }
-        Ok(out)
-    }
-
-    fn network_rm(&mut self, name: &str) -> Result<serde_json::Value, ApiError> {
-        let net = self.network(name)?;
-        let users: Vec<&str> = self
-            .ports
-            .values()
-            .filter(|p| p.record.network == name)
-            .map(|p| p.record.name.as_str())
-            .collect();
-        if !users.is_empty() {
-            return err(format!(
-                "network {name} still has ports: {} (remove them first)",
-                users.join(", ")
-            ));
-        }
-        let id = net.id;
-        if !self.call(move |ctl| ctl.dp.remove_network(id))? {
-            return err(format!("network {name} still has ports in the datapath"));
-        }
-        let live = self.networks.remove(name).expect("checked above");
-        if let Err(e) = self.save() {
-            // Put it back as it was: a fresh bridge with the same record.
-            if let Ok(id) = self.new_bridge() {
-                self.networks.insert(
-                    name.to_string(),
-                    NetworkLive {
-                        record: live.record,
-                        id,
-                    },
-                );
-            }
-            return Err(e);
-        }
-        Ok(json!({ "removed": name }))
-    }
-
-    fn network_ls(&self) -> Result<serde_json::Value, ApiError> {
-        let rows: Vec<NetworkRow> = self
-            .networks
-            .values()
-            .map(|n| NetworkRow {
-                id: n.record.id[..12].to_string(),
-                name: n.record.name.clone(),
-                driver: n.record.driver.clone(),
-                scope: if n.record.driver == "overlay" {
-                    "swarm".into()
-                } else {
-                    "local".into()
-                },
-                ports: self
-                    .ports
-                    .values()
-                    .filter(|p| p.record.network == n.record.name)
-                    .count(),
-            })
-            .collect();
-        Ok(serde_json::to_value(rows).expect("rows serialize"))
-    }
-
-    fn network_inspect(&self, name: &str) -> Result<serde_json::Value, ApiError> {
-        let n = self.network(name)?;
-        let s = &n.record.spec;
-        let mut config = serde_json::Map::new();
-        if let Some(v) = &s.subnet {
-            config.insert("Subnet".into(), json!(v));
-        }
-        if let Some(v) = &s.gateway {
-            config.insert("Gateway".into(), json!(v));
-        }
-        if let Some(v) = &s.ip_range {
-            config.insert("IPRange".into(), json!(v));
-        }
-        let mut options = serde_json::Map::new();
-        if let Some(mtu) = s.mtu {
-            options.insert(
-                "com.docker.network.driver.mtu".into(),
-                json!(mtu.to_string()),
-            );
-        }
-        if let Some(vni) = s.vni {
-            options.insert("vxlan.vni".into(), json!(vni.to_string()));
-        }
-        if let Some(p) = &s.parent {
-            options.insert("parent".into(), json!(p));
-        }
-        let ports: Vec<&str> = self
-            .ports
-            .values()
-            .filter(|p| p.record.network == name)
-            .map(|p| p.record.name.as_str())
-            .collect();
-        Ok(json!([{
-            "Name": n.record.name,
-            "Id": n.record.id,
-            "Driver": n.record.driver,
-            "Scope": if n.record.driver == "overlay" { "swarm" } else { "local" },
-            "Internal": s.internal,
-            "IPAM": { "Driver": "default", "Config": if config.is_empty() { vec![] } else { vec![config] } },
-            "Containers": {},
-            "Options": options,
-            "Peers": s.peers,
-            "Ports": ports,
-        }]))
     }
 
     // ---- ports ----
@@ -386,10 +294,12 @@ impl Daemon {
                     ));
                 }
                 let mtu = net.record.spec.mtu;
-                Box::new(
-                    TapPort::create(&rec.name, mtu)
-                        .map_err(|e| ApiError(format!("creating TAP {}: {e}", rec.name)))?,
-                )
+                let tap = TapPort::create(&rec.name, mtu)
+                    .map_err(|e| ApiError(format!("creating TAP {}: {e}", rec.name)))?;
+                if let Some(addr) = &rec.address {
+                    cnm::set_gateway_address(&rec.name, addr)?;
+                }
+                Box::new(tap)
             }
         };
         let mtu = port.capabilities().mtu;
@@ -422,7 +332,12 @@ impl Daemon {
     }
 
     fn port_remove(&mut self, name: &str) -> Result<serde_json::Value, ApiError> {
-        self.port(name)?;
+        if let Some(owner) = &self.port(name)?.record.owner {
+            return err(format!(
+                "port {name} is the {owner} port of network {}; it goes away with it",
+                self.ports[name].record.network
+            ));
+        }
         let live = self.detach(name)?;
         if let Err(e) = self.save() {
             // The port is gone from the datapath; try to put it back so state and reality agree.

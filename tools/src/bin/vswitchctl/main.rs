@@ -12,6 +12,7 @@ mod fdb;
 mod network;
 mod output;
 mod port;
+mod sandbox;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -26,7 +27,7 @@ use tools::api::{self, Request, DEFAULT_SOCKET};
 #[command(
     name = "vswitchctl",
     version,
-    about = "Control vswitchd: ports, the MAC table, counters and networks",
+    about = "Control vswitchd: ports, the MAC table, counters, networks and sandboxes",
     arg_required_else_help = true
 )]
 struct Cli {
@@ -60,6 +61,9 @@ enum Command {
     /// Create, remove, list and inspect networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// Create, remove and list sandboxes (network namespaces).
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCmd),
 }
 
 impl Command {
@@ -70,6 +74,7 @@ impl Command {
             Command::Fdb(c) => c.request(),
             Command::Stats(c) => c.request(),
             Command::Network(c) => c.request(),
+            Command::Sandbox(c) => c.request(),
         }
     }
 
@@ -80,6 +85,7 @@ impl Command {
             Command::Fdb(c) => c.render(result),
             Command::Stats(c) => c.render(result),
             Command::Network(c) => c.render(result),
+            Command::Sandbox(c) => c.render(result),
         }
     }
 }

@@ -28,6 +28,49 @@ pub enum NetworkCmd {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Connect a sandbox to a network: a veth pair, an address, routes.
+    Connect {
+        /// The network's name.
+        #[arg(value_name = "NET")]
+        network: String,
+        /// The sandbox's name.
+        #[arg(value_name = "SANDBOX")]
+        sandbox: String,
+        /// Ask for this address (else the next free one).
+        #[arg(long, value_name = "IP", value_parser = args::ip)]
+        ip: Option<IpAddr>,
+    },
+    /// Disconnect a sandbox from a network (its address is released).
+    Disconnect {
+        /// The network's name.
+        #[arg(value_name = "NET")]
+        network: String,
+        /// The sandbox's name.
+        #[arg(value_name = "SANDBOX")]
+        sandbox: String,
+    },
+    /// VXLAN peers of an overlay network.
+    #[command(subcommand)]
+    Peer(PeerCmd),
+}
+
+/// `network peer add|rm NET IP`
+#[derive(Debug, Subcommand)]
+pub enum PeerCmd {
+    /// Add a remote VTEP to the network's flood list.
+    Add {
+        #[arg(value_name = "NET")]
+        network: String,
+        #[arg(value_name = "IP", value_parser = args::ip)]
+        ip: IpAddr,
+    },
+    /// Remove a remote VTEP (and the MACs learned behind it).
+    Rm {
+        #[arg(value_name = "NET")]
+        network: String,
+        #[arg(value_name = "IP", value_parser = args::ip)]
+        ip: IpAddr,
+    },
 }
 
 /// `network create NAME …`
@@ -112,6 +155,27 @@ impl NetworkCmd {
             NetworkCmd::Rm { name } => Request::NetworkRm { name: name.clone() },
             NetworkCmd::Ls => Request::NetworkLs,
             NetworkCmd::Inspect { name } => Request::NetworkInspect { name: name.clone() },
+            NetworkCmd::Connect {
+                network,
+                sandbox,
+                ip,
+            } => Request::NetworkConnect {
+                network: network.clone(),
+                sandbox: sandbox.clone(),
+                ip: ip.map(|ip| ip.to_string()),
+            },
+            NetworkCmd::Disconnect { network, sandbox } => Request::NetworkDisconnect {
+                network: network.clone(),
+                sandbox: sandbox.clone(),
+            },
+            NetworkCmd::Peer(PeerCmd::Add { network, ip }) => Request::NetworkPeerAdd {
+                network: network.clone(),
+                ip: ip.to_string(),
+            },
+            NetworkCmd::Peer(PeerCmd::Rm { network, ip }) => Request::NetworkPeerRm {
+                network: network.clone(),
+                ip: ip.to_string(),
+            },
         }
     }
 
@@ -125,6 +189,11 @@ impl NetworkCmd {
             NetworkCmd::Rm { .. } => String::new(),
             NetworkCmd::Ls => output::rows_or_json(result, network_table),
             NetworkCmd::Inspect { .. } => output::json(result),
+            NetworkCmd::Connect { .. } => match (result.get("interface"), result.get("ipv4")) {
+                (Some(Value::String(i)), Some(Value::String(a))) => format!("{i} {a}\n"),
+                _ => String::new(),
+            },
+            NetworkCmd::Disconnect { .. } | NetworkCmd::Peer(_) => String::new(),
         }
     }
 }

@@ -1,0 +1,181 @@
+//! Encapsulation: laying out VXLAN datagrams, the UDP payloads a VTEP sends (RFC 7348 § 5:
+//! the VXLAN header, then the inner Ethernet frame without its FCS).
+//!
+//! [`encap_into`] wraps one frame. [`encap_segments`] takes a TCP super-frame (virtio GSO, see
+//! `switch::offload`), cuts it into segments in software with `switch::gso::Segmenter`, and lays
+//! out `[VXLAN header + segment]` back to back in one buffer. Every datagram but the last then
+//! has the same size, which is what UDP segmentation offload (`UDP_SEGMENT`) needs to send them
+//! all in one syscall ([`crate::VtepSocket::send_segmented`]). VTEPs never fragment
+//! (RFC 7348 § 4.3): the caller checks that the largest datagram, the first, fits the underlay
+//! (`Vtep::fits(seg_size - HEADER_LEN)`) and counts `TooBigForOverlay` otherwise.
+
+use crate::header::{Packet, Repr, HEADER_LEN};
+use switch::gso::Segmenter;
+use switch::{DropReason, VirtioNetHdr};
+
+/// Appends one datagram to `buf`: the VXLAN header for `vni`, then `inner_frame`.
+pub fn encap_into(buf: &mut Vec<u8>, vni: u32, inner_frame: &[u8]) {
+    let start = buf.len();
+    buf.resize(start + HEADER_LEN, 0);
+    Repr { vni }.emit(&mut Packet::new_unchecked(&mut buf[start..]));
+    buf.extend_from_slice(inner_frame);
+}
+
+/// How [`encap_segments`] laid out its datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segments {
+    /// Number of datagrams.
+    pub count: usize,
+    /// Size of each datagram but the last, which may be shorter (VXLAN header included).
+    pub seg_size: u16,
+}
+
+/// Segments a (super-)frame in software and writes `[VXLAN header + segment]` datagrams back to
+/// back into `out` (cleared first), ready for `UDP_SEGMENT`.
+///
+/// A plain frame gives one datagram; a `NEEDS_CSUM` frame gets its checksum completed.
+/// Errors: unusable offload metadata is `BadOffload`; a datagram over 65535 bytes is
+/// `TooBigForOverlay`.
+pub fn encap_segments(
+    segmenter: &mut Segmenter,
+    vni: u32,
+    frame: &[u8],
+    hdr: &VirtioNetHdr,
+    out: &mut Vec<u8>,
+) -> Result<Segments, DropReason> {
+    out.clear();
+    let header = Repr { vni }.to_bytes();
+    let mut first: Option<usize> = None;
+    let mut shorter_seen = false;
+    let mut uneven = false;
+    let count = segmenter
+        .segment(frame, hdr, |seg| {
+            let size = HEADER_LEN + seg.len();
+            // UDP_SEGMENT needs every datagram but the last to be of one size.
+            match first {
+                None => first = Some(size),
+                Some(f) if shorter_seen || size > f => uneven = true,
+                Some(f) => shorter_seen = size < f,
+            }
+            out.extend_from_slice(&header);
+            out.extend_from_slice(seg);
+        })
+        .map_err(|_| DropReason::BadOffload)?;
+    if uneven {
+        return Err(DropReason::BadOffload);
+    }
+    let seg_size = first.unwrap_or(HEADER_LEN);
+    let seg_size = u16::try_from(seg_size).map_err(|_| DropReason::TooBigForOverlay)?;
+    Ok(Segments { count, seg_size })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Vtep, VtepConfig};
+    use switch::offload::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
+
+    /// A TCPv4 super-frame of `payload` bytes with a 20-byte TCP header, and its GSO header.
+    fn tcp_super_frame(payload: usize, mss: u16) -> (Vec<u8>, VirtioNetHdr) {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut f[14..];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        let tcp = &mut ip[20..];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x10;
+        f.extend((0..payload).map(|i| i as u8));
+        let hdr = VirtioNetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: mss,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        (f, hdr)
+    }
+
+    #[test]
+    fn encap_into_appends_header_then_frame() {
+        let mut buf = vec![0xaa];
+        encap_into(&mut buf, 42, &[1, 2, 3]);
+        assert_eq!(buf, [0xaa, 0x08, 0, 0, 0, 0, 0, 0x2a, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn super_frame_becomes_equal_datagrams() {
+        let (frame, hdr) = tcp_super_frame(10_000, 1398);
+        let mut out = Vec::new();
+        let s = encap_segments(&mut Segmenter::new(), 42, &frame, &hdr, &mut out).unwrap();
+        // 10000 = 7 * 1398 + 214.
+        assert_eq!(s.count, 8);
+        assert_eq!(usize::from(s.seg_size), 8 + 54 + 1398);
+        assert_eq!(out.len(), 7 * usize::from(s.seg_size) + 8 + 54 + 214);
+        let mut payload = Vec::new();
+        for d in out.chunks(usize::from(s.seg_size)) {
+            let p = Packet::new_checked(d).unwrap();
+            assert_eq!(Repr::parse(&p), Ok(Repr { vni: 42 }));
+            let inner = p.payload();
+            assert_eq!(&inner[..12], &frame[..12]);
+            payload.extend_from_slice(&inner[54..]);
+        }
+        assert_eq!(payload, frame[54..]);
+        // MSS 1398 is what an overlay of a 1500 underlay carries: it fits exactly.
+        let vtep = Vtep::new(VtepConfig::default());
+        assert!(vtep.fits(usize::from(s.seg_size) - HEADER_LEN));
+        // MSS 1448 (a 1500-byte inner MTU) does not.
+        let (frame, hdr) = tcp_super_frame(10_000, 1448);
+        let s = encap_segments(&mut Segmenter::new(), 42, &frame, &hdr, &mut out).unwrap();
+        assert!(!vtep.fits(usize::from(s.seg_size) - HEADER_LEN));
+    }
+
+    #[test]
+    fn plain_frame_is_one_datagram() {
+        let frame = [7u8; 60];
+        let mut out = vec![1, 2, 3];
+        let s = encap_segments(
+            &mut Segmenter::new(),
+            5,
+            &frame,
+            &VirtioNetHdr::NONE,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            Segments {
+                count: 1,
+                seg_size: 68
+            }
+        );
+        assert_eq!(out.len(), 68);
+        assert_eq!(&out[8..], frame);
+    }
+
+    #[test]
+    fn bad_offload_and_oversize() {
+        let (frame, mut hdr) = tcp_super_frame(3000, 1000);
+        hdr.gso_size = 0;
+        let mut out = Vec::new();
+        let mut seg = Segmenter::new();
+        assert_eq!(
+            encap_segments(&mut seg, 5, &frame, &hdr, &mut out),
+            Err(DropReason::BadOffload)
+        );
+        let huge = vec![0u8; 65_530];
+        assert_eq!(
+            encap_segments(&mut seg, 5, &huge, &VirtioNetHdr::NONE, &mut out),
+            Err(DropReason::TooBigForOverlay)
+        );
+    }
+}
