@@ -67,10 +67,13 @@ pub struct EndpointRecord {
     pub default_route: bool,
 }
 
-/// Gives a gateway port its `IP/PREFIX`.
+/// Gives a gateway port its `IP/PREFIX`, and a MAC derived from it, so the gateway keeps its
+/// MAC across restarts (the sandboxes' ARP caches stay right).
 pub(super) fn set_gateway_address(ifname: &str, addr: &str) -> Result<(), ApiError> {
     let (ip, prefix) = parse_addr(addr)?;
     let mut nl = Netlink::new().map_err(|e| ApiError(format!("netlink: {e}")))?;
+    nl.set_mac(ifname, mac_for(ip))
+        .map_err(|e| ApiError(format!("setting the MAC of {ifname}: {e}")))?;
     match nl.add_address(ifname, ip, prefix) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
