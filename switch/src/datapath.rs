@@ -183,11 +183,22 @@ impl Datapath {
         port: Box<dyn Port>,
         mode: PortMode,
     ) -> Result<PortHandle, Box<dyn Port>> {
+        self.add_port_with_counters(network, port, mode, Arc::default())
+    }
+
+    /// Like [`Datapath::add_port`], with counters the port itself also holds (a port that
+    /// drops frames on its own, like a VXLAN port, counts them there).
+    pub fn add_port_with_counters(
+        &mut self,
+        network: NetworkId,
+        port: Box<dyn Port>,
+        mode: PortMode,
+        counters: Arc<PortCounters>,
+    ) -> Result<PortHandle, Box<dyn Port>> {
         let Some(Some(net)) = self.networks.get_mut(network.0 as usize) else {
             return Err(port);
         };
         let caps = port.capabilities();
-        let counters = Arc::new(PortCounters::default());
         let local = net.bridge.add_port(BridgePort {
             name: port.name().to_string(),
             mode,
@@ -279,7 +290,8 @@ impl Datapath {
         }
     }
 
-    /// Ages every MAC table, at most once a second.
+    /// Housekeeping, at most once a second: ages every MAC table and brings back ports whose
+    /// link is up again (an interface that was set down and up).
     pub fn age(&mut self, now: Instant) {
         if now.saturating_since(self.last_aging) < Duration::from_secs(1) {
             return;
@@ -287,6 +299,16 @@ impl Datapath {
         self.last_aging = now;
         for net in self.networks.iter_mut().flatten() {
             net.bridge.fdb_mut().age(now);
+        }
+        for slot in self.ports.iter_mut().flatten() {
+            if slot.state == PortState::Down && slot.port.link_up() {
+                slot.state = PortState::Up;
+                slot.more = true;
+                if let Some(Some(net)) = self.networks.get_mut(slot.network.0 as usize) {
+                    net.bridge.set_port_up(slot.local, true);
+                }
+                tracing::info!(port = slot.port.name(), "port up again");
+            }
         }
     }
 
@@ -323,7 +345,8 @@ impl Datapath {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
+                Err(e) => {
+                    tracing::warn!(port = slot.port.name(), error = %e, "port down");
                     self.set_port_down(handle);
                     return taken;
                 }

@@ -13,6 +13,7 @@ use crate::time::Instant;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -25,8 +26,15 @@ pub struct Ctl<'a> {
     /// The datapath, owned by the thread.
     pub dp: &'a mut Datapath,
     registry: &'a Registry,
+    pollers: &'a mut Vec<Option<(RawFd, Poller)>>,
     stop: &'a mut bool,
 }
+
+/// Reads a shared source and feeds the datapath (see [`Ctl::add_poller`]).
+pub type Poller = Box<dyn FnMut(&mut Datapath, Instant) + Send>;
+
+/// Tokens at and above this are pollers; below are port handles.
+const POLLER_BASE: usize = usize::MAX / 2;
 
 impl Ctl<'_> {
     /// Attaches a port to a network and starts polling it.
@@ -51,6 +59,49 @@ impl Ctl<'_> {
             }
         }
         Ok(handle)
+    }
+
+    /// Attaches a port that counts into `counters` too (see
+    /// [`Datapath::add_port_with_counters`]). Such ports are driven by a poller, not by a
+    /// descriptor of their own.
+    pub fn add_port_with_counters(
+        &mut self,
+        network: NetworkId,
+        port: Box<dyn Port>,
+        mode: PortMode,
+        counters: std::sync::Arc<crate::counters::PortCounters>,
+    ) -> io::Result<PortHandle> {
+        self.dp
+            .add_port_with_counters(network, port, mode, counters)
+            .map_err(|_| io::Error::new(io::ErrorKind::NotFound, "no such network"))
+    }
+
+    /// Calls `poller` whenever `fd` is readable (and once a second). A poller reads a shared
+    /// source, such as the VXLAN socket, and feeds the ports behind it through the datapath.
+    pub fn add_poller(&mut self, fd: RawFd, poller: Poller) -> io::Result<usize> {
+        let id = self
+            .pollers
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or_else(|| {
+                self.pollers.push(None);
+                self.pollers.len() - 1
+            });
+        self.registry.register(
+            &mut SourceFd(&fd),
+            Token(POLLER_BASE + id),
+            Interest::READABLE,
+        )?;
+        self.pollers[id] = Some((fd, poller));
+        Ok(id)
+    }
+
+    /// Stops a poller.
+    pub fn remove_poller(&mut self, id: usize) {
+        if let Some(Some((fd, _))) = self.pollers.get(id) {
+            let _ = self.registry.deregister(&mut SourceFd(fd));
+            self.pollers[id] = None;
+        }
     }
 
     /// Stops polling a port and detaches it; the port is returned (dropping it closes it).
@@ -112,6 +163,8 @@ pub fn spawn(name: &str) -> io::Result<(DatapathHandle, JoinHandle<()>)> {
 fn run(mut poll: Poll, commands: mpsc::Receiver<Command>, mut dp: Datapath) {
     let mut events = Events::with_capacity(256);
     let mut stop = false;
+    let mut pollers: Vec<Option<(RawFd, Poller)>> = Vec::new();
+    let mut last_tick = Instant::ZERO;
     while !stop {
         let timeout = if dp.has_more() {
             Duration::ZERO
@@ -127,10 +180,24 @@ fn run(mut poll: Poll, commands: mpsc::Receiver<Command>, mut dp: Datapath) {
         }
         let now = Instant::now();
         for ev in events.iter() {
-            if ev.token() == WAKER {
-                continue;
+            match ev.token() {
+                WAKER => {}
+                Token(t) if t >= POLLER_BASE => {
+                    if let Some(Some((_, poller))) = pollers.get_mut(t - POLLER_BASE) {
+                        poller(&mut dp, now);
+                    }
+                }
+                Token(t) => {
+                    dp.poll_port(now, PortHandle(t));
+                }
             }
-            dp.poll_port(now, PortHandle(ev.token().0));
+        }
+        // Pollers also run once a second, for their own timers (aging, retries).
+        if now.saturating_since(last_tick) >= Duration::from_secs(1) {
+            last_tick = now;
+            for (_, poller) in pollers.iter_mut().flatten() {
+                poller(&mut dp, now);
+            }
         }
         // Ports that stopped at their budget get another turn before we sleep.
         if dp.has_more() {
@@ -142,6 +209,7 @@ fn run(mut poll: Poll, commands: mpsc::Receiver<Command>, mut dp: Datapath) {
             let mut ctl = Ctl {
                 dp: &mut dp,
                 registry: poll.registry(),
+                pollers: &mut pollers,
                 stop: &mut stop,
             };
             cmd(&mut ctl);
@@ -154,6 +222,7 @@ fn run(mut poll: Poll, commands: mpsc::Receiver<Command>, mut dp: Datapath) {
         let mut ctl = Ctl {
             dp: &mut dp,
             registry: poll.registry(),
+            pollers: &mut pollers,
             stop: &mut stop,
         };
         ctl.remove_port(h);

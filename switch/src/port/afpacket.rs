@@ -139,6 +139,10 @@ impl Port for AfPacketPort {
         &self.name
     }
 
+    fn link_up(&self) -> bool {
+        link_is_up(&self.name, self.ifindex)
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             mtu: self.mtu,
@@ -324,6 +328,39 @@ fn ioctl_mtu(fd: RawFd, name: &str) -> io::Result<usize> {
     // SAFETY: SIOCGIFMTU succeeded, so the union holds the MTU.
     let mtu = unsafe { req.ifr_ifru.ifru_mtu };
     Ok(usize::try_from(mtu).unwrap_or(0))
+}
+
+/// True when the interface `name` still has index `ifindex` and is administratively up: a port
+/// that went down on ENETDOWN may be used again.
+pub fn link_is_up(name: &str, ifindex: u32) -> bool {
+    let Ok(sock) = Socket::new(Domain::IPV4, Type::DGRAM, None) else {
+        return false;
+    };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    if name.len() >= req.ifr_name.len() || name.as_bytes().contains(&0) {
+        return false;
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *dst = *src as libc::c_char;
+    }
+    let fd = sock.as_raw_fd();
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name; SIOCGIFINDEX writes an int
+    // into its union.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFINDEX as _, &mut req as *mut libc::ifreq) } != 0 {
+        return false;
+    }
+    // SAFETY: SIOCGIFINDEX succeeded, so the union holds the index.
+    if unsafe { req.ifr_ifru.ifru_ifindex } as u32 != ifindex {
+        return false;
+    }
+    // SAFETY: as above; SIOCGIFFLAGS writes a short into the union.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req as *mut libc::ifreq) } != 0 {
+        return false;
+    }
+    // SAFETY: SIOCGIFFLAGS succeeded, so the union holds the flags.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    flags as libc::c_int & libc::IFF_UP != 0
 }
 
 /// Sets an integer socket option.

@@ -147,4 +147,10 @@ pub trait Port: Send {
 
     /// The descriptor to poll for readability, if the port has one.
     fn raw_fd(&self) -> Option<RawFd>;
+
+    /// After a failure: is the port's link usable again (its interface back up)? Asked about
+    /// once a second for a port that is down.
+    fn link_up(&self) -> bool {
+        true
+    }
 }

@@ -129,6 +129,10 @@ impl TapPort {
 }
 
 impl Port for TapPort {
+    fn link_up(&self) -> bool {
+        super::afpacket::link_is_up(&self.name, self.ifindex)
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

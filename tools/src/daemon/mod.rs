@@ -281,6 +281,10 @@ impl Daemon {
                 if !switch::port::afpacket::interface_exists(&rec.name) {
                     return err(format!("no such interface: {}", rec.name));
                 }
+                // As Open vSwitch does, a port's interface is brought up when it joins.
+                crate::netlink::Netlink::new()
+                    .and_then(|mut nl| nl.set_up(&rec.name))
+                    .map_err(|e| ApiError(format!("bringing up {}: {e}", rec.name)))?;
                 Box::new(
                     AfPacketPort::open(&rec.name)
                         .map_err(|e| ApiError(format!("opening {}: {e}", rec.name)))?,
