@@ -32,6 +32,8 @@ pub enum PortType {
     Tap,
     /// The switch's own end of a network's gateway (created by the daemon).
     Internal,
+    /// An overlay network's VXLAN port (created by the daemon).
+    Vxlan,
 }
 
 impl std::fmt::Display for PortType {
@@ -40,6 +42,7 @@ impl std::fmt::Display for PortType {
             PortType::System => "system",
             PortType::Tap => "tap",
             PortType::Internal => "internal",
+            PortType::Vxlan => "vxlan",
         })
     }
 }

@@ -18,11 +18,13 @@
 
 pub mod encap;
 pub mod header;
+pub mod overlay;
 pub mod socket;
 pub mod vtep;
 
 pub use encap::{encap_into, encap_segments, Segments};
 pub use header::{Packet, Repr, DEFAULT_PORT, HEADER_LEN, MAX_VNI, OVERHEAD_V4};
+pub use overlay::{Overlay, VxlanPort};
 pub use socket::{
     bucket_of, bucket_port, Datagram, Received, RecvBatch, SendOutcome, VtepSocket,
     SOURCE_PORT_BUCKETS,

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    let vtep = parse_vtep(&args.vtep)?;
     check_privileges()?;
     // Block SIGINT/SIGTERM before any thread starts, so only `wait_for_signal` receives them.
     let signals = block_signals();
@@ -57,7 +58,7 @@ fn run(args: Args) -> Result<(), String> {
     let (dp, dp_thread) =
         switch::event_loop::spawn("datapath").map_err(|e| format!("starting datapath: {e}"))?;
     let (daemon, repairs) =
-        Daemon::start(dp, store).map_err(|e| format!("restoring state: {e}"))?;
+        Daemon::start(dp, store, vtep).map_err(|e| format!("restoring state: {e}"))?;
     for r in &repairs {
         tracing::warn!("repaired: {r}");
     }
@@ -101,6 +102,21 @@ fn run(args: Args) -> Result<(), String> {
     let _ = std::fs::remove_file(&args.socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `ADDR[:PORT]` (IPv4; the port defaults to 4789).
+fn parse_vtep(text: &str) -> Result<std::net::SocketAddrV4, String> {
+    let bad = || format!("invalid --vtep {text:?}: expected ADDR[:PORT], e.g. 0.0.0.0:4789");
+    match text.split_once(':') {
+        Some((ip, port)) => Ok(std::net::SocketAddrV4::new(
+            ip.parse().map_err(|_| bad())?,
+            port.parse().map_err(|_| bad())?,
+        )),
+        None => Ok(std::net::SocketAddrV4::new(
+            text.parse().map_err(|_| bad())?,
+            vxlan::DEFAULT_PORT,
+        )),
+    }
 }
 
 /// Fails with a clear message when the daemon lacks what it needs.

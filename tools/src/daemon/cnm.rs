@@ -234,6 +234,9 @@ impl Daemon {
             None
         };
 
+        if driver == "overlay" {
+            self.ensure_overlay()?;
+        }
         let id = self.new_bridge()?;
         let record = NetworkRecord {
             id: random_id(),
@@ -261,6 +264,15 @@ impl Daemon {
                 trunks: None,
                 address: Some(format!("{gw}/{}", ip.subnet.prefix_len())),
                 owner: Some("gateway".into()),
+            }),
+            ("overlay", _) => Some(PortRecord {
+                name: format!("vxlan{}", spec.vni.expect("checked")),
+                network: name.clone(),
+                port_type: PortType::Vxlan,
+                vlan: None,
+                trunks: None,
+                address: None,
+                owner: Some("overlay".into()),
             }),
             ("macvlan", _) => Some(PortRecord {
                 name: spec.parent.clone().expect("checked"),
@@ -455,6 +467,15 @@ impl Daemon {
         if !add && !present {
             return err(format!("{ip} is not a peer of {network}"));
         }
+        let vni = net.record.spec.vni.expect("overlay networks have a VNI");
+        if let Some(o) = &self.overlay {
+            let done = if add {
+                o.add_peer(vni, addr)
+            } else {
+                o.remove_peer(vni, addr)
+            };
+            done.map_err(|e| ApiError(format!("peer {ip}: {e}")))?;
+        }
         let live = self.networks.get_mut(network).expect("checked");
         if add {
             live.record.spec.peers.push(ip.clone());
@@ -462,6 +483,13 @@ impl Daemon {
             live.record.spec.peers.retain(|p| *p != ip);
         }
         if let Err(e) = self.save() {
+            if let Some(o) = &self.overlay {
+                let _ = if add {
+                    o.remove_peer(vni, addr)
+                } else {
+                    o.add_peer(vni, addr)
+                };
+            }
             let live = self.networks.get_mut(network).expect("checked");
             if add {
                 live.record.spec.peers.retain(|p| *p != ip);
@@ -729,11 +757,16 @@ impl Daemon {
         let ns = netns::open_netns(&sb.path).map_err(|e| ApiError(e.to_string()))?;
         let mut nl = netlink()?;
         let ip = ep.ip.expect("bridged endpoints have an address");
+        // Overlay networks default to the underlay MTU less the VXLAN overhead.
+        let mtu = net.spec.mtu.or_else(|| {
+            let o = self.overlay.as_ref().filter(|_| net.driver == "overlay")?;
+            Some(o.config().underlay_mtu.saturating_sub(vxlan::OVERHEAD_V4) as u32)
+        });
         nl.create_veth(
             &ep.host_interface,
             &ep.interface,
             Some(ns.as_fd()),
-            net.spec.mtu,
+            mtu,
             Some(mac_for(ip)),
         )
         .map_err(|e| ApiError(format!("creating the endpoint's veth pair: {e}")))?;
@@ -873,6 +906,29 @@ impl Daemon {
         Ok(())
     }
 
+    /// Opens the VXLAN endpoint (`--vtep`) the first time an overlay network needs it, and has
+    /// the datapath poll its socket.
+    pub(super) fn ensure_overlay(&mut self) -> Result<(), ApiError> {
+        if self.overlay.is_some() {
+            return Ok(());
+        }
+        let addr = self.vtep_addr;
+        let config = vxlan::VtepConfig {
+            port: addr.port(),
+            underlay_mtu: underlay_mtu(*addr.ip()),
+            ..vxlan::VtepConfig::default()
+        };
+        let overlay = vxlan::Overlay::bind(addr, config)
+            .map_err(|e| ApiError(format!("opening the VXLAN endpoint on {addr}: {e}")))?;
+        let poller = overlay.clone();
+        let fd = overlay.fd();
+        self.call(move |ctl| ctl.add_poller(fd, Box::new(move |dp, now| poller.poll(dp, now))))?
+            .map_err(|e| ApiError(format!("polling the VXLAN socket: {e}")))?;
+        tracing::info!(%addr, mtu = config.underlay_mtu, "VXLAN endpoint open");
+        self.overlay = Some(overlay);
+        Ok(())
+    }
+
     // ---- after a restart ----
 
     /// Checks stored sandboxes and endpoints against the system and repairs what it can: a
@@ -977,6 +1033,27 @@ fn scope(driver: &str) -> &'static str {
     } else {
         "local"
     }
+}
+
+/// The MTU of the underlay: that of the interface holding `local`, or, for 0.0.0.0, the
+/// smallest of the up interfaces with an IPv4 address (1500 if none is found).
+fn underlay_mtu(local: Ipv4Addr) -> usize {
+    let Ok(mut nl) = Netlink::new() else {
+        return 1500;
+    };
+    let links = nl.list_links().unwrap_or_default();
+    let mut best: Option<u32> = None;
+    for l in links.iter().filter(|l| l.name != "lo" && l.up) {
+        let addrs = nl.list_addresses(&l.name).unwrap_or_default();
+        if local.is_unspecified() {
+            if !addrs.is_empty() {
+                best = Some(best.map_or(l.mtu, |b| b.min(l.mtu)));
+            }
+        } else if addrs.iter().any(|(a, _)| *a == local) {
+            return l.mtu as usize;
+        }
+    }
+    best.map_or(1500, |m| m as usize)
 }
 
 /// The daemon namespace's IPv4 routes (a default pool must overlap none).

@@ -103,16 +103,25 @@ pub struct Daemon {
     sandboxes: BTreeMap<String, cnm::SandboxRecord>,
     endpoints: Vec<cnm::EndpointRecord>,
     ipam: ipam::DefaultIpam,
+    /// Where the VXLAN endpoint binds (`--vtep`), and the endpoint once an overlay needs it.
+    vtep_addr: std::net::SocketAddrV4,
+    overlay: Option<vxlan::Overlay>,
 }
 
 impl Daemon {
     /// Restores the saved networks and ports (or creates the default network) and returns the
     /// daemon with a list of what it had to repair.
-    pub fn start(dp: DatapathHandle, store: StateDir) -> std::io::Result<(Daemon, Vec<String>)> {
+    pub fn start(
+        dp: DatapathHandle,
+        store: StateDir,
+        vtep_addr: std::net::SocketAddrV4,
+    ) -> std::io::Result<(Daemon, Vec<String>)> {
         let saved: SwitchState = store.load(STATE_FILE)?.unwrap_or_default();
         let mut d = Daemon {
             dp,
             store,
+            vtep_addr,
+            overlay: None,
             networks: BTreeMap::new(),
             ports: BTreeMap::new(),
             sandboxes: saved
@@ -139,6 +148,9 @@ impl Daemon {
                 };
                 d.create_network(spec).map_err(std::io::Error::other)?;
             }
+        }
+        if d.networks.values().any(|n| n.record.driver == "overlay") {
+            d.ensure_overlay().map_err(std::io::Error::other)?;
         }
         repairs.extend(d.reconcile_endpoints());
         for rec in saved.ports {
@@ -290,6 +302,51 @@ impl Daemon {
                         .map_err(|e| ApiError(format!("opening {}: {e}", rec.name)))?,
                 )
             }
+            PortType::Vxlan => {
+                let overlay = self
+                    .overlay
+                    .as_ref()
+                    .ok_or_else(|| ApiError("the VXLAN endpoint is not open".into()))?;
+                let vni = net
+                    .record
+                    .spec
+                    .vni
+                    .ok_or_else(|| ApiError(format!("network {} has no VNI", rec.network)))?;
+                let peers: Vec<std::net::IpAddr> = net
+                    .record
+                    .spec
+                    .peers
+                    .iter()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                let (port, counters) = overlay
+                    .add_vni(vni, &peers)
+                    .map_err(|e| ApiError(format!("VNI {vni}: {e}")))?;
+                let mtu = port.capabilities().mtu;
+                let network = net.id;
+                let handle = self
+                    .call(move |ctl| {
+                        ctl.add_port_with_counters(network, Box::new(port), mode, counters)
+                    })?
+                    .map_err(|e| ApiError(format!("attaching {}: {e}", rec.name)));
+                let handle = match handle {
+                    Ok(h) => h,
+                    Err(e) => {
+                        overlay.remove_vni(vni);
+                        return Err(e);
+                    }
+                };
+                overlay.set_handle(vni, handle);
+                let counters = self
+                    .call(move |ctl| ctl.dp.counters(handle))?
+                    .ok_or_else(|| ApiError("port vanished while attaching".into()))?;
+                return Ok(PortLive {
+                    record: rec.clone(),
+                    handle,
+                    counters,
+                    mtu,
+                });
+            }
             PortType::Tap | PortType::Internal => {
                 if switch::port::afpacket::interface_exists(&rec.name) {
                     return err(format!(
@@ -328,6 +385,15 @@ impl Daemon {
             .remove(name)
             .ok_or_else(|| ApiError(format!("no such port: {name}")))?;
         let handle = live.handle;
+        if live.record.port_type == PortType::Vxlan {
+            let vni = self
+                .networks
+                .get(&live.record.network)
+                .and_then(|n| n.record.spec.vni);
+            if let (Some(o), Some(vni)) = (&self.overlay, vni) {
+                o.remove_vni(vni);
+            }
+        }
         // Dropping the port on the datapath thread closes it (a TAP vanishes).
         self.call(move |ctl| {
             ctl.remove_port(handle);
@@ -426,30 +492,41 @@ impl Daemon {
     // ---- MAC table ----
 
     fn fdb_show(&self, network: Option<&str>) -> Result<serde_json::Value, ApiError> {
-        let nets: Vec<(String, NetworkId)> = match network {
-            Some(n) => vec![(n.to_string(), self.network(n)?.id)],
+        let nets: Vec<(String, NetworkId, Option<u32>)> = match network {
+            Some(n) => {
+                let live = self.network(n)?;
+                vec![(n.to_string(), live.id, live.record.spec.vni)]
+            }
             None => self
                 .networks
                 .values()
-                .map(|n| (n.record.name.clone(), n.id))
+                .map(|n| (n.record.name.clone(), n.id, n.record.spec.vni))
                 .collect(),
         };
+        let overlay = self.overlay.clone();
         let rows = self.call(move |ctl| {
             let now = Instant::now();
             let mut rows = Vec::new();
-            for (name, id) in nets {
+            for (name, id, vni) in nets {
                 let Some(bridge) = ctl.dp.bridge(id) else {
                     continue;
                 };
                 for (vlan, mac, e) in bridge.fdb().iter(now) {
+                    let port = bridge.port_name(e.port).to_string();
+                    let remote = match (&overlay, vni) {
+                        (Some(o), Some(vni)) if port == "vxlan" => {
+                            o.remote_of(now, vni, mac).map(|ip| ip.to_string())
+                        }
+                        _ => None,
+                    };
                     rows.push(FdbRow {
                         mac: mac.to_string(),
-                        port: bridge.port_name(e.port).to_string(),
+                        port,
                         vlan,
                         age_s: now.saturating_since(e.last_seen).as_secs(),
                         is_static: e.is_static,
                         network: name.clone(),
-                        remote: None,
+                        remote,
                     });
                 }
             }

@@ -1,0 +1,391 @@
+//! The overlay as the datapath sees it: one VTEP socket shared by every overlay network, and one
+//! [`VxlanPort`] per network (per VNI) attached to that network's bridge.
+//!
+//! ```text
+//!  bridge (VNI 42) ── port "vxlan" ──send──▶ targets → encap → UDP (sendmmsg / UDP_SEGMENT) ─▶ peers
+//!                                 ◀─recv── per-VNI queue ◀── decap ◀── poller ◀── UDP socket (GRO)
+//! ```
+//!
+//! Receiving: the socket is read by a poller the event loop calls when it is readable
+//! ([`Overlay::poll`]); each datagram is checked and decapsulated by the [`Vtep`] (sender must be
+//! a peer of the VNI, RFC 7348 § 4.1 learning of the inner source MAC), queued for the VNI's
+//! port, and the datapath drains those ports like any other. The bridge never sends a frame back
+//! out of the port it came in on, so what came from the overlay never returns to it (split
+//! horizon).
+//!
+//! Sending: the bridge hands a [`VxlanPort`] whole TCP super-frames (it declares TSO), which are
+//! segmented once in software and sent as equal-size datagrams with UDP segmentation offload to
+//! each target peer; other frames are batched into one sendmmsg. A frame that would not fit the
+//! underlay MTU is dropped and counted: VXLAN never fragments (RFC 7348 § 4.3).
+
+use crate::encap::{encap_into, encap_segments};
+use crate::socket::{bucket_of, Datagram, RecvBatch, VtepSocket};
+use crate::vtep::{source_port, RemoteEntry, Vtep, VtepConfig};
+use crate::{Error, HEADER_LEN};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use switch::datapath::{Datapath, PortHandle};
+use switch::gso::Segmenter;
+use switch::port::{Capabilities, FrameRef, Packet, Port};
+use switch::{DropReason, Instant, MacAddr, Offloads, PortCounters};
+
+/// Most decapsulated frames waiting per VNI before new ones are dropped (`QueueFull`).
+const QUEUE_LIMIT: usize = 4096;
+/// Datagrams read per recvmmsg.
+const RECV_BATCH: usize = 64;
+
+/// Frames decapsulated for one VNI, waiting for the datapath, and buffers to reuse.
+#[derive(Debug, Default)]
+struct VniQueue {
+    frames: VecDeque<Vec<u8>>,
+    free: Vec<Vec<u8>>,
+    handle: Option<PortHandle>,
+    counters: Arc<PortCounters>,
+}
+
+struct Shared {
+    vtep: Vtep,
+    socket: VtepSocket,
+    rx: RecvBatch,
+    queues: HashMap<u32, VniQueue>,
+    segmenter: Segmenter,
+    /// Encapsulated datagrams of one send call, back to back.
+    tx: Vec<u8>,
+    /// Where each datagram of `tx` goes: (peer, bucket, start, len).
+    tx_index: Vec<(SocketAddr, usize, usize, usize)>,
+    /// Super-frame segments of one frame.
+    seg: Vec<u8>,
+    targets: Vec<IpAddr>,
+    /// Datagrams refused before any VNI was known (bad header, unknown VNI, not a peer).
+    rejected: Arc<PortCounters>,
+}
+
+/// The shared VTEP: socket, logic and per-VNI queues. Cloneable handle.
+#[derive(Clone)]
+pub struct Overlay {
+    shared: Arc<Mutex<Shared>>,
+    fd: RawFd,
+    port: u16,
+}
+
+impl Overlay {
+    /// Binds the VTEP socket (e.g. 0.0.0.0:4789).
+    pub fn bind(addr: SocketAddrV4, config: VtepConfig) -> io::Result<Overlay> {
+        let socket = VtepSocket::bind(addr)?;
+        let fd = socket.as_raw_fd();
+        let port = config.port;
+        let shared = Shared {
+            vtep: Vtep::new(config),
+            socket,
+            rx: RecvBatch::new(RECV_BATCH),
+            queues: HashMap::new(),
+            segmenter: Segmenter::new(),
+            tx: Vec::with_capacity(1 << 17),
+            tx_index: Vec::with_capacity(256),
+            seg: Vec::with_capacity(1 << 17),
+            targets: Vec::new(),
+            rejected: Arc::default(),
+        };
+        Ok(Overlay {
+            shared: Arc::new(Mutex::new(shared)),
+            fd,
+            port,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The socket to poll.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// The local UDP port (peers send to the same port).
+    pub fn udp_port(&self) -> u16 {
+        self.port
+    }
+
+    /// The VTEP's settings.
+    pub fn config(&self) -> VtepConfig {
+        *self.lock().vtep.config()
+    }
+
+    /// Counters of datagrams refused before they reached a network.
+    pub fn rejected(&self) -> Arc<PortCounters> {
+        self.lock().rejected.clone()
+    }
+
+    /// Starts carrying `vni` and returns its port (to attach to the network's bridge) and the
+    /// counters that port counts into.
+    pub fn add_vni(
+        &self,
+        vni: u32,
+        peers: &[IpAddr],
+    ) -> Result<(VxlanPort, Arc<PortCounters>), Error> {
+        let mut s = self.lock();
+        s.vtep.add_vni(vni)?;
+        for p in peers {
+            if let Err(e) = s.vtep.add_peer(vni, *p) {
+                s.vtep.remove_vni(vni);
+                return Err(e);
+            }
+        }
+        let counters = Arc::new(PortCounters::default());
+        s.queues.insert(
+            vni,
+            VniQueue {
+                counters: counters.clone(),
+                ..VniQueue::default()
+            },
+        );
+        let mtu = s
+            .vtep
+            .config()
+            .underlay_mtu
+            .saturating_sub(crate::OVERHEAD_V4);
+        drop(s);
+        let port = VxlanPort {
+            vni,
+            overlay: self.clone(),
+            counters: counters.clone(),
+            mtu,
+        };
+        Ok((port, counters))
+    }
+
+    /// Tells the overlay which datapath port carries `vni` (after attaching it).
+    pub fn set_handle(&self, vni: u32, handle: PortHandle) {
+        if let Some(q) = self.lock().queues.get_mut(&vni) {
+            q.handle = Some(handle);
+        }
+    }
+
+    /// Stops carrying `vni`.
+    pub fn remove_vni(&self, vni: u32) {
+        let mut s = self.lock();
+        s.vtep.remove_vni(vni);
+        s.queues.remove(&vni);
+    }
+
+    /// Adds a peer to `vni`'s flood list.
+    pub fn add_peer(&self, vni: u32, peer: IpAddr) -> Result<bool, Error> {
+        self.lock().vtep.add_peer(vni, peer)
+    }
+
+    /// Removes a peer (and the MACs learned behind it).
+    pub fn remove_peer(&self, vni: u32, peer: IpAddr) -> Result<bool, Error> {
+        self.lock().vtep.remove_peer(vni, peer)
+    }
+
+    /// The peer a remote MAC was learned behind, if any.
+    pub fn remote_of(&self, now: Instant, vni: u32, mac: MacAddr) -> Option<IpAddr> {
+        self.lock().vtep.lookup(now, vni, mac)
+    }
+
+    /// Remote entries of `vni`, for `fdb show`.
+    pub fn remote_entries(&self, now: Instant, vni: u32) -> Vec<RemoteEntry> {
+        self.lock().vtep.remote_entries(vni, now).collect()
+    }
+
+    /// The peers of `vni`.
+    pub fn peers(&self, vni: u32) -> Vec<IpAddr> {
+        self.lock().vtep.peers(vni).to_vec()
+    }
+
+    /// Where a frame entering `vni`'s port would go, and from which UDP source port (for
+    /// traces): the target peers, or why it would be dropped.
+    pub fn explain(
+        &self,
+        now: Instant,
+        vni: u32,
+        frame: &[u8],
+    ) -> Result<(Vec<IpAddr>, u16), DropReason> {
+        let s = self.lock();
+        let mut out = Vec::new();
+        s.vtep.targets(now, vni, frame, &mut out)?;
+        let bucket = bucket_of(source_port(frame));
+        Ok((out, crate::socket::bucket_port(bucket)))
+    }
+
+    /// The poller: reads every waiting datagram, decapsulates it into its VNI's queue, then runs
+    /// the VNI ports through the datapath. Also ages remote MACs.
+    pub fn poll(&self, dp: &mut Datapath, now: Instant) {
+        let mut ready: Vec<PortHandle> = Vec::new();
+        {
+            let mut s = self.lock();
+            s.vtep.age(now);
+            let shared = &mut *s;
+            loop {
+                let n = match shared.socket.recv_batch(&mut shared.rx) {
+                    Ok(n) => n,
+                    Err(_) => 0,
+                };
+                if n == 0 {
+                    break;
+                }
+                for (from, datagram) in shared.rx.datagrams() {
+                    match shared.vtep.decap(now, from, datagram) {
+                        Ok((vni, inner)) => {
+                            let Some(q) = shared.queues.get_mut(&vni) else {
+                                shared.rejected.count_drop(DropReason::OverlayRejected);
+                                continue;
+                            };
+                            if q.frames.len() >= QUEUE_LIMIT {
+                                q.counters.count_drop(DropReason::QueueFull);
+                                continue;
+                            }
+                            let mut buf = q.free.pop().unwrap_or_default();
+                            buf.clear();
+                            buf.extend_from_slice(inner);
+                            q.frames.push_back(buf);
+                        }
+                        Err(_) => shared.rejected.count_drop(DropReason::OverlayRejected),
+                    }
+                }
+                if n < RECV_BATCH {
+                    break;
+                }
+            }
+            for q in shared.queues.values() {
+                if let (Some(h), false) = (q.handle, q.frames.is_empty()) {
+                    ready.push(h);
+                }
+            }
+        }
+        for h in ready {
+            dp.poll_port(now, h);
+        }
+    }
+}
+
+/// One overlay network's port on its bridge: frames in are encapsulated to peers, frames out
+/// come from the shared socket's queue for this VNI.
+pub struct VxlanPort {
+    vni: u32,
+    overlay: Overlay,
+    counters: Arc<PortCounters>,
+    mtu: usize,
+}
+
+impl VxlanPort {
+    /// The VNI this port carries.
+    pub fn vni(&self) -> u32 {
+        self.vni
+    }
+}
+
+impl Port for VxlanPort {
+    fn name(&self) -> &str {
+        "vxlan"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            mtu: self.mtu,
+            // Super-frames are welcome: they are segmented once here and sent with UDP GSO.
+            offloads: Offloads::ALL,
+            max_burst: 64,
+        }
+    }
+
+    fn recv(&mut self, pkts: &mut [Packet]) -> io::Result<usize> {
+        let mut s = self.overlay.lock();
+        let Some(q) = s.queues.get_mut(&self.vni) else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        while n < pkts.len() {
+            let Some(frame) = q.frames.pop_front() else {
+                break;
+            };
+            pkts[n].set(&frame);
+            q.free.push(frame);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn send(&mut self, frames: &[FrameRef<'_>]) -> io::Result<usize> {
+        let now = Instant::now();
+        let vni = self.vni;
+        let port = self.overlay.port;
+        let mut guard = self.overlay.lock();
+        let s = &mut *guard;
+        s.tx.clear();
+        s.tx_index.clear();
+        for f in frames {
+            let mut targets = std::mem::take(&mut s.targets);
+            let verdict = s.vtep.targets(now, vni, f.data, &mut targets);
+            if let Err(reason) = verdict {
+                self.counters.count_drop(reason);
+                s.targets = targets;
+                continue;
+            }
+            let bucket = bucket_of(source_port(f.data));
+            if f.meta.is_gso() || f.meta.needs_csum() {
+                // Segment (or complete the checksum) once, then one UDP_SEGMENT send per peer.
+                match encap_segments(&mut s.segmenter, vni, f.data, &f.meta, &mut s.seg) {
+                    Ok(segs) if !s.vtep.fits(usize::from(segs.seg_size) - HEADER_LEN) => {
+                        self.counters.count_drop(DropReason::TooBigForOverlay);
+                    }
+                    Ok(segs) => {
+                        for peer in &targets {
+                            let to = SocketAddr::new(*peer, port);
+                            let out = s.socket.send_segmented(to, bucket, &s.seg, segs.seg_size);
+                            count_outcome(&self.counters, out.too_big, out.queue_full, out.failed);
+                        }
+                    }
+                    Err(reason) => self.counters.count_drop(reason),
+                }
+            } else if !s.vtep.fits(f.data.len()) {
+                self.counters.count_drop(DropReason::TooBigForOverlay);
+            } else {
+                let start = s.tx.len();
+                encap_into(&mut s.tx, vni, f.data);
+                let len = s.tx.len() - start;
+                for peer in &targets {
+                    s.tx_index
+                        .push((SocketAddr::new(*peer, port), bucket, start, len));
+                }
+            }
+            s.targets = targets;
+        }
+        if !s.tx_index.is_empty() {
+            let datagrams: Vec<Datagram<'_>> = s
+                .tx_index
+                .iter()
+                .map(|&(to, bucket, start, len)| Datagram {
+                    to,
+                    bucket,
+                    data: &s.tx[start..start + len],
+                })
+                .collect();
+            let out = s.socket.send_batch(&datagrams);
+            count_outcome(&self.counters, out.too_big, out.queue_full, out.failed);
+        }
+        // Every frame was taken: sent, or dropped and counted here.
+        Ok(frames.len())
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        // Driven by the overlay's poller, not by a descriptor of its own.
+        None
+    }
+}
+
+fn count_outcome(c: &PortCounters, too_big: usize, queue_full: usize, failed: usize) {
+    for _ in 0..too_big {
+        c.count_drop(DropReason::TooBigForOverlay);
+    }
+    for _ in 0..queue_full {
+        c.count_drop(DropReason::QueueFull);
+    }
+    for _ in 0..failed {
+        c.count_drop(DropReason::NoPeer);
+    }
+}
