@@ -16,6 +16,7 @@ pub mod counters;
 pub mod datapath;
 pub mod event_loop;
 pub mod fdb;
+pub mod gro;
 pub mod gso;
 pub mod offload;
 pub mod port;

@@ -9,7 +9,8 @@
 //! Receiving: the socket is read by a poller the event loop calls when it is readable
 //! ([`Overlay::poll`]); each datagram is checked and decapsulated by the [`Vtep`] (sender must be
 //! a peer of the VNI, RFC 7348 § 4.1 learning of the inner source MAC), queued for the VNI's
-//! port, and the datapath drains those ports like any other. The bridge never sends a frame back
+//! port (consecutive TCP segments of a flow coalesced into one super-frame, see
+//! [`switch::gro`]), and the datapath drains those ports like any other. The bridge never sends a frame back
 //! out of the port it came in on, so what came from the overlay never returns to it (split
 //! horizon).
 //!
@@ -28,6 +29,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use switch::datapath::{Datapath, PortHandle};
+use switch::gro::Coalesced;
 use switch::gso::Segmenter;
 use switch::port::{Capabilities, FrameRef, Packet, Port};
 use switch::{DropReason, Instant, MacAddr, Offloads, PortCounters};
@@ -40,7 +42,8 @@ const RECV_BATCH: usize = 64;
 /// Frames decapsulated for one VNI, waiting for the datapath, and buffers to reuse.
 #[derive(Debug, Default)]
 struct VniQueue {
-    frames: VecDeque<Vec<u8>>,
+    /// Consecutive TCP segments of one flow are coalesced into super-frames as they arrive.
+    frames: VecDeque<Coalesced>,
     free: Vec<Vec<u8>>,
     handle: Option<PortHandle>,
     counters: Arc<PortCounters>,
@@ -235,14 +238,17 @@ impl Overlay {
                                 shared.rejected.count_drop(DropReason::OverlayRejected);
                                 continue;
                             };
+                            if let Some(last) = q.frames.back_mut() {
+                                if last.try_append(inner) {
+                                    continue;
+                                }
+                            }
                             if q.frames.len() >= QUEUE_LIMIT {
                                 q.counters.count_drop(DropReason::QueueFull);
                                 continue;
                             }
-                            let mut buf = q.free.pop().unwrap_or_default();
-                            buf.clear();
-                            buf.extend_from_slice(inner);
-                            q.frames.push_back(buf);
+                            let buf = q.free.pop().unwrap_or_default();
+                            q.frames.push_back(Coalesced::start(inner, buf));
                         }
                         Err(_) => shared.rejected.count_drop(DropReason::OverlayRejected),
                     }
@@ -300,11 +306,12 @@ impl Port for VxlanPort {
         };
         let mut n = 0;
         while n < pkts.len() {
-            let Some(frame) = q.frames.pop_front() else {
+            let Some(c) = q.frames.pop_front() else {
                 break;
             };
-            pkts[n].set(&frame);
-            q.free.push(frame);
+            pkts[n].set(&c.frame);
+            pkts[n].meta = c.meta;
+            q.free.push(c.frame);
             n += 1;
         }
         Ok(n)

@@ -1,0 +1,395 @@
+//! `e2e`: the end-to-end comparison of vswitchd with the Linux kernel bridge and Open vSwitch's
+//! userspace datapath, on the same topology, in one run. As root:
+//!
+//! ```text
+//! cargo run --release -p benches --bin e2e [-- --duration 5 --only kernel,vswitchd,ovs --json out.json]
+//! ```
+//!
+//! For each variant it builds two host namespaces (h1 10.77.0.1/24, h2 10.77.0.2/24), each with
+//! a veth to a switch namespace, puts the switch up there, and measures from h1 to h2: TCP
+//! throughput (iperf3, one stream), 64-byte UDP packets per second and loss (iperf3 -u -b 0
+//! -l 18) and UDP round-trip latency (a ping-pong between two threads entered into h1 and h2).
+//! Then it removes everything, also on error or Ctrl-C, and prints a table with each figure's
+//! ratio to the kernel bridge of the same run.
+//!
+//! Under `cargo run` it first runs `cargo build --release -p tools` so the vswitchd measured is
+//! the current one (`--no-build` or `--vswitchd PATH` skip that).
+
+use benches::e2e::cleanup::TempDir;
+use benches::e2e::measure::{self, Latency, Tcp, Udp};
+use benches::e2e::netns::{remove_stale, run_prefix};
+use benches::e2e::proc::{display, find_program, set_verbose};
+use benches::e2e::report::{HostInfo, Measured, Outcome, Report, Row};
+use benches::e2e::scenario::{Env, Flat, Scenario};
+use benches::e2e::switches::{OvsBins, Variant, VswitchBins};
+use benches::e2e::{check_interrupt, install_signal_handlers, interrupted, Error};
+use clap::{Parser, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+/// The command this harness is documented to be run with.
+const COMMAND: &str = "cargo run --release -p benches --bin e2e";
+/// How long a freshly built topology gets to forward a ping.
+const REACH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// End-to-end comparison: the Linux bridge, vswitchd and Open vSwitch's userspace datapath on
+/// the same two-namespace topology (TCP Gbit/s, 64-byte UDP kpps and loss, UDP RTT). Needs root.
+#[derive(Parser, Debug)]
+#[command(
+    after_help = format!("Run it as root from the workspace: {COMMAND}\n\
+Ratios are against the kernel bridge measured in the same run; they are the figures to compare.")
+)]
+struct Args {
+    /// Seconds per iperf3 test (TCP, then UDP).
+    #[arg(long, value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=600))]
+    duration: u32,
+    /// The variants to run, comma-separated: kernel, vswitchd, ovs (both OVS rows), ovs-notso,
+    /// ovs-tso.
+    #[arg(long, value_name = "LIST", default_value = "kernel,vswitchd,ovs", value_parser = parse_only)]
+    only: Selection,
+    /// The vswitchd binary [default: vswitchd next to this binary, else target/release/vswitchd
+    /// in the workspace, built first under `cargo run`].
+    #[arg(long, value_name = "PATH")]
+    vswitchd: Option<PathBuf>,
+    /// The vswitchctl binary [default: next to vswitchd].
+    #[arg(long, value_name = "PATH")]
+    vswitchctl: Option<PathBuf>,
+    /// Do not run `cargo build --release -p tools` first.
+    #[arg(long)]
+    no_build: bool,
+    /// Recorded UDP round trips for the latency figures.
+    #[arg(long, value_name = "N", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u32).range(100..))]
+    rtt_count: u32,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The topology.
+    #[arg(long, value_enum, default_value_t = ScenarioKind::Flat)]
+    scenario: ScenarioKind,
+    /// Print every command the harness runs.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// The topologies (the VXLAN overlay comes later, as a second [`Scenario`]).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ScenarioKind {
+    /// Two hosts on one switch.
+    Flat,
+}
+
+impl ScenarioKind {
+    fn scenario(self) -> Box<dyn Scenario> {
+        match self {
+            ScenarioKind::Flat => Box::new(Flat),
+        }
+    }
+}
+
+/// The variants `--only` selected, in table order.
+#[derive(Debug, Clone)]
+struct Selection(Vec<Variant>);
+
+fn parse_only(s: &str) -> Result<Selection, String> {
+    let mut picked = Vec::new();
+    for word in s.split(',').filter(|w| !w.trim().is_empty()) {
+        let v = Variant::parse_selection(word).ok_or_else(|| {
+            format!("unknown variant `{word}` (kernel, vswitchd, ovs, ovs-notso, ovs-tso)")
+        })?;
+        picked.extend(v);
+    }
+    if picked.is_empty() {
+        return Err("no variant selected".into());
+    }
+    Ok(Selection(
+        Variant::ALL
+            .into_iter()
+            .filter(|v| picked.contains(v))
+            .collect(),
+    ))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    set_verbose(args.verbose);
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "e2e: needs root: it creates network namespaces, veth pairs and bridges and runs \
+             switch daemons.\nRun it as root: sudo -E {COMMAND}"
+        );
+        return ExitCode::from(2);
+    }
+    for tool in ["ip", "iperf3", "ping"] {
+        if find_program(tool).is_none() {
+            eprintln!("e2e: `{tool}` is not installed (needs iproute2, iperf3, iputils-ping)");
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(e) = install_signal_handlers() {
+        eprintln!("e2e: {e}");
+        return ExitCode::FAILURE;
+    }
+    for r in remove_stale() {
+        eprintln!("e2e: removed {r}, left by an earlier run that was killed");
+    }
+    match run(&args) {
+        Ok(report) => {
+            print!("{}", report.table());
+            if let Some(path) = &args.json {
+                let text = serde_json::to_string_pretty(&report.to_json())
+                    .expect("a serde_json::Value always serialises");
+                if let Err(e) = std::fs::write(path, text + "\n") {
+                    eprintln!("e2e: writing {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+                eprintln!("e2e: wrote {}", path.display());
+            }
+            if interrupted() {
+                eprintln!("e2e: interrupted; everything it made was removed");
+                ExitCode::from(130)
+            } else if report.has_errors() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("e2e: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Measures every selected variant of the scenario, one after the other.
+fn run(args: &Args) -> Result<Report, Error> {
+    let scenario = args.scenario.scenario();
+    let selected = &args.only.0;
+    let mut host = HostInfo {
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cpus: std::thread::available_parallelism().map_or(0, usize::from),
+        ..HostInfo::default()
+    };
+
+    // Find (and build) what the selected variants need before making anything.
+    let mut vswitch_missing = None;
+    let vswitch = if selected.contains(&Variant::Vswitchd) {
+        match vswitch_bins(args) {
+            Ok(b) => {
+                host.vswitchd = Some(b.vswitchd.display().to_string());
+                Some(b)
+            }
+            Err(e) => {
+                vswitch_missing = Some(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let ovs = if selected.iter().any(|v| v.is_ovs()) {
+        OvsBins::find()
+    } else {
+        None
+    };
+    host.ovs_version = ovs.as_ref().and_then(OvsBins::version);
+
+    let workdir = TempDir::create(std::env::temp_dir().join(run_prefix()))?;
+    let env = Env {
+        prefix: run_prefix(),
+        workdir: workdir.path().to_path_buf(),
+        vswitch,
+        ovs,
+    };
+    let mut rows = Vec::new();
+    for &variant in selected {
+        if interrupted() {
+            break;
+        }
+        let row = |outcome| Row {
+            variant,
+            outcome,
+            teardown_errors: Vec::new(),
+        };
+        if variant == Variant::Vswitchd {
+            if let Some(e) = &vswitch_missing {
+                rows.push(row(Outcome::Failed(e.clone())));
+                continue;
+            }
+        }
+        if variant.is_ovs() && env.ovs.is_none() {
+            rows.push(row(Outcome::Skipped(
+                "openvswitch: not installed, skipped".into(),
+            )));
+            continue;
+        }
+        rows.push(measure_variant(&*scenario, variant, &env, args));
+    }
+    drop(workdir);
+
+    Ok(Report {
+        scenario: scenario.name().to_string(),
+        topology: scenario.describe(),
+        duration_s: args.duration,
+        rtt_rounds: args.rtt_count,
+        host,
+        rows,
+    })
+}
+
+/// Sets the scenario up with one variant, measures, tears it down.
+fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &Args) -> Row {
+    let label = variant.label();
+    let step = |what: &str| eprintln!("e2e: [{label}] {what}");
+    step("setting up");
+    let deployment = match scenario.setup(variant, env) {
+        Ok(d) => d,
+        Err(e) => {
+            return Row {
+                variant,
+                outcome: Outcome::Failed(format!("setup: {e}")),
+                teardown_errors: Vec::new(),
+            }
+        }
+    };
+    let d = &deployment;
+    let outcome = match measure::wait_reachable(d, REACH_TIMEOUT) {
+        Err(e) => Outcome::Failed(format!("no connectivity: {e}")),
+        Ok(()) => {
+            let mut m = Measured {
+                tcp: Err("not run".into()),
+                udp: Err("not run".into()),
+                latency: Err("not run".into()),
+                notes: d.notes.clone(),
+            };
+            // Latency first, on a quiet switch; each figure stands alone if another fails.
+            step(&format!("latency: {} round trips", args.rtt_count));
+            m.latency = measure::latency(d, args.rtt_count).map_err(|e| e.to_string());
+            if check_interrupt().is_ok() {
+                step(&format!("TCP: {} s", args.duration));
+                m.tcp = measure::tcp(d, args.duration).map_err(|e| e.to_string());
+            }
+            if check_interrupt().is_ok() {
+                step(&format!("UDP 64B: {} s", args.duration));
+                m.udp = measure::udp(d, args.duration).map_err(|e| e.to_string());
+            }
+            log_figures(label, &m.tcp, &m.udp, &m.latency);
+            Outcome::Measured(m)
+        }
+    };
+    step("tearing down");
+    let teardown_errors: Vec<String> = scenario
+        .teardown(deployment)
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect();
+    for e in &teardown_errors {
+        eprintln!("e2e: [{label}] teardown: {e}");
+    }
+    Row {
+        variant,
+        outcome,
+        teardown_errors,
+    }
+}
+
+/// One progress line per variant, so a long run shows its figures as they come.
+fn log_figures(
+    label: &str,
+    tcp: &Result<Tcp, String>,
+    udp: &Result<Udp, String>,
+    lat: &Result<Latency, String>,
+) {
+    let tcp = tcp.as_ref().map_or_else(
+        |e| format!("error ({e})"),
+        |t| format!("{:.2} Gbit/s", t.gbps),
+    );
+    let udp = udp.as_ref().map_or_else(
+        |e| format!("error ({e})"),
+        |u| format!("{:.1} kpps, {:.1}% loss", u.kpps, u.lost_percent),
+    );
+    let lat = lat.as_ref().map_or_else(
+        |e| format!("error ({e})"),
+        |l| format!("p50 {:.1} µs, p99 {:.1} µs", l.p50_us, l.p99_us),
+    );
+    eprintln!("e2e: [{label}] TCP {tcp}; UDP {udp}; RTT {lat}");
+}
+
+/// vswitchd and vswitchctl: given, or found (after building them under `cargo run`).
+fn vswitch_bins(args: &Args) -> Result<VswitchBins, String> {
+    let vswitchd = match &args.vswitchd {
+        Some(p) => p.clone(),
+        None => {
+            if !args.no_build {
+                build_tools()?;
+            }
+            default_vswitchd().ok_or_else(|| {
+                "vswitchd not found next to this binary nor in target/release: build it with \
+                 `cargo build --release -p tools` or pass --vswitchd PATH"
+                    .to_string()
+            })?
+        }
+    };
+    if !vswitchd.is_file() {
+        return Err(format!("{}: no such file", vswitchd.display()));
+    }
+    let vswitchctl = args.vswitchctl.clone().unwrap_or_else(|| {
+        vswitchd
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("vswitchctl")
+    });
+    if !vswitchctl.is_file() {
+        return Err(format!(
+            "{}: no such file (pass --vswitchctl PATH)",
+            vswitchctl.display()
+        ));
+    }
+    Ok(VswitchBins {
+        vswitchd,
+        vswitchctl,
+    })
+}
+
+/// The workspace this binary was built from.
+fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// `cargo build --release -p tools`, when running under cargo (which sets `CARGO`).
+fn build_tools() -> Result<(), String> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "-p", "tools", "--bins"])
+        .current_dir(workspace_dir());
+    eprintln!("e2e: building vswitchd: {}", display(&cmd));
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!(
+            "`{}` failed ({s}); to measure the vswitchd already built, pass --no-build",
+            display(&cmd)
+        )),
+        Err(e) => Err(format!("running `{}`: {e}", display(&cmd))),
+    }
+}
+
+/// vswitchd next to this binary (same target dir and profile), else in the workspace's
+/// target/release.
+fn default_vswitchd() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("vswitchd")));
+    let workspace = workspace_dir().join("target/release/vswitchd");
+    beside.into_iter().chain([workspace]).find(|p| p.is_file())
+}

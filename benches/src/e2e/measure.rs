@@ -1,0 +1,360 @@
+//! The three measurements, each run once per variant between the deployment's two hosts:
+//! - TCP throughput: one iperf3 stream (`iperf3 -c … -t SECS -J`), the receiver's bit rate;
+//! - 64-byte UDP: `iperf3 -u -b 0 -l 18`, packets the receiver got per second and the loss;
+//! - latency: a UDP ping-pong between two threads that entered the hosts' namespaces, every round
+//!   trip recorded in an HDR histogram.
+
+use super::netns::{join, spawn_in};
+use super::proc::{in_netns, succeeds, wait_until, Daemon};
+use super::scenario::Deployment;
+use super::{check_interrupt, interrupted, Error, IoContext, Result};
+use hdrhistogram::Histogram;
+use serde_json::Value;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// UDP payload of the packet-rate test: 18 bytes + 8 UDP + 20 IPv4 + 14 Ethernet = a 60-byte
+/// frame, the Ethernet minimum, which is 64 bytes on a wire with its 4-byte FCS (the RFC 2544
+/// "64-byte frame"). veths carry no FCS, so the switch sees 60 bytes.
+pub const UDP_PAYLOAD: usize = 18;
+/// The frame size that payload makes, FCS included.
+pub const UDP_FRAME_WITH_FCS: usize = UDP_PAYLOAD + 8 + 20 + 14 + 4;
+/// The iperf3 port (each server has its own namespace, so it never collides).
+const IPERF_PORT: u16 = 5201;
+/// Unrecorded round trips before the recorded ones (ARP, MAC learning, caches).
+pub const WARMUP_ROUNDS: u32 = 500;
+/// How long one ping-pong round trip may take before it counts as lost.
+const RTT_TIMEOUT: Duration = Duration::from_millis(200);
+/// Lost round trips in a row that end the latency test with an error.
+const MAX_LOST_IN_A_ROW: u32 = 25;
+
+/// TCP throughput.
+#[derive(Debug, Clone)]
+pub struct Tcp {
+    /// What the receiver got, Gbit/s.
+    pub gbps: f64,
+    /// Sender retransmissions.
+    pub retransmits: Option<u64>,
+}
+
+/// 64-byte UDP packet rate.
+#[derive(Debug, Clone)]
+pub struct Udp {
+    /// Packets the receiver got per second, in thousands.
+    pub kpps: f64,
+    /// Packets the receiver got.
+    pub received: u64,
+    /// Packets the sender sent (by the receiver's sequence numbers).
+    pub sent: u64,
+    /// `lost / sent`, in percent, as the receiver counts it.
+    pub lost_percent: f64,
+}
+
+/// UDP round-trip times, in microseconds.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Fastest.
+    pub min_us: f64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Slowest.
+    pub max_us: f64,
+    /// Round trips recorded.
+    pub samples: u64,
+    /// Round trips that timed out.
+    pub lost: u64,
+}
+
+/// Waits until the client host pings the server host (the switch is forwarding).
+pub fn wait_reachable(d: &Deployment, timeout: Duration) -> Result<()> {
+    let what = format!("{} to answer ping from {}", d.server.addr, d.client.netns);
+    let addr = d.server.addr.to_string();
+    wait_until(&what, timeout, || {
+        succeeds(in_netns(&d.client.netns, "ping").args(["-c", "1", "-W", "1", "-q", &addr]))
+    })
+}
+
+/// One TCP stream for `secs` seconds.
+pub fn tcp(d: &Deployment, secs: u32) -> Result<Tcp> {
+    let (client, _server) = iperf3(d, "tcp", secs, &[])?;
+    let gbps = number(&client, &["end", "sum_received", "bits_per_second"])? / 1e9;
+    let retransmits = number(&client, &["end", "sum_sent", "retransmits"])
+        .ok()
+        .map(|r| r as u64);
+    Ok(Tcp { gbps, retransmits })
+}
+
+/// Unlimited-rate UDP with [`UDP_PAYLOAD`]-byte datagrams for `secs` seconds.
+///
+/// The receiver's `packets` is the count the sequence numbers say were sent, `lost_packets` the
+/// gaps among them: received is the difference.
+pub fn udp(d: &Deployment, secs: u32) -> Result<Udp> {
+    let len = UDP_PAYLOAD.to_string();
+    let (client, server) = iperf3(d, "udp", secs, &["-u", "-b", "0", "-l", &len])?;
+    // The receiver's own report; the copy the client got back is the fallback.
+    let sum = match server.pointer("/end/sum") {
+        Some(s) if s.get("packets").is_some() => s,
+        _ => client
+            .pointer("/end/sum_received")
+            .ok_or_else(|| Error::Unexpected("iperf3: no receiver summary in its JSON".into()))?,
+    };
+    let sent = number(sum, &["packets"])? as u64;
+    let lost = number(sum, &["lost_packets"])? as u64;
+    let seconds = number(sum, &["seconds"])?;
+    let received = sent.saturating_sub(lost);
+    Ok(Udp {
+        kpps: received as f64 / seconds / 1e3,
+        received,
+        sent,
+        lost_percent: number(sum, &["lost_percent"])?,
+    })
+}
+
+/// Runs an iperf3 server in the server host (one test, then it exits) and a client in the
+/// client host; returns both JSON reports.
+fn iperf3(d: &Deployment, tag: &str, secs: u32, extra: &[&str]) -> Result<(Value, Value)> {
+    let dir = &d.workdir;
+    let port = IPERF_PORT.to_string();
+    let addr = d.server.addr.to_string();
+
+    let mut cmd = in_netns(&d.server.netns, "iperf3");
+    cmd.args(["-s", "-1", "-J", "-B", &addr, "-p", &port]);
+    let server_json = dir.join(format!("iperf3-{tag}-server.json"));
+    let mut server = Daemon::spawn_split(
+        "iperf3 server",
+        cmd,
+        &server_json,
+        &dir.join(format!("iperf3-{tag}-server.log")),
+    )?;
+    wait_until(
+        "the iperf3 server to listen",
+        Duration::from_secs(10),
+        || {
+            server.check_running()?;
+            Ok(tcp_listening(server.pid(), IPERF_PORT))
+        },
+    )?;
+
+    let mut cmd = in_netns(&d.client.netns, "iperf3");
+    cmd.args(["-c", &addr, "-p", &port, "-t", &secs.to_string(), "-J"])
+        .args(extra);
+    let client_json = dir.join(format!("iperf3-{tag}-client.json"));
+    let mut client = Daemon::spawn_split(
+        "iperf3 client",
+        cmd,
+        &client_json,
+        &dir.join(format!("iperf3-{tag}-client.log")),
+    )?;
+    let finished = client.wait_exit(Duration::from_secs(u64::from(secs) + 30));
+    check_interrupt()?;
+    // iperf3 -J reports its errors in the JSON, so look there first.
+    let client_report = read_json(&client_json);
+    if let Ok(report) = &client_report {
+        if let Some(e) = report.get("error").and_then(Value::as_str) {
+            return Err(Error::Unexpected(format!("iperf3 client: {e}")));
+        }
+    }
+    finished?;
+    let client_report = client_report?;
+
+    server.wait_exit(Duration::from_secs(10))?;
+    let server_report = read_json(&server_json).unwrap_or(Value::Null);
+    Ok((client_report, server_report))
+}
+
+/// Whether process `pid`'s namespace has a TCP socket listening on `port` (its
+/// `/proc/PID/net/tcp{,6}` are the tables of the namespace it is in).
+fn tcp_listening(pid: u32, port: u16) -> bool {
+    ["tcp", "tcp6"].iter().any(|t| {
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).unwrap_or_default();
+        table_has_listener(&table, port)
+    })
+}
+
+/// Whether a `/proc/net/tcp`-format table has a socket in state LISTEN (`0A`) on `port`.
+fn table_has_listener(table: &str, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 3
+            && f[3] == LISTEN
+            && f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+                == Some(port)
+    })
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Unexpected(format!("{} is not JSON: {e}", path.display())))
+}
+
+fn number(v: &Value, path: &[&str]) -> Result<f64> {
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(Value::as_f64)
+        .ok_or_else(|| {
+            Error::Unexpected(format!("iperf3 JSON has no number at {}", path.join(".")))
+        })
+}
+
+/// Sets a flag when dropped: stops the echo server however the client side ends.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `rounds` UDP round trips of [`UDP_PAYLOAD`]-byte datagrams from the client host to an echo
+/// server in the server host, one at a time, after [`WARMUP_ROUNDS`] unrecorded ones.
+pub fn latency(d: &Deployment, rounds: u32) -> Result<Latency> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let bind = d.server.addr;
+    let server_stop = stop.clone();
+    let server = spawn_in(&d.server.netns, "echo-server", move || {
+        let sock = UdpSocket::bind((bind, 0)).context(|| format!("binding {bind}"))?;
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .context(|| "setting a read timeout".into())?;
+        let _ = tx.send(sock.local_addr().context(|| "getsockname".into())?);
+        echo(&sock, &server_stop)
+    })?;
+    let stopper = StopOnDrop(stop);
+    let server_addr = match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(a) => a,
+        Err(_) => {
+            drop(stopper);
+            join(server)?;
+            return Err(Error::Unexpected("the echo server did not start".into()));
+        }
+    };
+    let client = spawn_in(&d.client.netns, "ping-pong", move || {
+        ping_pong(server_addr, rounds)
+    })?;
+    let result = join(client);
+    drop(stopper);
+    let served = join(server);
+    let latency = result?;
+    served?;
+    Ok(latency)
+}
+
+/// Sends every datagram back where it came from until `stop`.
+fn echo(sock: &UdpSocket, stop: &AtomicBool) -> Result<()> {
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) && !interrupted() {
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                sock.send_to(&buf[..n], from)
+                    .context(|| format!("echoing to {from}"))?;
+            }
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => return Err(e).context(|| "echo server receive".into()),
+        }
+    }
+    Ok(())
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
+/// The client side: one datagram out, wait for it back (matched by sequence number), record.
+fn ping_pong(server: SocketAddr, rounds: u32) -> Result<Latency> {
+    let sock = UdpSocket::bind(("0.0.0.0", 0)).context(|| "binding the client socket".into())?;
+    sock.connect(server)
+        .context(|| format!("connecting to {server}"))?;
+    sock.set_read_timeout(Some(RTT_TIMEOUT))
+        .context(|| "setting a read timeout".into())?;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+        .map_err(|e| Error::Unexpected(format!("histogram: {e}")))?;
+    let mut msg = [0u8; UDP_PAYLOAD];
+    let mut buf = [0u8; 2048];
+    let (mut lost, mut lost_in_a_row) = (0u64, 0u32);
+    for seq in 0..u64::from(WARMUP_ROUNDS + rounds) {
+        check_interrupt()?;
+        msg[..8].copy_from_slice(&seq.to_be_bytes());
+        let sent = Instant::now();
+        sock.send(&msg).context(|| format!("sending to {server}"))?;
+        let rtt = loop {
+            match sock.recv(&mut buf) {
+                Ok(n) if n >= 8 && buf[..8] == msg[..8] => break Some(sent.elapsed()),
+                Ok(_) => continue, // a late answer to an earlier round
+                Err(e) if is_timeout(&e) => break None,
+                Err(e) => return Err(e).context(|| format!("receiving from {server}")),
+            }
+        };
+        let recorded = seq >= u64::from(WARMUP_ROUNDS);
+        match rtt {
+            Some(rtt) => {
+                lost_in_a_row = 0;
+                if recorded {
+                    let ns = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).max(1);
+                    hist.saturating_record(ns);
+                }
+            }
+            None => {
+                lost += u64::from(recorded);
+                lost_in_a_row += 1;
+                if lost_in_a_row >= MAX_LOST_IN_A_ROW {
+                    return Err(Error::Unexpected(format!(
+                        "{MAX_LOST_IN_A_ROW} round trips in a row to {server} got no answer"
+                    )));
+                }
+            }
+        }
+    }
+    let us = |ns: u64| ns as f64 / 1e3;
+    Ok(Latency {
+        p50_us: us(hist.value_at_quantile(0.50)),
+        p99_us: us(hist.value_at_quantile(0.99)),
+        p999_us: us(hist.value_at_quantile(0.999)),
+        min_us: us(hist.min()),
+        mean_us: hist.mean() / 1e3,
+        max_us: us(hist.max()),
+        samples: hist.len(),
+        lost,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 02004D0A:1451 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 01004D0A:A2C4 02004D0A:1451 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1
+";
+
+    #[test]
+    fn finds_a_listener_by_port_and_state() {
+        assert!(table_has_listener(TABLE, 5201));
+        // Port 0xA2C4 is there, but as an established connection.
+        assert!(!table_has_listener(TABLE, 0xA2C4));
+        assert!(!table_has_listener("", 5201));
+    }
+
+    #[test]
+    fn the_udp_payload_makes_a_64_byte_frame() {
+        assert_eq!(UDP_FRAME_WITH_FCS, 64);
+    }
+}
