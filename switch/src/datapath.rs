@@ -65,6 +65,18 @@ pub struct TraceEvent {
 /// Receives trace events while tracing is on.
 pub type TraceSink = Box<dyn FnMut(&TraceEvent) + Send>;
 
+/// Which way a captured frame went through its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Received by the switch from the port.
+    Rx,
+    /// Sent by the switch out of the port.
+    Tx,
+}
+
+/// Receives the frames a port receives and sends while a capture is on (with their time).
+pub type CaptureSink = Box<dyn FnMut(Instant, Direction, &[u8]) + Send>;
+
 /// A port slot: the port, where it is attached, and its counters.
 struct PortSlot {
     port: Box<dyn Port>,
@@ -75,6 +87,8 @@ struct PortSlot {
     state: PortState,
     /// Set when the last drain stopped at the budget: there may be more to read.
     more: bool,
+    /// Where this port's frames go while a capture is on.
+    capture: Option<CaptureSink>,
 }
 
 struct NetworkSlot {
@@ -220,6 +234,7 @@ impl Datapath {
             counters,
             state: PortState::Up,
             more: true,
+            capture: None,
         });
         Ok(handle)
     }
@@ -266,6 +281,18 @@ impl Datapath {
     pub fn find_port(&self, name: &str) -> Option<PortHandle> {
         self.handles()
             .find(|h| self.port(*h).map(|p| p.name()) == Some(name))
+    }
+
+    /// Starts (or with `None` stops) capturing a port's frames. Returns false for an unknown
+    /// port.
+    pub fn set_capture(&mut self, handle: PortHandle, sink: Option<CaptureSink>) -> bool {
+        match self.ports.get_mut(handle.0) {
+            Some(Some(slot)) => {
+                slot.capture = sink;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Turns tracing on (every frame's path goes to `sink`) or off.
@@ -354,6 +381,11 @@ impl Datapath {
             if n == 0 {
                 slot.more = false;
                 return taken;
+            }
+            if let Some(capture) = slot.capture.as_mut() {
+                for p in &self.rx[..n] {
+                    capture(now, Direction::Rx, p.frame());
+                }
             }
             let bytes: usize = self.rx[..n].iter().map(|p| p.len).sum();
             slot.counters.rx_packets.fetch_add(n as u64, Relaxed);
@@ -534,6 +566,13 @@ impl Datapath {
             return;
         };
         let result = send_all(slot.port.as_mut(), &refs);
+        if let Some(capture) = slot.capture.as_mut() {
+            let sent = *result.as_ref().unwrap_or_else(|n| n);
+            let now = Instant::now();
+            for f in &refs[..sent] {
+                capture(now, Direction::Tx, f.data);
+            }
+        }
         let (sent, failed) = match result {
             Ok(n) => (n, false),
             Err(n) => (n, true),

@@ -128,6 +128,31 @@ pub enum Request {
     SandboxRm { name: String },
     /// List sandboxes.
     SandboxLs,
+    /// Run one frame through the pipeline with no side effects and say what each stage decided.
+    Trace {
+        in_port: String,
+        /// The frame as hex bytes.
+        #[serde(default)]
+        frame: Option<String>,
+        /// Or an Open vSwitch style flow spec to build it from.
+        #[serde(default)]
+        flow: Option<String>,
+    },
+    /// Stream the trace of real frames (one JSON line each) until `count`, or until the client
+    /// hangs up.
+    TraceLive {
+        #[serde(default)]
+        port: Option<String>,
+        #[serde(default)]
+        count: Option<u64>,
+    },
+    /// Stream the frames a port receives and sends (one JSON line each) until `count`, or until
+    /// the client hangs up.
+    Capture {
+        port: String,
+        #[serde(default)]
+        count: Option<u64>,
+    },
 }
 
 /// What `network create` asks for.
@@ -257,6 +282,64 @@ pub struct EndpointRow {
     pub ipv4: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+}
+
+/// One captured frame, as `capture` streams it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedFrame {
+    /// Unix time in nanoseconds.
+    pub ts_ns: u64,
+    /// `rx` (received by the switch) or `tx` (sent by it).
+    pub dir: String,
+    /// The frame, hex.
+    pub frame: String,
+}
+
+/// Sends one streaming request and calls `each` with every line that follows the first answer,
+/// until the daemon ends the stream or `each` returns false.
+pub fn stream(
+    socket: &Path,
+    req: &Request,
+    mut each: impl FnMut(&serde_json::Value) -> bool,
+) -> io::Result<Response> {
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot reach vswitchd at {}: {e} (is vswitchd running? see --socket)",
+                socket.display()
+            ),
+        )
+    })?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    (&stream).write_all(&line)?;
+    let mut reader = io::BufReader::new(&stream);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let resp: Response = serde_json::from_str(&first).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad answer from vswitchd: {e}"),
+        )
+    })?;
+    if !resp.ok {
+        return Ok(resp);
+    }
+    let mut next = String::new();
+    loop {
+        next.clear();
+        if reader.read_line(&mut next)? == 0 {
+            break;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&next) else {
+            continue;
+        };
+        if v.get("end").is_some() || !each(&v) {
+            break;
+        }
+    }
+    Ok(resp)
 }
 
 /// The socket path: the flag, else `VSWITCH_SOCKET`, else the default (clap handles the first

@@ -123,6 +123,20 @@ impl Overlay {
         self.lock().rejected.clone()
     }
 
+    /// Datagrams refused by the VTEP, by reason (`not_a_peer`, `unknown_vni`, …).
+    pub fn reject_counts(&self) -> Vec<(&'static str, u64)> {
+        let s = self.lock();
+        crate::RejectReason::ALL
+            .iter()
+            .map(|r| (r.name(), s.vtep.rejected(*r)))
+            .collect()
+    }
+
+    /// Remote MACs not learned because a VNI's table was full.
+    pub fn learn_refused(&self) -> u64 {
+        self.lock().vtep.learn_refused()
+    }
+
     /// Starts carrying `vni` and returns its port (to attach to the network's bridge) and the
     /// counters that port counts into.
     pub fn add_vni(

@@ -62,19 +62,20 @@ fn run(args: Args) -> Result<(), String> {
     for r in &repairs {
         tracing::warn!("repaired: {r}");
     }
+    let mut daemon = daemon;
     if args.trace {
-        let sink = Box::new(|ev: &switch::datapath::TraceEvent| {
-            let out = if let Some(d) = ev.drop {
-                format!("drop({d})")
-            } else {
-                format!("output({})", ev.outputs.join(","))
-            };
-            eprintln!(
-                "trace: in_port={} len={} {} -> {out}",
-                ev.in_port, ev.len, ev.trace
-            );
-        });
-        daemon.set_trace(Some(sink)).map_err(|e| e.to_string())?;
+        // One line per frame on stderr, for as long as the daemon runs.
+        let (_, lines) = daemon
+            .trace_subscribe(None, true)
+            .map_err(|e| e.to_string())?;
+        std::thread::Builder::new()
+            .name("trace".into())
+            .spawn(move || {
+                for line in lines {
+                    eprintln!("trace: {line}");
+                }
+            })
+            .map_err(|e| e.to_string())?;
     }
     let daemon = Arc::new(Mutex::new(daemon));
     tracing::info!(

@@ -44,6 +44,10 @@ pub struct SandboxRecord {
     /// Made from an existing namespace (`--netns`), not created by us.
     #[serde(default)]
     pub adopted: bool,
+    /// We bind-mounted the adopted namespace at `path` (it came from elsewhere, e.g.
+    /// `/proc/PID/ns/net`): the name is ours to remove, the namespace is not.
+    #[serde(default)]
+    pub bound: bool,
     /// Joined to the `host` network: the path names the daemon's own namespace.
     #[serde(default)]
     pub host: bool,
@@ -476,6 +480,19 @@ impl Daemon {
             };
             done.map_err(|e| ApiError(format!("peer {ip}: {e}")))?;
         }
+        if !add {
+            // Stations behind the vanished peer must not stay on the bridge's VXLAN port.
+            if let Some(p) = self.ports.get(&format!("vxlan{vni}")) {
+                let handle = p.handle;
+                self.call(move |ctl| {
+                    if let Some((net, local)) = ctl.dp.port_location(handle) {
+                        if let Some(b) = ctl.dp.bridge_mut(net) {
+                            b.fdb_mut().flush_port(local);
+                        }
+                    }
+                })?;
+            }
+        }
         let live = self.networks.get_mut(network).expect("checked");
         if add {
             live.record.spec.peers.push(ip.clone());
@@ -513,13 +530,14 @@ impl Daemon {
             return err(format!("sandbox {name} already exists"));
         }
         let own_path = netns::netns_path(name).map_err(|e| ApiError(e.to_string()))?;
-        let (path, adopted) = match adopt {
+        let (path, adopted, bound) = match adopt {
             Some(src) if std::path::Path::new(src) == own_path => {
                 netns::adopt_netns(src).map_err(|e| ApiError(e.to_string()))?;
-                (own_path, true)
+                (own_path, true, false)
             }
             Some(src) => (
                 netns::bind_named_netns(name, src).map_err(|e| ApiError(e.to_string()))?,
+                true,
                 true,
             ),
             None => {
@@ -532,6 +550,7 @@ impl Daemon {
                 (
                     netns::create_named_netns(name).map_err(|e| ApiError(e.to_string()))?,
                     false,
+                    false,
                 )
             }
         };
@@ -539,12 +558,13 @@ impl Daemon {
             name: name.to_string(),
             path: path.display().to_string(),
             adopted,
+            bound,
             host: false,
         };
         self.sandboxes.insert(name.to_string(), rec);
         if let Err(e) = self.save() {
             self.sandboxes.remove(name);
-            if adopt.is_none() || path != netns::netns_path(name).unwrap_or_default() {
+            if !adopted || bound {
                 let _ = netns::delete_named_netns(name);
             }
             return Err(e);
@@ -570,14 +590,8 @@ impl Daemon {
                 problems.push(e.0);
             }
         }
-        // A namespace adopted under its own name stays; one we bound or created is removed.
-        let ours = !(sb.adopted
-            && sb.path
-                == netns::netns_path(name)
-                    .unwrap_or_default()
-                    .display()
-                    .to_string());
-        if ours || sb.host {
+        // A namespace adopted under its own name stays; a name we bound or created is removed.
+        if !sb.adopted || sb.bound || sb.host {
             if let Err(e) = netns::delete_named_netns(name) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     problems.push(e.to_string());

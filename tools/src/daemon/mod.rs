@@ -8,6 +8,7 @@
 mod cnm;
 pub mod server;
 pub mod state;
+pub mod trace;
 
 use crate::api::{FdbRow, NetworkSpec, PortRow, PortType, Request, Response, StatsRow};
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,8 @@ pub struct Daemon {
     /// Where the VXLAN endpoint binds (`--vtep`), and the endpoint once an overlay needs it.
     vtep_addr: std::net::SocketAddrV4,
     overlay: Option<vxlan::Overlay>,
+    /// Listeners of live traces.
+    hub: Arc<trace::TraceHub>,
 }
 
 impl Daemon {
@@ -122,6 +125,7 @@ impl Daemon {
             store,
             vtep_addr,
             overlay: None,
+            hub: trace::new_hub(),
             networks: BTreeMap::new(),
             ports: BTreeMap::new(),
             sandboxes: saved
@@ -212,6 +216,14 @@ impl Daemon {
             Request::SandboxCreate { name, netns } => self.sandbox_create(&name, netns.as_deref()),
             Request::SandboxRm { name } => self.sandbox_rm(&name),
             Request::SandboxLs => self.sandbox_ls(),
+            Request::Trace {
+                in_port,
+                frame,
+                flow,
+            } => self.trace(&in_port, frame.as_deref(), flow.as_deref()),
+            Request::TraceLive { .. } | Request::Capture { .. } => {
+                err("streaming requests are served by the API server")
+            }
         };
         match result {
             Ok(v) => Response::ok(v),
@@ -462,7 +474,7 @@ impl Daemon {
     }
 
     fn stats(&self, port: Option<&str>) -> Result<serde_json::Value, ApiError> {
-        if let Some(p) = port {
+        if let Some(p) = port.filter(|p| !(*p == "vtep" && self.overlay.is_some())) {
             self.port(p)?;
         }
         let rows: Vec<StatsRow> = self
@@ -486,6 +498,27 @@ impl Daemon {
                 }
             })
             .collect();
+        // The VXLAN endpoint's own refusals: datagrams that reached no network.
+        let mut rows = rows;
+        if let (Some(o), true) = (&self.overlay, port.is_none_or(|p| p == "vtep")) {
+            let c = o.rejected().snapshot();
+            let mut drops: BTreeMap<String, u64> = o
+                .reject_counts()
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, v)| (format!("overlay_{k}"), v))
+                .collect();
+            drops.extend(c.drops.into_iter().map(|(k, v)| (k.to_string(), v)));
+            rows.push(StatsRow {
+                port: "vtep".into(),
+                rx_packets: 0,
+                rx_bytes: 0,
+                tx_packets: 0,
+                tx_bytes: 0,
+                learn_refused: o.learn_refused(),
+                drops,
+            });
+        }
         Ok(serde_json::to_value(rows).expect("rows serialize"))
     }
 

@@ -10,7 +10,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// A bound API socket; removes its file when dropped.
@@ -99,7 +99,17 @@ fn serve_client(stream: UnixStream, daemon: &Mutex<Daemon>) {
             // The client hung up mid-request: nothing to answer, nothing done.
             return;
         } else {
-            answer(&line, daemon)
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(Request::TraceLive { port, count }) => {
+                    stream_trace(&stream, daemon, port, count);
+                    return;
+                }
+                Ok(Request::Capture { port, count }) => {
+                    stream_capture(&stream, daemon, &port, count);
+                    return;
+                }
+                _ => answer(&line, daemon),
+            }
         };
         if write_response(&mut writer, &answer).is_err() {
             return;
@@ -120,6 +130,100 @@ fn answer(line: &[u8], daemon: &Mutex<Daemon>) -> Response {
         }
         Err(e) => Response::err(format!("malformed request: {e}")),
     }
+}
+
+/// Streams live trace lines to the client until `count` lines or until it hangs up.
+fn stream_trace(
+    stream: &UnixStream,
+    daemon: &Mutex<Daemon>,
+    port: Option<String>,
+    count: Option<u64>,
+) {
+    let sub = daemon
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .trace_subscribe(port, false);
+    let (id, rx) = match sub {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = write_response(&mut &*stream, &Response::err(e.0));
+            return;
+        }
+    };
+    pump(stream, &rx, count);
+    daemon
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .trace_unsubscribe(id);
+}
+
+/// Streams a port's frames to the client until `count` frames or until it hangs up.
+fn stream_capture(stream: &UnixStream, daemon: &Mutex<Daemon>, port: &str, count: Option<u64>) {
+    let started = daemon
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .capture_start(port);
+    let rx = match started {
+        Ok(rx) => rx,
+        Err(e) => {
+            let _ = write_response(&mut &*stream, &Response::err(e.0));
+            return;
+        }
+    };
+    pump(stream, &rx, count);
+    daemon
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .capture_stop(port);
+}
+
+/// Answers ok, then copies lines from `rx` to the client; ends after `count` lines, when the
+/// client hangs up, or when the source ends, with a final `{"end":true,"count":N}`.
+fn pump(stream: &UnixStream, rx: &mpsc::Receiver<String>, count: Option<u64>) {
+    let mut w = stream;
+    if write_response(
+        &mut w,
+        &Response::ok(serde_json::json!({ "streaming": true })),
+    )
+    .is_err()
+    {
+        return;
+    }
+    let mut sent = 0u64;
+    while count.is_none_or(|c| sent < c) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(mut line) => {
+                line.push('\n');
+                if w.write_all(line.as_bytes()).is_err() {
+                    return;
+                }
+                sent += 1;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if client_gone(stream) {
+                    return;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = writeln!(w, "{}", serde_json::json!({ "end": true, "count": sent }));
+}
+
+/// True once the client has closed its end (a zero-byte peek).
+fn client_gone(stream: &UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: recv into a one-byte buffer we own; MSG_PEEK leaves the data, MSG_DONTWAIT never
+    // blocks.
+    let n = unsafe {
+        libc::recv(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0
 }
 
 fn write_response(w: &mut impl Write, r: &Response) -> io::Result<()> {

@@ -8,6 +8,11 @@
 //! `10.200.<N>.<i>/24`, inside the test's own namespaces only. IPv6 is off in every namespace so
 //! that no router solicitation or MLD report moves a counter behind a test's back.
 //!
+//! The daemon is started with `nsenter --net=…` (not `ip netns exec`, which would give it a
+//! private mount namespace): the sandboxes it bind-mounts under `/run/netns` must be visible to
+//! the test and to `ip netns exec`. Sandboxes are global names: each is held by a [`Sandbox`]
+//! guard that removes it (through the daemon, else with `ip netns del`) when dropped.
+//!
 //! Nothing here sleeps to synchronise: every wait is a condition polled until a deadline.
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
@@ -132,14 +137,12 @@ impl Netns {
 
     /// Runs a command inside the namespace.
     pub fn exec(&self, args: &[&str]) -> Output {
-        let mut all = vec!["netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        run("ip", &all)
+        ns_exec(&self.name, args)
     }
 
     /// Tells whether the interface exists in this namespace.
     pub fn has_link(&self, ifname: &str) -> bool {
-        ip_ok(&["-n", &self.name, "link", "show", "dev", ifname])
+        ns_has_link(&self.name, ifname)
     }
 
     /// The MAC address of an interface in this namespace, lower case.
@@ -162,23 +165,183 @@ impl Netns {
 
     /// One `ping -c1 -W1` to `addr`: true if it answered.
     pub fn ping_once(&self, addr: &str) -> bool {
-        self.exec(&["ping", "-n", "-q", "-c", "1", "-W", "1", addr])
-            .status
-            .success()
+        ns_ping_once(&self.name, addr)
     }
 
     /// Pings `addr` until it answers, or panics after [`WAIT`].
     pub fn ping_until(&self, addr: &str) {
-        let what = format!("{} to reach {addr} by ping", self.name);
-        wait_for(&what, WAIT, || self.ping_once(addr).then_some(()));
+        ns_ping_until(&self.name, addr)
     }
 
     /// Tells whether `ping -c 2 -W 1` fails (nothing answered).
     pub fn ping_fails(&self, addr: &str) -> bool {
-        !self
-            .exec(&["ping", "-n", "-q", "-c", "2", "-W", "1", addr])
-            .status
-            .success()
+        ns_ping_fails(&self.name, addr)
+    }
+}
+
+// The same for any named namespace (a sandbox the daemon made, say), by name.
+
+/// Runs a command inside the named namespace (`ip netns exec NS ARGS…`).
+pub fn ns_exec(ns: &str, args: &[&str]) -> Output {
+    let mut all = vec!["netns", "exec", ns];
+    all.extend_from_slice(args);
+    run("ip", &all)
+}
+
+/// Tells whether the interface exists in the named namespace.
+pub fn ns_has_link(ns: &str, ifname: &str) -> bool {
+    ip_ok(&["-n", ns, "link", "show", "dev", ifname])
+}
+
+/// One `ping -c1 -W1` from the named namespace to `addr`: true if it answered.
+pub fn ns_ping_once(ns: &str, addr: &str) -> bool {
+    ns_exec(ns, &["ping", "-n", "-q", "-c", "1", "-W", "1", addr])
+        .status
+        .success()
+}
+
+/// Pings `addr` from the named namespace until it answers, or panics after [`WAIT`].
+pub fn ns_ping_until(ns: &str, addr: &str) {
+    let what = format!("{ns} to reach {addr} by ping");
+    wait_for(&what, WAIT, || ns_ping_once(ns, addr).then_some(()));
+}
+
+/// Tells whether `ping -c 2 -W 1` from the named namespace fails (nothing answered).
+pub fn ns_ping_fails(ns: &str, addr: &str) -> bool {
+    !ns_exec(ns, &["ping", "-n", "-q", "-c", "2", "-W", "1", addr])
+        .status
+        .success()
+}
+
+/// Runs `ip -j ARGS…`, which must succeed, and parses its JSON (`[]` when it prints nothing).
+pub fn ip_json(args: &[&str]) -> Value {
+    let mut all = vec!["-j"];
+    all.extend_from_slice(args);
+    let out = run("ip", &all);
+    assert!(
+        out.status.success(),
+        "ip {} failed ({}): {}",
+        all.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Value::Array(vec![]);
+    }
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ip {} printed bad JSON ({e})", all.join(" ")))
+}
+
+/// The names of the interfaces of the named namespace, in index order.
+pub fn ns_link_names(ns: &str) -> Vec<String> {
+    match ip_json(&["-n", ns, "link", "show"]) {
+        Value::Array(links) => links
+            .iter()
+            .map(|l| l["ifname"].as_str().expect("a link's name").to_string())
+            .collect(),
+        other => panic!("ip -j link is not a list: {other}"),
+    }
+}
+
+/// The IPv4 addresses (`IP/PREFIX`) of an interface of the named namespace.
+pub fn ns_ipv4_addrs(ns: &str, ifname: &str) -> Vec<String> {
+    let v = ip_json(&["-n", ns, "-4", "addr", "show", "dev", ifname]);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["family"] == "inet")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect()
+}
+
+/// The default IPv4 route of the named namespace: `(gateway, device)`, if it has one.
+pub fn ns_default_route(ns: &str) -> Option<(String, String)> {
+    let v = ip_json(&["-n", ns, "-4", "route", "show", "default"]);
+    let r = v.as_array()?.first()?;
+    Some((
+        r["gateway"].as_str().unwrap_or("").to_string(),
+        r["dev"].as_str().unwrap_or("").to_string(),
+    ))
+}
+
+/// The (device, inode) pair that identifies the namespace a namespace file names.
+pub fn netns_identity(path: impl AsRef<Path>) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let path = path.as_ref();
+    let m = fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    (m.dev(), m.ino())
+}
+
+/// Runs `cmd ARGS…` with a deadline: its output, or None (it was killed) if it took longer.
+pub fn run_with_timeout(cmd: &str, args: &[&str], timeout: Duration) -> Option<Output> {
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().ok(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// A sandbox (a namespace `/run/netns/NAME` the daemon makes or adopts) this test owns. On drop
+/// it is removed through the daemon (`vswitchctl sandbox rm`) if the daemon still answers, and
+/// its name with `ip netns del` if it is still there, so nothing is left even when the test
+/// failed or the daemon was killed. Removing a name never kills processes: the name may point
+/// at a namespace the test does not own alone (the daemon's own, for the `host` driver).
+pub struct Sandbox {
+    pub name: String,
+    socket: PathBuf,
+}
+
+impl Sandbox {
+    /// A guard for the sandbox `name` of the daemon listening on `socket`; it need not exist
+    /// yet (take the guard first, then create the sandbox).
+    pub fn guard(name: String, socket: &Path) -> Sandbox {
+        Sandbox {
+            name,
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    /// `/run/netns/NAME`.
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if UnixStream::connect(&self.socket).is_ok() {
+            let socket = self.socket.to_string_lossy();
+            let _ = run_with_timeout(
+                VSWITCHCTL,
+                &["--socket", &socket, "sandbox", "rm", &self.name],
+                WAIT,
+            );
+        }
+        if self.path().symlink_metadata().is_ok() {
+            let out = run("ip", &["netns", "del", &self.name]);
+            if !out.status.success() {
+                eprintln!(
+                    "warning: could not delete sandbox netns {}: {}",
+                    self.name,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
     }
 }
 
@@ -235,15 +398,25 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `ip netns exec NETNS vswitchd --socket DIR/sock --state-dir DIR/state` and waits
-    /// until it answers `port list`.
+    /// Starts `nsenter --net=/run/netns/NETNS -- vswitchd --socket DIR/sock --state-dir
+    /// DIR/state` and waits until it answers `port list`. `nsenter` enters the network namespace
+    /// only: the daemon shares the test's mount namespace, so the sandboxes it mounts under
+    /// `/run/netns` are seen by everyone (`ip netns exec` would hide them in a private one).
+    /// Each start logs to a file of its own (`vswitchd.log`, then `vswitchd.1.log`, …).
     pub fn start(netns: &Netns, dir: &Path) -> Daemon {
         let socket = dir.join("vswitchd.sock");
         let state_dir = dir.join("state");
-        let log = dir.join("vswitchd.log");
+        let log = (0..)
+            .map(|i| match i {
+                0 => dir.join("vswitchd.log"),
+                i => dir.join(format!("vswitchd.{i}.log")),
+            })
+            .find(|p| !p.exists())
+            .expect("some log name is free");
         let err = File::create(&log).expect("create the daemon's log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &netns.name, VSWITCHD, "--socket"])
+        let net = format!("--net={}", netns.path().display());
+        let child = Command::new("nsenter")
+            .args([net.as_str(), "--", VSWITCHD, "--socket"])
             .arg(&socket)
             .arg("--state-dir")
             .arg(&state_dir)
@@ -254,7 +427,7 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
-            .expect("spawn vswitchd");
+            .expect("spawn nsenter vswitchd");
         let mut d = Daemon {
             child: Some(child),
             socket,
@@ -273,10 +446,16 @@ impl Daemon {
             }
             d.ctl(&["port", "list"]).status.success().then_some(())
         });
+        let comm = fs::read_to_string(format!("/proc/{}/comm", d.pid())).unwrap_or_default();
+        assert_eq!(
+            comm.trim(),
+            "vswitchd",
+            "nsenter must exec the daemon itself"
+        );
         d
     }
 
-    /// The process id (`ip netns exec` execs the daemon, so it is vswitchd's own).
+    /// The process id (`nsenter` execs the daemon, so it is vswitchd's own).
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("daemon not yet reaped").id() as i32
     }
@@ -448,6 +627,8 @@ pub struct Lab {
     /// The third octet of every address of this test.
     pub net: usize,
     pub daemon: Option<Daemon>,
+    /// Sandboxes of the daemon, removed before it stops.
+    pub sandboxes: Vec<Sandbox>,
     pub hosts: Vec<Host>,
     pub sw: Netns,
     pub dir: TempDir,
@@ -471,6 +652,7 @@ impl Lab {
             net: n % 250,
             prefix,
             daemon: None,
+            sandboxes: Vec::new(),
             hosts: Vec::new(),
             sw,
             dir,
@@ -531,6 +713,28 @@ impl Lab {
         self.hosts.len() - 1
     }
 
+    /// `PREFIX-SUFFIX`: a name unique on the machine (for sandboxes, whose names are global).
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.prefix)
+    }
+
+    /// Takes a guard on the sandbox `PREFIX-SUFFIX` (removed with the lab, before the daemon
+    /// stops) and returns its name; the sandbox itself is not created.
+    pub fn guard_sandbox(&mut self, suffix: &str) -> String {
+        let name = self.name(suffix);
+        let socket = self.dir.path.join("vswitchd.sock");
+        self.sandboxes.push(Sandbox::guard(name.clone(), &socket));
+        name
+    }
+
+    /// Creates the sandbox `PREFIX-SUFFIX` with `vswitchctl sandbox create` (guarded) and
+    /// returns its name.
+    pub fn sandbox(&mut self, suffix: &str) -> String {
+        let name = self.guard_sandbox(suffix);
+        self.d().ctl_ok(&["sandbox", "create", &name]);
+        name
+    }
+
     /// The host whose address ends in `.i`.
     pub fn host(&self, i: usize) -> &Host {
         let addr = self.addr(i);
@@ -543,8 +747,9 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // The daemon first (it closes its TAPs), then the hosts, then the switch namespace;
-        // the temp dir goes last, with the fields.
+        // The sandboxes while the daemon still answers, then the daemon (it closes its TAPs),
+        // then the hosts, then the switch namespace; the temp dir goes last, with the fields.
+        self.sandboxes.clear();
         drop(self.daemon.take());
         self.hosts.clear();
     }

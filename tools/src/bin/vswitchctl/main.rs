@@ -14,6 +14,7 @@ mod output;
 mod port;
 mod sandbox;
 mod stats;
+mod trace;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -64,6 +65,10 @@ enum Command {
     /// Create, remove and list sandboxes (network namespaces).
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCmd),
+    /// Run a frame through the pipeline without side effects, or watch real frames (--live).
+    Trace(trace::TraceArgs),
+    /// Write the frames a port receives and sends to a pcap file.
+    Capture(trace::CaptureArgs),
 }
 
 impl Command {
@@ -75,6 +80,8 @@ impl Command {
             Command::Stats(c) => c.request(),
             Command::Network(c) => c.request(),
             Command::Sandbox(c) => c.request(),
+            Command::Trace(c) => c.request(),
+            Command::Capture(c) => c.request(),
         }
     }
 
@@ -86,12 +93,33 @@ impl Command {
             Command::Stats(c) => c.render(result),
             Command::Network(c) => c.render(result),
             Command::Sandbox(c) => c.render(result),
+            Command::Trace(c) => c.render(result),
+            Command::Capture(_) => String::new(),
         }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Streaming commands print as they go.
+    match &cli.command {
+        Command::Trace(t) if t.is_live() => {
+            return finish(trace::live(&cli.socket, &t.request(), cli.json))
+        }
+        Command::Capture(c) => {
+            return match c.run(&cli.socket) {
+                Ok((resp, n)) => {
+                    let done = finish(Ok(resp));
+                    if done == ExitCode::SUCCESS {
+                        eprintln!("{n} frames written to {}", c.file().display());
+                    }
+                    done
+                }
+                Err(e) => finish(Err(e)),
+            };
+        }
+        _ => {}
+    }
     let response = match api::call(&cli.socket, &cli.command.request()) {
         Ok(response) => response,
         Err(e) => {
@@ -113,6 +141,24 @@ fn main() -> ExitCode {
         (Some(result), false) => cli.command.render(result),
     };
     write_stdout(&text)
+}
+
+/// The exit status of a streaming command: 0, or 1 with the error on stderr.
+fn finish(resp: io::Result<api::Response>) -> ExitCode {
+    match resp {
+        Ok(r) if r.ok => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!(
+                "vswitchctl: {}",
+                r.error.as_deref().unwrap_or("vswitchd refused the request")
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("vswitchctl: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Writes `text` to stdout; a closed pipe (`vswitchctl … | head`) is not an error.
