@@ -28,7 +28,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
-use switch::datapath::{Datapath, PortHandle};
+use switch::datapath::{Datapath, Direction, PortHandle};
 use switch::gro::Coalesced;
 use switch::gso::Segmenter;
 use switch::port::{Capabilities, FrameRef, Packet, Port};
@@ -64,7 +64,15 @@ struct Shared {
     targets: Vec<IpAddr>,
     /// Datagrams refused before any VNI was known (bad header, unknown VNI, not a peer).
     rejected: Arc<PortCounters>,
+    /// Where underlay datagrams go while `capture vtep` runs.
+    capture: Option<UnderlayCapture>,
+    /// The local address, for captures.
+    local: SocketAddrV4,
 }
+
+/// Receives every VXLAN datagram received or sent (direction, source, destination, UDP
+/// payload) while an underlay capture runs.
+pub type UnderlayCapture = Box<dyn FnMut(Direction, SocketAddr, SocketAddr, &[u8]) + Send>;
 
 /// The shared VTEP: socket, logic and per-VNI queues. Cloneable handle.
 #[derive(Clone)]
@@ -91,6 +99,8 @@ impl Overlay {
             seg: Vec::with_capacity(1 << 17),
             targets: Vec::new(),
             rejected: Arc::default(),
+            capture: None,
+            local: addr,
         };
         Ok(Overlay {
             shared: Arc::new(Mutex::new(shared)),
@@ -121,6 +131,11 @@ impl Overlay {
     /// Counters of datagrams refused before they reached a network.
     pub fn rejected(&self) -> Arc<PortCounters> {
         self.lock().rejected.clone()
+    }
+
+    /// Starts (or with `None` stops) capturing the underlay: every datagram in and out.
+    pub fn set_capture(&self, capture: Option<UnderlayCapture>) {
+        self.lock().capture = capture;
     }
 
     /// Datagrams refused by the VTEP, by reason (`not_a_peer`, `unknown_vni`, …).
@@ -245,7 +260,17 @@ impl Overlay {
                 if n == 0 {
                     break;
                 }
+                let local = SocketAddr::V4(shared.local);
                 for (from, datagram) in shared.rx.datagrams() {
+                    if let Some(c) = shared.capture.as_mut() {
+                        // The sender's port is not kept per datagram; the VTEP port stands in.
+                        c(
+                            Direction::Rx,
+                            SocketAddr::new(from, local.port()),
+                            local,
+                            datagram,
+                        );
+                    }
                     match shared.vtep.decap(now, from, datagram) {
                         Ok((vni, inner)) => {
                             let Some(q) = shared.queues.get_mut(&vni) else {
@@ -359,6 +384,15 @@ impl Port for VxlanPort {
                             let to = SocketAddr::new(*peer, port);
                             let out = s.socket.send_segmented(to, bucket, &s.seg, segs.seg_size);
                             count_outcome(&self.counters, out.too_big, out.queue_full, out.failed);
+                            if let Some(c) = s.capture.as_mut() {
+                                let from = SocketAddr::new(
+                                    IpAddr::V4(*s.local.ip()),
+                                    crate::socket::bucket_port(bucket),
+                                );
+                                for d in s.seg.chunks(usize::from(segs.seg_size)) {
+                                    c(Direction::Tx, from, to, d);
+                                }
+                            }
                         }
                     }
                     Err(reason) => self.counters.count_drop(reason),
@@ -388,6 +422,15 @@ impl Port for VxlanPort {
                 .collect();
             let out = s.socket.send_batch(&datagrams);
             count_outcome(&self.counters, out.too_big, out.queue_full, out.failed);
+            if let Some(c) = s.capture.as_mut() {
+                for d in &datagrams {
+                    let from = SocketAddr::new(
+                        IpAddr::V4(*s.local.ip()),
+                        crate::socket::bucket_port(d.bucket),
+                    );
+                    c(Direction::Tx, from, d.to, d.data);
+                }
+            }
         }
         // Every frame was taken: sent, or dropped and counted here.
         Ok(frames.len())

@@ -349,6 +349,7 @@ impl Daemon {
                     }
                 };
                 overlay.set_handle(vni, handle);
+                self.hub.add_overlay(network, vni, overlay.clone());
                 let counters = self
                     .call(move |ctl| ctl.dp.counters(handle))?
                     .ok_or_else(|| ApiError("port vanished while attaching".into()))?;

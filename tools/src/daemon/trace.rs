@@ -28,6 +28,9 @@ struct Sub {
 pub struct TraceHub {
     subs: Mutex<Vec<Sub>>,
     next: AtomicU64,
+    /// Overlay networks (datapath id → VNI and endpoint), to explain frames that came from
+    /// or go to the overlay.
+    overlays: Mutex<Vec<(switch::datapath::NetworkId, u32, vxlan::Overlay)>>,
 }
 
 impl TraceHub {
@@ -55,8 +58,62 @@ impl TraceHub {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Registers an overlay network, so its traces show decapsulation and encapsulation.
+    pub fn add_overlay(&self, net: switch::datapath::NetworkId, vni: u32, o: vxlan::Overlay) {
+        let mut ov = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
+        ov.retain(|(n, _, _)| *n != net);
+        ov.push((net, vni, o));
+    }
+
+    /// Adds the VXLAN stage to a frame of an overlay network: where it came from (decap and
+    /// the remote MAC learned), or where it goes (encap to which peers).
+    fn explain_overlay(&self, ev: &TraceEvent) -> Option<switch::trace::StageRecord> {
+        let from = ev.in_port == "vxlan";
+        let to = ev.outputs.iter().any(|o| o == "vxlan");
+        if !from && !to {
+            return None;
+        }
+        let ov = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, vni, o) = ov.iter().find(|(n, _, _)| *n == ev.network)?;
+        let now = Instant::now();
+        let result = if from {
+            let src = switch::wire::L2Header::parse(&ev.head).ok()?.src;
+            match o.remote_of(now, *vni, src) {
+                Some(peer) => format!("decap vni {vni} from {peer}; learned {src} behind {peer}"),
+                None => format!("decap vni {vni}"),
+            }
+        } else {
+            match o.explain(now, *vni, &ev.head) {
+                Ok((peers, sport)) => {
+                    let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+                    format!(
+                        "encap vni {vni}, udp {sport} -> {}, to {}",
+                        o.udp_port(),
+                        list.join(", ")
+                    )
+                }
+                Err(r) => format!("drop: {r}"),
+            }
+        };
+        Some(switch::trace::StageRecord {
+            stage: Stage::Vxlan,
+            result,
+        })
+    }
+
     /// Hands one frame's trace to every listener that wants it (never blocks the datapath).
     pub fn publish(&self, ev: &TraceEvent) {
+        let extra = self.explain_overlay(ev);
+        let ev_with;
+        let ev = match extra {
+            Some(stage) => {
+                let mut e = ev.clone();
+                e.trace.stages.push(stage);
+                ev_with = e;
+                &ev_with
+            }
+            None => ev,
+        };
         let subs = self.lock();
         let mut json_line: Option<String> = None;
         let mut human_line: Option<String> = None;
@@ -115,7 +172,9 @@ impl Daemon {
         human: bool,
     ) -> Result<(u64, mpsc::Receiver<String>), ApiError> {
         if let Some(p) = &port {
-            self.port(p)?;
+            if p != "vxlan" {
+                self.port(p)?;
+            }
         }
         let (id, rx) = self.hub.subscribe(port, human);
         let hub = self.hub.clone();
@@ -134,20 +193,23 @@ impl Daemon {
     }
 
     /// Starts capturing a port's frames for a client: JSON lines with time, direction and hex.
+    /// The port `vtep` captures the VXLAN underlay (outer headers rebuilt: the kernel makes
+    /// the real ones).
     pub fn capture_start(&mut self, port: &str) -> Result<mpsc::Receiver<String>, ApiError> {
+        if port == "vtep" {
+            if let Some(o) = &self.overlay {
+                let (tx, rx) = mpsc::sync_channel::<String>(BACKLOG);
+                o.set_capture(Some(Box::new(move |dir, from, to, payload| {
+                    let frame = underlay_frame(from, to, payload);
+                    let _ = tx.try_send(capture_line(dir, &frame));
+                })));
+                return Ok(rx);
+            }
+        }
         let handle = self.port(port)?.handle;
         let (tx, rx) = mpsc::sync_channel::<String>(BACKLOG);
         let sink = Box::new(move |_now: Instant, dir: Direction, frame: &[u8]| {
-            let ts_ns = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            let line = json!({
-                "ts_ns": ts_ns,
-                "dir": if dir == Direction::Rx { "rx" } else { "tx" },
-                "frame": hex(frame),
-            });
-            let _ = tx.try_send(line.to_string());
+            let _ = tx.try_send(capture_line(dir, frame));
         });
         if !self.call(move |ctl| ctl.dp.set_capture(handle, Some(sink)))? {
             return err(format!("no such port: {port}"));
@@ -157,6 +219,12 @@ impl Daemon {
 
     /// Stops a capture.
     pub fn capture_stop(&mut self, port: &str) {
+        if port == "vtep" {
+            if let Some(o) = &self.overlay {
+                o.set_capture(None);
+                return;
+            }
+        }
         if let Some(p) = self.ports.get(port) {
             let handle = p.handle;
             let _ = self.call(move |ctl| ctl.dp.set_capture(handle, None));
@@ -268,6 +336,47 @@ impl Daemon {
     }
 }
 
+/// One `capture` line: time, direction, frame.
+fn capture_line(dir: Direction, frame: &[u8]) -> String {
+    json!({
+        "ts_ns": switch::pcap::unix_nanos_now(),
+        "dir": if dir == Direction::Rx { "rx" } else { "tx" },
+        "frame": hex(frame),
+    })
+    .to_string()
+}
+
+/// An Ethernet/IPv4/UDP frame around a VXLAN datagram, for underlay captures (the kernel builds
+/// the real headers; these carry the same addresses and ports, UDP checksum zero as RFC 7348
+/// allows).
+fn underlay_frame(from: std::net::SocketAddr, to: std::net::SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let ip = |a: std::net::SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(v4) => v4.octets(),
+        std::net::IpAddr::V6(_) => [0; 4],
+    };
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mut f = Vec::with_capacity(14 + total);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
+    let mut iph = [0u8; 20];
+    iph[0] = 0x45;
+    iph[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    iph[6] = 0x40; // DF: VXLAN never fragments
+    iph[8] = 64;
+    iph[9] = 17;
+    iph[12..16].copy_from_slice(&ip(from));
+    iph[16..20].copy_from_slice(&ip(to));
+    let csum = switch::gso::ipv4_header_checksum(&iph);
+    iph[10..12].copy_from_slice(&csum.to_be_bytes());
+    f.extend_from_slice(&iph);
+    f.extend_from_slice(&from.port().to_be_bytes());
+    f.extend_from_slice(&to.port().to_be_bytes());
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
 /// Bytes as lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -282,4 +391,32 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Keeps a shared hub for the daemon.
 pub fn new_hub() -> Arc<TraceHub> {
     Arc::new(TraceHub::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn underlay_frames_decode_as_vxlan_over_udp() {
+        let payload = [0x08, 0, 0, 0, 0, 0, 42, 0, 1, 2, 3];
+        let f = underlay_frame(
+            "10.0.0.1:61440".parse().unwrap(),
+            "10.0.0.2:4789".parse().unwrap(),
+            &payload,
+        );
+        let ip = &f[14..34];
+        assert_eq!(
+            switch::gso::ipv4_header_checksum(ip),
+            u16::from_be_bytes([ip[10], ip[11]])
+        );
+        assert_eq!(&ip[12..16], &[10, 0, 0, 1]);
+        assert_eq!(u16::from_be_bytes([f[36], f[37]]), 4789);
+        assert_eq!(
+            u16::from_be_bytes([f[38], f[39]]) as usize,
+            8 + payload.len()
+        );
+        assert_eq!(&f[42..], &payload);
+        assert_eq!(hex(&[0x0a, 0xff]), "0aff");
+    }
 }
