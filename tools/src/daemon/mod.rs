@@ -109,6 +109,8 @@ pub struct Daemon {
     overlay: Option<vxlan::Overlay>,
     /// Listeners of live traces.
     hub: Arc<trace::TraceHub>,
+    /// Clients capturing each port.
+    captures: BTreeMap<String, trace::CaptureFan>,
 }
 
 impl Daemon {
@@ -126,6 +128,7 @@ impl Daemon {
             vtep_addr,
             overlay: None,
             hub: trace::new_hub(),
+            captures: BTreeMap::new(),
             networks: BTreeMap::new(),
             ports: BTreeMap::new(),
             sandboxes: saved
@@ -398,6 +401,8 @@ impl Daemon {
             .remove(name)
             .ok_or_else(|| ApiError(format!("no such port: {name}")))?;
         let handle = live.handle;
+        // Captures of the port end with it.
+        self.captures.remove(name);
         if live.record.port_type == PortType::Vxlan {
             let vni = self
                 .networks

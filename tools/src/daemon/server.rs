@@ -163,8 +163,8 @@ fn stream_capture(stream: &UnixStream, daemon: &Mutex<Daemon>, port: &str, count
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .capture_start(port);
-    let rx = match started {
-        Ok(rx) => rx,
+    let (id, rx) = match started {
+        Ok(s) => s,
         Err(e) => {
             let _ = write_response(&mut &*stream, &Response::err(e.0));
             return;
@@ -174,7 +174,7 @@ fn stream_capture(stream: &UnixStream, daemon: &Mutex<Daemon>, port: &str, count
     daemon
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .capture_stop(port);
+        .capture_stop(port, id);
 }
 
 /// Answers ok, then copies lines from `rx` to the client; ends after `count` lines, when the

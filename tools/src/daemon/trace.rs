@@ -19,7 +19,10 @@ const BACKLOG: usize = 4096;
 struct Sub {
     id: u64,
     tx: mpsc::SyncSender<String>,
+    /// Only frames in or out of this port (bridge name) …
     port: Option<String>,
+    /// … of this network (for the VXLAN ports, all named `vxlan` on their bridges).
+    network: Option<switch::datapath::NetworkId>,
     human: bool,
 }
 
@@ -35,13 +38,19 @@ pub struct TraceHub {
 
 impl TraceHub {
     /// Adds a listener (for frames in or out of `port`, or all); returns its id and its lines.
-    pub fn subscribe(&self, port: Option<String>, human: bool) -> (u64, mpsc::Receiver<String>) {
+    pub fn subscribe(
+        &self,
+        port: Option<String>,
+        network: Option<switch::datapath::NetworkId>,
+        human: bool,
+    ) -> (u64, mpsc::Receiver<String>) {
         let (tx, rx) = mpsc::sync_channel(BACKLOG);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().push(Sub {
             id,
             tx,
             port,
+            network,
             human,
         });
         (id, rx)
@@ -123,6 +132,9 @@ impl TraceHub {
                     continue;
                 }
             }
+            if s.network.is_some_and(|n| n != ev.network) {
+                continue;
+            }
             let line = if s.human {
                 human_line.get_or_insert_with(|| human(ev)).clone()
             } else {
@@ -171,12 +183,21 @@ impl Daemon {
         port: Option<String>,
         human: bool,
     ) -> Result<(u64, mpsc::Receiver<String>), ApiError> {
-        if let Some(p) = &port {
-            if p != "vxlan" {
-                self.port(p)?;
+        // A VXLAN port is listed as `vxlanVNI` but named `vxlan` on its bridge.
+        let (port, network) = match &port {
+            Some(p) if p == "vxlan" => (port, None),
+            Some(p) => {
+                let live = self.port(p)?;
+                if live.record.port_type == crate::api::PortType::Vxlan {
+                    let net = self.network(&live.record.network)?.id;
+                    (Some("vxlan".to_string()), Some(net))
+                } else {
+                    (port, None)
+                }
             }
-        }
-        let (id, rx) = self.hub.subscribe(port, human);
+            None => (None, None),
+        };
+        let (id, rx) = self.hub.subscribe(port, network, human);
         let hub = self.hub.clone();
         if let Err(e) = self.set_trace(Some(Box::new(move |ev| hub.publish(ev)))) {
             self.hub.unsubscribe(id);
@@ -193,32 +214,55 @@ impl Daemon {
     }
 
     /// Starts capturing a port's frames for a client: JSON lines with time, direction and hex.
-    /// The port `vtep` captures the VXLAN underlay (outer headers rebuilt: the kernel makes
-    /// the real ones).
-    pub fn capture_start(&mut self, port: &str) -> Result<mpsc::Receiver<String>, ApiError> {
-        if port == "vtep" {
-            if let Some(o) = &self.overlay {
-                let (tx, rx) = mpsc::sync_channel::<String>(BACKLOG);
-                o.set_capture(Some(Box::new(move |dir, from, to, payload| {
-                    let frame = underlay_frame(from, to, payload);
-                    let _ = tx.try_send(capture_line(dir, &frame));
-                })));
-                return Ok(rx);
+    /// Several clients may capture one port; each gets every frame. The port `vtep` captures
+    /// the VXLAN underlay (outer headers rebuilt: the kernel makes the real ones). Returns the
+    /// client's id (for [`Daemon::capture_stop`]) and its lines.
+    pub fn capture_start(&mut self, port: &str) -> Result<(u64, mpsc::Receiver<String>), ApiError> {
+        let underlay = port == "vtep" && self.overlay.is_some();
+        if !underlay {
+            self.port(port)?;
+        }
+        let (tx, rx) = mpsc::sync_channel::<String>(BACKLOG);
+        let id = self.hub.next.fetch_add(1, Ordering::Relaxed);
+        if let Some(fan) = self.captures.get(port) {
+            lock(fan).push((id, tx));
+            return Ok((id, rx));
+        }
+        let fan: CaptureFan = Arc::new(Mutex::new(vec![(id, tx)]));
+        let out = fan.clone();
+        if underlay {
+            let o = self.overlay.as_ref().expect("checked");
+            o.set_capture(Some(Box::new(move |dir, from, to, payload| {
+                let frame = underlay_frame(from, to, payload);
+                fan_out(&out, capture_line(dir, &frame));
+            })));
+        } else {
+            let handle = self.port(port)?.handle;
+            let sink = Box::new(move |_now: Instant, dir: Direction, frame: &[u8]| {
+                fan_out(&out, capture_line(dir, frame));
+            });
+            if !self.call(move |ctl| ctl.dp.set_capture(handle, Some(sink)))? {
+                return err(format!("no such port: {port}"));
             }
         }
-        let handle = self.port(port)?.handle;
-        let (tx, rx) = mpsc::sync_channel::<String>(BACKLOG);
-        let sink = Box::new(move |_now: Instant, dir: Direction, frame: &[u8]| {
-            let _ = tx.try_send(capture_line(dir, frame));
-        });
-        if !self.call(move |ctl| ctl.dp.set_capture(handle, Some(sink)))? {
-            return err(format!("no such port: {port}"));
-        }
-        Ok(rx)
+        self.captures.insert(port.to_string(), fan);
+        Ok((id, rx))
     }
 
-    /// Stops a capture.
-    pub fn capture_stop(&mut self, port: &str) {
+    /// Ends one client's capture; the last one unhooks the port.
+    pub fn capture_stop(&mut self, port: &str, id: u64) {
+        let Some(fan) = self.captures.get(port) else {
+            return;
+        };
+        let left = {
+            let mut subs = lock(fan);
+            subs.retain(|(i, _)| *i != id);
+            subs.len()
+        };
+        if left > 0 {
+            return;
+        }
+        self.captures.remove(port);
         if port == "vtep" {
             if let Some(o) = &self.overlay {
                 o.set_capture(None);
@@ -333,6 +377,20 @@ impl Daemon {
             "actions": actions,
             "drop": drop,
         }))
+    }
+}
+
+/// The clients capturing one port.
+pub type CaptureFan = Arc<Mutex<Vec<(u64, mpsc::SyncSender<String>)>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hands one captured line to every client of the port (never blocking the datapath).
+fn fan_out(fan: &Mutex<Vec<(u64, mpsc::SyncSender<String>)>>, line: String) {
+    for (_, tx) in lock(fan).iter() {
+        let _ = tx.try_send(line.clone());
     }
 }
 

@@ -404,6 +404,11 @@ impl Daemon {
     /// `/run/netns` are seen by everyone (`ip netns exec` would hide them in a private one).
     /// Each start logs to a file of its own (`vswitchd.log`, then `vswitchd.1.log`, …).
     pub fn start(netns: &Netns, dir: &Path) -> Daemon {
+        Daemon::start_with(netns, dir, &[])
+    }
+
+    /// [`Daemon::start`] with `extra` arguments for vswitchd (e.g. `--trace`).
+    pub fn start_with(netns: &Netns, dir: &Path, extra: &[&str]) -> Daemon {
         let socket = dir.join("vswitchd.sock");
         let state_dir = dir.join("state");
         let log = (0..)
@@ -421,6 +426,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&state_dir)
             .args(["--log-level", "debug"])
+            .args(extra)
             .env_remove("VSWITCH_SOCKET")
             .env_remove("VSWITCH_STATE_DIR")
             .stdin(Stdio::null())
@@ -639,6 +645,13 @@ impl Lab {
     pub fn new() -> Lab {
         let mut lab = Lab::without_daemon();
         lab.daemon = Some(Daemon::start(&lab.sw, &lab.dir.path));
+        lab
+    }
+
+    /// Makes the switch namespace and starts the daemon in it with `extra` arguments.
+    pub fn with_daemon_args(extra: &[&str]) -> Lab {
+        let mut lab = Lab::without_daemon();
+        lab.daemon = Some(Daemon::start_with(&lab.sw, &lab.dir.path, extra));
         lab
     }
 

@@ -146,12 +146,17 @@ impl CaptureArgs {
         &self.file
     }
 
-    /// Streams the frames into the pcap file; returns how many were written.
+    /// Streams the frames into the pcap file; returns how many were written. The file is made
+    /// only once the daemon has accepted the capture. Ending before `--count` frames (the port
+    /// went away) is an error.
     pub fn run(&self, socket: &Path) -> io::Result<(api::Response, u64)> {
-        let file = File::create(&self.file).map_err(|e| {
-            io::Error::new(e.kind(), format!("creating {}: {e}", self.file.display()))
-        })?;
-        let mut pcap = switch::pcap::PcapWriter::new(BufWriter::new(file))?;
+        let create = || -> io::Result<switch::pcap::PcapWriter<BufWriter<File>>> {
+            let file = File::create(&self.file).map_err(|e| {
+                io::Error::new(e.kind(), format!("creating {}: {e}", self.file.display()))
+            })?;
+            switch::pcap::PcapWriter::new(BufWriter::new(file))
+        };
+        let mut pcap = None;
         let mut n = 0u64;
         let mut failure: Option<io::Error> = None;
         let resp = api::stream(socket, &self.request(), |v| {
@@ -161,10 +166,15 @@ impl CaptureArgs {
             let Ok(bytes) = switch::flow::parse_hex_frame(&f.frame) else {
                 return true;
             };
-            if let Err(e) = pcap
-                .write_packet(f.ts_ns, &bytes, bytes.len())
-                .and_then(|_| pcap.flush())
-            {
+            let written = match pcap.as_mut() {
+                Some(w) => Ok(w),
+                None => create().map(|w| pcap.insert(w)),
+            }
+            .and_then(|w| {
+                w.write_packet(f.ts_ns, &bytes, bytes.len())?;
+                w.flush()
+            });
+            if let Err(e) = written {
                 failure = Some(e);
                 return false;
             }
@@ -174,7 +184,18 @@ impl CaptureArgs {
         if let Some(e) = failure {
             return Err(e);
         }
-        pcap.flush()?;
+        if resp.ok {
+            match pcap.as_mut() {
+                Some(w) => w.flush()?,
+                None => create()?.flush()?,
+            }
+            if let Some(want) = self.count.filter(|c| n < *c) {
+                return Err(io::Error::other(format!(
+                    "the capture ended after {n} of {want} frames (was the port removed?); {n} written to {}",
+                    self.file.display()
+                )));
+            }
+        }
         Ok((resp, n))
     }
 }
