@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! cargo run --release -p benches --bin e2e [-- --duration 5 --only kernel,vswitchd,ovs --json out.json]
+//! cargo run --release -p benches --bin e2e -- --scenario overlay   # or: --scenario all
 //! ```
 //!
+//! Scenario `flat` (the default):
 //! For each variant it builds two host namespaces (h1 10.77.0.1/24, h2 10.77.0.2/24), each with
 //! a veth to a switch namespace, puts the switch up there, and measures from h1 to h2: TCP
 //! throughput (iperf3, one stream), 64-byte UDP packets per second and loss (iperf3 -u -b 0
@@ -12,20 +14,29 @@
 //! Then it removes everything, also on error or Ctrl-C, and prints a table with each figure's
 //! ratio to the kernel bridge of the same run.
 //!
+//! Scenario `overlay`: two host namespaces hA and hB joined by an underlay veth, a sandbox
+//! behind a switch in each, the sandboxes' traffic over VXLAN (kernel bridges with kernel VXLAN
+//! devices; a vswitchd per host with an overlay network and sandboxes of its own; Open vSwitch
+//! userspace tunnels, best effort), measured the same way from sandbox A to sandbox B with
+//! ratios to the kernel variant (see `benches::e2e::overlay`). `all` runs both, one table each.
+//!
 //! Under `cargo run` it first runs `cargo build --release -p tools` so the vswitchd measured is
 //! the current one (`--no-build` or `--vswitchd PATH` skip that).
 
+use benches::e2e::bins::vswitch_bins;
 use benches::e2e::cleanup::TempDir;
 use benches::e2e::measure::{self, Latency, Tcp, Udp};
 use benches::e2e::netns::{remove_stale, run_prefix};
-use benches::e2e::proc::{display, find_program, set_verbose};
+use benches::e2e::overlay::Overlay;
+use benches::e2e::proc::{find_program, set_verbose};
 use benches::e2e::report::{HostInfo, Measured, Outcome, Report, Row};
 use benches::e2e::scenario::{Env, Flat, Scenario};
-use benches::e2e::switches::{OvsBins, Variant, VswitchBins};
+use benches::e2e::switches::{OvsBins, Variant};
 use benches::e2e::{check_interrupt, install_signal_handlers, interrupted, Error};
 use clap::{Parser, ValueEnum};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// The command this harness is documented to be run with.
@@ -74,17 +85,23 @@ struct Args {
     verbose: bool,
 }
 
-/// The topologies (the VXLAN overlay comes later, as a second [`Scenario`]).
+/// The topologies.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ScenarioKind {
     /// Two hosts on one switch.
     Flat,
+    /// Two hosts joined by an underlay, a sandbox behind a switch on each, over VXLAN.
+    Overlay,
+    /// Flat, then overlay.
+    All,
 }
 
 impl ScenarioKind {
-    fn scenario(self) -> Box<dyn Scenario> {
+    fn scenarios(self) -> Vec<Box<dyn Scenario>> {
         match self {
-            ScenarioKind::Flat => Box::new(Flat),
+            ScenarioKind::Flat => vec![Box::new(Flat)],
+            ScenarioKind::Overlay => vec![Box::new(Overlay)],
+            ScenarioKind::All => vec![Box::new(Flat), Box::new(Overlay)],
         }
     }
 }
@@ -136,37 +153,46 @@ fn main() -> ExitCode {
     for r in remove_stale() {
         eprintln!("e2e: removed {r}, left by an earlier run that was killed");
     }
-    match run(&args) {
-        Ok(report) => {
-            print!("{}", report.table());
-            if let Some(path) = &args.json {
-                let text = serde_json::to_string_pretty(&report.to_json())
-                    .expect("a serde_json::Value always serialises");
-                if let Err(e) = std::fs::write(path, text + "\n") {
-                    eprintln!("e2e: writing {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
-                eprintln!("e2e: wrote {}", path.display());
-            }
-            if interrupted() {
-                eprintln!("e2e: interrupted; everything it made was removed");
-                ExitCode::from(130)
-            } else if report.has_errors() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
+    let reports = match run(&args) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("e2e: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    for (i, report) in reports.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print!("{}", report.table());
+    }
+    if let Some(path) = &args.json {
+        // One scenario: its report, as before; several: {"scenarios": [...]}.
+        let value = match reports.as_slice() {
+            [one] => one.to_json(),
+            many => json!({ "scenarios": many.iter().map(Report::to_json).collect::<Vec<_>>() }),
+        };
+        let text =
+            serde_json::to_string_pretty(&value).expect("a serde_json::Value always serialises");
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("e2e: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("e2e: wrote {}", path.display());
+    }
+    if interrupted() {
+        eprintln!("e2e: interrupted; everything it made was removed");
+        ExitCode::from(130)
+    } else if reports.iter().any(Report::has_errors) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
-/// Measures every selected variant of the scenario, one after the other.
-fn run(args: &Args) -> Result<Report, Error> {
-    let scenario = args.scenario.scenario();
+/// Finds what the selected variants need, then measures every selected variant of each
+/// scenario, one after the other.
+fn run(args: &Args) -> Result<Vec<Report>, Error> {
     let selected = &args.only.0;
     let mut host = HostInfo {
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -180,7 +206,12 @@ fn run(args: &Args) -> Result<Report, Error> {
     // Find (and build) what the selected variants need before making anything.
     let mut vswitch_missing = None;
     let vswitch = if selected.contains(&Variant::Vswitchd) {
-        match vswitch_bins(args) {
+        match vswitch_bins(
+            args.vswitchd.as_deref(),
+            args.vswitchctl.as_deref(),
+            args.no_build,
+            "e2e",
+        ) {
             Ok(b) => {
                 host.vswitchd = Some(b.vswitchd.display().to_string());
                 Some(b)
@@ -207,60 +238,86 @@ fn run(args: &Args) -> Result<Report, Error> {
         vswitch,
         ovs,
     };
-    let mut rows = Vec::new();
-    for &variant in selected {
+    let mut reports = Vec::new();
+    for scenario in args.scenario.scenarios() {
         if interrupted() {
             break;
         }
-        let row = |outcome| Row {
-            variant,
-            outcome,
-            teardown_errors: Vec::new(),
-        };
-        if variant == Variant::Vswitchd {
-            if let Some(e) = &vswitch_missing {
-                rows.push(row(Outcome::Failed(e.clone())));
+        let scenario = &*scenario;
+        eprintln!("e2e: scenario {}", scenario.name());
+        let mut rows = Vec::new();
+        for &variant in selected {
+            if interrupted() {
+                break;
+            }
+            let row = |outcome| Row {
+                variant,
+                label: scenario.label(variant),
+                outcome,
+                teardown_errors: Vec::new(),
+            };
+            if variant == Variant::Vswitchd {
+                if let Some(e) = &vswitch_missing {
+                    rows.push(row(Outcome::Failed(e.clone())));
+                    continue;
+                }
+            }
+            if variant.is_ovs() && env.ovs.is_none() {
+                rows.push(row(Outcome::Skipped(
+                    "openvswitch: not installed, skipped".into(),
+                )));
                 continue;
             }
+            if let Some(why) = scenario.skip_reason(variant, &env) {
+                eprintln!("e2e: [{}] {why}", scenario.label(variant));
+                rows.push(row(Outcome::Skipped(why)));
+                continue;
+            }
+            rows.push(measure_variant(scenario, variant, &env, args));
         }
-        if variant.is_ovs() && env.ovs.is_none() {
-            rows.push(row(Outcome::Skipped(
-                "openvswitch: not installed, skipped".into(),
-            )));
-            continue;
-        }
-        rows.push(measure_variant(&*scenario, variant, &env, args));
+        reports.push(Report {
+            scenario: scenario.name().to_string(),
+            topology: scenario.describe(),
+            duration_s: args.duration,
+            rtt_rounds: args.rtt_count,
+            host: host.clone(),
+            path: scenario.path().to_string(),
+            rows,
+        });
     }
     drop(workdir);
-
-    Ok(Report {
-        scenario: scenario.name().to_string(),
-        topology: scenario.describe(),
-        duration_s: args.duration,
-        rtt_rounds: args.rtt_count,
-        host,
-        rows,
-    })
+    Ok(reports)
 }
 
 /// Sets the scenario up with one variant, measures, tears it down.
 fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &Args) -> Row {
-    let label = variant.label();
+    let label_string = scenario.label(variant);
+    let label = label_string.as_str();
     let step = |what: &str| eprintln!("e2e: [{label}] {what}");
+    // A best-effort variant that cannot be set up or does not forward is a skip, said so.
+    let failed = |what: String| match scenario.best_effort(variant) {
+        Some(name) if !interrupted() => {
+            let why = format!("{name}: skipped ({what})");
+            step(&why);
+            Outcome::Skipped(why)
+        }
+        _ => Outcome::Failed(what),
+    };
     step("setting up");
     let deployment = match scenario.setup(variant, env) {
         Ok(d) => d,
         Err(e) => {
             return Row {
                 variant,
-                outcome: Outcome::Failed(format!("setup: {e}")),
+                label: label_string.clone(),
+                outcome: failed(format!("setup: {e}")),
                 teardown_errors: Vec::new(),
             }
         }
     };
     let d = &deployment;
     let outcome = match measure::wait_reachable(d, REACH_TIMEOUT) {
-        Err(e) => Outcome::Failed(format!("no connectivity: {e}")),
+        Err(e) => failed(format!("no connectivity: {e}")),
         Ok(()) => {
             let mut m = Measured {
                 tcp: Err("not run".into()),
@@ -294,6 +351,7 @@ fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &
     }
     Row {
         variant,
+        label: label_string.clone(),
         outcome,
         teardown_errors,
     }
@@ -319,77 +377,4 @@ fn log_figures(
         |l| format!("p50 {:.1} µs, p99 {:.1} µs", l.p50_us, l.p99_us),
     );
     eprintln!("e2e: [{label}] TCP {tcp}; UDP {udp}; RTT {lat}");
-}
-
-/// vswitchd and vswitchctl: given, or found (after building them under `cargo run`).
-fn vswitch_bins(args: &Args) -> Result<VswitchBins, String> {
-    let vswitchd = match &args.vswitchd {
-        Some(p) => p.clone(),
-        None => {
-            if !args.no_build {
-                build_tools()?;
-            }
-            default_vswitchd().ok_or_else(|| {
-                "vswitchd not found next to this binary nor in target/release: build it with \
-                 `cargo build --release -p tools` or pass --vswitchd PATH"
-                    .to_string()
-            })?
-        }
-    };
-    if !vswitchd.is_file() {
-        return Err(format!("{}: no such file", vswitchd.display()));
-    }
-    let vswitchctl = args.vswitchctl.clone().unwrap_or_else(|| {
-        vswitchd
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("vswitchctl")
-    });
-    if !vswitchctl.is_file() {
-        return Err(format!(
-            "{}: no such file (pass --vswitchctl PATH)",
-            vswitchctl.display()
-        ));
-    }
-    Ok(VswitchBins {
-        vswitchd,
-        vswitchctl,
-    })
-}
-
-/// The workspace this binary was built from.
-fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf()
-}
-
-/// `cargo build --release -p tools`, when running under cargo (which sets `CARGO`).
-fn build_tools() -> Result<(), String> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(());
-    };
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "-p", "tools", "--bins"])
-        .current_dir(workspace_dir());
-    eprintln!("e2e: building vswitchd: {}", display(&cmd));
-    match cmd.status() {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!(
-            "`{}` failed ({s}); to measure the vswitchd already built, pass --no-build",
-            display(&cmd)
-        )),
-        Err(e) => Err(format!("running `{}`: {e}", display(&cmd))),
-    }
-}
-
-/// vswitchd next to this binary (same target dir and profile), else in the workspace's
-/// target/release.
-fn default_vswitchd() -> Option<PathBuf> {
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("vswitchd")));
-    let workspace = workspace_dir().join("target/release/vswitchd");
-    beside.into_iter().chain([workspace]).find(|p| p.is_file())
 }

@@ -10,14 +10,20 @@
 //! - [`ethtool`]: a device's transmit offloads (for Open vSwitch without TSO);
 //! - [`switches`]: how each switch is put up in the switch namespace;
 //! - [`scenario`]: a topology as a setup function and a teardown function (the flat two-host
-//!   topology now, the VXLAN overlay later);
+//!   topology), and [`overlay`]: two hosts joined by VXLAN, a sandbox behind each;
 //! - [`measure`]: iperf3 TCP and UDP, and the ping-pong latency probe;
-//! - [`report`]: the table and the JSON file.
+//! - [`report`]: the table and the JSON file;
+//! - [`bins`]: finding (and building) the vswitchd binaries measured.
+//!
+//! The `sandboxes` binary (control-plane scale: sandbox creation, memory, restore after
+//! `kill -9`) reuses the lower layers.
 
+pub mod bins;
 pub mod cleanup;
 pub mod ethtool;
 pub mod measure;
 pub mod netns;
+pub mod overlay;
 pub mod proc;
 pub mod report;
 pub mod scenario;

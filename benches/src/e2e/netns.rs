@@ -64,7 +64,7 @@ impl Drop for Netns {
 
 /// Kills whatever still runs in the namespace (only processes the run started can be there),
 /// then deletes it; its veths go with it.
-fn delete(name: &str) -> Result<()> {
+pub fn delete(name: &str) -> Result<()> {
     let pids = run(Command::new("ip").args(["netns", "pids", name])).unwrap_or_default();
     for pid in pids
         .split_whitespace()

@@ -4,6 +4,7 @@
 
 use super::{check_interrupt, Error, IoContext, Result};
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,7 +166,11 @@ impl Daemon {
                 .context(|| format!("duplicating {}", log.display()))?,
         };
         trace(&cmd);
+        // Its own process group: a Ctrl-C in the terminal reaches the harness only, which then
+        // stops the daemon itself, in order (a sandbox is removed through its daemon before the
+        // daemon goes).
         let child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -241,6 +246,21 @@ impl Daemon {
         } else {
             format!(":\n    {tail}")
         }
+    }
+
+    /// Kills it at once (SIGKILL) and reaps it, as a crash would end it. Idempotent.
+    pub fn kill(&mut self) -> Result<()> {
+        if self.poll_exit()?.is_some() {
+            return Ok(());
+        }
+        trace_action(&format!("kill -KILL {}  # {}", self.child.id(), self.name));
+        let _ = self.child.kill();
+        self.exited = Some(
+            self.child
+                .wait()
+                .context(|| format!("reaping {}", self.name))?,
+        );
+        Ok(())
     }
 
     /// Stops it: SIGTERM, up to 5 s to exit, then SIGKILL. Idempotent.

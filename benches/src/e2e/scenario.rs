@@ -1,10 +1,10 @@
 //! A scenario is a topology: a setup function that builds it with a given switch variant and
 //! hands back where to measure from and to, and a teardown function that removes all of it.
 //!
-//! Now: [`Flat`], two hosts on one switch. Later: an overlay scenario (two switch namespaces
-//! joined by an underlay veth, the hosts' traffic carried over VXLAN between them, compared with
-//! two kernel bridges joined by kernel VXLAN); it implements [`Scenario`] the same way and the
-//! harness measures it with the same code.
+//! [`Flat`]: two hosts on one switch. [`Overlay`](super::overlay::Overlay) (in its own module):
+//! two host namespaces joined by an underlay veth, a sandbox behind a switch in each, the
+//! sandboxes' traffic carried over VXLAN between the hosts; it implements [`Scenario`] the same
+//! way and the harness measures it with the same code.
 
 use super::cleanup::{Cleanup, TempDir};
 use super::ethtool;
@@ -58,6 +58,23 @@ pub trait Scenario {
     fn name(&self) -> &'static str;
     /// One line describing it.
     fn describe(&self) -> String;
+    /// The row name of `variant` in this scenario's table.
+    fn label(&self, variant: Variant) -> String {
+        variant.label().to_string()
+    }
+    /// What the traffic goes from and to, for the table's legend.
+    fn path(&self) -> &'static str {
+        "h1 → h2"
+    }
+    /// Why `variant` is not run in this scenario, if it is not (checked before any setup).
+    fn skip_reason(&self, _variant: Variant, _env: &Env) -> Option<String> {
+        None
+    }
+    /// For a best-effort variant, the name its failure to set up or to connect is reported
+    /// under as a skip ("NAME: skipped (why)"), rather than as a failure of the run.
+    fn best_effort(&self, _variant: Variant) -> Option<&'static str> {
+        None
+    }
     /// Builds it with `variant` as the switch.
     fn setup(&self, variant: Variant, env: &Env) -> Result<Deployment>;
     /// Removes everything `setup` made; returns every failure (teardown does not stop at one).

@@ -103,6 +103,8 @@ pub struct OvsBins {
     pub ovsdb_server: PathBuf,
     /// `ovsdb-tool`.
     pub ovsdb_tool: PathBuf,
+    /// `ovs-appctl` (the overlay scenario needs it to read the tunnel route table).
+    pub appctl: Option<PathBuf>,
 }
 
 impl OvsBins {
@@ -114,6 +116,7 @@ impl OvsBins {
             vswitchd: find("ovs-vswitchd")?,
             ovsdb_server: find("ovsdb-server")?,
             ovsdb_tool: find("ovsdb-tool")?,
+            appctl: find("ovs-appctl"),
         })
     }
 
@@ -170,13 +173,221 @@ pub fn vswitchd(
     Ok(Vec::new())
 }
 
-/// Open vSwitch with a private database, run directory and logs in `dir` (nothing system-wide is
-/// read or written), both daemons in the switch namespace, bridge `br0` on the userspace
+/// `nsenter --net=/run/netns/NS -- vswitchd --socket DIR/vswitchd.sock --state-dir STATE`,
+/// waiting until it answers on its socket. `nsenter` enters the network namespace only (and execs
+/// the daemon, so the pid is vswitchd's): the sandboxes it bind-mounts under `/run/netns` are
+/// seen by everyone, where `ip netns exec` would give it a private mount namespace that hides
+/// them. The log goes to `log`; the caller owns the returned guard.
+pub fn spawn_vswitchd_in(
+    ns: &str,
+    bins: &VswitchBins,
+    socket: &Path,
+    state_dir: &Path,
+    log: &Path,
+) -> Result<Daemon> {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .arg(&bins.vswitchd)
+        .arg("--socket")
+        .arg(socket)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .env_remove("VSWITCH_SOCKET")
+        .env_remove("VSWITCH_STATE_DIR")
+        .env("NO_COLOR", "1");
+    let mut daemon = Daemon::spawn("vswitchd", cmd, log)?;
+    wait_until("vswitchd's API socket", START_TIMEOUT, || {
+        daemon.check_running()?;
+        Ok(UnixStream::connect(socket).is_ok())
+    })?;
+    Ok(daemon)
+}
+
+/// `vswitchctl --socket SOCKET ARGS`; its stdout.
+pub fn vswitchctl(bins: &VswitchBins, socket: &Path, args: &[&str]) -> Result<String> {
+    run(Command::new(&bins.vswitchctl)
+        .env_remove("VSWITCH_SOCKET")
+        .arg("--socket")
+        .arg(socket)
+        .args(args))
+}
+
+/// A sandbox of a vswitchd (a global name, `/run/netns/NAME`): removed through the daemon
+/// (`vswitchctl sandbox rm`) while it answers, and its namespace deleted if still there
+/// afterwards (the daemon died, or failed to remove it). Take the guard before creating it.
+pub struct VswitchSandbox {
+    name: String,
+    bins: VswitchBins,
+    socket: PathBuf,
+    removed: bool,
+}
+
+impl VswitchSandbox {
+    /// A guard for sandbox `name` of the daemon at `socket`.
+    pub fn guard(name: &str, bins: &VswitchBins, socket: &Path) -> VswitchSandbox {
+        VswitchSandbox {
+            name: name.to_string(),
+            bins: bins.clone(),
+            socket: socket.to_path_buf(),
+            removed: false,
+        }
+    }
+}
+
+impl super::cleanup::Resource for VswitchSandbox {
+    fn describe(&self) -> String {
+        format!("sandbox {}", self.name)
+    }
+    fn release(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.removed, true) {
+            return Ok(());
+        }
+        let path = Path::new("/run/netns").join(&self.name);
+        let mut daemon_err = None;
+        if UnixStream::connect(&self.socket).is_ok() {
+            if let Err(e) = vswitchctl(&self.bins, &self.socket, &["sandbox", "rm", &self.name]) {
+                daemon_err = Some(e);
+            }
+        }
+        if path.symlink_metadata().is_ok() {
+            super::netns::delete(&self.name)?;
+        }
+        match daemon_err {
+            // "no such sandbox": it was never made (setup failed first); nothing is left.
+            Some(e) if !e.to_string().contains("no such sandbox") => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for VswitchSandbox {
+    fn drop(&mut self) {
+        use super::cleanup::Resource;
+        if let Err(e) = self.release() {
+            eprintln!("e2e: cleanup: {e}");
+        }
+    }
+}
+
+/// A running Open vSwitch (ovsdb-server and ovs-vswitchd) with a private database, run
+/// directory and logs in its own directory (nothing system-wide is read or written), both daemons
+/// in one namespace. The daemons are on the caller's [`Cleanup`]; this is how to talk to them.
+pub struct Ovs {
+    bins: OvsBins,
+    dir: PathBuf,
+    remote: String,
+    log: PathBuf,
+}
+
+impl Ovs {
+    /// Starts both daemons in namespace `ns`, their files in `dir`.
+    ///
+    /// `userspace-tso-enable` is read once when ovs-vswitchd starts ("changing this value
+    /// requires restarting the daemon", ovs-vswitchd.conf.db(5)), so it is written to the fresh
+    /// database before ovs-vswitchd is started.
+    pub fn start(
+        ns: &str,
+        bins: &OvsBins,
+        tso: bool,
+        dir: &Path,
+        cleanup: &mut Cleanup,
+    ) -> Result<Ovs> {
+        let db = dir.join("conf.db");
+        let db_socket = dir.join("db.sock");
+        let ovs = Ovs {
+            bins: bins.clone(),
+            dir: dir.to_path_buf(),
+            remote: format!("unix:{}", db_socket.display()),
+            log: dir.join("ovs-vswitchd.log"),
+        };
+        let file_opt = |opt: &str, name: &str| format!("--{opt}={}", dir.join(name).display());
+
+        run(ovs.env(Command::new(&bins.ovsdb_tool).arg("create").arg(&db)))?;
+
+        let mut cmd = in_netns(ns, &bins.ovsdb_server);
+        cmd.arg(&db)
+            .arg(format!("--remote=p{}", ovs.remote))
+            .arg(file_opt("pidfile", "ovsdb-server.pid"))
+            .arg(file_opt("unixctl", "ovsdb-server.ctl"))
+            .arg(file_opt("log-file", "ovsdb-server.log"));
+        ovs.env(&mut cmd);
+        let mut server = Daemon::spawn("ovsdb-server", cmd, &dir.join("ovsdb-server.out"))?;
+        wait_until("ovsdb-server's socket", START_TIMEOUT, || {
+            server.check_running()?;
+            Ok(UnixStream::connect(&db_socket).is_ok())
+        })?;
+        cleanup.push(server);
+
+        ovs.vsctl(&["--no-wait", "init"])?;
+        ovs.vsctl(&[
+            "--no-wait",
+            "set",
+            "Open_vSwitch",
+            ".",
+            &format!("other_config:userspace-tso-enable={tso}"),
+        ])?;
+
+        let mut cmd = in_netns(ns, &bins.vswitchd);
+        cmd.arg(&ovs.remote)
+            .arg(file_opt("pidfile", "ovs-vswitchd.pid"))
+            .arg(file_opt("unixctl", "ovs-vswitchd.ctl"))
+            .arg(format!("--log-file={}", ovs.log.display()));
+        ovs.env(&mut cmd);
+        let mut vswitchd = Daemon::spawn("ovs-vswitchd", cmd, &dir.join("ovs-vswitchd.out"))?;
+        vswitchd.check_running()?;
+        cleanup.push(vswitchd);
+        Ok(ovs)
+    }
+
+    /// Points the OVS tools at this instance's files.
+    fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        for k in ["OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR"] {
+            cmd.env(k, &self.dir);
+        }
+        cmd
+    }
+
+    /// `ovs-vsctl ARGS` against this instance's database. Without `--no-wait`, it returns once
+    /// ovs-vswitchd has applied the change.
+    pub fn vsctl(&self, args: &[&str]) -> Result<String> {
+        run(self.env(
+            Command::new(&self.bins.vsctl)
+                .arg(format!("--db={}", self.remote))
+                .arg("--timeout=30")
+                .args(args),
+        ))
+    }
+
+    /// `ovs-appctl -t DIR/ovs-vswitchd.ctl ARGS`.
+    pub fn appctl(&self, args: &[&str]) -> Result<String> {
+        let appctl = self.bins.appctl.as_ref().ok_or_else(|| {
+            Error::Unexpected("ovs-appctl is not installed (openvswitch-common)".into())
+        })?;
+        run(self.env(
+            Command::new(appctl)
+                .arg("--timeout=30")
+                .arg("-t")
+                .arg(self.dir.join("ovs-vswitchd.ctl"))
+                .args(args),
+        ))
+    }
+
+    /// Whether ovs-vswitchd logged that userspace TSO is on.
+    pub fn tso_enabled(&self) -> bool {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains("TCP Segmentation Offloading support enabled")
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+}
+
+/// Open vSwitch ([`Ovs::start`]) in the switch namespace, bridge `br0` on the userspace
 /// datapath, every port added to it.
-///
-/// `userspace-tso-enable` is read once when ovs-vswitchd starts ("changing this value requires
-/// restarting the daemon", ovs-vswitchd.conf.db(5)), so it is written to the fresh database
-/// before ovs-vswitchd is started.
 pub fn ovs(
     sw: &str,
     ports: &[&str],
@@ -185,63 +396,8 @@ pub fn ovs(
     dir: &Path,
     cleanup: &mut Cleanup,
 ) -> Result<Vec<String>> {
-    let env: Vec<(&str, &Path)> = ["OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR"]
-        .into_iter()
-        .map(|k| (k, dir))
-        .collect();
-    let db = dir.join("conf.db");
-    let db_socket = dir.join("db.sock");
-    let remote = format!("unix:{}", db_socket.display());
-    let file_opt = |opt: &str, name: &str| format!("--{opt}={}", dir.join(name).display());
-
-    run(Command::new(&bins.ovsdb_tool)
-        .arg("create")
-        .arg(&db)
-        .envs(env.iter().copied()))?;
-
-    let mut cmd = in_netns(sw, &bins.ovsdb_server);
-    cmd.arg(&db)
-        .arg(format!("--remote=p{remote}"))
-        .arg(file_opt("pidfile", "ovsdb-server.pid"))
-        .arg(file_opt("unixctl", "ovsdb-server.ctl"))
-        .arg(file_opt("log-file", "ovsdb-server.log"))
-        .envs(env.iter().copied());
-    let mut server = Daemon::spawn("ovsdb-server", cmd, &dir.join("ovsdb-server.out"))?;
-    wait_until("ovsdb-server's socket", START_TIMEOUT, || {
-        server.check_running()?;
-        Ok(UnixStream::connect(&db_socket).is_ok())
-    })?;
-    cleanup.push(server);
-
-    let vsctl = |args: &[&str]| {
-        run(Command::new(&bins.vsctl)
-            .arg(format!("--db={remote}"))
-            .arg("--timeout=30")
-            .args(args)
-            .envs(env.iter().copied()))
-    };
-    vsctl(&["--no-wait", "init"])?;
-    vsctl(&[
-        "--no-wait",
-        "set",
-        "Open_vSwitch",
-        ".",
-        &format!("other_config:userspace-tso-enable={tso}"),
-    ])?;
-
-    let log = dir.join("ovs-vswitchd.log");
-    let mut cmd = in_netns(sw, &bins.vswitchd);
-    cmd.arg(&remote)
-        .arg(file_opt("pidfile", "ovs-vswitchd.pid"))
-        .arg(file_opt("unixctl", "ovs-vswitchd.ctl"))
-        .arg(format!("--log-file={}", log.display()))
-        .envs(env.iter().copied());
-    let mut vswitchd = Daemon::spawn("ovs-vswitchd", cmd, &dir.join("ovs-vswitchd.out"))?;
-    vswitchd.check_running()?;
-    cleanup.push(vswitchd);
-
-    // Without --no-wait, ovs-vsctl returns once ovs-vswitchd has applied the change.
-    vsctl(&[
+    let ovs = Ovs::start(sw, bins, tso, dir, cleanup)?;
+    ovs.vsctl(&[
         "add-br",
         "br0",
         "--",
@@ -251,17 +407,15 @@ pub fn ovs(
         "datapath_type=netdev",
     ])?;
     for p in ports {
-        vsctl(&["add-port", "br0", p])?;
+        ovs.vsctl(&["add-port", "br0", p])?;
     }
 
     // Say whether ovs-vswitchd really runs with the TSO setting asked for.
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let enabled = text.contains("TCP Segmentation Offloading support enabled");
     let mut notes = Vec::new();
-    if tso && !enabled {
+    if tso && !ovs.tso_enabled() {
         return Err(Error::Unexpected(format!(
             "ovs-vswitchd did not log that userspace TSO is enabled (see {})",
-            log.display()
+            ovs.log().display()
         )));
     }
     if tso {
