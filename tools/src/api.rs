@@ -302,27 +302,9 @@ pub fn stream(
     req: &Request,
     mut each: impl FnMut(&serde_json::Value) -> bool,
 ) -> io::Result<Response> {
-    let stream = UnixStream::connect(socket).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "cannot reach vswitchd at {}: {e} (is vswitchd running? see --socket)",
-                socket.display()
-            ),
-        )
-    })?;
-    let mut line = serde_json::to_vec(req)?;
-    line.push(b'\n');
-    (&stream).write_all(&line)?;
+    let stream = send_request(socket, req)?;
     let mut reader = io::BufReader::new(&stream);
-    let mut first = String::new();
-    reader.read_line(&mut first)?;
-    let resp: Response = serde_json::from_str(&first).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("bad answer from vswitchd: {e}"),
-        )
-    })?;
+    let resp = read_response(&mut reader)?;
     if !resp.ok {
         return Ok(resp);
     }
@@ -352,6 +334,12 @@ pub fn socket_path(flag: Option<&Path>) -> PathBuf {
 
 /// Sends one request and reads one response (what `vswitchctl` does).
 pub fn call(socket: &Path, req: &Request) -> io::Result<Response> {
+    let stream = send_request(socket, req)?;
+    read_response(&mut io::BufReader::new(&stream))
+}
+
+/// Connects to the daemon and writes one request line.
+fn send_request(socket: &Path, req: &Request) -> io::Result<UnixStream> {
     let stream = UnixStream::connect(socket).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -364,7 +352,11 @@ pub fn call(socket: &Path, req: &Request) -> io::Result<Response> {
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     (&stream).write_all(&line)?;
-    let mut reader = io::BufReader::new(&stream);
+    Ok(stream)
+}
+
+/// Reads the daemon's one-line answer.
+fn read_response(reader: &mut impl BufRead) -> io::Result<Response> {
     let mut answer = String::new();
     reader.read_line(&mut answer)?;
     if answer.is_empty() {

@@ -108,6 +108,20 @@ fn prepare_run_dir() -> io::Result<()> {
     }
 }
 
+/// Creates the empty file a namespace is bind-mounted on, exclusively, so an existing
+/// namespace is never replaced (`AlreadyExists`).
+fn create_mount_point(path: &Path) -> io::Result<()> {
+    let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| {
+        context(
+            e,
+            format!("create network namespace file {}", path.display()),
+        )
+    })?;
+    drop(fd);
+    Ok(())
+}
+
 /// Creates the network namespace `/run/netns/NAME` with `lo` up, and returns its path.
 ///
 /// The namespace is made on a separate thread (unshare + bind mount of that thread's
@@ -116,15 +130,7 @@ pub fn create_named_netns(name: &str) -> io::Result<PathBuf> {
     let path = netns_path(name)?;
     prepare_run_dir()?;
 
-    // The mount point: an empty file, created exclusively so an existing namespace is never
-    // replaced (`AlreadyExists`).
-    let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-    drop(rustix::fs::open(&path, flags, Mode::empty()).map_err(|e| {
-        context(
-            e,
-            format!("create network namespace file {}", path.display()),
-        )
-    })?);
+    create_mount_point(&path)?;
 
     let made = in_new_netns(|| {
         rustix::mount::mount_bind(THREAD_NETNS, &path)
@@ -155,13 +161,7 @@ pub fn bind_named_netns(name: &str, source: impl AsRef<Path>) -> io::Result<Path
     adopt_netns(source)?;
     let path = netns_path(name)?;
     prepare_run_dir()?;
-    let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-    drop(rustix::fs::open(&path, flags, Mode::empty()).map_err(|e| {
-        context(
-            e,
-            format!("create network namespace file {}", path.display()),
-        )
-    })?);
+    create_mount_point(&path)?;
     if let Err(e) = rustix::mount::mount_bind(source, &path) {
         let _ = fs::remove_file(&path);
         return Err(context(

@@ -301,9 +301,15 @@ impl VtepSocket {
     /// with DF set and UDP GRO on when the kernel has it (Linux 5.0+).
     pub fn bind(addr: SocketAddrV4) -> io::Result<VtepSocket> {
         let socket = udp_socket().map_err(|e| context(addr, "socket(AF_INET, SOCK_DGRAM)", e))?;
-        // Buffers are a wish: the kernel caps them at net.core.{r,w}mem_max.
-        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        // Buffers: forced past net.core.{r,w}mem_max when we may (CAP_NET_ADMIN), else a wish
+        // the kernel caps. A burst of small datagrams must not overflow a 208 KB default.
+        let size = SOCKET_BUFFER as libc::c_int;
+        if set_int_opt(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
+            let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+        }
+        if set_int_opt(&socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
+            let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        }
         let gro = set_int_opt(&socket, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         socket
             .bind(&SockAddr::from(addr))
