@@ -15,6 +15,8 @@ pub enum DropReason {
     Malformed,
     /// Longer than the ingress port's MTU allows (and not a super-frame).
     Oversize,
+    /// Longer than the egress port's MTU allows, as it would leave (tag included).
+    TooBigForPort,
     /// The frame's VLAN is not allowed on the port (or a tagged frame on an access port).
     VlanNotAllowed,
     /// Source MAC is multicast, broadcast or zero.
@@ -39,12 +41,13 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::Malformed,
         DropReason::Oversize,
+        DropReason::TooBigForPort,
         DropReason::VlanNotAllowed,
         DropReason::InvalidSource,
         DropReason::SamePort,
@@ -63,6 +66,7 @@ impl DropReason {
             DropReason::Runt => "runt",
             DropReason::Malformed => "malformed",
             DropReason::Oversize => "oversize",
+            DropReason::TooBigForPort => "too_big_for_port",
             DropReason::VlanNotAllowed => "vlan_not_allowed",
             DropReason::InvalidSource => "invalid_source_mac",
             DropReason::SamePort => "same_port",

@@ -501,6 +501,7 @@ impl Datapath {
             return;
         };
         let (caps, counters) = (slot.caps, slot.counters.clone());
+        let oversize = slot.port.oversize_reason();
         self.arena.clear();
         self.staged.clear();
         for p in &self.pending[start..end] {
@@ -520,7 +521,7 @@ impl Datapath {
             };
             let fits = frame.meta.is_gso() || egress_len <= caps.max_frame_len();
             if !fits {
-                counters.count_drop(DropReason::Oversize);
+                counters.count_drop(oversize);
                 continue;
             }
             if tag_ok && caps.offloads.accepts(&frame.meta) {

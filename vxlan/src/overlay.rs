@@ -440,6 +440,10 @@ impl Port for VxlanPort {
         // Driven by the overlay's poller, not by a descriptor of its own.
         None
     }
+
+    fn oversize_reason(&self) -> DropReason {
+        DropReason::TooBigForOverlay
+    }
 }
 
 fn count_outcome(c: &PortCounters, too_big: usize, queue_full: usize, failed: usize) {

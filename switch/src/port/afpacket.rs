@@ -56,6 +56,9 @@ impl AfPacketPort {
             (libc::PACKET_VNET_HDR, "PACKET_VNET_HDR"),
             (libc::PACKET_IGNORE_OUTGOING, "PACKET_IGNORE_OUTGOING"),
             (libc::PACKET_QDISC_BYPASS, "PACKET_QDISC_BYPASS"),
+            // The kernel takes 802.1Q tags out of the frame (VLAN offload) before packet
+            // sockets see it; the auxiliary data gives them back.
+            (libc::PACKET_AUXDATA, "PACKET_AUXDATA"),
         ] {
             set_int_opt(fd, libc::SOL_PACKET, opt, 1).map_err(|e| context(ifname, what, e))?;
         }
@@ -165,7 +168,10 @@ impl Port for AfPacketPort {
         // frames still wait (the datapath polls edge-triggered).
         loop {
             for (i, pkt) in pkts[..want].iter_mut().enumerate() {
-                self.batch.point(i, pkt.buf.as_mut_ptr(), pkt.buf.len());
+                // Room is kept for a tag the kernel took out.
+                let room = pkt.buf.len().saturating_sub(TAG_LEN);
+                self.batch.point(i, pkt.buf.as_mut_ptr(), room);
+                self.batch.want_control(i);
             }
             // SAFETY: `msgs[..want]` are initialised mmsghdrs whose iovecs point at `hdrs[i]` and
             // at `pkts[i].buf`, all alive and exclusively borrowed for the duration of the call;
@@ -200,10 +206,14 @@ impl Port for AfPacketPort {
                 let msg = &self.batch.msgs[i];
                 let total = msg.msg_len as usize;
                 let truncated = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                let tag = self.batch.vlan_tag(i);
                 match VirtioNetHdr::parse(&self.batch.hdrs[i]) {
                     Ok(meta) if !truncated && total >= VIRTIO_NET_HDR_LEN => {
                         pkts[i].meta = meta;
                         pkts[i].len = total - VIRTIO_NET_HDR_LEN;
+                        if let Some(tag) = tag {
+                            restore_tag(&mut pkts[i], tag);
+                        }
                         // Slots before `n` hold kept frames, `n..i` dropped ones: keep order.
                         pkts.swap(n, i);
                         n += 1;
@@ -422,6 +432,46 @@ struct MsgBatch {
     msgs: Vec<libc::mmsghdr>,
     iovs: Vec<[libc::iovec; 2]>,
     hdrs: Vec<[u8; VIRTIO_NET_HDR_LEN]>,
+    /// Control-message space per message (room for one `tpacket_auxdata`), 8-byte aligned.
+    ctrl: Vec<[u64; CTRL_WORDS]>,
+}
+
+/// Bytes of one VLAN tag.
+const TAG_LEN: usize = 4;
+/// Control buffer per message, in u64 words: a cmsghdr plus a tpacket_auxdata, with room.
+const CTRL_WORDS: usize = 8;
+/// `tpacket_auxdata.tp_status`: the frame had a VLAN tag (in `tp_vlan_tci`).
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+/// `tpacket_auxdata.tp_status`: `tp_vlan_tpid` is valid too.
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+
+/// `struct tpacket_auxdata` (linux/if_packet.h).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TpacketAuxdata {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
+
+/// Puts back the tag the kernel took out of a received frame, and moves the offload offsets
+/// with it.
+fn restore_tag(pkt: &mut Packet, (tpid, tci): (u16, u16)) {
+    let len = pkt.len;
+    if len < 12 || len + TAG_LEN > pkt.buf.len() {
+        return;
+    }
+    pkt.buf.copy_within(12..len, 12 + TAG_LEN);
+    pkt.buf[12..14].copy_from_slice(&tpid.to_be_bytes());
+    pkt.buf[14..16].copy_from_slice(&tci.to_be_bytes());
+    pkt.len = len + TAG_LEN;
+    let shift = |v: u16| if v == 0 { 0 } else { v + TAG_LEN as u16 };
+    pkt.meta.csum_start = shift(pkt.meta.csum_start);
+    pkt.meta.hdr_len = shift(pkt.meta.hdr_len);
 }
 
 // SAFETY: the raw pointers in `msgs` and `iovs` (into `iovs`, `hdrs` and the caller's buffers)
@@ -442,7 +492,48 @@ impl MsgBatch {
             };
             self.iovs.resize(n, [empty; 2]);
             self.hdrs.resize(n, [0; VIRTIO_NET_HDR_LEN]);
+            self.ctrl.resize(n, [0; CTRL_WORDS]);
         }
+    }
+
+    /// Lets message `i` receive control messages (the VLAN auxdata).
+    fn want_control(&mut self, i: usize) {
+        let msg = &mut self.msgs[i];
+        msg.msg_hdr.msg_control = self.ctrl[i].as_mut_ptr().cast();
+        msg.msg_hdr.msg_controllen = mem::size_of::<[u64; CTRL_WORDS]>();
+    }
+
+    /// The VLAN tag (TPID, TCI) the kernel took out of received message `i`, if any.
+    fn vlan_tag(&self, i: usize) -> Option<(u16, u16)> {
+        let hdr = &self.msgs[i].msg_hdr;
+        if hdr.msg_control.is_null() {
+            return None;
+        }
+        // SAFETY: msg_control points at our `ctrl[i]` buffer, and the kernel set msg_controllen
+        // to what it wrote; CMSG_FIRSTHDR/NXTHDR stay within it.
+        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(hdr) };
+        while !cmsg.is_null() {
+            // SAFETY: `cmsg` is non-null and inside the control buffer (see above).
+            let c = unsafe { &*cmsg };
+            if c.cmsg_level == libc::SOL_PACKET && c.cmsg_type == libc::PACKET_AUXDATA {
+                // SAFETY: a PACKET_AUXDATA message carries one tpacket_auxdata; the data may not
+                // be aligned for it, so it is read unaligned.
+                let aux: TpacketAuxdata =
+                    unsafe { ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+                if aux.tp_status & TP_STATUS_VLAN_VALID == 0 {
+                    return None;
+                }
+                let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                    aux.tp_vlan_tpid
+                } else {
+                    crate::wire::ethernet::TPID_8021Q
+                };
+                return Some((tpid, aux.tp_vlan_tci));
+            }
+            // SAFETY: as above.
+            cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
+        }
+        None
     }
 
     /// Points message `i` at header slot `i` followed by `len` bytes at `buf`.
@@ -658,6 +749,32 @@ mod tests {
 
     fn is_test_frame(p: &Packet) -> bool {
         p.frame().get(12..14) == Some(&TEST_ETHERTYPE[..])
+    }
+
+    #[test]
+    fn vlan_tags_taken_out_by_the_kernel_are_put_back() {
+        if !root_or_skip() {
+            return;
+        }
+        in_private_netns(|| {
+            veth_pair("va", "vb");
+            let mut a = AfPacketPort::open("va").unwrap();
+            let mut b = AfPacketPort::open("vb").unwrap();
+            // VLAN 10, priority 5, then the test EtherType.
+            let mut tagged = test_frame(7)[..12].to_vec();
+            tagged.extend_from_slice(&[0x81, 0x00, 0xa0, 0x0a]);
+            tagged.extend_from_slice(&test_frame(7)[12..]);
+            let refs = [FrameRef {
+                meta: VirtioNetHdr::NONE,
+                data: &tagged,
+            }];
+            send_all(&mut a, &refs);
+            let got = recv_matching(&mut b, 1, |p| {
+                p.frame().get(16..18) == Some(&TEST_ETHERTYPE[..])
+            });
+            assert_eq!(got.len(), 1, "the tagged frame did not arrive with its tag");
+            assert_eq!(got[0].frame(), &tagged[..]);
+        });
     }
 
     #[test]

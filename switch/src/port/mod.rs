@@ -148,6 +148,11 @@ pub trait Port: Send {
     /// The descriptor to poll for readability, if the port has one.
     fn raw_fd(&self) -> Option<RawFd>;
 
+    /// The drop reason counted when a frame is too big for this port at egress.
+    fn oversize_reason(&self) -> crate::counters::DropReason {
+        crate::counters::DropReason::TooBigForPort
+    }
+
     /// After a failure: is the port's link usable again (its interface back up)? Asked about
     /// once a second for a port that is down.
     fn link_up(&self) -> bool {
