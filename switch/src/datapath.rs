@@ -344,6 +344,15 @@ impl Datapath {
         self.ports.iter().flatten().any(|p| p.more)
     }
 
+    /// Gives every port that stopped at its budget another turn.
+    pub fn poll_unfinished(&mut self, now: Instant) {
+        for i in 0..self.ports.len() {
+            if matches!(&self.ports[i], Some(slot) if slot.more) {
+                self.poll_port(now, PortHandle(i));
+            }
+        }
+    }
+
     /// Drains every port with something to read once (up to the budget each). Returns the
     /// number of frames taken. For ports without a descriptor (in-memory) and for tests.
     pub fn poll_all(&mut self, now: Instant) -> usize {

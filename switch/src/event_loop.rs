@@ -200,11 +200,7 @@ fn run(mut poll: Poll, commands: mpsc::Receiver<Command>, mut dp: Datapath) {
             }
         }
         // Ports that stopped at their budget get another turn before we sleep.
-        if dp.has_more() {
-            for h in dp.handles().collect::<Vec<_>>() {
-                dp.poll_port(now, h);
-            }
-        }
+        dp.poll_unfinished(now);
         while let Ok(cmd) = commands.try_recv() {
             let mut ctl = Ctl {
                 dp: &mut dp,
