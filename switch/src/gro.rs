@@ -63,19 +63,29 @@ fn parse(frame: &[u8]) -> Option<Seg> {
 /// A frame that later segments of its flow may be appended to.
 #[derive(Debug, Clone)]
 pub struct Coalesced {
-    /// The frame: one segment, or a super-frame once others were appended.
-    pub frame: Vec<u8>,
+    /// The buffer: one segment, or a super-frame once others were appended, in `..len`.
+    /// A whole buffer, so it can be handed to a [`crate::port::Packet`] without a copy.
+    pub buf: Box<[u8]>,
+    /// Bytes of the frame in `buf`.
+    pub len: usize,
     /// Its offload metadata: none for one segment, `GSO_TCPV4` + `NEEDS_CSUM` once merged.
     pub meta: VirtioNetHdr,
     /// Payload bytes per segment (the first segment's payload); 0 when nothing may be appended.
     mss: usize,
+    /// Segments were appended since the headers were last made whole (see [`Coalesced::finish`]).
+    dirty: bool,
+    /// TCP header length of the frame.
+    thl: usize,
+    /// The first segment's payload length: the super-frame's segment size.
+    first_payload: usize,
 }
 
 impl Coalesced {
-    /// Starts with `first` (copied into `buf`, whose allocation is reused).
-    pub fn start(first: &[u8], mut buf: Vec<u8>) -> Coalesced {
-        buf.clear();
-        buf.extend_from_slice(first);
+    /// Starts with `first`, copied into `buf` (reused; it must hold at least `first`, and a
+    /// super-frame grows only as far as `buf` allows).
+    pub fn start(first: &[u8], mut buf: Box<[u8]>) -> Coalesced {
+        let len = first.len().min(buf.len());
+        buf[..len].copy_from_slice(&first[..len]);
         let mss = match parse(first) {
             Some(s)
                 if s.flags == TCP_ACK
@@ -87,9 +97,13 @@ impl Coalesced {
             _ => 0,
         };
         Coalesced {
-            frame: buf,
+            buf,
+            len,
             meta: VirtioNetHdr::NONE,
             mss,
+            dirty: false,
+            thl: 0,
+            first_payload: mss,
         }
     }
 
@@ -99,10 +113,10 @@ impl Coalesced {
         if self.mss == 0 {
             return false;
         }
-        let (Some(a), Some(s)) = (parse(&self.frame), parse(seg)) else {
+        let (Some(a), Some(s)) = (parse(self.frame()), parse(seg)) else {
             return false;
         };
-        let acc = &self.frame;
+        let acc = self.frame();
         let a_total = usize::from(u16::from_be_bytes([acc[ETH + 2], acc[ETH + 3]]));
         let t = ETH + IP;
         let ok = s.flags & !(TCP_ACK | TCP_PSH) == 0
@@ -112,6 +126,7 @@ impl Coalesced {
             && ETH + IP + s.thl + s.payload == seg.len()
             && a.thl == s.thl
             && a_total + s.payload <= MAX_IP_LEN
+            && self.len + s.payload <= self.buf.len()
             && a.seq.wrapping_add(a.payload as u32) == s.seq
             // Same Ethernet header; same TOS, DF, TTL, protocol and addresses.
             && acc[..ETH] == seg[..ETH]
@@ -127,16 +142,36 @@ impl Coalesced {
         if !ok {
             return false;
         }
-        self.frame.extend_from_slice(&seg[t + s.thl..]);
-        let acc = &mut self.frame;
+        let add = &seg[t + s.thl..];
+        self.buf[self.len..self.len + add.len()].copy_from_slice(add);
+        self.len += add.len();
+        let acc = &mut self.buf[..self.len];
         acc[t + 13] |= s.flags & TCP_PSH;
         let total = a_total + s.payload;
         acc[ETH + 2..ETH + 4].copy_from_slice(&(total as u16).to_be_bytes());
+        self.dirty = true;
+        self.thl = a.thl;
+        // A short segment or PSH closes the super-frame.
+        if s.payload < self.mss || s.flags & TCP_PSH != 0 {
+            self.mss = 0;
+        }
+        true
+    }
+
+    /// Makes the headers whole after appends (once, when the frame is handed on): the IPv4
+    /// checksum, the TCP checksum field as the pseudo-header sum for whoever completes it
+    /// (Linux's CHECKSUM_PARTIAL), and the offload metadata of a super-frame.
+    pub fn finish(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let t = ETH + IP;
+        let acc = &mut self.buf[..self.len];
+        let total = usize::from(u16::from_be_bytes([acc[ETH + 2], acc[ETH + 3]]));
         acc[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
         let csum = ipv4_header_checksum(&acc[ETH..t]);
         acc[ETH + 10..ETH + 12].copy_from_slice(&csum.to_be_bytes());
-        // The TCP checksum becomes the pseudo-header sum, completed by whoever takes the frame
-        // (Linux's CHECKSUM_PARTIAL).
         let ip = &acc[ETH + 12..ETH + 20];
         let pseudo = pseudo_header_sum_v4(
             [ip[0], ip[1], ip[2], ip[3]],
@@ -146,19 +181,25 @@ impl Coalesced {
         );
         let partial = ones_complement_sum(&[], pseudo);
         acc[t + 16..t + 18].copy_from_slice(&partial.to_be_bytes());
+        let first_payload = self.gso_size();
         self.meta = VirtioNetHdr {
             flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
             gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
-            hdr_len: (t + a.thl) as u16,
-            gso_size: self.mss as u16,
+            hdr_len: (t + self.thl) as u16,
+            gso_size: first_payload as u16,
             csum_start: t as u16,
             csum_offset: 16,
         };
-        // A short segment or PSH closes the super-frame.
-        if s.payload < self.mss || s.flags & TCP_PSH != 0 {
-            self.mss = 0;
-        }
-        true
+    }
+
+    /// The frame.
+    pub fn frame(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The segment size: the first segment's payload.
+    fn gso_size(&self) -> usize {
+        self.first_payload
     }
 }
 
@@ -167,6 +208,10 @@ mod tests {
     use super::*;
     use crate::gso::Segmenter;
     use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+    fn buffer() -> Box<[u8]> {
+        vec![0u8; 65_600].into_boxed_slice()
+    }
 
     fn segment(seq: u32, payload: &[u8], psh: bool) -> Vec<u8> {
         let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
@@ -189,10 +234,11 @@ mod tests {
             .enumerate()
             .map(|(i, c)| segment(1000 + i as u32 * 1000, c, i == 9))
             .collect();
-        let mut c = Coalesced::start(&segs[0], Vec::new());
+        let mut c = Coalesced::start(&segs[0], buffer());
         for s in &segs[1..] {
             assert!(c.try_append(s));
         }
+        c.finish();
         assert!(c.meta.is_gso() && c.meta.needs_csum());
         assert_eq!(c.meta.gso_size, 1000);
         // PSH closed it.
@@ -200,7 +246,7 @@ mod tests {
         // Segmenting it again gives valid frames carrying the same bytes.
         let mut got = Vec::new();
         let n = Segmenter::new()
-            .segment(&c.frame, &c.meta, |f| {
+            .segment(c.frame(), &c.meta, |f| {
                 let p = SlicedPacket::from_ethernet(f).unwrap();
                 let Some(TransportSlice::Tcp(t)) = p.transport else {
                     panic!("not tcp")
@@ -224,7 +270,7 @@ mod tests {
     #[test]
     fn refuses_what_linux_refuses() {
         let a = segment(1, &[1; 100], false);
-        let mut c = Coalesced::start(&a, Vec::new());
+        let mut c = Coalesced::start(&a, buffer());
         assert!(
             !c.try_append(&segment(50, &[1; 100], false)),
             "gap in sequence"
@@ -255,7 +301,7 @@ mod tests {
                 .unwrap();
             out
         };
-        let mut c = Coalesced::start(&syn, Vec::new());
+        let mut c = Coalesced::start(&syn, buffer());
         assert!(
             !c.try_append(&segment(2, &[1; 10], false)),
             "SYN starts nothing"

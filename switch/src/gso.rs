@@ -288,6 +288,39 @@ impl Segmenter {
         Ok(1)
     }
 
+    /// Like [`Segmenter::segment`] for a super-frame, but lays the segments out back to back
+    /// in `out` (cleared first), each after a copy of `prefix` (e.g. a VXLAN header): one copy
+    /// of the payload, no scratch. Every unit (prefix and segment) but the last has the same
+    /// length, as UDP segmentation offload needs. Returns the number of units and that length.
+    pub fn segment_into(
+        &mut self,
+        frame: &[u8],
+        hdr: &VirtioNetHdr,
+        prefix: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, usize), OffloadError> {
+        out.clear();
+        if !hdr.is_gso() {
+            out.extend_from_slice(prefix);
+            let start = out.len();
+            out.extend_from_slice(frame);
+            if hdr.needs_csum() {
+                complete_checksum(&mut out[start..], hdr)?;
+            }
+            return Ok((1, out.len()));
+        }
+        let plan = SegmentPlan::new(frame, hdr)?;
+        for i in 0..plan.count {
+            out.extend_from_slice(prefix);
+            let start = out.len();
+            out.extend_from_slice(&frame[..plan.hdrs_end]);
+            out.extend_from_slice(plan.chunk(frame, i));
+            plan.fix(&mut out[start..], i);
+        }
+        let unit = prefix.len() + plan.hdrs_end + plan.mss.min(plan.payload_len);
+        Ok((plan.count, unit))
+    }
+
     /// The TSO path: one segment per `gso_size` payload bytes, headers fixed up per segment.
     fn segment_tcp(
         &mut self,
@@ -295,6 +328,42 @@ impl Segmenter {
         hdr: &VirtioNetHdr,
         mut emit: impl FnMut(&[u8]),
     ) -> Result<usize, OffloadError> {
+        let plan = SegmentPlan::new(frame, hdr)?;
+        let largest = plan.mss.min(frame.len() - plan.hdrs_end);
+        if self.scratch.len() < plan.hdrs_end + largest {
+            self.scratch.resize(plan.hdrs_end + largest, 0);
+        }
+        // The headers are copied once; each segment then rewrites only the fields that change.
+        self.scratch[..plan.hdrs_end].copy_from_slice(&frame[..plan.hdrs_end]);
+        for i in 0..plan.count {
+            let chunk = plan.chunk(frame, i);
+            let seg = &mut self.scratch[..plan.hdrs_end + chunk.len()];
+            seg[plan.hdrs_end..].copy_from_slice(chunk);
+            plan.fix(seg, i);
+            emit(seg);
+        }
+        Ok(plan.count)
+    }
+}
+
+/// How a super-frame is cut: its layout, the segment size, and what each segment inherits.
+struct SegmentPlan {
+    l3: usize,
+    l4: usize,
+    hdrs_end: usize,
+    ipv6: bool,
+    mss: usize,
+    count: usize,
+    payload_len: usize,
+    first_seq: u32,
+    first_id: u16,
+    flags: u8,
+    /// The pseudo-header sum without its length, which each segment adds.
+    addr_sum: u32,
+}
+
+impl SegmentPlan {
+    fn new(frame: &[u8], hdr: &VirtioNetHdr) -> Result<SegmentPlan, OffloadError> {
         let layout = TcpLayout::parse(frame, hdr.gso_kind())?;
         let mss = usize::from(hdr.gso_size);
         if mss == 0 {
@@ -306,25 +375,14 @@ impl Segmenter {
             payload: hdrs_end,
             ipv6,
         } = layout;
-        let payload = &frame[hdrs_end..];
-        let tcp_hdr_len = hdrs_end - l4;
+        let payload_len = frame.len() - hdrs_end;
         // The largest segment must still have a representable IP length: IPv4's counts its
         // header, IPv6's only what follows the fixed header.
-        let largest = mss.min(payload.len());
+        let largest = mss.min(payload_len);
         let counted_from = if ipv6 { l4 } else { l3 };
         if hdrs_end - counted_from + largest > usize::from(u16::MAX) {
             return Err(OffloadError::BadOffsets);
         }
-
-        // The headers are copied once; each segment then rewrites only the fields that change.
-        let first_seq = read_u32(frame, l4 + tcp::SEQ);
-        let first_id = if ipv6 {
-            0
-        } else {
-            read_u16(frame, l3 + ipv4::IDENT)
-        };
-        let flags = frame[l4 + tcp::FLAGS];
-        // The pseudo-header sum without its length, which each segment adds.
         let addr_sum = if ipv6 {
             let (src, dst) = (l3 + ipv6::SRC, l3 + ipv6::DST);
             pseudo_header_sum_v6(&array(frame, src), &array(frame, dst), IPPROTO_TCP, 0)
@@ -332,46 +390,62 @@ impl Segmenter {
             let (src, dst) = (l3 + ipv4::SRC, l3 + ipv4::DST);
             pseudo_header_sum_v4(array(frame, src), array(frame, dst), IPPROTO_TCP, 0)
         };
-        if self.scratch.len() < hdrs_end + largest {
-            self.scratch.resize(hdrs_end + largest, 0);
-        }
-        self.scratch[..hdrs_end].copy_from_slice(&frame[..hdrs_end]);
-
-        // An empty payload still makes one (header-only) segment.
-        let count = payload.len().div_ceil(mss).max(1);
-        for i in 0..count {
-            let offset = i * mss;
-            let chunk = &payload[offset..(offset + mss).min(payload.len())];
-            let seg = &mut self.scratch[..hdrs_end + chunk.len()];
-            seg[hdrs_end..].copy_from_slice(chunk);
-
-            // Checked above: every length here fits in 16 bits.
-            let tcp_len = (tcp_hdr_len + chunk.len()) as u16;
-            if ipv6 {
-                write_u16(seg, l3 + ipv6::PAYLOAD_LEN, tcp_len);
+        Ok(SegmentPlan {
+            l3,
+            l4,
+            hdrs_end,
+            ipv6,
+            mss,
+            // An empty payload still makes one (header-only) segment.
+            count: payload_len.div_ceil(mss).max(1),
+            payload_len,
+            first_seq: read_u32(frame, l4 + tcp::SEQ),
+            first_id: if ipv6 {
+                0
             } else {
-                write_u16(seg, l3 + ipv4::TOTAL_LEN, (l4 - l3) as u16 + tcp_len);
-                write_u16(seg, l3 + ipv4::IDENT, first_id.wrapping_add(i as u16));
-                let csum = ipv4_header_checksum(&seg[l3..l4]);
-                write_u16(seg, l3 + ipv4::CHECKSUM, csum);
-            }
+                read_u16(frame, l3 + ipv4::IDENT)
+            },
+            flags: frame[l4 + tcp::FLAGS],
+            addr_sum,
+        })
+    }
 
-            let mut seg_flags = flags;
-            if i > 0 {
-                seg_flags &= !tcp::CWR;
-            }
-            if i + 1 < count {
-                seg_flags &= !(tcp::FIN | tcp::PSH);
-            }
-            seg[l4 + tcp::FLAGS] = seg_flags;
-            write_u32(seg, l4 + tcp::SEQ, first_seq.wrapping_add(offset as u32));
-            write_u16(seg, l4 + tcp::CHECKSUM, 0);
-            let csum = internet_checksum(&seg[l4..], addr_sum + u32::from(tcp_len));
-            write_u16(seg, l4 + tcp::CHECKSUM, csum);
+    /// The payload of segment `i`.
+    fn chunk<'a>(&self, frame: &'a [u8], i: usize) -> &'a [u8] {
+        let start = self.hdrs_end + i * self.mss;
+        &frame[start..(start + self.mss).min(self.hdrs_end + self.payload_len)]
+    }
 
-            emit(seg);
+    /// Rewrites the fields of segment `i` (headers followed by its payload, in `seg`): lengths,
+    /// IPv4 id and checksum, sequence number, flags, TCP checksum.
+    fn fix(&self, seg: &mut [u8], i: usize) {
+        let (l3, l4) = (self.l3, self.l4);
+        // Checked in `new`: every length here fits in 16 bits.
+        let tcp_len = (seg.len() - l4) as u16;
+        if self.ipv6 {
+            write_u16(seg, l3 + ipv6::PAYLOAD_LEN, tcp_len);
+        } else {
+            write_u16(seg, l3 + ipv4::TOTAL_LEN, (l4 - l3) as u16 + tcp_len);
+            write_u16(seg, l3 + ipv4::IDENT, self.first_id.wrapping_add(i as u16));
+            let csum = ipv4_header_checksum(&seg[l3..l4]);
+            write_u16(seg, l3 + ipv4::CHECKSUM, csum);
         }
-        Ok(count)
+        let mut seg_flags = self.flags;
+        if i > 0 {
+            seg_flags &= !tcp::CWR;
+        }
+        if i + 1 < self.count {
+            seg_flags &= !(tcp::FIN | tcp::PSH);
+        }
+        seg[l4 + tcp::FLAGS] = seg_flags;
+        write_u32(
+            seg,
+            l4 + tcp::SEQ,
+            self.first_seq.wrapping_add((i * self.mss) as u32),
+        );
+        write_u16(seg, l4 + tcp::CHECKSUM, 0);
+        let csum = internet_checksum(&seg[l4..], self.addr_sum + u32::from(tcp_len));
+        write_u16(seg, l4 + tcp::CHECKSUM, csum);
     }
 }
 
@@ -744,6 +818,30 @@ mod tests {
             &VirtioNetHdr { flags, ..hdr },
         );
         assert_eq!(verify(&spec, 1448, &segments), payload);
+    }
+
+    #[test]
+    fn segment_into_lays_out_what_segment_emits() {
+        let prefix = [0x08, 0, 0, 0, 0, 0, 42, 0];
+        for (spec, mss) in [(Spec::v4(1, 64001), 1398), (Spec::v6(2, 3000), 1000)] {
+            let (frame, hdr, _) = super_frame(&spec, mss);
+            let mut want = Vec::new();
+            let mut first = None;
+            let n = Segmenter::new()
+                .segment(&frame, &hdr, |s| {
+                    first.get_or_insert(prefix.len() + s.len());
+                    want.extend_from_slice(&prefix);
+                    want.extend_from_slice(s);
+                })
+                .unwrap();
+            let mut got = vec![1, 2, 3];
+            let (m, unit) = Segmenter::new()
+                .segment_into(&frame, &hdr, &prefix, &mut got)
+                .unwrap();
+            assert_eq!((m, got.len()), (n, want.len()));
+            assert_eq!(Some(unit), first);
+            assert!(got == want, "segment_into differs from segment");
+        }
     }
 
     #[test]

@@ -43,28 +43,12 @@ pub fn encap_segments(
     hdr: &VirtioNetHdr,
     out: &mut Vec<u8>,
 ) -> Result<Segments, DropReason> {
-    out.clear();
     let header = Repr { vni }.to_bytes();
-    let mut first: Option<usize> = None;
-    let mut shorter_seen = false;
-    let mut uneven = false;
-    let count = segmenter
-        .segment(frame, hdr, |seg| {
-            let size = HEADER_LEN + seg.len();
-            // UDP_SEGMENT needs every datagram but the last to be of one size.
-            match first {
-                None => first = Some(size),
-                Some(f) if shorter_seen || size > f => uneven = true,
-                Some(f) => shorter_seen = size < f,
-            }
-            out.extend_from_slice(&header);
-            out.extend_from_slice(seg);
-        })
+    // One copy of the payload, straight into the datagrams; every one but the last has the
+    // same size, as UDP_SEGMENT needs.
+    let (count, seg_size) = segmenter
+        .segment_into(frame, hdr, &header, out)
         .map_err(|_| DropReason::BadOffload)?;
-    if uneven {
-        return Err(DropReason::BadOffload);
-    }
-    let seg_size = first.unwrap_or(HEADER_LEN);
     let seg_size = u16::try_from(seg_size).map_err(|_| DropReason::TooBigForOverlay)?;
     Ok(Segments { count, seg_size })
 }

@@ -34,8 +34,14 @@ use switch::gso::Segmenter;
 use switch::port::{Capabilities, FrameRef, Packet, Port};
 use switch::{DropReason, Instant, MacAddr, Offloads, PortCounters};
 
-/// Most decapsulated frames waiting per VNI before new ones are dropped (`QueueFull`).
-const QUEUE_LIMIT: usize = 4096;
+/// Most decapsulated frames waiting per VNI before new ones are dropped (`QueueFull`); the
+/// datapath drains the queue after every receive batch, so it rarely holds more than a batch.
+const QUEUE_LIMIT: usize = 1024;
+
+/// A frame buffer the size of a datapath packet's (untouched pages cost no memory).
+fn new_buffer() -> Box<[u8]> {
+    vec![0u8; switch::port::MAX_FRAME_LEN].into_boxed_slice()
+}
 /// Datagrams read per recvmmsg.
 const RECV_BATCH: usize = 64;
 
@@ -44,7 +50,8 @@ const RECV_BATCH: usize = 64;
 struct VniQueue {
     /// Consecutive TCP segments of one flow are coalesced into super-frames as they arrive.
     frames: VecDeque<Coalesced>,
-    free: Vec<Vec<u8>>,
+    /// Frame buffers to reuse: they travel to the datapath's packets and back without copies.
+    free: Vec<Box<[u8]>>,
     handle: Option<PortHandle>,
     counters: Arc<PortCounters>,
 }
@@ -253,10 +260,8 @@ impl Overlay {
             s.vtep.age(now);
             let shared = &mut *s;
             loop {
-                let n = match shared.socket.recv_batch(&mut shared.rx) {
-                    Ok(n) => n,
-                    Err(_) => 0,
-                };
+                // A failed read ends this round; the next readiness brings us back.
+                let n = shared.socket.recv_batch(&mut shared.rx).unwrap_or_default();
                 if n == 0 {
                     break;
                 }
@@ -286,7 +291,7 @@ impl Overlay {
                                 q.counters.count_drop(DropReason::QueueFull);
                                 continue;
                             }
-                            let buf = q.free.pop().unwrap_or_default();
+                            let buf = q.free.pop().unwrap_or_else(new_buffer);
                             q.frames.push_back(Coalesced::start(inner, buf));
                         }
                         Err(_) => shared.rejected.count_drop(DropReason::OverlayRejected),
@@ -345,12 +350,19 @@ impl Port for VxlanPort {
         };
         let mut n = 0;
         while n < pkts.len() {
-            let Some(c) = q.frames.pop_front() else {
+            let Some(mut c) = q.frames.pop_front() else {
                 break;
             };
-            pkts[n].set(&c.frame);
+            c.finish();
+            // Hand the buffer over and keep the packet's old one: no copy.
+            if c.buf.len() == pkts[n].buf.len() {
+                std::mem::swap(&mut pkts[n].buf, &mut c.buf);
+                pkts[n].len = c.len;
+            } else {
+                pkts[n].set(c.frame());
+            }
             pkts[n].meta = c.meta;
-            q.free.push(c.frame);
+            q.free.push(c.buf);
             n += 1;
         }
         Ok(n)

@@ -27,6 +27,11 @@
 use crate::header::{self, HEADER_LEN, MAX_VNI};
 use crate::{DecapError, Error, RejectReason};
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use switch::fdb::KeyHasher;
+
+/// Tables keyed by MAC or VNI: the switch's fast hasher (keys are bounded by the limits).
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 use std::net::IpAddr;
 use std::time::Duration;
 use switch::wire::{EtherType, L2Header};
@@ -99,7 +104,7 @@ struct Network {
     /// The flood list, in the order peers were added.
     peers: Vec<IpAddr>,
     /// Remote MAC → peer.
-    remotes: HashMap<MacAddr, Remote>,
+    remotes: FastMap<MacAddr, Remote>,
 }
 
 impl Network {
@@ -118,7 +123,7 @@ impl Network {
 #[derive(Debug, Clone)]
 pub struct Vtep {
     config: VtepConfig,
-    networks: HashMap<u32, Network>,
+    networks: FastMap<u32, Network>,
     rejected: [u64; RejectReason::COUNT],
     learn_refused: u64,
 }
@@ -128,7 +133,7 @@ impl Vtep {
     pub fn new(config: VtepConfig) -> Vtep {
         Vtep {
             config,
-            networks: HashMap::new(),
+            networks: FastMap::default(),
             rejected: [0; RejectReason::COUNT],
             learn_refused: 0,
         }

@@ -1031,10 +1031,9 @@ impl Daemon {
         let mut repairs = Vec::new();
         for l in links {
             let known = self.endpoints.iter().any(|e| e.host_interface == l.name);
-            if l.name.starts_with(ENDPOINT_PREFIX) && l.name.len() == 15 && !known {
-                if nl.delete_link(&l.name).is_ok() {
-                    repairs.push(format!("removed orphan endpoint veth {}", l.name));
-                }
+            let orphan = l.name.starts_with(ENDPOINT_PREFIX) && l.name.len() == 15 && !known;
+            if orphan && nl.delete_link(&l.name).is_ok() {
+                repairs.push(format!("removed orphan endpoint veth {}", l.name));
             }
         }
         repairs
