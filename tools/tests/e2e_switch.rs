@@ -7,6 +7,7 @@
 //! prints `skipped: needs root` (and fails under `CI=true`).
 
 mod common;
+use common::stream::{fill_stream, receive_and_verify, send_stream};
 
 use common::*;
 use serde_json::Value;
@@ -20,29 +21,6 @@ use tools::netns::in_netns;
 // A pseudo-random byte stream both ends can generate: byte `i` is byte `i % 8` of
 // splitmix64(SEED + i / 8), so the receiver checks every byte at any offset.
 
-const STREAM_SEED: u64 = 0x5eed_cafe_f00d_d00d;
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Fills `buf` with the stream's bytes from `offset` on.
-fn fill_stream(offset: u64, buf: &mut [u8]) {
-    let mut pos = offset;
-    let mut i = 0;
-    while i < buf.len() {
-        let word = splitmix64(STREAM_SEED.wrapping_add(pos / 8)).to_le_bytes();
-        let start = (pos % 8) as usize;
-        let n = (8 - start).min(buf.len() - i);
-        buf[i..i + n].copy_from_slice(&word[start..start + n]);
-        i += n;
-        pos += n as u64;
-    }
-}
-
 /// Accepts one connection on a non-blocking listener, within [`WAIT`].
 fn accept_within(listener: &TcpListener) -> TcpStream {
     listener.set_nonblocking(true).unwrap();
@@ -53,57 +31,6 @@ fn accept_within(listener: &TcpListener) -> TcpStream {
     });
     stream.set_nonblocking(false).unwrap();
     stream
-}
-
-/// Reads the stream to EOF, checking every byte; returns the count or where it first differed.
-fn receive_and_verify(mut s: TcpStream) -> Result<u64, String> {
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut got = vec![0u8; 256 * 1024];
-    let mut want = vec![0u8; got.len()];
-    let mut total = 0u64;
-    loop {
-        let n = s
-            .read(&mut got)
-            .map_err(|e| format!("read after {total} bytes: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        fill_stream(total, &mut want[..n]);
-        if let Some(k) = (0..n).find(|&k| got[k] != want[k]) {
-            return Err(format!(
-                "byte {} differs: got {:#04x}, want {:#04x}",
-                total + k as u64,
-                got[k],
-                want[k]
-            ));
-        }
-        total += n as u64;
-    }
-    // Tell the sender how much arrived intact.
-    s.write_all(&total.to_be_bytes())
-        .map_err(|e| format!("answer: {e}"))?;
-    Ok(total)
-}
-
-/// Sends `len` bytes of the stream, half-closes, and reads the receiver's byte count.
-fn send_stream(mut s: TcpStream, len: u64) -> Result<u64, String> {
-    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut sent = 0u64;
-    while sent < len {
-        let n = (len - sent).min(buf.len() as u64) as usize;
-        fill_stream(sent, &mut buf[..n]);
-        s.write_all(&buf[..n])
-            .map_err(|e| format!("send after {sent} bytes: {e}"))?;
-        sent += n as u64;
-    }
-    s.shutdown(Shutdown::Write)
-        .map_err(|e| format!("shutdown: {e}"))?;
-    let mut count = [0u8; 8];
-    s.read_exact(&mut count)
-        .map_err(|e| format!("reading the receiver's byte count: {e}"))?;
-    Ok(u64::from_be_bytes(count))
 }
 
 #[test]
@@ -189,13 +116,14 @@ fn two_hosts_ping_and_verified_tcp_stream() {
         .expect("listen in h2");
     let started = Instant::now();
     let (received, acknowledged) = std::thread::scope(|s| {
-        let server = s.spawn(|| receive_and_verify(accept_within(&listener)));
+        let server =
+            s.spawn(|| receive_and_verify(accept_within(&listener), Duration::from_secs(30)));
         let client = in_netns(&h1.ns.open(), || {
             TcpStream::connect_timeout(&server_addr, WAIT)
         })
         .unwrap()
         .expect("connect from h1 to h2");
-        let acknowledged = send_stream(client, LEN);
+        let acknowledged = send_stream(client, LEN, Duration::from_secs(30));
         (server.join().unwrap(), acknowledged)
     });
     let secs = started.elapsed().as_secs_f64();

@@ -17,6 +17,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod stream;
+
 use serde_json::Value;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};

@@ -23,11 +23,12 @@
 
 #![allow(dead_code)] // Not every test uses every helper.
 
+use crate::common::stream::{receive_and_verify, send_stream};
 use crate::common::{ip, run, wait_for, Netns, TempDir, VSWITCHCTL, VSWITCHD};
 use serde_json::Value;
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -555,29 +556,6 @@ pub fn pings_fail(pairs: &[(&Netns, &str)]) {
 // A verified TCP stream (as in e2e_switch.rs): byte `i` is byte `i % 8` of
 // splitmix64(SEED + i / 8), so the receiver checks every byte at any offset.
 
-const STREAM_SEED: u64 = 0x5eed_cafe_f00d_d00d;
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Fills `buf` with the stream's bytes from `offset` on.
-pub fn fill_stream(offset: u64, buf: &mut [u8]) {
-    let mut pos = offset;
-    let mut i = 0;
-    while i < buf.len() {
-        let word = splitmix64(STREAM_SEED.wrapping_add(pos / 8)).to_le_bytes();
-        let start = (pos % 8) as usize;
-        let n = (8 - start).min(buf.len() - i);
-        buf[i..i + n].copy_from_slice(&word[start..start + n]);
-        i += n;
-        pos += n as u64;
-    }
-}
-
 fn accept_within(listener: &TcpListener) -> Result<TcpStream, String> {
     listener.set_nonblocking(true).unwrap();
     let deadline = Instant::now() + OWAIT;
@@ -597,54 +575,6 @@ fn accept_within(listener: &TcpListener) -> Result<TcpStream, String> {
     }
 }
 
-fn receive_and_verify(mut s: TcpStream) -> Result<u64, String> {
-    s.set_read_timeout(Some(OWAIT)).unwrap();
-    let mut got = vec![0u8; 256 * 1024];
-    let mut want = vec![0u8; got.len()];
-    let mut total = 0u64;
-    loop {
-        let n = s
-            .read(&mut got)
-            .map_err(|e| format!("read after {total} bytes: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        fill_stream(total, &mut want[..n]);
-        if let Some(k) = (0..n).find(|&k| got[k] != want[k]) {
-            return Err(format!(
-                "byte {} differs: got {:#04x}, want {:#04x}",
-                total + k as u64,
-                got[k],
-                want[k]
-            ));
-        }
-        total += n as u64;
-    }
-    s.write_all(&total.to_be_bytes())
-        .map_err(|e| format!("answer: {e}"))?;
-    Ok(total)
-}
-
-fn send_stream(mut s: TcpStream, len: u64) -> Result<u64, String> {
-    s.set_write_timeout(Some(OWAIT)).unwrap();
-    s.set_read_timeout(Some(OWAIT)).unwrap();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut sent = 0u64;
-    while sent < len {
-        let n = (len - sent).min(buf.len() as u64) as usize;
-        fill_stream(sent, &mut buf[..n]);
-        s.write_all(&buf[..n])
-            .map_err(|e| format!("send after {sent} bytes: {e}"))?;
-        sent += n as u64;
-    }
-    s.shutdown(Shutdown::Write)
-        .map_err(|e| format!("shutdown: {e}"))?;
-    let mut count = [0u8; 8];
-    s.read_exact(&mut count)
-        .map_err(|e| format!("reading the receiver's byte count: {e}"))?;
-    Ok(u64::from_be_bytes(count))
-}
-
 /// Sends `len` verified bytes over TCP from namespace `from` to `to_addr:port` in namespace
 /// `to`, and checks that every byte arrived. Returns the throughput in Mbit/s.
 pub fn verified_stream(from: &Netns, to: &Netns, to_addr: &str, port: u16, len: u64) -> f64 {
@@ -655,13 +585,13 @@ pub fn verified_stream(from: &Netns, to: &Netns, to_addr: &str, port: u16, len: 
         .unwrap_or_else(|e| panic!("listen on {server_addr} in {}: {e}", to.name));
     let started = Instant::now();
     let (received, acknowledged) = std::thread::scope(|s| {
-        let server = s.spawn(|| receive_and_verify(accept_within(&listener)?));
+        let server = s.spawn(|| receive_and_verify(accept_within(&listener)?, OWAIT));
         let client = in_netns(&from.open(), || {
             TcpStream::connect_timeout(&server_addr, OWAIT)
         })
         .unwrap()
         .unwrap_or_else(|e| panic!("connect from {} to {server_addr}: {e}", from.name));
-        let acknowledged = send_stream(client, len);
+        let acknowledged = send_stream(client, len, OWAIT);
         (server.join().unwrap(), acknowledged)
     });
     let secs = started.elapsed().as_secs_f64();
