@@ -1086,6 +1086,13 @@ fn overlay_trace_shows_vxlan_encap_and_decap() {
         vx.contains("encap") && vx.contains(&VNI.to_string()) && vx.contains(&u2),
         "{rec}"
     );
+    // The live record's action names the peer, the VNI and the source port, as a one-shot
+    // trace's does.
+    let action = &rec["actions"][0];
+    assert_eq!(action["remote"], u2.as_str(), "{rec}");
+    assert_eq!(action["vni"], VNI, "{rec}");
+    let sport = action["src_port"].as_u64().unwrap_or(0);
+    assert!((49152..=65535).contains(&sport), "{rec}");
 
     // Host 2, live (frames in or out of vxlan): the request comes in on vxlan and goes out to
     // s2's port.

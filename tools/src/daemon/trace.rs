@@ -76,7 +76,7 @@ impl TraceHub {
 
     /// Adds the VXLAN stage to a frame of an overlay network: where it came from (decap and
     /// the remote MAC learned), or where it goes (encap to which peers).
-    fn explain_overlay(&self, ev: &TraceEvent) -> Option<switch::trace::StageRecord> {
+    fn explain_overlay(&self, ev: &TraceEvent) -> Option<(switch::trace::StageRecord, Vec<Value>)> {
         let from = ev.in_port == "vxlan";
         let to = ev.outputs.iter().any(|o| o == "vxlan");
         if !from && !to {
@@ -85,6 +85,7 @@ impl TraceHub {
         let ov = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
         let (_, vni, o) = ov.iter().find(|(n, _, _)| *n == ev.network)?;
         let now = Instant::now();
+        let mut actions = Vec::new();
         let result = if from {
             let src = switch::wire::L2Header::parse(&ev.head).ok()?.src;
             match o.remote_of(now, *vni, src) {
@@ -95,6 +96,14 @@ impl TraceHub {
             match o.explain(now, *vni, &ev.head) {
                 Ok((peers, sport)) => {
                     let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+                    for p in &list {
+                        actions.push(json!({
+                            "output": "vxlan",
+                            "remote": p,
+                            "vni": vni,
+                            "src_port": sport,
+                        }));
+                    }
                     format!(
                         "encap vni {vni}, udp {sport} -> {}, to {}",
                         o.udp_port(),
@@ -104,24 +113,28 @@ impl TraceHub {
                 Err(r) => format!("drop: {r}"),
             }
         };
-        Some(switch::trace::StageRecord {
+        let stage = switch::trace::StageRecord {
             stage: Stage::Vxlan,
             result,
-        })
+        };
+        Some((stage, actions))
     }
 
     /// Hands one frame's trace to every listener that wants it (never blocks the datapath).
     pub fn publish(&self, ev: &TraceEvent) {
-        let extra = self.explain_overlay(ev);
-        let ev_with;
-        let ev = match extra {
-            Some(stage) => {
+        let (ev_with, vxlan_actions);
+        let ev = match self.explain_overlay(ev) {
+            Some((stage, actions)) => {
                 let mut e = ev.clone();
                 e.trace.stages.push(stage);
                 ev_with = e;
+                vxlan_actions = actions;
                 &ev_with
             }
-            None => ev,
+            None => {
+                vxlan_actions = Vec::new();
+                ev
+            }
         };
         let subs = self.lock();
         let mut json_line: Option<String> = None;
@@ -139,7 +152,7 @@ impl TraceHub {
                 human_line.get_or_insert_with(|| human(ev)).clone()
             } else {
                 json_line
-                    .get_or_insert_with(|| live_record(ev).to_string())
+                    .get_or_insert_with(|| live_record(ev, &vxlan_actions).to_string())
                     .clone()
             };
             let _ = s.tx.try_send(line);
@@ -147,16 +160,25 @@ impl TraceHub {
     }
 }
 
-/// A live trace record, in the shape of a one-shot trace (DESIGN.md).
-fn live_record(ev: &TraceEvent) -> Value {
+/// A live trace record, in the shape of a one-shot trace (DESIGN.md): an output to the overlay
+/// is one action per remote peer, with its VNI and UDP source port.
+fn live_record(ev: &TraceEvent, vxlan_actions: &[Value]) -> Value {
     let summary = switch::summary::summarize(&ev.head);
+    let mut actions = Vec::new();
+    for o in &ev.outputs {
+        if o == "vxlan" && !vxlan_actions.is_empty() {
+            actions.extend_from_slice(vxlan_actions);
+        } else {
+            actions.push(json!({ "output": o }));
+        }
+    }
     json!({
         "in_port": ev.in_port,
         "len": ev.len,
         "frame": summary,
         "summary": summary.to_string(),
         "stages": ev.trace.stages,
-        "actions": ev.outputs.iter().map(|o| json!({ "output": o })).collect::<Vec<_>>(),
+        "actions": actions,
         "drop": ev.drop.map(|d| d.name()),
     })
 }
