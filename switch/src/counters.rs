@@ -31,6 +31,9 @@ pub enum DropReason {
     QueueFull,
     /// Offload metadata unusable, or software segmentation failed.
     BadOffload,
+    /// The port's own kernel interface refused or mangled the frame (a truncated read, a write
+    /// refused as invalid).
+    RefusedByPort,
     /// Overlay: no peer to send to.
     NoPeer,
     /// Overlay: frame does not fit the underlay MTU (VXLAN never fragments).
@@ -41,7 +44,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -55,6 +58,7 @@ impl DropReason {
         DropReason::PortDown,
         DropReason::QueueFull,
         DropReason::BadOffload,
+        DropReason::RefusedByPort,
         DropReason::NoPeer,
         DropReason::TooBigForOverlay,
         DropReason::OverlayRejected,
@@ -74,6 +78,7 @@ impl DropReason {
             DropReason::PortDown => "port_down",
             DropReason::QueueFull => "queue_full",
             DropReason::BadOffload => "bad_offload",
+            DropReason::RefusedByPort => "refused_by_port",
             DropReason::NoPeer => "no_peer",
             DropReason::TooBigForOverlay => "too_big_for_overlay",
             DropReason::OverlayRejected => "overlay_rejected",
@@ -137,6 +142,14 @@ impl PortCounters {
     #[inline]
     pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts `n` dropped frames of one reason.
+    #[inline]
+    pub fn count_drops(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.drops[reason as usize].fetch_add(n, Relaxed);
+        }
     }
 
     /// Drops counted for one reason.

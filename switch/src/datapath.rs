@@ -328,6 +328,9 @@ impl Datapath {
             net.bridge.fdb_mut().age(now);
         }
         for slot in self.ports.iter_mut().flatten() {
+            let refused = slot.port.take_drops();
+            slot.counters
+                .count_drops(DropReason::RefusedByPort, refused);
             if slot.state == PortState::Down && slot.port.link_up() {
                 slot.state = PortState::Up;
                 slot.more = true;
@@ -504,9 +507,8 @@ impl Datapath {
             .and_then(Option::as_ref)
             .and_then(|net| net.bridge.port(slot.local));
         let Some(bport) = bport.filter(|_| slot.state == PortState::Up) else {
-            for _ in start..end {
-                slot.counters.count_drop(DropReason::PortDown);
-            }
+            slot.counters
+                .count_drops(DropReason::PortDown, (end - start) as u64);
             return;
         };
         let (caps, counters) = (slot.caps, slot.counters.clone());
@@ -595,9 +597,7 @@ impl Datapath {
         } else {
             DropReason::QueueFull
         };
-        for _ in sent..refs.len() {
-            counters.count_drop(reason);
-        }
+        counters.count_drops(reason, (refs.len() - sent) as u64);
         self.refs = recycle(refs);
         if failed {
             self.set_port_down(out);
@@ -641,5 +641,51 @@ fn first_free<T>(v: &mut Vec<Option<T>>) -> usize {
             v.push(None);
             v.len() - 1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::port::memory;
+
+    /// A port that reports frames its kernel refused.
+    struct Refusing(memory::MemoryPort, u64);
+
+    impl Port for Refusing {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        fn recv(&mut self, pkts: &mut [Packet]) -> io::Result<usize> {
+            self.0.recv(pkts)
+        }
+        fn send(&mut self, frames: &[FrameRef<'_>]) -> io::Result<usize> {
+            self.0.send(frames)
+        }
+        fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
+        fn take_drops(&mut self) -> u64 {
+            std::mem::take(&mut self.1)
+        }
+    }
+
+    #[test]
+    fn drops_a_port_made_itself_are_counted_once() {
+        let mut dp = Datapath::new();
+        let net = dp.add_network(BridgeConfig::default());
+        let (port, _peer) = memory::wire("r0", memory::plain_caps());
+        let h = dp
+            .add_port(net, Box::new(Refusing(port, 3)), PortMode::DEFAULT)
+            .map_err(|_| ())
+            .unwrap();
+        dp.age(Instant::from_secs(10));
+        dp.age(Instant::from_secs(20));
+        let c = dp.counters(h).unwrap();
+        assert_eq!(c.drops(DropReason::RefusedByPort), 3);
+        assert_eq!(c.snapshot().drops["refused_by_port"], 3);
     }
 }

@@ -459,13 +459,7 @@ impl Port for VxlanPort {
 }
 
 fn count_outcome(c: &PortCounters, too_big: usize, queue_full: usize, failed: usize) {
-    for _ in 0..too_big {
-        c.count_drop(DropReason::TooBigForOverlay);
-    }
-    for _ in 0..queue_full {
-        c.count_drop(DropReason::QueueFull);
-    }
-    for _ in 0..failed {
-        c.count_drop(DropReason::NoPeer);
-    }
+    c.count_drops(DropReason::TooBigForOverlay, too_big as u64);
+    c.count_drops(DropReason::QueueFull, queue_full as u64);
+    c.count_drops(DropReason::NoPeer, failed as u64);
 }

@@ -38,6 +38,8 @@ pub struct AfPacketPort {
     batch: MsgBatch,
     bad_frames: u64,
     rejected_frames: u64,
+    /// `bad_frames + rejected_frames` when the datapath last asked.
+    reported: u64,
 }
 
 impl AfPacketPort {
@@ -110,6 +112,7 @@ impl AfPacketPort {
             batch: MsgBatch::default(),
             bad_frames: 0,
             rejected_frames: 0,
+            reported: 0,
         })
     }
 
@@ -138,6 +141,13 @@ impl AfPacketPort {
 }
 
 impl Port for AfPacketPort {
+    fn take_drops(&mut self) -> u64 {
+        let total = self.bad_frames + self.rejected_frames;
+        let new = total - self.reported;
+        self.reported = total;
+        new
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

@@ -148,6 +148,12 @@ pub trait Port: Send {
     /// The descriptor to poll for readability, if the port has one.
     fn raw_fd(&self) -> Option<RawFd>;
 
+    /// Frames the port dropped by itself (truncated reads, writes its kernel refused) since
+    /// the last call. The datapath counts them as `refused_by_port`, about once a second.
+    fn take_drops(&mut self) -> u64 {
+        0
+    }
+
     /// The drop reason counted when a frame is too big for this port at egress.
     fn oversize_reason(&self) -> crate::counters::DropReason {
         crate::counters::DropReason::TooBigForPort

@@ -29,6 +29,8 @@ pub struct TapPort {
     mtu: usize,
     bad_frames: u64,
     rejected_frames: u64,
+    /// `bad_frames + rejected_frames` when the datapath last asked.
+    reported: u64,
     /// An error met after some frames were read, reported by the next `recv`.
     pending_err: Option<io::Error>,
 }
@@ -95,6 +97,7 @@ impl TapPort {
             mtu: usize::from(mtu),
             bad_frames: 0,
             rejected_frames: 0,
+            reported: 0,
             pending_err: None,
         })
     }
@@ -129,6 +132,13 @@ impl TapPort {
 }
 
 impl Port for TapPort {
+    fn take_drops(&mut self) -> u64 {
+        let total = self.bad_frames + self.rejected_frames;
+        let new = total - self.reported;
+        self.reported = total;
+        new
+    }
+
     fn link_up(&self) -> bool {
         super::afpacket::link_is_up(&self.name, self.ifindex)
     }
