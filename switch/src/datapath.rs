@@ -265,6 +265,11 @@ impl Datapath {
         Some(self.ports.get(handle.0)?.as_ref()?.counters.clone())
     }
 
+    /// What a port can do now (its MTU is re-read about once a second).
+    pub fn capabilities(&self, handle: PortHandle) -> Option<Capabilities> {
+        Some(self.ports.get(handle.0)?.as_ref()?.caps)
+    }
+
     /// Whether a port is up.
     pub fn port_state(&self, handle: PortHandle) -> Option<PortState> {
         Some(self.ports.get(handle.0)?.as_ref()?.state)
@@ -331,6 +336,17 @@ impl Datapath {
             let refused = slot.port.take_drops();
             slot.counters
                 .count_drops(DropReason::RefusedByPort, refused);
+            // The interface's MTU may have changed (`ip link set … mtu …`).
+            slot.port.refresh();
+            let caps = slot.port.capabilities();
+            if caps.mtu != slot.caps.mtu {
+                slot.caps = caps;
+                if let Some(Some(net)) = self.networks.get_mut(slot.network.0 as usize) {
+                    if let Some(bp) = net.bridge.port_mut(slot.local) {
+                        bp.max_frame_len = caps.max_frame_len();
+                    }
+                }
+            }
             if slot.state == PortState::Down && slot.port.link_up() {
                 slot.state = PortState::Up;
                 slot.more = true;

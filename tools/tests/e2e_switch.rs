@@ -647,6 +647,49 @@ fn port_recovers_after_its_interface_flaps() {
     assert_eq!(lab.d().port("p1").expect("p1 listed")["state"], "up");
 }
 
+/// A port follows its interface's MTU: raised to 9000 on both hosts' paths, `port list` shows
+/// it and 8000-byte packets cross unfragmented; before, they did not.
+#[test]
+fn port_follows_its_interface_mtu() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_host(1, None);
+    lab.add_host(2, None);
+    let (h1, h2) = (lab.host(1), lab.host(2));
+    h1.ns.ping_until(&h2.addr);
+    let big = |ns: &common::Netns| {
+        ns.exec(&[
+            "ping", "-c", "1", "-W", "1", "-M", "do", "-s", "8000", &h2.addr,
+        ])
+        .status
+        .success()
+    };
+    assert!(!big(&h1.ns), "an 8000-byte packet crossed 1500-byte ports");
+    for (i, host) in [(1, h1), (2, h2)] {
+        ip(&[
+            "-n",
+            &lab.sw.name,
+            "link",
+            "set",
+            &format!("p{i}"),
+            "mtu",
+            "9000",
+        ]);
+        ip(&["-n", &host.ns.name, "link", "set", "eth0", "mtu", "9000"]);
+    }
+    wait_for("port list to show MTU 9000", WAIT, || {
+        let ok = ["p1", "p2"]
+            .iter()
+            .all(|p| lab.d().port(p).is_some_and(|r| r["mtu"] == 9000));
+        ok.then_some(())
+    });
+    wait_for("an 8000-byte ping to cross", WAIT, || {
+        big(&h1.ns).then_some(())
+    });
+}
+
 /// (8) Without CAP_NET_ADMIN / CAP_NET_RAW the daemon says which it lacks and exits non-zero.
 #[test]
 fn without_privileges_it_says_which_and_fails() {

@@ -141,6 +141,11 @@ impl AfPacketPort {
 }
 
 impl Port for AfPacketPort {
+    fn refresh(&mut self) {
+        // A vanished interface keeps the last MTU; the port goes down through recv/send.
+        let _ = self.refresh_mtu();
+    }
+
     fn take_drops(&mut self) -> u64 {
         let total = self.bad_frames + self.rejected_frames;
         let new = total - self.reported;

@@ -148,6 +148,10 @@ pub trait Port: Send {
     /// The descriptor to poll for readability, if the port has one.
     fn raw_fd(&self) -> Option<RawFd>;
 
+    /// Re-reads what may have changed under the port (its interface's MTU), about once a
+    /// second; the datapath then takes [`Port::capabilities`] again.
+    fn refresh(&mut self) {}
+
     /// Frames the port dropped by itself (truncated reads, writes its kernel refused) since
     /// the last call. The datapath counts them as `refused_by_port`, about once a second.
     fn take_drops(&mut self) -> u64 {

@@ -437,7 +437,8 @@ impl Daemon {
         Ok(json!({ "removed": name }))
     }
 
-    fn port_states(&self) -> Result<BTreeMap<String, PortState>, ApiError> {
+    /// Each port's state and current MTU, from the datapath.
+    fn port_states(&self) -> Result<BTreeMap<String, (PortState, usize)>, ApiError> {
         let handles: Vec<(String, PortHandle)> = self
             .ports
             .iter()
@@ -446,7 +447,11 @@ impl Daemon {
         self.call(move |ctl| {
             handles
                 .into_iter()
-                .filter_map(|(n, h)| Some((n, ctl.dp.port_state(h)?)))
+                .filter_map(|(n, h)| {
+                    let state = ctl.dp.port_state(h)?;
+                    let mtu = ctl.dp.capabilities(h)?.mtu;
+                    Some((n, (state, mtu)))
+                })
                 .collect()
         })
     }
@@ -463,10 +468,10 @@ impl Daemon {
                     port_type: p.record.port_type,
                     network: p.record.network.clone(),
                     state: match states.get(&p.record.name) {
-                        Some(PortState::Up) => "up".into(),
+                        Some((PortState::Up, _)) => "up".into(),
                         _ => "down".into(),
                     },
-                    mtu: p.mtu,
+                    mtu: states.get(&p.record.name).map_or(p.mtu, |(_, mtu)| *mtu),
                     vlan: vlan_text(p.record.vlan, p.record.trunks.as_deref()),
                     rx_packets: c.rx_packets,
                     tx_packets: c.tx_packets,
