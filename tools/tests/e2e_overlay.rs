@@ -70,7 +70,7 @@ fn three_hosts_share_a_vni_and_a_second_vni_is_isolated() {
             .collect();
         let others: Vec<&str> = others.iter().map(String::as_str).collect();
         assert_eq!(peers_of(h, "red"), set(&others), "{v}");
-        let port = h.d().port("vxlan4100");
+        let port = h.d().port("vxlan4100").expect("port listed");
         assert_eq!(port["type"], "vxlan", "{port}");
         assert_eq!(port["network"], "red", "{port}");
         assert_eq!(port["state"], "up", "{port}");
@@ -120,8 +120,8 @@ fn three_hosts_share_a_vni_and_a_second_vni_is_isolated() {
     assert_eq!(local["port"], red[0].port.as_str(), "{local}");
     assert!(local.get("remote").is_none_or(Value::is_null), "{local}");
     // The streams crossed the VXLAN ports: out of host 1, into host 2.
-    let out1 = h1.d().port("vxlan4100");
-    let in2 = w.h(2).d().port("vxlan4100");
+    let out1 = h1.d().port("vxlan4100").expect("port listed");
+    let in2 = w.h(2).d().port("vxlan4100").expect("port listed");
     assert!(common::counter(&out1, "tx_bytes") >= LEN, "{out1}");
     assert!(common::counter(&in2, "rx_bytes") >= LEN, "{in2}");
 
@@ -561,7 +561,7 @@ fn frames_too_big_for_the_overlay_are_dropped_not_fragmented() {
     let h1 = w.h(1);
     for h in &w.hosts {
         assert_eq!(
-            h.d().port("vxlan4500")["mtu"],
+            h.d().port("vxlan4500").expect("port listed")["mtu"],
             1450,
             "underlay 1500 less 50"
         );
@@ -571,7 +571,7 @@ fn frames_too_big_for_the_overlay_are_dropped_not_fragmented() {
         1500,
         "--mtu 1500 on host 1"
     );
-    assert_eq!(h1.d().port(&s1.port)["mtu"], 1500);
+    assert_eq!(h1.d().port(&s1.port).expect("port listed")["mtu"], 1500);
     assert_eq!(
         link(&s2.ns.name, "eth0")["mtu"],
         1450,

@@ -1239,7 +1239,7 @@ fn live_trace_by_listed_vxlan_port_name_sees_its_frames() {
     let (s1, s2) = (w.sb("s1"), w.sb("s2"));
     let h2 = w.h(2);
     let listed = format!("vxlan{VNI}");
-    assert_eq!(h2.d().port(&listed)["type"], "vxlan");
+    assert_eq!(h2.d().port(&listed).expect("port listed")["type"], "vxlan");
     let mut by_name = Streaming::spawn(
         &h2.d().socket,
         &["--json", "trace", "--live", "--port", &listed],

@@ -411,6 +411,7 @@ impl Daemon {
 
     /// [`Daemon::start`] with `extra` arguments for vswitchd (e.g. `--trace`).
     pub fn start_with(netns: &Netns, dir: &Path, extra: &[&str]) -> Daemon {
+        fs::create_dir_all(dir).expect("create the daemon's dir");
         let socket = dir.join("vswitchd.sock");
         let state_dir = dir.join("state");
         let log = (0..)
@@ -587,6 +588,35 @@ impl Daemon {
         s.set_read_timeout(Some(WAIT)).unwrap();
         s.set_write_timeout(Some(WAIT)).unwrap();
         s
+    }
+    /// The `fdb show --json` row of `mac`, if any.
+    pub fn fdb_entry(&self, mac: &str) -> Option<Value> {
+        self.fdb()
+            .into_iter()
+            .find(|e| e["mac"].as_str().map(str::to_ascii_lowercase).as_deref() == Some(mac))
+    }
+
+    /// `stats --json` of every port.
+    pub fn stats(&self) -> Vec<Value> {
+        match self.ctl_json(&["stats"]) {
+            Value::Array(rows) => rows,
+            Value::Object(o) => vec![Value::Object(o)],
+            other => panic!("stats --json is neither a list nor an object: {other}"),
+        }
+    }
+
+    /// The drop counter `reason` of `port` (`stats PORT --json`), 0 when not listed.
+    pub fn drops(&self, port: &str, reason: &str) -> u64 {
+        let v = self.ctl_json(&["stats", port]);
+        let row = match &v {
+            Value::Array(rows) => rows
+                .iter()
+                .find(|r| r["port"] == port)
+                .unwrap_or_else(|| panic!("stats {port} --json has no row for it: {v}")),
+            Value::Object(_) => &v,
+            _ => panic!("stats {port} --json: {v}"),
+        };
+        row["drops"][reason].as_u64().unwrap_or(0)
     }
 }
 

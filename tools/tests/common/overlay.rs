@@ -24,13 +24,11 @@
 #![allow(dead_code)] // Not every test uses every helper.
 
 use crate::common::stream::{receive_and_verify, send_stream};
-use crate::common::{ip, run, wait_for, Netns, TempDir, VSWITCHCTL, VSWITCHD};
-use serde_json::Value;
+use crate::common::{ip, run, wait_for, Netns, TempDir};
 use std::fs::{self, File};
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -61,195 +59,8 @@ fn text(out: &Output) -> String {
 // ---------------------------------------------------------------------------------------------
 // A daemon in a host namespace
 
-/// A `vswitchd` started with `nsenter --net=/run/netns/NS` (so it shares the test's mount
-/// namespace); on drop SIGTERM, a bounded wait, then SIGKILL. Its stderr goes to a file, printed
-/// when the test fails.
-pub struct HostDaemon {
-    child: Option<Child>,
-    pub socket: PathBuf,
-    log: PathBuf,
-}
-
-impl HostDaemon {
-    /// Starts the daemon in `ns` with its socket and state under `dir`, and `extra` arguments
-    /// (e.g. `--vtep`), and waits until it answers `port list`.
-    pub fn start(ns: &Netns, dir: &Path, extra: &[&str]) -> HostDaemon {
-        fs::create_dir_all(dir).expect("create the daemon's dir");
-        let socket = dir.join("vswitchd.sock");
-        let log = dir.join("vswitchd.log");
-        let err = File::create(&log).expect("create the daemon's log");
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", ns.path().display()))
-            .arg("--")
-            .arg(VSWITCHD)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(["--log-level", "debug"])
-            .args(extra)
-            .env_remove("VSWITCH_SOCKET")
-            .env_remove("VSWITCH_STATE_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("spawn nsenter vswitchd");
-        let mut d = HostDaemon {
-            child: Some(child),
-            socket,
-            log,
-        };
-        wait_for("vswitchd to answer on its socket", OWAIT, || {
-            if let Some(status) = d.exit_status() {
-                panic!(
-                    "vswitchd in {} exited during start-up ({status}):\n{}",
-                    ns.name,
-                    d.log_text()
-                );
-            }
-            if UnixStream::connect(&d.socket).is_err() {
-                return None;
-            }
-            d.ctl(&["port", "list"]).status.success().then_some(())
-        });
-        d
-    }
-
-    /// The exit status if it has exited (reaping it), else None.
-    pub fn exit_status(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().expect("try_wait on vswitchd"))
-    }
-
-    /// True while the process runs.
-    pub fn is_running(&mut self) -> bool {
-        self.exit_status().is_none()
-    }
-
-    /// What the daemon wrote to stderr so far.
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Runs `vswitchctl --socket SOCKET ARGS…`.
-    pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(VSWITCHCTL)
-            .env_remove("VSWITCH_SOCKET")
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run vswitchctl")
-    }
-
-    /// Runs vswitchctl and panics (with its outputs and the daemon's log) unless it succeeds.
-    pub fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "vswitchctl {} failed: {}\n--- vswitchd log ---\n{}",
-            args.join(" "),
-            text(&out),
-            self.log_text()
-        );
-        String::from_utf8(out.stdout).expect("vswitchctl prints UTF-8")
-    }
-
-    /// Runs `vswitchctl --json ARGS…`, which must succeed, and parses its output.
-    pub fn ctl_json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.ctl_ok(&all);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("vswitchctl --json {args:?} printed bad JSON ({e}): {out}"))
-    }
-
-    /// `port list --json`.
-    pub fn ports(&self) -> Vec<Value> {
-        match self.ctl_json(&["port", "list"]) {
-            Value::Array(rows) => rows,
-            other => panic!("port list --json is not a list: {other}"),
-        }
-    }
-
-    /// The `port list --json` row of one port.
-    pub fn port(&self, name: &str) -> Value {
-        self.ports()
-            .into_iter()
-            .find(|r| r["name"] == name)
-            .unwrap_or_else(|| panic!("port {name} is not in port list"))
-    }
-
-    /// `fdb show --json`.
-    pub fn fdb(&self) -> Vec<Value> {
-        match self.ctl_json(&["fdb", "show"]) {
-            Value::Array(rows) => rows,
-            other => panic!("fdb show --json is not a list: {other}"),
-        }
-    }
-
-    /// The `fdb show --json` row of `mac`, if any.
-    pub fn fdb_entry(&self, mac: &str) -> Option<Value> {
-        self.fdb()
-            .into_iter()
-            .find(|e| e["mac"].as_str().map(str::to_ascii_lowercase).as_deref() == Some(mac))
-    }
-
-    /// `stats --json` of every port.
-    pub fn stats(&self) -> Vec<Value> {
-        match self.ctl_json(&["stats"]) {
-            Value::Array(rows) => rows,
-            Value::Object(o) => vec![Value::Object(o)],
-            other => panic!("stats --json is neither a list nor an object: {other}"),
-        }
-    }
-
-    /// The drop counter `reason` of `port` (`stats PORT --json`), 0 when not listed.
-    pub fn drops(&self, port: &str, reason: &str) -> u64 {
-        let v = self.ctl_json(&["stats", port]);
-        let row = match &v {
-            Value::Array(rows) => rows
-                .iter()
-                .find(|r| r["port"] == port)
-                .unwrap_or_else(|| panic!("stats {port} --json has no row for it: {v}")),
-            Value::Object(_) => &v,
-            _ => panic!("stats {port} --json: {v}"),
-        };
-        row["drops"][reason].as_u64().unwrap_or(0)
-    }
-}
-
-impl Drop for HostDaemon {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(None) = child.try_wait() {
-            // SAFETY: kill has no memory effects; the pid is our own unreaped child (nsenter
-            // execs vswitchd, so it is the daemon itself).
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(POLL);
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                eprintln!("vswitchd ignored SIGTERM for 5 s; killing it");
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- vswitchd log ({}) ---\n{}",
-                self.log.display(),
-                self.log_text()
-            );
-        }
-    }
-}
+/// The daemon of one host: the shared harness's guard (started with `--vtep`).
+pub use crate::common::Daemon as HostDaemon;
 
 // ---------------------------------------------------------------------------------------------
 // Hosts, sandboxes, the world of one test
@@ -386,7 +197,7 @@ impl World {
         if daemon {
             let dir = self.dir.path.join(format!("h{i}"));
             let vtep = host.underlay_ip.clone();
-            host.daemon = Some(HostDaemon::start(&host.ns, &dir, &["--vtep", &vtep]));
+            host.daemon = Some(HostDaemon::start_with(&host.ns, &dir, &["--vtep", &vtep]));
         }
         self.hosts.push(host);
     }
