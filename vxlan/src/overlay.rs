@@ -75,6 +75,10 @@ struct Shared {
     capture: Option<UnderlayCapture>,
     /// The local address, for captures.
     local: SocketAddrV4,
+    /// When remote entries were last aged.
+    last_aging: Instant,
+    /// Ports with decapsulated frames waiting, collected by [`Overlay::poll`] (reused).
+    ready: Vec<PortHandle>,
 }
 
 /// Receives every VXLAN datagram received or sent (direction, source, destination, UDP
@@ -108,6 +112,8 @@ impl Overlay {
             rejected: Arc::default(),
             capture: None,
             local: addr,
+            last_aging: Instant::ZERO,
+            ready: Vec::new(),
         };
         Ok(Overlay {
             shared: Arc::new(Mutex::new(shared)),
@@ -254,10 +260,15 @@ impl Overlay {
     /// The poller: reads every waiting datagram, decapsulates it into its VNI's queue, then runs
     /// the VNI ports through the datapath. Also ages remote MACs.
     pub fn poll(&self, dp: &mut Datapath, now: Instant) {
-        let mut ready: Vec<PortHandle> = Vec::new();
+        let mut ready;
         {
             let mut s = self.lock();
-            s.vtep.age(now);
+            // Aging walks every remote entry: once a second, not on every wake-up.
+            if now.saturating_since(s.last_aging) >= std::time::Duration::from_secs(1) {
+                s.last_aging = now;
+                s.vtep.age(now);
+            }
+            ready = std::mem::take(&mut s.ready);
             let shared = &mut *s;
             loop {
                 // A failed read ends this round; the next readiness brings us back.
@@ -307,9 +318,11 @@ impl Overlay {
                 }
             }
         }
-        for h in ready {
+        for h in ready.drain(..) {
             dp.poll_port(now, h);
         }
+        // Give the (empty) list back so its allocation serves the next wake-up.
+        self.lock().ready = ready;
     }
 }
 
