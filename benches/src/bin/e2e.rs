@@ -25,11 +25,11 @@
 
 use benches::e2e::bins::vswitch_bins;
 use benches::e2e::cleanup::TempDir;
-use benches::e2e::measure::{self, Latency, Tcp, Udp};
+use benches::e2e::measure;
 use benches::e2e::netns::{remove_stale, run_prefix};
 use benches::e2e::overlay::Overlay;
 use benches::e2e::proc::{find_program, set_verbose};
-use benches::e2e::report::{HostInfo, Measured, Outcome, Report, Row};
+use benches::e2e::report::{HostInfo, Measured, Outcome, Report, Row, NOT_SELECTED};
 use benches::e2e::scenario::{Env, Flat, Scenario};
 use benches::e2e::switches::{OvsBins, Variant};
 use benches::e2e::{check_interrupt, install_signal_handlers, interrupted, Error};
@@ -80,9 +80,38 @@ struct Args {
     /// The topology.
     #[arg(long, value_enum, default_value_t = ScenarioKind::Flat)]
     scenario: ScenarioKind,
+    /// The measurements to run, comma-separated: tcp, udp (full blast and the carried-rate
+    /// search), rtt.
+    #[arg(long, value_name = "LIST", default_value = "tcp,udp,rtt", value_parser = parse_tests)]
+    tests: Tests,
     /// Print every command the harness runs.
     #[arg(short, long)]
     verbose: bool,
+}
+
+/// Which measurements `--tests` selected.
+#[derive(Debug, Clone, Copy)]
+struct Tests {
+    tcp: bool,
+    udp: bool,
+    rtt: bool,
+}
+
+fn parse_tests(s: &str) -> Result<Tests, String> {
+    let mut t = Tests {
+        tcp: false,
+        udp: false,
+        rtt: false,
+    };
+    for name in s.split(',').map(str::trim) {
+        match name {
+            "tcp" => t.tcp = true,
+            "udp" => t.udp = true,
+            "rtt" => t.rtt = true,
+            other => return Err(format!("unknown test `{other}` (tcp, udp, rtt)")),
+        }
+    }
+    Ok(t)
 }
 
 /// The topologies.
@@ -320,24 +349,35 @@ fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &
         Err(e) => failed(format!("no connectivity: {e}")),
         Ok(()) => {
             let mut m = Measured {
-                tcp: Err("not run".into()),
-                udp: Err("not run".into()),
-                latency: Err("not run".into()),
+                tcp: Err(NOT_SELECTED.into()),
+                udp: Err(NOT_SELECTED.into()),
+                udp_carried: Err(NOT_SELECTED.into()),
+                latency: Err(NOT_SELECTED.into()),
                 notes: d.notes.clone(),
             };
             // Latency first, on a quiet switch; each figure stands alone if another fails.
-            step(&format!("latency: {} round trips", args.rtt_count));
-            m.latency = measure::latency(d, args.rtt_count).map_err(|e| e.to_string());
-            if check_interrupt().is_ok() {
+            if args.tests.rtt {
+                step(&format!("latency: {} round trips", args.rtt_count));
+                m.latency = measure::latency(d, args.rtt_count).map_err(|e| e.to_string());
+            }
+            if args.tests.tcp && check_interrupt().is_ok() {
                 step(&format!("TCP: {} s", args.duration));
                 m.tcp = measure::tcp(d, args.duration).map_err(|e| e.to_string());
             }
-            if check_interrupt().is_ok() {
+            if args.tests.udp && check_interrupt().is_ok() {
                 step(&format!("UDP 64B: {} s", args.duration));
                 m.udp = measure::udp(d, args.duration).map_err(|e| e.to_string());
+                m.udp_carried = match &m.udp {
+                    Ok(full) if check_interrupt().is_ok() => {
+                        step("UDP 64B: searching the rate carried with under 1% loss");
+                        measure::udp_carried(d, args.duration, full).map_err(|e| e.to_string())
+                    }
+                    Ok(_) => Err("interrupted".into()),
+                    Err(_) => Err("no full-blast figure to start from".into()),
+                };
             }
-            log_figures(label, &m.tcp, &m.udp, &m.latency);
-            Outcome::Measured(m)
+            log_figures(label, &m);
+            Outcome::Measured(Box::new(m))
         }
     };
     step("tearing down");
@@ -358,23 +398,22 @@ fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &
 }
 
 /// One progress line per variant, so a long run shows its figures as they come.
-fn log_figures(
-    label: &str,
-    tcp: &Result<Tcp, String>,
-    udp: &Result<Udp, String>,
-    lat: &Result<Latency, String>,
-) {
-    let tcp = tcp.as_ref().map_or_else(
+fn log_figures(label: &str, m: &Measured) {
+    let tcp = m.tcp.as_ref().map_or_else(
         |e| format!("error ({e})"),
         |t| format!("{:.2} Gbit/s", t.gbps),
     );
-    let udp = udp.as_ref().map_or_else(
+    let udp = m.udp.as_ref().map_or_else(
         |e| format!("error ({e})"),
         |u| format!("{:.1} kpps, {:.1}% loss", u.kpps, u.lost_percent),
     );
-    let lat = lat.as_ref().map_or_else(
+    let carried = m.udp_carried.as_ref().map_or_else(
+        |e| format!("error ({e})"),
+        |c| format!("{:.1} kpps", c.best.kpps),
+    );
+    let lat = m.latency.as_ref().map_or_else(
         |e| format!("error ({e})"),
         |l| format!("p50 {:.1} µs, p99 {:.1} µs", l.p50_us, l.p99_us),
     );
-    eprintln!("e2e: [{label}] TCP {tcp}; UDP {udp}; RTT {lat}");
+    eprintln!("e2e: [{label}] TCP {tcp}; UDP full blast {udp}, carried {carried}; RTT {lat}");
 }

@@ -1,7 +1,10 @@
 //! The results: a table for people (stdout) and the same figures as JSON (`--json FILE`).
 //! Ratios are taken against the kernel bridge measured in the same run.
 
-use super::measure::{Latency, Tcp, Udp, UDP_FRAME_WITH_FCS, UDP_PAYLOAD, WARMUP_ROUNDS};
+use super::measure::{
+    Carried, Latency, Tcp, Udp, LOSS_TOLERANCE_PERCENT, SEARCH_TRIALS, UDP_FRAME_WITH_FCS,
+    UDP_PAYLOAD, UDP_SOCKET_BUFFER, WARMUP_ROUNDS,
+};
 use super::switches::Variant;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -14,7 +17,15 @@ pub enum Outcome {
     /// The topology could not be built.
     Failed(String),
     /// Built and measured; each measurement may still have failed on its own.
-    Measured(Measured),
+    Measured(Box<Measured>),
+}
+
+/// What a figure holds when `--tests` left its test out: shown as "-", not an error.
+pub const NOT_SELECTED: &str = "not selected";
+
+/// Whether a figure failed (one left out on purpose did not).
+fn failed<T>(r: &Result<T, String>) -> bool {
+    matches!(r, Err(e) if e != NOT_SELECTED)
 }
 
 /// The three figures of one variant.
@@ -22,8 +33,10 @@ pub enum Outcome {
 pub struct Measured {
     /// TCP throughput.
     pub tcp: Result<Tcp, String>,
-    /// 64-byte UDP packet rate.
+    /// 64-byte UDP packet rate at full blast.
     pub udp: Result<Udp, String>,
+    /// The highest 64-byte UDP rate carried with under 1% loss.
+    pub udp_carried: Result<Carried, String>,
     /// Round-trip latency.
     pub latency: Result<Latency, String>,
     /// Remarks from the setup.
@@ -59,13 +72,19 @@ impl Row {
         self.measured().and_then(|m| m.udp.as_ref().ok())
     }
 
+    fn carried(&self) -> Option<&Carried> {
+        self.measured().and_then(|m| m.udp_carried.as_ref().ok())
+    }
+
     /// Whether something went wrong (a skip is not an error).
     pub fn has_error(&self) -> bool {
         !self.teardown_errors.is_empty()
             || match &self.outcome {
                 Outcome::Skipped(_) => false,
                 Outcome::Failed(_) => true,
-                Outcome::Measured(m) => m.tcp.is_err() || m.udp.is_err() || m.latency.is_err(),
+                Outcome::Measured(m) => {
+                    failed(&m.tcp) || failed(&m.udp) || failed(&m.udp_carried) || failed(&m.latency)
+                }
             }
     }
 }
@@ -120,6 +139,13 @@ impl Report {
         ratio(row.udp()?.kpps, self.kernel()?.udp()?.kpps)
     }
 
+    fn carried_ratio(&self, row: &Row) -> Option<f64> {
+        ratio(
+            row.carried()?.best.kpps,
+            self.kernel()?.carried()?.best.kpps,
+        )
+    }
+
     /// Whether any variant failed, partly or wholly.
     pub fn has_errors(&self) -> bool {
         self.rows.iter().any(Row::has_error)
@@ -142,15 +168,20 @@ impl Report {
         let _ = writeln!(
             out,
             "TCP: iperf3, 1 stream, {d} s, {path}, what the receiver got.\n\
-             UDP 64B: iperf3 -u -b 0 -l {p}, {d} s: {p}-byte payloads make {f}-byte frames \
+             UDP 64B: iperf3 -u -l {p} -w {buf}, {d} s: {p}-byte payloads make {f}-byte frames \
              counting the FCS ({f0} on the veth); kpps = datagrams received per second, \
-             loss = sent but never received.\n\
+             loss = sent but never received. Full blast: -b 0. Carried (< {tol}% loss): the \
+             highest offered rate received with under {tol}% loss, by bisection over -b in up \
+             to {trials} more runs (RFC 2544 throughput, {tol}% tolerance).\n\
              RTT: {n} UDP round trips of {p}-byte payloads, one in flight, after {w} unrecorded.",
             d = self.duration_s,
             path = self.path,
             p = UDP_PAYLOAD,
             f = UDP_FRAME_WITH_FCS,
             f0 = UDP_FRAME_WITH_FCS - 4,
+            buf = UDP_SOCKET_BUFFER,
+            tol = LOSS_TOLERANCE_PERCENT,
+            trials = SEARCH_TRIALS,
             n = self.rtt_rounds,
             w = WARMUP_ROUNDS,
         );
@@ -159,9 +190,10 @@ impl Report {
             "variant",
             "TCP Gbit/s",
             "× kernel",
-            "UDP 64B kpps",
-            "× kernel",
+            "UDP 64B full blast kpps",
             "loss %",
+            "carried kpps",
+            "× kernel",
             "RTT p50 / p99 / p99.9 µs",
         ];
         let mut lines: Vec<Vec<String>> = Vec::new();
@@ -184,6 +216,9 @@ impl Report {
                 Outcome::Measured(m) => m,
             };
             let mut err = |what: &str, e: &String| {
+                if e == NOT_SELECTED {
+                    return "-".to_string();
+                }
                 errors.push(format!("{label}: {what}: {e}"));
                 "error".to_string()
             };
@@ -195,6 +230,10 @@ impl Report {
                 Ok(u) => (format!("{:.1}", u.kpps), format!("{:.1}", u.lost_percent)),
                 Err(e) => (err("UDP", e), "-".into()),
             };
+            let carried = match &m.udp_carried {
+                Ok(c) => format!("{:.1}", c.best.kpps),
+                Err(e) => err("UDP carried", e),
+            };
             let rtt = match &m.latency {
                 Ok(l) => format!("{:.1} / {:.1} / {:.1}", l.p50_us, l.p99_us, l.p999_us),
                 Err(e) => err("RTT", e),
@@ -204,8 +243,9 @@ impl Report {
                 tcp,
                 fmt_ratio(self.tcp_ratio(row)),
                 udp,
-                fmt_ratio(self.udp_ratio(row)),
                 loss,
+                carried,
+                fmt_ratio(self.carried_ratio(row)),
                 rtt,
             ]);
             for e in &row.teardown_errors {
@@ -324,11 +364,14 @@ impl Report {
                 });
             }
         }
-        if let (Some(r), Some(u)) = (self.udp_ratio(vs), vs.udp()) {
+        if let (Some(r), Some(c)) = (self.carried_ratio(vs), vs.carried()) {
             t.push(Target {
                 what: "64-byte UDP through vswitchd ≥ 0.9× the kernel bridge, under 1% loss".into(),
-                value: format!("{r:.2}×, {:.1}% loss", u.lost_percent),
-                met: r >= 0.9 && u.lost_percent < 1.0,
+                value: format!(
+                    "{r:.2}× ({:.1} kpps carried at {:.2}% loss)",
+                    c.best.kpps, c.best.lost_percent
+                ),
+                met: r >= 0.9 && c.best.lost_percent < LOSS_TOLERANCE_PERCENT,
             });
         }
         t
@@ -371,6 +414,17 @@ impl Report {
                                 "received_packets": u.received,
                                 "sent_packets": u.sent,
                                 "lost_percent": u.lost_percent,
+                                "offered_kpps": u.offered_kpps,
+                            }),
+                            Err(e) => json!({ "error": e }),
+                        };
+                        v["udp_64b_carried"] = match &m.udp_carried {
+                            Ok(c) => json!({
+                                "kpps": c.best.kpps,
+                                "ratio_to_kernel": self.carried_ratio(row),
+                                "offered_kpps": c.best.offered_kpps,
+                                "lost_percent": c.best.lost_percent,
+                                "trials": c.trials,
                             }),
                             Err(e) => json!({ "error": e }),
                         };
@@ -406,6 +460,8 @@ impl Report {
             "latency_warmup_round_trips": WARMUP_ROUNDS,
             "udp_payload_bytes": UDP_PAYLOAD,
             "udp_frame_bytes_with_fcs": UDP_FRAME_WITH_FCS,
+            "udp_socket_buffer": UDP_SOCKET_BUFFER,
+            "udp_loss_tolerance_percent": LOSS_TOLERANCE_PERCENT,
             "host": {
                 "kernel": self.host.kernel,
                 "cpus": self.host.cpus,
@@ -438,8 +494,8 @@ fn fmt_ratio(r: Option<f64>) -> String {
 mod tests {
     use super::*;
 
-    fn measured(gbps: f64, kpps: f64) -> Outcome {
-        Outcome::Measured(Measured {
+    fn measured(gbps: f64, kpps: f64, carried_kpps: f64) -> Outcome {
+        Outcome::Measured(Box::new(Measured {
             tcp: Ok(Tcp {
                 gbps,
                 retransmits: Some(0),
@@ -449,6 +505,17 @@ mod tests {
                 received: 990,
                 sent: 1000,
                 lost_percent: 1.0,
+                offered_kpps: kpps * 1.01,
+            }),
+            udp_carried: Ok(Carried {
+                best: Udp {
+                    kpps: carried_kpps,
+                    received: 1000,
+                    sent: 1000,
+                    lost_percent: 0.0,
+                    offered_kpps: carried_kpps,
+                },
+                trials: 5,
             }),
             latency: Ok(Latency {
                 p50_us: 20.0,
@@ -461,7 +528,7 @@ mod tests {
                 lost: 0,
             }),
             notes: Vec::new(),
-        })
+        }))
     }
 
     fn report() -> Report {
@@ -479,8 +546,8 @@ mod tests {
             host: HostInfo::default(),
             path: "h1 → h2".into(),
             rows: vec![
-                row(Variant::Kernel, measured(10.0, 100.0)),
-                row(Variant::Vswitchd, measured(8.0, 95.0)),
+                row(Variant::Kernel, measured(10.0, 100.0, 100.0)),
+                row(Variant::Vswitchd, measured(8.0, 95.0, 85.0)),
                 row(
                     Variant::OvsNoTso,
                     Outcome::Skipped("openvswitch: not installed, skipped".into()),
@@ -497,6 +564,7 @@ mod tests {
         let vs = &json["variants"][1];
         assert_eq!(vs["tcp"]["ratio_to_kernel"], json!(0.8));
         assert_eq!(vs["udp_64b"]["ratio_to_kernel"], json!(0.95));
+        assert_eq!(vs["udp_64b_carried"]["ratio_to_kernel"], json!(0.85));
         assert_eq!(json["variants"][2]["status"], "skipped");
         assert_eq!(json["variants"][3]["status"], "failed");
     }
@@ -515,6 +583,17 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("[NOT met] 64-byte UDP"), "{table}");
+    }
+
+    #[test]
+    fn the_udp_target_is_judged_on_the_carried_rate() {
+        let mut r = report();
+        // Full blast far behind, with loss; carried close to the kernel's: met.
+        r.rows[1].outcome = measured(8.0, 50.0, 95.0);
+        let t = r.targets();
+        let udp = t.iter().find(|t| t.what.contains("64-byte UDP")).unwrap();
+        assert!(udp.met, "{}", udp.value);
+        assert!(udp.value.starts_with("0.95×"), "{}", udp.value);
     }
 
     #[test]
