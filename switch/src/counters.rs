@@ -34,6 +34,9 @@ pub enum DropReason {
     /// The port's own kernel interface refused or mangled the frame (a truncated read, a write
     /// refused as invalid).
     RefusedByPort,
+    /// The port's kernel receive queue or ring was full: the kernel dropped the frame before the
+    /// switch saw it.
+    RxQueueFull,
     /// Overlay: no peer to send to.
     NoPeer,
     /// Overlay: frame does not fit the underlay MTU (VXLAN never fragments).
@@ -44,7 +47,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -59,6 +62,7 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::BadOffload,
         DropReason::RefusedByPort,
+        DropReason::RxQueueFull,
         DropReason::NoPeer,
         DropReason::TooBigForOverlay,
         DropReason::OverlayRejected,
@@ -79,6 +83,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::BadOffload => "bad_offload",
             DropReason::RefusedByPort => "refused_by_port",
+            DropReason::RxQueueFull => "rx_queue_full",
             DropReason::NoPeer => "no_peer",
             DropReason::TooBigForOverlay => "too_big_for_overlay",
             DropReason::OverlayRejected => "overlay_rejected",

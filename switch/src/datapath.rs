@@ -336,6 +336,8 @@ impl Datapath {
             let refused = slot.port.take_drops();
             slot.counters
                 .count_drops(DropReason::RefusedByPort, refused);
+            let overruns = slot.port.take_rx_overruns();
+            slot.counters.count_drops(DropReason::RxQueueFull, overruns);
             // The interface's MTU may have changed (`ip link set … mtu …`).
             slot.port.refresh();
             let caps = slot.port.capabilities();
@@ -354,6 +356,12 @@ impl Datapath {
                     net.bridge.set_port_up(slot.local, true);
                 }
                 tracing::info!(port = slot.port.name(), "port up again");
+            } else if slot.state == PortState::Up {
+                // Read every port once a second even without a wake-up. Readiness is
+                // edge-triggered: a socket error that came with frames still to read (an
+                // AF_PACKET ring reports it only once it is empty) would otherwise wait for a
+                // wake-up that never comes.
+                slot.more = true;
             }
         }
     }
@@ -665,8 +673,9 @@ mod tests {
     use super::*;
     use crate::port::memory;
 
-    /// A port that reports frames its kernel refused.
-    struct Refusing(memory::MemoryPort, u64);
+    /// A port that reports frames its kernel refused, and frames its kernel lost before they
+    /// could be read.
+    struct Refusing(memory::MemoryPort, u64, u64);
 
     impl Port for Refusing {
         fn name(&self) -> &str {
@@ -687,6 +696,35 @@ mod tests {
         fn take_drops(&mut self) -> u64 {
             std::mem::take(&mut self.1)
         }
+        fn take_rx_overruns(&mut self) -> u64 {
+            std::mem::take(&mut self.2)
+        }
+    }
+
+    /// A port whose socket fails after it handed over its frames, reporting the error only on
+    /// the read after that (like an AF_PACKET ring that must run dry first).
+    struct FailsAfterFrames(memory::MemoryPort);
+
+    impl Port for FailsAfterFrames {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        fn recv(&mut self, pkts: &mut [Packet]) -> io::Result<usize> {
+            let n = self.0.recv(pkts)?;
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENETDOWN));
+            }
+            Ok(n)
+        }
+        fn send(&mut self, frames: &[FrameRef<'_>]) -> io::Result<usize> {
+            self.0.send(frames)
+        }
+        fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+            None
+        }
     }
 
     #[test]
@@ -695,13 +733,41 @@ mod tests {
         let net = dp.add_network(BridgeConfig::default());
         let (port, _peer) = memory::wire("r0", memory::plain_caps());
         let h = dp
-            .add_port(net, Box::new(Refusing(port, 3)), PortMode::DEFAULT)
+            .add_port(net, Box::new(Refusing(port, 3, 5)), PortMode::DEFAULT)
             .map_err(|_| ())
             .unwrap();
         dp.age(Instant::from_secs(10));
         dp.age(Instant::from_secs(20));
         let c = dp.counters(h).unwrap();
         assert_eq!(c.drops(DropReason::RefusedByPort), 3);
+        assert_eq!(c.drops(DropReason::RxQueueFull), 5);
         assert_eq!(c.snapshot().drops["refused_by_port"], 3);
+        assert_eq!(c.snapshot().drops["rx_queue_full"], 5);
+    }
+
+    #[test]
+    fn an_error_behind_the_last_frames_is_found_within_a_second() {
+        let mut dp = Datapath::new();
+        let net = dp.add_network(BridgeConfig::default());
+        let (port, peer) = memory::wire("f0", memory::plain_caps());
+        let h = dp
+            .add_port(net, Box::new(FailsAfterFrames(port)), PortMode::DEFAULT)
+            .map_err(|_| ())
+            .unwrap();
+        let mut frame = vec![0xff; 6];
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x88, 0xb5]);
+        frame.resize(60, 0);
+        peer.inject(&frame);
+        // One wake-up: the frame is read, fewer than a burst, so the port is not read again.
+        let t = Instant::from_secs(10);
+        assert_eq!(dp.poll_port(t, h), 1);
+        assert_eq!(dp.port_state(h), Some(PortState::Up));
+        assert!(!dp.has_more());
+        // No wake-up follows; the once-a-second pass reads the port and finds the error.
+        dp.age(t);
+        assert!(dp.has_more());
+        dp.poll_unfinished(t);
+        assert_eq!(dp.port_state(h), Some(PortState::Down));
+        assert!(!dp.has_more());
     }
 }

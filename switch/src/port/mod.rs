@@ -9,6 +9,7 @@
 
 pub mod afpacket;
 pub mod memory;
+mod ring;
 pub mod tap;
 
 use crate::offload::{Offloads, VirtioNetHdr};
@@ -155,6 +156,13 @@ pub trait Port: Send {
     /// Frames the port dropped by itself (truncated reads, writes its kernel refused) since
     /// the last call. The datapath counts them as `refused_by_port`, about once a second.
     fn take_drops(&mut self) -> u64 {
+        0
+    }
+
+    /// Frames the port's kernel dropped before the switch could read them (its receive queue
+    /// or ring was full) since the last call. The datapath counts them as `rx_queue_full`,
+    /// about once a second.
+    fn take_rx_overruns(&mut self) -> u64 {
         0
     }
 
