@@ -321,6 +321,38 @@ impl Segmenter {
         Ok((plan.count, unit))
     }
 
+    /// Cuts a TCP super-frame without copying its payload: writes each segment's headers,
+    /// after a copy of `prefix`, to `out` (cleared first), one [`HeaderUnits::head_len`]-byte
+    /// unit per segment. Segment `i` is that unit followed by [`HeaderUnits::payload`]`(frame, i)`,
+    /// still in `frame`: a gathering send (an iovec per part) puts them together.
+    pub fn segment_headers(
+        &mut self,
+        frame: &[u8],
+        hdr: &VirtioNetHdr,
+        prefix: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<HeaderUnits, OffloadError> {
+        out.clear();
+        if !hdr.is_gso() {
+            return Err(OffloadError::BadOffsets);
+        }
+        let plan = SegmentPlan::new(frame, hdr)?;
+        let head_len = prefix.len() + plan.hdrs_end;
+        out.reserve(plan.count * head_len);
+        for i in 0..plan.count {
+            out.extend_from_slice(prefix);
+            let start = out.len();
+            out.extend_from_slice(&frame[..plan.hdrs_end]);
+            plan.fix_split(&mut out[start..], plan.chunk(frame, i), i);
+        }
+        Ok(HeaderUnits {
+            count: plan.count,
+            head_len,
+            payload_start: plan.hdrs_end,
+            mss: plan.mss,
+        })
+    }
+
     /// The TSO path: one segment per `gso_size` payload bytes, headers fixed up per segment.
     fn segment_tcp(
         &mut self,
@@ -343,6 +375,33 @@ impl Segmenter {
             emit(seg);
         }
         Ok(plan.count)
+    }
+}
+
+/// The layout [`Segmenter::segment_headers`] made: per segment, a unit of headers in its output
+/// and a payload slice of the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderUnits {
+    /// Number of segments.
+    pub count: usize,
+    /// Bytes of each header unit (prefix and the frame's headers).
+    pub head_len: usize,
+    /// Where the payload starts in the frame.
+    pub payload_start: usize,
+    /// Payload bytes per segment (the last may have fewer).
+    pub mss: usize,
+}
+
+impl HeaderUnits {
+    /// The payload of segment `i`, in `frame`.
+    pub fn payload<'a>(&self, frame: &'a [u8], i: usize) -> &'a [u8] {
+        let start = (self.payload_start + i * self.mss).min(frame.len());
+        &frame[start..(start + self.mss).min(frame.len())]
+    }
+
+    /// The size of every segment but the last (header unit and payload).
+    pub fn unit_len(&self, frame: &[u8]) -> usize {
+        self.head_len + self.mss.min(frame.len() - self.payload_start)
     }
 }
 
@@ -419,16 +478,23 @@ impl SegmentPlan {
     /// Rewrites the fields of segment `i` (headers followed by its payload, in `seg`): lengths,
     /// IPv4 id and checksum, sequence number, flags, TCP checksum.
     fn fix(&self, seg: &mut [u8], i: usize) {
+        let (hdrs, payload) = seg.split_at_mut(self.hdrs_end);
+        self.fix_split(hdrs, payload, i);
+    }
+
+    /// [`SegmentPlan::fix`] for a segment whose headers (`hdrs`, `hdrs_end` bytes) and payload
+    /// lie apart.
+    fn fix_split(&self, hdrs: &mut [u8], payload: &[u8], i: usize) {
         let (l3, l4) = (self.l3, self.l4);
         // Checked in `new`: every length here fits in 16 bits.
-        let tcp_len = (seg.len() - l4) as u16;
+        let tcp_len = (hdrs.len() - l4 + payload.len()) as u16;
         if self.ipv6 {
-            write_u16(seg, l3 + ipv6::PAYLOAD_LEN, tcp_len);
+            write_u16(hdrs, l3 + ipv6::PAYLOAD_LEN, tcp_len);
         } else {
-            write_u16(seg, l3 + ipv4::TOTAL_LEN, (l4 - l3) as u16 + tcp_len);
-            write_u16(seg, l3 + ipv4::IDENT, self.first_id.wrapping_add(i as u16));
-            let csum = ipv4_header_checksum(&seg[l3..l4]);
-            write_u16(seg, l3 + ipv4::CHECKSUM, csum);
+            write_u16(hdrs, l3 + ipv4::TOTAL_LEN, (l4 - l3) as u16 + tcp_len);
+            write_u16(hdrs, l3 + ipv4::IDENT, self.first_id.wrapping_add(i as u16));
+            let csum = ipv4_header_checksum(&hdrs[l3..l4]);
+            write_u16(hdrs, l3 + ipv4::CHECKSUM, csum);
         }
         let mut seg_flags = self.flags;
         if i > 0 {
@@ -437,15 +503,18 @@ impl SegmentPlan {
         if i + 1 < self.count {
             seg_flags &= !(tcp::FIN | tcp::PSH);
         }
-        seg[l4 + tcp::FLAGS] = seg_flags;
+        hdrs[l4 + tcp::FLAGS] = seg_flags;
         write_u32(
-            seg,
+            hdrs,
             l4 + tcp::SEQ,
             self.first_seq.wrapping_add((i * self.mss) as u32),
         );
-        write_u16(seg, l4 + tcp::CHECKSUM, 0);
-        let csum = internet_checksum(&seg[l4..], self.addr_sum + u32::from(tcp_len));
-        write_u16(seg, l4 + tcp::CHECKSUM, csum);
+        write_u16(hdrs, l4 + tcp::CHECKSUM, 0);
+        // The TCP header is a whole number of 32-bit words, so the payload's sum starts on an
+        // even offset and the two sums add up.
+        let header_sum = ones_complement_sum(&hdrs[l4..], self.addr_sum + u32::from(tcp_len));
+        let csum = internet_checksum(payload, u32::from(header_sum));
+        write_u16(hdrs, l4 + tcp::CHECKSUM, csum);
     }
 }
 
@@ -842,6 +911,40 @@ mod tests {
             assert_eq!(Some(unit), first);
             assert!(got == want, "segment_into differs from segment");
         }
+    }
+
+    #[test]
+    fn header_units_and_payloads_gather_into_what_segment_emits() {
+        let prefix = [0x08, 0, 0, 0, 0, 0, 42, 0];
+        for (spec, mss) in [
+            (Spec::v4(1, 64001), 1398),
+            (Spec::v6(2, 3000), 1000),
+            (Spec::v4(0, 1000), 1448),
+        ] {
+            let (frame, hdr, _) = super_frame(&spec, mss);
+            let mut want = Vec::new();
+            Segmenter::new()
+                .segment(&frame, &hdr, |s| {
+                    want.push([&prefix[..], s].concat());
+                })
+                .unwrap();
+            let mut heads = vec![9; 3];
+            let units = Segmenter::new()
+                .segment_headers(&frame, &hdr, &prefix, &mut heads)
+                .unwrap();
+            assert_eq!(units.count, want.len());
+            assert_eq!(heads.len(), units.count * units.head_len);
+            assert_eq!(units.unit_len(&frame), want[0].len());
+            for (i, w) in want.iter().enumerate() {
+                let head = &heads[i * units.head_len..(i + 1) * units.head_len];
+                let got = [head, units.payload(&frame, i)].concat();
+                assert!(&got == w, "segment {i} differs");
+            }
+        }
+        // A frame that is not a super-frame has nothing to cut.
+        let (frame, _, _) = super_frame(&Spec::v4(0, 100), 1448);
+        let r = Segmenter::new().segment_headers(&frame, &VirtioNetHdr::NONE, &[], &mut Vec::new());
+        assert_eq!(r, Err(OffloadError::BadOffsets));
     }
 
     #[test]

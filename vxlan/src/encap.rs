@@ -2,10 +2,12 @@
 //! the VXLAN header, then the inner Ethernet frame without its FCS).
 //!
 //! [`encap_into`] wraps one frame. [`encap_segments`] takes a TCP super-frame (virtio GSO, see
-//! `switch::offload`), cuts it into segments in software with `switch::gso::Segmenter`, and lays
-//! out `[VXLAN header + segment]` back to back in one buffer. Every datagram but the last then
+//! `switch::offload`) and cuts it into segments in software with `switch::gso::Segmenter`
+//! without copying its payload: it writes each datagram's headers (VXLAN header, then the
+//! segment's Ethernet, IP and TCP headers) into one buffer and leaves the payloads where they
+//! are, in the frame ([`Datagrams`]: a head and a tail per datagram). Every datagram but the last
 //! has the same size, which is what UDP segmentation offload (`UDP_SEGMENT`) needs to send them
-//! all in one syscall ([`crate::VtepSocket::send_segmented`]). VTEPs never fragment
+//! all in one gathering syscall ([`crate::VtepSocket::send_segmented`]). VTEPs never fragment
 //! (RFC 7348 § 4.3): the caller checks that the largest datagram, the first, fits the underlay
 //! (`Vtep::fits(seg_size - HEADER_LEN)`) and counts `TooBigForOverlay` otherwise.
 
@@ -21,36 +23,89 @@ pub fn encap_into(buf: &mut Vec<u8>, vni: u32, inner_frame: &[u8]) {
     buf.extend_from_slice(inner_frame);
 }
 
-/// How [`encap_segments`] laid out its datagrams.
+/// Datagrams laid out as a head (in one buffer, `head_len` bytes apart) followed by a tail (in
+/// another, `tail_len` bytes apart), either of which may be empty: what [`encap_segments`]
+/// made, and what [`crate::VtepSocket::send_segmented`] gathers and sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segments {
+pub struct Datagrams<'a> {
+    heads: &'a [u8],
+    head_len: usize,
+    tails: &'a [u8],
+    tail_len: usize,
     /// Number of datagrams.
     pub count: usize,
     /// Size of each datagram but the last, which may be shorter (VXLAN header included).
     pub seg_size: u16,
 }
 
-/// Segments a (super-)frame in software and writes `[VXLAN header + segment]` datagrams back to
-/// back into `out` (cleared first), ready for `UDP_SEGMENT`.
+impl<'a> Datagrams<'a> {
+    /// Datagrams back to back in `data`, all `seg_size` bytes but the last.
+    pub fn contiguous(data: &'a [u8], seg_size: u16) -> Datagrams<'a> {
+        let seg = usize::from(seg_size).max(1);
+        Datagrams {
+            heads: data,
+            head_len: seg,
+            tails: &[],
+            tail_len: 0,
+            count: data.len().div_ceil(seg),
+            seg_size,
+        }
+    }
+
+    /// Datagram `i` (below `count`): its head and its tail.
+    pub fn get(&self, i: usize) -> (&'a [u8], &'a [u8]) {
+        let part = |buf: &'a [u8], len: usize| {
+            let start = (i * len).min(buf.len());
+            &buf[start..(start + len).min(buf.len())]
+        };
+        (
+            part(self.heads, self.head_len),
+            part(self.tails, self.tail_len),
+        )
+    }
+
+    /// Datagram `i` in one piece (for captures and tests; the send path gathers).
+    pub fn to_vec(&self, i: usize) -> Vec<u8> {
+        let (head, tail) = self.get(i);
+        [head, tail].concat()
+    }
+}
+
+/// Encapsulates a (super-)frame for `vni`, segmenting it in software.
 ///
-/// A plain frame gives one datagram; a `NEEDS_CSUM` frame gets its checksum completed.
+/// A super-frame is cut without copying its payload: the datagrams' heads (VXLAN header and the
+/// segment's headers, checksums done) go to `heads` (cleared first), their tails are slices of
+/// `frame`. A plain frame needing its checksum completed is copied into `heads`, whole.
 /// Errors: unusable offload metadata is `BadOffload`; a datagram over 65535 bytes is
 /// `TooBigForOverlay`.
-pub fn encap_segments(
+pub fn encap_segments<'a>(
     segmenter: &mut Segmenter,
     vni: u32,
-    frame: &[u8],
+    frame: &'a [u8],
     hdr: &VirtioNetHdr,
-    out: &mut Vec<u8>,
-) -> Result<Segments, DropReason> {
+    heads: &'a mut Vec<u8>,
+) -> Result<Datagrams<'a>, DropReason> {
     let header = Repr { vni }.to_bytes();
-    // One copy of the payload, straight into the datagrams; every one but the last has the
-    // same size, as UDP_SEGMENT needs.
-    let (count, seg_size) = segmenter
-        .segment_into(frame, hdr, &header, out)
+    if !hdr.is_gso() {
+        let (_, len) = segmenter
+            .segment_into(frame, hdr, &header, heads)
+            .map_err(|_| DropReason::BadOffload)?;
+        let seg_size = u16::try_from(len).map_err(|_| DropReason::TooBigForOverlay)?;
+        return Ok(Datagrams::contiguous(heads, seg_size));
+    }
+    let units = segmenter
+        .segment_headers(frame, hdr, &header, heads)
         .map_err(|_| DropReason::BadOffload)?;
-    let seg_size = u16::try_from(seg_size).map_err(|_| DropReason::TooBigForOverlay)?;
-    Ok(Segments { count, seg_size })
+    let seg_size =
+        u16::try_from(units.unit_len(frame)).map_err(|_| DropReason::TooBigForOverlay)?;
+    Ok(Datagrams {
+        heads,
+        head_len: units.head_len,
+        tails: &frame[units.payload_start..],
+        tail_len: units.mss,
+        count: units.count,
+        seg_size,
+    })
 }
 
 #[cfg(test)]
@@ -104,10 +159,17 @@ mod tests {
         // 10000 = 7 * 1398 + 214.
         assert_eq!(s.count, 8);
         assert_eq!(usize::from(s.seg_size), 8 + 54 + 1398);
-        assert_eq!(out.len(), 7 * usize::from(s.seg_size) + 8 + 54 + 214);
+        let datagrams: Vec<Vec<u8>> = (0..s.count).map(|i| s.to_vec(i)).collect();
+        let lens: Vec<usize> = datagrams.iter().map(Vec::len).collect();
+        assert_eq!(lens[..7], [usize::from(s.seg_size); 7]);
+        assert_eq!(lens[7], 8 + 54 + 214);
+        // Only the headers were written; the payloads stay in the frame.
+        let (head, tail) = s.get(1);
+        assert_eq!(head.len(), 8 + 54);
+        assert!(std::ptr::eq(tail.as_ptr(), frame[54 + 1398..].as_ptr()));
         let mut payload = Vec::new();
-        for d in out.chunks(usize::from(s.seg_size)) {
-            let p = Packet::new_checked(d).unwrap();
+        for d in &datagrams {
+            let p = Packet::new_checked(&d[..]).unwrap();
             assert_eq!(Repr::parse(&p), Ok(Repr { vni: 42 }));
             let inner = p.payload();
             assert_eq!(&inner[..12], &frame[..12]);
@@ -135,15 +197,10 @@ mod tests {
             &mut out,
         )
         .unwrap();
-        assert_eq!(
-            s,
-            Segments {
-                count: 1,
-                seg_size: 68
-            }
-        );
-        assert_eq!(out.len(), 68);
-        assert_eq!(&out[8..], frame);
+        assert_eq!((s.count, s.seg_size), (1, 68));
+        let (head, tail) = s.get(0);
+        assert_eq!((head.len(), tail), (68, &[][..]));
+        assert_eq!(&head[8..], frame);
     }
 
     #[test]
@@ -161,5 +218,15 @@ mod tests {
             encap_segments(&mut seg, 5, &huge, &VirtioNetHdr::NONE, &mut out),
             Err(DropReason::TooBigForOverlay)
         );
+    }
+
+    #[test]
+    fn contiguous_datagrams_split_at_the_segment_size() {
+        let data: Vec<u8> = (0..25).collect();
+        let d = Datagrams::contiguous(&data, 10);
+        assert_eq!(d.count, 3);
+        assert_eq!(d.get(0), (&data[..10], &[][..]));
+        assert_eq!(d.get(2), (&data[20..], &[][..]));
+        assert_eq!(Datagrams::contiguous(&[], 10).count, 0);
     }
 }

@@ -22,7 +22,7 @@ pub mod overlay;
 pub mod socket;
 pub mod vtep;
 
-pub use encap::{encap_into, encap_segments, Segments};
+pub use encap::{encap_into, encap_segments, Datagrams};
 pub use header::{Packet, Repr, DEFAULT_PORT, HEADER_LEN, MAX_VNI, OVERHEAD_V4};
 pub use overlay::{Overlay, VxlanPort};
 pub use socket::{

@@ -44,6 +44,8 @@ fn new_buffer() -> Box<[u8]> {
 }
 /// Datagrams read per recvmmsg.
 const RECV_BATCH: usize = 64;
+/// Bytes one receive aims for when messages are large (coalesced by UDP GRO).
+const BATCH_BYTES: usize = 256 << 10;
 
 /// Frames decapsulated for one VNI, waiting for the datapath, and buffers to reuse.
 #[derive(Debug, Default)]
@@ -66,7 +68,7 @@ struct Shared {
     tx: Vec<u8>,
     /// Where each datagram of `tx` goes: (peer, bucket, start, len).
     tx_index: Vec<(SocketAddr, usize, usize, usize)>,
-    /// Super-frame segments of one frame.
+    /// The datagram heads of one frame's segments (their payloads stay in the frame).
     seg: Vec<u8>,
     targets: Vec<IpAddr>,
     /// Datagrams refused before any VNI was known (bad header, unknown VNI, not a peer).
@@ -257,72 +259,87 @@ impl Overlay {
         Ok((out, crate::socket::bucket_port(bucket)))
     }
 
-    /// The poller: reads every waiting datagram, decapsulates it into its VNI's queue, then runs
-    /// the VNI ports through the datapath. Also ages remote MACs.
+    /// The poller: reads every waiting datagram, decapsulating each into its VNI's queue and
+    /// running the VNI ports through the datapath after every batch read (so what was just
+    /// copied in is still in cache when it is coalesced and sent on). Also ages remote MACs.
     pub fn poll(&self, dp: &mut Datapath, now: Instant) {
-        let mut ready;
-        {
+        let mut ready = {
             let mut s = self.lock();
             // Aging walks every remote entry: once a second, not on every wake-up.
             if now.saturating_since(s.last_aging) >= std::time::Duration::from_secs(1) {
                 s.last_aging = now;
                 s.vtep.age(now);
             }
-            ready = std::mem::take(&mut s.ready);
-            let shared = &mut *s;
-            loop {
-                // A failed read ends this round; the next readiness brings us back.
-                let n = shared.socket.recv_batch(&mut shared.rx).unwrap_or_default();
-                if n == 0 {
-                    break;
-                }
-                let local = SocketAddr::V4(shared.local);
-                for (from, datagram) in shared.rx.datagrams() {
-                    if let Some(c) = shared.capture.as_mut() {
-                        // The sender's port is not kept per datagram; the VTEP port stands in.
-                        c(
-                            Direction::Rx,
-                            SocketAddr::new(from, local.port()),
-                            local,
-                            datagram,
-                        );
-                    }
-                    match shared.vtep.decap(now, from, datagram) {
-                        Ok((vni, inner)) => {
-                            let Some(q) = shared.queues.get_mut(&vni) else {
-                                shared.rejected.count_drop(DropReason::OverlayRejected);
-                                continue;
-                            };
-                            if let Some(last) = q.frames.back_mut() {
-                                if last.try_append(inner) {
-                                    continue;
-                                }
-                            }
-                            if q.frames.len() >= QUEUE_LIMIT {
-                                q.counters.count_drop(DropReason::QueueFull);
-                                continue;
-                            }
-                            let buf = q.free.pop().unwrap_or_else(new_buffer);
-                            q.frames.push_back(Coalesced::start(inner, buf));
-                        }
-                        Err(_) => shared.rejected.count_drop(DropReason::OverlayRejected),
-                    }
-                }
-                if n < RECV_BATCH {
-                    break;
-                }
+            std::mem::take(&mut s.ready)
+        };
+        loop {
+            // A failed read ends this round; the next readiness brings us back.
+            let (n, limit) = self.read_batch(now, &mut ready);
+            for h in ready.drain(..) {
+                dp.poll_port(now, h);
             }
-            for q in shared.queues.values() {
-                if let (Some(h), false) = (q.handle, q.frames.is_empty()) {
-                    ready.push(h);
-                }
+            if n < limit {
+                break;
             }
-        }
-        for h in ready.drain(..) {
-            dp.poll_port(now, h);
         }
         // Give the (empty) list back so its allocation serves the next wake-up.
         self.lock().ready = ready;
+    }
+
+    /// One receive: decapsulates what it read into the VNI queues and lists the ports with
+    /// frames waiting in `ready`. Returns the messages read and how many were asked for.
+    fn read_batch(&self, now: Instant, ready: &mut Vec<PortHandle>) -> (usize, usize) {
+        let mut s = self.lock();
+        let shared = &mut *s;
+        let limit = shared.rx.limit();
+        let n = shared.socket.recv_batch(&mut shared.rx).unwrap_or_default();
+        if n == 0 {
+            return (0, limit);
+        }
+        let local = SocketAddr::V4(shared.local);
+        let mut bytes = 0;
+        for (from, datagram) in shared.rx.datagrams() {
+            bytes += datagram.len();
+            if let Some(c) = shared.capture.as_mut() {
+                // The sender's port is not kept per datagram; the VTEP port stands in.
+                c(
+                    Direction::Rx,
+                    SocketAddr::new(from, local.port()),
+                    local,
+                    datagram,
+                );
+            }
+            match shared.vtep.decap(now, from, datagram) {
+                Ok((vni, inner)) => {
+                    let Some(q) = shared.queues.get_mut(&vni) else {
+                        shared.rejected.count_drop(DropReason::OverlayRejected);
+                        continue;
+                    };
+                    if let Some(last) = q.frames.back_mut() {
+                        if last.try_append(inner) {
+                            continue;
+                        }
+                    }
+                    if q.frames.len() >= QUEUE_LIMIT {
+                        q.counters.count_drop(DropReason::QueueFull);
+                        continue;
+                    }
+                    let buf = q.free.pop().unwrap_or_else(new_buffer);
+                    q.frames.push_back(Coalesced::start(inner, buf));
+                }
+                Err(_) => shared.rejected.count_drop(DropReason::OverlayRejected),
+            }
+        }
+        // Small datagrams: many per read. Coalesced 64 KB messages: few, so one batch stays
+        // within BATCH_BYTES (and in cache) from the read to the send.
+        let per_message = (bytes / n).max(1);
+        shared.rx.set_limit(BATCH_BYTES / per_message);
+        for q in shared.queues.values() {
+            if let (Some(h), false) = (q.handle, q.frames.is_empty()) {
+                ready.push(h);
+            }
+        }
+        (n, limit)
     }
 }
 
@@ -407,15 +424,15 @@ impl Port for VxlanPort {
                     Ok(segs) => {
                         for peer in &targets {
                             let to = SocketAddr::new(*peer, port);
-                            let out = s.socket.send_segmented(to, bucket, &s.seg, segs.seg_size);
+                            let out = s.socket.send_segmented(to, bucket, &segs);
                             count_outcome(&self.counters, out.too_big, out.queue_full, out.failed);
                             if let Some(c) = s.capture.as_mut() {
                                 let from = SocketAddr::new(
                                     IpAddr::V4(*s.local.ip()),
                                     crate::socket::bucket_port(bucket),
                                 );
-                                for d in s.seg.chunks(usize::from(segs.seg_size)) {
-                                    c(Direction::Tx, from, to, d);
+                                for i in 0..segs.count {
+                                    c(Direction::Tx, from, to, &segs.to_vec(i));
                                 }
                             }
                         }

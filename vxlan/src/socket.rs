@@ -38,7 +38,7 @@
 //! - [`VtepSocket::send_segmented`] sends many equal-size datagrams to one peer with UDP
 //!   segmentation offload (`UDP_SEGMENT`, a control message with the segment size): the
 //!   segments of a TCP super-frame, each behind its VXLAN header (see [`crate::encap_segments`]),
-//!   leave in one syscall per 64 segments.
+//!   leave in one gathering syscall per 64 segments.
 //!
 //! ## UDP checksum
 //!
@@ -47,6 +47,7 @@
 //! allowed and protects the inner frame. On receive, the kernel accepts datagrams with a zero
 //! checksum over IPv4 as RFC 768 and RFC 7348 § 5 require, so there is nothing to do here.
 
+use crate::encap::Datagrams;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::mem;
@@ -130,6 +131,8 @@ pub struct Received {
 
 /// Buffers and message arrays for [`VtepSocket::recv_batch`], reused from call to call.
 pub struct RecvBatch {
+    /// Messages the next receive asks for (at most `bufs.len()`).
+    limit: usize,
     bufs: Vec<Box<[u8]>>,
     received: Vec<Received>,
     msgs: Vec<libc::mmsghdr>,
@@ -153,6 +156,7 @@ impl RecvBatch {
             iov_len: 0,
         };
         RecvBatch {
+            limit: n,
             bufs: (0..n)
                 .map(|_| vec![0u8; RECV_BUF_LEN].into_boxed_slice())
                 .collect(),
@@ -164,6 +168,17 @@ impl RecvBatch {
             addrs: (0..n).map(|_| unsafe { mem::zeroed() }).collect(),
             controls: vec![[0; CONTROL_WORDS]; n],
         }
+    }
+
+    /// Messages the next receive asks for.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Asks the next receives for at most `messages` messages (1 to the capacity): a caller
+    /// that gets 64 KB coalesced messages reads fewer at a time to keep them in cache.
+    pub fn set_limit(&mut self, messages: usize) {
+        self.limit = messages.clamp(1, self.bufs.len());
     }
 
     /// The messages of the last receive.
@@ -358,7 +373,7 @@ impl VtepSocket {
     pub fn recv_batch(&mut self, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.received.clear();
         batch.prepare();
-        let n = batch.msgs.len();
+        let n = batch.limit;
         let got = loop {
             // SAFETY: `batch.msgs[..n]` are mmsghdrs that `prepare` pointed at the batch's own
             // buffers, addresses and control slots, all alive and exclusively borrowed for the
@@ -442,8 +457,9 @@ impl VtepSocket {
         outcome
     }
 
-    /// Sends `datagrams`, laid out back to back, all `seg_size` bytes but the last, to one peer
-    /// with UDP segmentation offload: one sendmsg per 64 datagrams (and 64 KB).
+    /// Sends `datagrams` (all `seg_size` bytes but the last) to one peer with UDP segmentation
+    /// offload: one gathering sendmsg (an iovec per head and per tail) per 64 datagrams (and
+    /// 64 KB), so the payloads are copied once, by the kernel.
     ///
     /// The kernel refuses a segment bigger than the path MTU allows with `EINVAL` (with DF
     /// set): those datagrams are counted as [`SendOutcome::too_big`].
@@ -451,12 +467,12 @@ impl VtepSocket {
         &mut self,
         to: SocketAddr,
         bucket: usize,
-        datagrams: &[u8],
-        seg_size: u16,
+        datagrams: &Datagrams<'_>,
     ) -> SendOutcome {
         let mut outcome = SendOutcome::default();
-        let seg = usize::from(seg_size);
-        if datagrams.is_empty() {
+        let seg = usize::from(datagrams.seg_size);
+        let total = datagrams.count;
+        if total == 0 {
             return outcome;
         }
         if seg == 0 {
@@ -464,21 +480,39 @@ impl VtepSocket {
             outcome.failed = 1;
             return outcome;
         }
-        let total = datagrams.len().div_ceil(seg);
         let SocketAddr::V4(to) = to else {
             outcome.failed = total;
             return outcome;
         };
         let fd = self.sender_fd(bucket);
         let per_call = (MAX_UDP_PAYLOAD / seg).clamp(1, MAX_GSO_SEGMENTS);
-        for (i, chunk) in datagrams.chunks(per_call * seg).enumerate() {
-            let n = chunk.len().div_ceil(seg);
-            match send_gso(fd, to, chunk, seg_size) {
+        let empty = libc::iovec {
+            iov_base: ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iov = [empty; 2 * MAX_GSO_SEGMENTS];
+        for first in (0..total).step_by(per_call) {
+            let n = per_call.min(total - first);
+            let mut parts = 0;
+            for i in first..first + n {
+                let (head, tail) = datagrams.get(i);
+                for part in [head, tail] {
+                    if !part.is_empty() {
+                        // The kernel only reads from a send buffer; *mut is for iovec's sake.
+                        iov[parts] = libc::iovec {
+                            iov_base: part.as_ptr().cast_mut().cast(),
+                            iov_len: part.len(),
+                        };
+                        parts += 1;
+                    }
+                }
+            }
+            match send_gso(fd, to, &iov[..parts], datagrams.seg_size) {
                 Ok(()) => outcome.sent += n,
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) | Some(libc::ENOBUFS) => {
-                        // This chunk and every one after it.
-                        outcome.queue_full += total - i * per_call;
+                        // This call's datagrams and every one after them.
+                        outcome.queue_full += total - first;
                         return outcome;
                     }
                     Some(libc::EMSGSIZE) | Some(libc::EINVAL) => outcome.too_big += n,
@@ -606,19 +640,16 @@ fn send_all(fd: RawFd, msgs: &mut [libc::mmsghdr], outcome: &mut SendOutcome) {
 
 /// One sendmsg with a `UDP_SEGMENT` control message: the kernel cuts `data` into datagrams of
 /// `seg_size` bytes.
-fn send_gso(fd: RawFd, to: SocketAddrV4, data: &[u8], seg_size: u16) -> io::Result<()> {
+fn send_gso(fd: RawFd, to: SocketAddrV4, iov: &[libc::iovec], seg_size: u16) -> io::Result<()> {
     let mut addr = sockaddr_from(to);
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr().cast_mut().cast(),
-        iov_len: data.len(),
-    };
     let mut control = [0u64; CONTROL_WORDS];
     // SAFETY: msghdr is plain old data; all-zero (null pointers, zero lengths) is valid.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_name = (&mut addr as *mut libc::sockaddr_in).cast();
     msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    // The kernel only reads the iovecs; *mut is for msghdr's sake.
+    msg.msg_iov = iov.as_ptr().cast_mut();
+    msg.msg_iovlen = iov.len() as _;
     msg.msg_control = control.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE only computes a size.
     msg.msg_controllen = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as _;
@@ -632,8 +663,8 @@ fn send_gso(fd: RawFd, to: SocketAddrV4, data: &[u8], seg_size: u16) -> io::Resu
         ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), seg_size);
     }
     loop {
-        // SAFETY: `msg` points at `addr`, `iov` (at `data`) and `control`, all alive for the
-        // call; the kernel only reads them.
+        // SAFETY: `msg` points at `addr`, the iovecs (at the caller's borrowed buffers) and
+        // `control`, all alive for the call; the kernel only reads them.
         let rc = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
         if rc >= 0 {
             return Ok(());
@@ -869,7 +900,7 @@ mod tests {
         let seg = 1000;
         let payloads: Vec<Vec<u8>> = (0..40).map(|i| numbered(i, seg - 8)).collect();
         let all = payloads.concat();
-        let outcome = tx.send_segmented(to, 5, &all, seg as u16);
+        let outcome = tx.send_segmented(to, 5, &Datagrams::contiguous(&all, seg as u16));
         assert_eq!(outcome.sent, 40, "{outcome:?}");
         let (got, messages) = recv_all(&mut rx, 40);
         let got: Vec<Vec<u8>> = got.into_iter().map(|(_, d)| d).collect();
@@ -889,7 +920,7 @@ mod tests {
         let mut payloads: Vec<Vec<u8>> = (0..99).map(|i| numbered(i, seg - 8)).collect();
         payloads.push(numbered(99, 100));
         let all = payloads.concat();
-        let outcome = tx.send_segmented(to, 6, &all, seg as u16);
+        let outcome = tx.send_segmented(to, 6, &Datagrams::contiguous(&all, seg as u16));
         assert_eq!(outcome.sent, 100, "{outcome:?}");
         let (got, _) = recv_all(&mut rx, 100);
         let got: Vec<Vec<u8>> = got.into_iter().map(|(_, d)| d).collect();
