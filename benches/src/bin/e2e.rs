@@ -84,6 +84,10 @@ struct Args {
     /// search), rtt.
     #[arg(long, value_name = "LIST", default_value = "tcp,udp,rtt", value_parser = parse_tests)]
     tests: Tests,
+    /// TCP congestion control of the iperf3 sender (`-C`, e.g. cubic or bbr) [default: the
+    /// system's, `net.ipv4.tcp_congestion_control`].
+    #[arg(long, value_name = "ALG")]
+    congestion: Option<String>,
     /// Print every command the harness runs.
     #[arg(short, long)]
     verbose: bool,
@@ -362,7 +366,8 @@ fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &
             }
             if args.tests.tcp && check_interrupt().is_ok() {
                 step(&format!("TCP: {} s", args.duration));
-                m.tcp = measure::tcp(d, args.duration).map_err(|e| e.to_string());
+                m.tcp = measure::tcp(d, args.duration, args.congestion.as_deref())
+                    .map_err(|e| e.to_string());
             }
             if args.tests.udp && check_interrupt().is_ok() {
                 step(&format!("UDP 64B: {} s", args.duration));

@@ -108,8 +108,11 @@ pub fn wait_reachable(d: &Deployment, timeout: Duration) -> Result<()> {
 }
 
 /// One TCP stream for `secs` seconds.
-pub fn tcp(d: &Deployment, secs: u32) -> Result<Tcp> {
-    let (client, _server) = iperf3(d, "tcp", secs, &[])?;
+/// `congestion` names the sender's congestion control (`iperf3 -C`); `None` keeps the
+/// namespace's default (`net.ipv4.tcp_congestion_control`).
+pub fn tcp(d: &Deployment, secs: u32, congestion: Option<&str>) -> Result<Tcp> {
+    let args: Vec<&str> = congestion.map_or(Vec::new(), |c| vec!["-C", c]);
+    let (client, _server) = iperf3(d, "tcp", secs, &args)?;
     let gbps = number(&client, &["end", "sum_received", "bits_per_second"])? / 1e9;
     let retransmits = number(&client, &["end", "sum_sent", "retransmits"])
         .ok()
