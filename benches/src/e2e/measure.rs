@@ -75,6 +75,10 @@ pub struct Carried {
     /// Trials run at a set rate (0 when the full-blast run already lost less than the
     /// tolerance: the sender is the limit and the switch carries all it offers).
     pub trials: u32,
+    /// The search never found the switch's limit: every trial it ran at a set rate lost less
+    /// than the tolerance, and iperf3, pacing itself, offered less than it was asked (the
+    /// sender shares the CPUs with the switch and the receiver). The figure is then a floor.
+    pub sender_limited: bool,
 }
 
 /// UDP round-trip times, in microseconds.
@@ -133,11 +137,14 @@ pub fn udp_carried(d: &Deployment, secs: u32, full_blast: &Udp) -> Result<Carrie
         return Ok(Carried {
             best: full_blast.clone(),
             trials: 0,
+            sender_limited: false,
         });
     }
     let (mut low, mut high) = (0.0, full_blast.offered_kpps);
     let mut ask = full_blast.kpps;
     let mut best: Option<Udp> = None;
+    let mut any_lossy = false;
+    let mut short_of_ask = true;
     for trial in 1..=SEARCH_TRIALS {
         check_interrupt()?;
         let got = udp_at(d, &format!("udp-search{trial}"), secs, Some(ask))?;
@@ -145,12 +152,14 @@ pub fn udp_carried(d: &Deployment, secs: u32, full_blast: &Udp) -> Result<Carrie
             "e2e:   offered {:.1} kpps (asked {ask:.1}): received {:.1} kpps, {:.2}% loss",
             got.offered_kpps, got.kpps, got.lost_percent
         );
+        short_of_ask &= got.offered_kpps < 0.95 * ask;
         if got.lost_percent < LOSS_TOLERANCE_PERCENT {
             low = ask;
             if best.as_ref().is_none_or(|b| got.kpps > b.kpps) {
                 best = Some(got);
             }
         } else {
+            any_lossy = true;
             high = ask;
         }
         ask = (low + high) / 2.0;
@@ -164,6 +173,7 @@ pub fn udp_carried(d: &Deployment, secs: u32, full_blast: &Udp) -> Result<Carrie
     Ok(Carried {
         best,
         trials: SEARCH_TRIALS,
+        sender_limited: !any_lossy && short_of_ask,
     })
 }
 
