@@ -10,10 +10,15 @@
 //!   read back;
 //! - `PACKET_QDISC_BYPASS`: our frames go straight to the driver, as a switch port would.
 //!
-//! Frames arrive through a TPACKET_V2 receive ring ([`super::ring`]): the kernel copies each
-//! frame into a slot of memory shared with us, so reading one costs no system call. A frame too
-//! big for a slot (a super-frame) is also queued whole on the socket (`PACKET_COPY_THRESH`); its
-//! slot says so (`TP_STATUS_COPY`) and it is read with recvmsg(2) at its turn, so order holds.
+//! A busy port's frames arrive through a TPACKET_V2 receive ring ([`super::ring`]): the kernel
+//! copies each frame into a slot of memory shared with us, so reading one costs no system call.
+//! A frame too big for a slot (a super-frame) is also queued whole on the socket
+//! (`PACKET_COPY_THRESH`); its slot says so (`TP_STATUS_COPY`) and it is read with recvmsg(2) at
+//! its turn, so order holds. A new port has no ring and reads its socket queue with recvmsg(2):
+//! hundreds of quiet container ports then cost no ring memory, and adding one does not wait for
+//! the kernel to set a ring up (an RCU grace period). Once a port reads 1000 frames in a second,
+//! or the kernel drops frames for it, it gets a 256 KiB ring, grown fourfold on every later
+//! second with drops, up to 16 MiB (all rings of the process within 256 MiB).
 //! Frames leave in batches with sendmmsg(2). The message arrays are kept between calls so the
 //! hot path allocates nothing.
 
@@ -42,8 +47,10 @@ pub struct AfPacketPort {
     name: String,
     ifindex: u32,
     mtu: usize,
-    /// Declared before the socket: unmapped before the socket closes.
-    ring: RxRing,
+    /// Declared before the socket: unmapped before the socket closes. `None` until the port
+    /// gets busy: a quiet port reads the socket queue, and costs neither ring memory nor the
+    /// kernel's pause to set a ring up (an RCU grace period, milliseconds).
+    ring: Option<RxRing>,
     socket: Socket,
     batch: MsgBatch,
     bad_frames: u64,
@@ -59,15 +66,19 @@ pub struct AfPacketPort {
     ring_was_full: bool,
     /// Frames taken out of the ring while it was being replaced, handed over first.
     backlog: VecDeque<Packet>,
-    /// Ring bytes beyond [`RING_MIN_BYTES`] this port holds of the shared [`RING_GROWTH`].
-    grown: usize,
+    /// Ring bytes this port holds of the shared [`RING_BUDGET`].
+    ring_bytes: usize,
+    /// Frames read from the socket queue (no ring yet) since the last look.
+    queued_reads: u64,
 }
 
-/// Ring memory all ports together may hold beyond their starting rings: a handful of busy
-/// ports get big rings, hundreds of quiet ones stay small.
-const RING_GROWTH_BUDGET: usize = 256 << 20;
-/// Ring memory held beyond the starting rings, by all ports of the process.
-static RING_GROWTH: AtomicUsize = AtomicUsize::new(0);
+/// Ring memory all ports of the process together may hold: busy ports get rings and grow
+/// them, quiet ones have none.
+const RING_BUDGET: usize = 256 << 20;
+/// Ring memory held by all ports of the process.
+static RING_HELD: AtomicUsize = AtomicUsize::new(0);
+/// Frames a second read from the socket queue that make a port busy enough for a ring.
+const BUSY_FRAMES_PER_SEC: u64 = 1000;
 
 impl AfPacketPort {
     /// Opens a port on the interface `ifname`, which must exist (it is not created).
@@ -97,8 +108,6 @@ impl AfPacketPort {
             set_int_opt(fd, libc::SOL_PACKET, opt, value).map_err(|e| context(ifname, what, e))?;
         }
         set_buffer_sizes(&socket);
-        let ring =
-            RxRing::new(fd, RING_MIN_BYTES).map_err(|e| context(ifname, "PACKET_RX_RING", e))?;
         bind(fd, ifindex, libc::ETH_P_ALL as u16).map_err(|e| context(ifname, "bind", e))?;
 
         // SAFETY: packet_mreq is plain old data; all-zero is a valid value.
@@ -125,7 +134,7 @@ impl AfPacketPort {
             name: ifname.to_string(),
             ifindex,
             mtu,
-            ring,
+            ring: None,
             socket,
             batch: MsgBatch::default(),
             bad_frames: 0,
@@ -135,63 +144,89 @@ impl AfPacketPort {
             pending_err: None,
             ring_was_full: false,
             backlog: VecDeque::new(),
-            grown: 0,
+            ring_bytes: 0,
+            queued_reads: 0,
         })
     }
 
-    /// Grows the ring fourfold (up to [`RING_MAX_BYTES`], within [`RING_GROWTH_BUDGET`]).
+    /// Gives the port a ring of [`RING_MIN_BYTES`], or grows its ring fourfold (up to
+    /// [`RING_MAX_BYTES`]), within [`RING_BUDGET`].
     ///
-    /// The kernel takes a new ring only once the old one is unmapped, so: unhook the socket
-    /// (bind to protocol 0: the kernel stops handing it frames), move what the ring still holds
-    /// to the backlog, swap the ring, hook the socket again. Frames that reach the interface in
-    /// those few microseconds are not seen: the price of growing once or twice in a port's life.
+    /// The kernel takes a new ring only on a socket without a mapped one, so: unhook the socket
+    /// (bind to protocol 0: the kernel stops handing it frames), move what the ring and the
+    /// socket queue still hold to the backlog, set up the new ring, hook the socket again.
+    /// Frames that reach the interface in those few milliseconds are not seen: the price of
+    /// growing two or three times in a busy port's life.
     fn grow_ring(&mut self) -> io::Result<()> {
-        let have = self.ring.bytes();
-        let want = (have * 4).min(RING_MAX_BYTES);
+        let have = self.ring_bytes;
+        let want = if have == 0 {
+            RING_MIN_BYTES
+        } else {
+            (have * 4).min(RING_MAX_BYTES)
+        };
         if want <= have {
             return Ok(());
         }
         let extra = want - have;
         let reserved =
-            RING_GROWTH.fetch_update(AtomicOrdering::Relaxed, AtomicOrdering::Relaxed, |used| {
-                (used + extra <= RING_GROWTH_BUDGET).then_some(used + extra)
+            RING_HELD.fetch_update(AtomicOrdering::Relaxed, AtomicOrdering::Relaxed, |used| {
+                (used + extra <= RING_BUDGET).then_some(used + extra)
             });
         if reserved.is_err() {
             return Ok(());
         }
         let fd = self.socket.as_raw_fd();
         bind(fd, self.ifindex, 0)?;
-        self.save_ring();
-        let resized = self.ring.resize(fd, want);
-        let bytes = self.ring.bytes();
+        self.save_frames();
+        let made = match self.ring.as_mut() {
+            Some(ring) => ring.resize(fd, want),
+            None => RxRing::new(fd, want).map(|ring| self.ring = Some(ring)),
+        };
         // What the port holds now, whichever ring it got.
-        let held = bytes.saturating_sub(RING_MIN_BYTES);
-        RING_GROWTH.fetch_sub(extra + self.grown - held, AtomicOrdering::Relaxed);
-        self.grown = held;
+        let held = self.ring.as_ref().map_or(0, RxRing::bytes);
+        RING_HELD.fetch_sub(extra + have - held, AtomicOrdering::Relaxed);
+        self.ring_bytes = held;
         let hooked = bind(fd, self.ifindex, libc::ETH_P_ALL as u16);
-        tracing::info!(port = %self.name, ring_kib = bytes >> 10, "receive ring grown after drops");
-        resized.and(hooked)
+        tracing::info!(port = %self.name, ring_kib = held >> 10, "receive ring set up for a busy port");
+        made.and(hooked)
     }
 
-    /// Moves every frame the ring holds to the backlog, in order (while the socket is unhooked).
-    fn save_ring(&mut self) {
-        while let Some(slot) = self.ring.ready() {
+    /// Moves every frame the ring and the socket queue hold to the backlog, in order (while
+    /// the socket is unhooked).
+    fn save_frames(&mut self) {
+        let mut scratch = Packet::new();
+        let keep = |backlog: &mut VecDeque<Packet>, pkt: &Packet| {
+            // Sized to the frame: a queue of small frames must not take 64 KB each.
+            let mut saved = Packet::with_capacity(pkt.len + TAG_LEN);
+            saved.set(pkt.frame());
+            saved.meta = pkt.meta;
+            backlog.push_back(saved);
+        };
+        while let Some(slot) = self.ring.as_ref().and_then(RxRing::ready) {
             if slot.status & libc::TP_STATUS_COPY != 0 {
-                let mut pkt = Packet::new();
-                match self.recv_queued(&mut pkt) {
-                    Ok(true) => self.backlog.push_back(pkt),
-                    Ok(false) => {}
-                    Err(_) => self.overruns += 1,
+                match self.recv_queued(&mut scratch) {
+                    Ok(Some(true)) => keep(&mut self.backlog, &scratch),
+                    Ok(Some(false)) => {}
+                    Ok(None) | Err(_) => self.overruns += 1,
                 }
             } else {
-                let mut pkt = Packet::with_capacity(ring::FRAME_SIZE);
-                match take_slot(&slot, &mut pkt) {
-                    SlotOutcome::Kept => self.backlog.push_back(pkt),
+                match take_slot(&slot, &mut scratch) {
+                    SlotOutcome::Kept => keep(&mut self.backlog, &scratch),
                     SlotOutcome::Cut => self.overruns += 1,
                     SlotOutcome::Bad => self.bad_frames += 1,
                 }
             }
-            self.ring.release();
+            if let Some(ring) = self.ring.as_mut() {
+                ring.release();
+            }
+        }
+        // Without a ring, every frame is in the queue; with one, nothing is left there.
+        loop {
+            match self.recv_queued(&mut scratch) {
+                Ok(Some(true)) => keep(&mut self.backlog, &scratch),
+                Ok(Some(false)) => {}
+                Ok(None) | Err(_) => break,
+            }
         }
     }
 
@@ -206,9 +241,9 @@ impl AfPacketPort {
         self.bad_frames
     }
 
-    /// Slots in the receive ring.
+    /// Slots in the receive ring (0: no ring yet).
     pub fn ring_slots(&self) -> usize {
-        self.ring.frame_nr()
+        self.ring.as_ref().map_or(0, RxRing::frame_nr)
     }
 
     /// Frames the kernel refused on send (`EINVAL`, `EMSGSIZE`: bad offload metadata, too big,
@@ -217,10 +252,12 @@ impl AfPacketPort {
         self.rejected_frames
     }
 
-    /// Reads the whole frame a `TP_STATUS_COPY` slot stands for from the socket queue into
-    /// `pkt` (recvmsg(2) with the virtio-net header and the VLAN auxiliary data). `Ok(false)`:
-    /// the frame was dropped and counted. An error is the socket's own (the port failed).
-    fn recv_queued(&mut self, pkt: &mut Packet) -> io::Result<bool> {
+    /// Reads the next frame of the socket queue into `pkt` (recvmsg(2) with the virtio-net
+    /// header and the VLAN auxiliary data): the whole frame a `TP_STATUS_COPY` slot stands for,
+    /// or, before the port has a ring, any frame. `Ok(Some(true))`: read; `Ok(Some(false))`: the
+    /// frame was dropped and counted; `Ok(None)`: the queue is empty. An error is the socket's
+    /// own (the port failed).
+    fn recv_queued(&mut self, pkt: &mut Packet) -> io::Result<Option<bool>> {
         self.batch.reserve(1);
         // Room is kept for a tag the kernel took out.
         let room = pkt.buf.len().saturating_sub(TAG_LEN);
@@ -239,16 +276,12 @@ impl AfPacketPort {
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
                 Some(libc::EINTR) => continue,
-                // The slot says a copy was queued but there is none: lost on the way in.
-                Some(libc::EAGAIN) => {
-                    self.overruns += 1;
-                    return Ok(false);
-                }
+                Some(libc::EAGAIN) => return Ok(None),
                 // The kernel could not express the frame's offload state as a virtio-net
                 // header; it consumed (dropped) that frame.
                 Some(libc::EINVAL) => {
                     self.bad_frames += 1;
-                    return Ok(false);
+                    return Ok(Some(false));
                 }
                 // ENETDOWN (interface down or deleted) and anything else: the port failed.
                 _ => return Err(err),
@@ -263,11 +296,11 @@ impl AfPacketPort {
                 if let Some(tag) = tag {
                     restore_tag(pkt, tag);
                 }
-                Ok(true)
+                Ok(Some(true))
             }
             _ => {
                 self.bad_frames += 1;
-                Ok(false)
+                Ok(Some(false))
             }
         }
     }
@@ -283,7 +316,8 @@ impl Port for AfPacketPort {
     fn refresh(&mut self) {
         // A vanished interface keeps the last MTU; the port goes down through recv/send.
         let _ = self.refresh_mtu();
-        if mem::take(&mut self.ring_was_full) {
+        let busy = mem::take(&mut self.queued_reads) >= BUSY_FRAMES_PER_SEC;
+        if mem::take(&mut self.ring_was_full) || (self.ring.is_none() && busy) {
             if let Err(e) = self.grow_ring() {
                 // The port's socket is in an unknown state: fail it on the next read.
                 self.pending_err = Some(context(&self.name, "growing the receive ring", e));
@@ -344,8 +378,24 @@ impl Port for AfPacketPort {
             pkts[n].meta = saved.meta;
             n += 1;
         }
+        if self.ring.is_none() {
+            // No ring yet: frame by frame from the socket queue.
+            while n < pkts.len() {
+                match self.recv_queued(&mut pkts[n]) {
+                    Ok(Some(kept)) => n += usize::from(kept),
+                    Ok(None) => break,
+                    Err(err) if n > 0 => {
+                        self.pending_err = Some(err);
+                        break;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            self.queued_reads += n as u64;
+            return Ok(n);
+        }
         while n < pkts.len() {
-            let Some(slot) = self.ring.ready() else {
+            let Some(slot) = self.ring.as_ref().and_then(RxRing::ready) else {
                 break;
             };
             if slot.status & libc::TP_STATUS_COPY != 0 {
@@ -353,7 +403,9 @@ impl Port for AfPacketPort {
                 // queued in slot order. The slot is kept until the read is done, so a read that
                 // fails on a socket error is tried again at this same place.
                 match self.recv_queued(&mut pkts[n]) {
-                    Ok(kept) => n += usize::from(kept),
+                    Ok(Some(kept)) => n += usize::from(kept),
+                    // The slot says a copy was queued but there is none: lost on the way in.
+                    Ok(None) => self.overruns += 1,
                     Err(err) if n > 0 => {
                         self.pending_err = Some(err);
                         return Ok(n);
@@ -369,7 +421,9 @@ impl Port for AfPacketPort {
                     SlotOutcome::Bad => self.bad_frames += 1,
                 }
             }
-            self.ring.release();
+            if let Some(ring) = self.ring.as_mut() {
+                ring.release();
+            }
         }
         if n == 0 {
             // The interface went down or vanished (ENETDOWN): the ring just stops filling, and
@@ -440,7 +494,7 @@ impl Port for AfPacketPort {
 
 impl Drop for AfPacketPort {
     fn drop(&mut self) {
-        RING_GROWTH.fetch_sub(self.grown, AtomicOrdering::Relaxed);
+        RING_HELD.fetch_sub(self.ring_bytes, AtomicOrdering::Relaxed);
     }
 }
 
@@ -964,25 +1018,31 @@ mod tests {
         if !root_or_skip() {
             return;
         }
-        in_private_netns(|| {
-            veth_pair("va", "vb");
-            let mut a = AfPacketPort::open("va").unwrap();
-            let mut b = AfPacketPort::open("vb").unwrap();
-            // VLAN 10, priority 5, then the test EtherType.
-            let mut tagged = test_frame(7)[..12].to_vec();
-            tagged.extend_from_slice(&[0x81, 0x00, 0xa0, 0x0a]);
-            tagged.extend_from_slice(&test_frame(7)[12..]);
-            let refs = [FrameRef {
-                meta: VirtioNetHdr::NONE,
-                data: &tagged,
-            }];
-            send_all(&mut a, &refs);
-            let got = recv_matching(&mut b, 1, |p| {
-                p.frame().get(16..18) == Some(&TEST_ETHERTYPE[..])
+        // Both ways a port reads: from the socket queue, and through a ring.
+        for ringed in [false, true] {
+            in_private_netns(move || {
+                veth_pair("va", "vb");
+                let mut a = AfPacketPort::open("va").unwrap();
+                let mut b = AfPacketPort::open("vb").unwrap();
+                if ringed {
+                    b.grow_ring().unwrap();
+                }
+                // VLAN 10, priority 5, then the test EtherType.
+                let mut tagged = test_frame(7)[..12].to_vec();
+                tagged.extend_from_slice(&[0x81, 0x00, 0xa0, 0x0a]);
+                tagged.extend_from_slice(&test_frame(7)[12..]);
+                let refs = [FrameRef {
+                    meta: VirtioNetHdr::NONE,
+                    data: &tagged,
+                }];
+                send_all(&mut a, &refs);
+                let got = recv_matching(&mut b, 1, |p| {
+                    p.frame().get(16..18) == Some(&TEST_ETHERTYPE[..])
+                });
+                assert_eq!(got.len(), 1, "the tagged frame did not arrive with its tag");
+                assert_eq!(got[0].frame(), &tagged[..]);
             });
-            assert_eq!(got.len(), 1, "the tagged frame did not arrive with its tag");
-            assert_eq!(got[0].frame(), &tagged[..]);
-        });
+        }
     }
 
     #[test]
@@ -1048,41 +1108,47 @@ mod tests {
         if !root_or_skip() {
             return;
         }
-        in_private_netns(|| {
-            veth_pair("va", "vb");
-            let mut a = AfPacketPort::open("va").unwrap();
-            let mut b = AfPacketPort::open("vb").unwrap();
-            let (hdr, frame) = tso4_frame(20000);
-            send_all(
-                &mut a,
-                &[FrameRef {
-                    meta: hdr,
-                    data: &frame,
-                }],
-            );
+        // Both ways a port reads: from the socket queue, and through a ring.
+        for ringed in [false, true] {
+            in_private_netns(move || {
+                veth_pair("va", "vb");
+                let mut a = AfPacketPort::open("va").unwrap();
+                let mut b = AfPacketPort::open("vb").unwrap();
+                if ringed {
+                    b.grow_ring().unwrap();
+                }
+                let (hdr, frame) = tso4_frame(20000);
+                send_all(
+                    &mut a,
+                    &[FrameRef {
+                        meta: hdr,
+                        data: &frame,
+                    }],
+                );
 
-            let payload = 20000 - 54;
-            let until = deadline(5);
-            let mut pkts = vec![Packet::new(); 16];
-            let mut got = Vec::new();
-            while got.iter().map(tcp_payload_len).sum::<usize>() < payload
-                && wait_readable(b.raw_fd().unwrap(), until)
-            {
-                let n = b.recv(&mut pkts).unwrap();
-                got.extend(pkts[..n].iter().filter(|p| tcp_payload_len(p) > 0).cloned());
-            }
-            assert_eq!(got.iter().map(tcp_payload_len).sum::<usize>(), payload);
-            if got.len() == 1 {
-                // Whole, as a super-frame with its offload metadata.
-                let m = got[0].meta;
-                assert_eq!(got[0].frame(), &frame[..]);
-                assert_eq!((m.gso_kind(), m.gso_size), (VIRTIO_NET_HDR_GSO_TCPV4, 1400));
-                assert_eq!((m.csum_start, m.csum_offset), (34, 16));
-            } else {
-                // Segmented on the way: MSS-sized pieces.
-                assert!(got.iter().all(|p| tcp_payload_len(p) <= 1400));
-            }
-        });
+                let payload = 20000 - 54;
+                let until = deadline(5);
+                let mut pkts = vec![Packet::new(); 16];
+                let mut got = Vec::new();
+                while got.iter().map(tcp_payload_len).sum::<usize>() < payload
+                    && wait_readable(b.raw_fd().unwrap(), until)
+                {
+                    let n = b.recv(&mut pkts).unwrap();
+                    got.extend(pkts[..n].iter().filter(|p| tcp_payload_len(p) > 0).cloned());
+                }
+                assert_eq!(got.iter().map(tcp_payload_len).sum::<usize>(), payload);
+                if got.len() == 1 {
+                    // Whole, as a super-frame with its offload metadata.
+                    let m = got[0].meta;
+                    assert_eq!(got[0].frame(), &frame[..]);
+                    assert_eq!((m.gso_kind(), m.gso_size), (VIRTIO_NET_HDR_GSO_TCPV4, 1400));
+                    assert_eq!((m.csum_start, m.csum_offset), (34, 16));
+                } else {
+                    // Segmented on the way: MSS-sized pieces.
+                    assert!(got.iter().all(|p| tcp_payload_len(p) <= 1400));
+                }
+            });
+        }
     }
 
     #[test]
@@ -1090,32 +1156,38 @@ mod tests {
         if !root_or_skip() {
             return;
         }
-        in_private_netns(|| {
-            veth_pair("va", "vb");
-            let mut a = AfPacketPort::open("va").unwrap();
-            ip(&["link", "del", "va"]);
-            assert!(!interface_exists("va"));
-
-            // The socket reports ENETDOWN once, waking poll with POLLERR.
-            let until = deadline(5);
-            let mut pkts = vec![Packet::new(); 4];
-            let err = loop {
-                match a.recv(&mut pkts) {
-                    Err(e) => break e,
-                    Ok(_) => assert!(wait_readable(a.raw_fd().unwrap(), until), "no error"),
+        // Both ways a port reads: from the socket queue, and through a ring.
+        for ringed in [false, true] {
+            in_private_netns(move || {
+                veth_pair("va", "vb");
+                let mut a = AfPacketPort::open("va").unwrap();
+                if ringed {
+                    a.grow_ring().unwrap();
                 }
-            };
-            assert_eq!(err.raw_os_error(), Some(libc::ENETDOWN), "{err}");
+                ip(&["link", "del", "va"]);
+                assert!(!interface_exists("va"));
 
-            let frame = test_frame(0);
-            let err = a
-                .send(&[FrameRef {
-                    meta: VirtioNetHdr::NONE,
-                    data: &frame,
-                }])
-                .unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::ENXIO), "{err}");
-        });
+                // The socket reports ENETDOWN once, waking poll with POLLERR.
+                let until = deadline(5);
+                let mut pkts = vec![Packet::new(); 4];
+                let err = loop {
+                    match a.recv(&mut pkts) {
+                        Err(e) => break e,
+                        Ok(_) => assert!(wait_readable(a.raw_fd().unwrap(), until), "no error"),
+                    }
+                };
+                assert_eq!(err.raw_os_error(), Some(libc::ENETDOWN), "{err}");
+
+                let frame = test_frame(0);
+                let err = a
+                    .send(&[FrameRef {
+                        meta: VirtioNetHdr::NONE,
+                        data: &frame,
+                    }])
+                    .unwrap_err();
+                assert_eq!(err.raw_os_error(), Some(libc::ENXIO), "{err}");
+            });
+        }
     }
 
     /// Turns IPv6 off in the calling thread's namespace, for interfaces made after: no router
@@ -1172,7 +1244,9 @@ mod tests {
             quiet_namespace();
             veth_pair("va", "vb");
             let mut a = AfPacketPort::open("va").unwrap();
-            let b = AfPacketPort::open("vb").unwrap();
+            let mut b = AfPacketPort::open("vb").unwrap();
+            assert_eq!(b.ring_slots(), 0, "a new port has no ring");
+            b.grow_ring().unwrap();
             assert_eq!(b.ring_slots(), RING_MIN_BYTES / ring::FRAME_SIZE);
             let frame = test_frame(1);
             let refs = [FrameRef {
@@ -1181,7 +1255,12 @@ mod tests {
             }];
             send_all(&mut a, &refs);
             assert!(wait_readable(b.raw_fd().unwrap(), deadline(5)));
-            let slot = b.ring.ready().expect("a slot handed over");
+            let slot = b
+                .ring
+                .as_ref()
+                .unwrap()
+                .ready()
+                .expect("a slot handed over");
             assert_eq!(slot.status & libc::TP_STATUS_COPY, 0);
             assert_eq!((slot.len, slot.snaplen), (60, 60));
             assert_eq!(slot.mac, ring::ETH_MAC_OFFSET);
@@ -1197,59 +1276,107 @@ mod tests {
         if !root_or_skip() {
             return;
         }
+        // Both ways a port reads: from the socket queue, and through a ring.
+        for ringed in [false, true] {
+            in_private_netns(move || {
+                quiet_namespace();
+                veth_pair("va", "vb");
+                let mut a = AfPacketPort::open("va").unwrap();
+                let mut b = AfPacketPort::open("vb").unwrap();
+                if ringed {
+                    b.grow_ring().unwrap();
+                }
+                // As the event loop does: edge-triggered readiness, drain until recv says 0.
+                let mut poll = mio::Poll::new().unwrap();
+                let fd = b.raw_fd().unwrap();
+                poll.registry()
+                    .register(
+                        &mut mio::unix::SourceFd(&fd),
+                        mio::Token(0),
+                        mio::Interest::READABLE,
+                    )
+                    .unwrap();
+                let mut events = mio::Events::with_capacity(4);
+                let mut pkts = vec![Packet::new(); 8];
+                let (hdr, big) = numbered_super_frame(1000, 20000);
+                for round in 0..20u32 {
+                    // Small frames through the ring; every other round a super-frame at the end,
+                    // through the copy path.
+                    let small = test_frame(round);
+                    let mut refs = vec![FrameRef {
+                        meta: VirtioNetHdr::NONE,
+                        data: &small,
+                    }];
+                    if round % 2 == 1 {
+                        refs.push(FrameRef {
+                            meta: hdr,
+                            data: &big,
+                        });
+                    }
+                    send_all(&mut a, &refs);
+                    let mut got = 0;
+                    let until = deadline(5);
+                    while got < refs.len() {
+                        poll.poll(&mut events, Some(std::time::Duration::from_secs(5)))
+                            .unwrap();
+                        assert!(!events.is_empty(), "round {round}: no wake-up");
+                        assert!(
+                            std::time::Instant::now() < until,
+                            "round {round}: frames missing"
+                        );
+                        loop {
+                            let n = b.recv(&mut pkts).unwrap();
+                            got += n;
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                    }
+                    assert_eq!(got, refs.len(), "round {round}");
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn a_busy_port_gets_a_ring_and_loses_nothing_queued() {
+        if !root_or_skip() {
+            return;
+        }
         in_private_netns(|| {
             quiet_namespace();
             veth_pair("va", "vb");
             let mut a = AfPacketPort::open("va").unwrap();
             let mut b = AfPacketPort::open("vb").unwrap();
-            // As the event loop does: edge-triggered readiness, drain until recv says 0.
-            let mut poll = mio::Poll::new().unwrap();
-            let fd = b.raw_fd().unwrap();
-            poll.registry()
-                .register(
-                    &mut mio::unix::SourceFd(&fd),
-                    mio::Token(0),
-                    mio::Interest::READABLE,
-                )
-                .unwrap();
-            let mut events = mio::Events::with_capacity(4);
-            let mut pkts = vec![Packet::new(); 8];
-            let (hdr, big) = numbered_super_frame(1000, 20000);
-            for round in 0..20u32 {
-                // Small frames through the ring; every other round a super-frame at the end,
-                // through the copy path.
-                let small = test_frame(round);
-                let mut refs = vec![FrameRef {
+            let frames: Vec<Vec<u8>> = (0..1100).map(test_frame).collect();
+            let refs: Vec<FrameRef<'_>> = frames
+                .iter()
+                .map(|f| FrameRef {
                     meta: VirtioNetHdr::NONE,
-                    data: &small,
-                }];
-                if round % 2 == 1 {
-                    refs.push(FrameRef {
-                        meta: hdr,
-                        data: &big,
-                    });
-                }
-                send_all(&mut a, &refs);
-                let mut got = 0;
-                let until = deadline(5);
-                while got < refs.len() {
-                    poll.poll(&mut events, Some(std::time::Duration::from_secs(5)))
-                        .unwrap();
-                    assert!(!events.is_empty(), "round {round}: no wake-up");
-                    assert!(
-                        std::time::Instant::now() < until,
-                        "round {round}: frames missing"
-                    );
-                    loop {
-                        let n = b.recv(&mut pkts).unwrap();
-                        got += n;
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                }
-                assert_eq!(got, refs.len(), "round {round}");
+                    data: f,
+                })
+                .collect();
+            send_all(&mut a, &refs);
+            assert!(wait_readable(b.raw_fd().unwrap(), deadline(5)));
+            // A busy second read from the socket queue, 100 frames still waiting there.
+            let mut pkts = vec![Packet::new(); 50];
+            let mut read = Vec::new();
+            while read.len() < 1000 {
+                let n = b.recv(&mut pkts).unwrap();
+                assert!(n > 0, "the queue ran dry after {} frames", read.len());
+                read.extend(pkts[..n].iter().filter_map(seq_of));
             }
+            assert_eq!(read, (0..1000).collect::<Vec<u32>>());
+            assert_eq!(b.ring_slots(), 0);
+
+            b.refresh();
+            assert_eq!(b.ring_slots(), RING_MIN_BYTES / ring::FRAME_SIZE);
+            // The waiting frames come first, then what arrives through the ring.
+            send_all(&mut a, &refs[..5]);
+            let got: Vec<u32> = recv_until_quiet(&mut b).iter().filter_map(seq_of).collect();
+            let want: Vec<u32> = (1000..1100).chain(0..5).collect();
+            assert_eq!(got, want);
+            assert_eq!(b.take_rx_overruns(), 0);
         });
     }
 
@@ -1263,6 +1390,7 @@ mod tests {
             veth_pair("va", "vb");
             let mut a = AfPacketPort::open("va").unwrap();
             let mut b = AfPacketPort::open("vb").unwrap();
+            b.grow_ring().unwrap();
             let small = b.ring_slots();
             let frames: Vec<Vec<u8>> = (0..small as u32 * 2).map(test_frame).collect();
             let refs: Vec<FrameRef<'_>> = frames
@@ -1312,6 +1440,7 @@ mod tests {
             veth_pair("va", "vb");
             let mut a = AfPacketPort::open("va").unwrap();
             let mut b = AfPacketPort::open("vb").unwrap();
+            b.grow_ring().unwrap();
             const SENT: u32 = 3000;
             let frames: Vec<Vec<u8>> = (0..SENT).map(test_frame).collect();
             let refs: Vec<FrameRef<'_>> = frames
@@ -1353,43 +1482,49 @@ mod tests {
         if !root_or_skip() {
             return;
         }
-        in_private_netns(|| {
-            quiet_namespace();
-            veth_pair("va", "vb");
-            let mut a = AfPacketPort::open("va").unwrap();
-            let mut b = AfPacketPort::open("vb").unwrap();
-            // Every third frame a super-frame (through the copy path), the others small
-            // (through the ring), some back to back.
-            let frames: Vec<(VirtioNetHdr, Vec<u8>)> = (0..90u32)
-                .map(|i| match i % 5 {
-                    1 | 2 => numbered_super_frame(i, 3000 + (i as usize * 7919) % 50000),
-                    _ => (VirtioNetHdr::NONE, test_frame(i)),
-                })
-                .collect();
-            let refs: Vec<FrameRef<'_>> = frames
-                .iter()
-                .map(|(meta, data)| FrameRef { meta: *meta, data })
-                .collect();
-            send_all(&mut a, &refs);
-
-            let got = recv_until_quiet(&mut b);
-            let mut seqs: Vec<u32> = got.iter().filter_map(seq_of).collect();
-            seqs.dedup();
-            assert_eq!(seqs, (0..90).collect::<Vec<u32>>());
-            for p in &got {
-                let sent = &frames[seq_of(p).unwrap() as usize];
-                if p.len == sent.1.len() {
-                    // Whole, with its offload metadata.
-                    assert_eq!(p.frame(), &sent.1[..]);
-                    assert_eq!(p.meta.gso_size, sent.0.gso_size);
+        // Both ways a port reads: from the socket queue, and through a ring.
+        for ringed in [false, true] {
+            in_private_netns(move || {
+                quiet_namespace();
+                veth_pair("va", "vb");
+                let mut a = AfPacketPort::open("va").unwrap();
+                let mut b = AfPacketPort::open("vb").unwrap();
+                if ringed {
+                    b.grow_ring().unwrap();
                 }
-            }
-            assert!(
-                got.iter().any(|p| p.len > ring::FRAME_SIZE),
-                "no super-frame"
-            );
-            assert_eq!((b.bad_frames(), b.take_rx_overruns()), (0, 0));
-        });
+                // Every third frame a super-frame (through the copy path), the others small
+                // (through the ring), some back to back.
+                let frames: Vec<(VirtioNetHdr, Vec<u8>)> = (0..90u32)
+                    .map(|i| match i % 5 {
+                        1 | 2 => numbered_super_frame(i, 3000 + (i as usize * 7919) % 50000),
+                        _ => (VirtioNetHdr::NONE, test_frame(i)),
+                    })
+                    .collect();
+                let refs: Vec<FrameRef<'_>> = frames
+                    .iter()
+                    .map(|(meta, data)| FrameRef { meta: *meta, data })
+                    .collect();
+                send_all(&mut a, &refs);
+
+                let got = recv_until_quiet(&mut b);
+                let mut seqs: Vec<u32> = got.iter().filter_map(seq_of).collect();
+                seqs.dedup();
+                assert_eq!(seqs, (0..90).collect::<Vec<u32>>());
+                for p in &got {
+                    let sent = &frames[seq_of(p).unwrap() as usize];
+                    if p.len == sent.1.len() {
+                        // Whole, with its offload metadata.
+                        assert_eq!(p.frame(), &sent.1[..]);
+                        assert_eq!(p.meta.gso_size, sent.0.gso_size);
+                    }
+                }
+                assert!(
+                    got.iter().any(|p| p.len > ring::FRAME_SIZE),
+                    "no super-frame"
+                );
+                assert_eq!((b.bad_frames(), b.take_rx_overruns()), (0, 0));
+            });
+        }
     }
 
     #[test]

@@ -51,8 +51,7 @@ const MIN_FRAME_SIZE: usize = ETH_MAC_OFFSET + MAX_MTU_FRAME;
 pub(super) const FRAME_SIZE: usize = MIN_FRAME_SIZE.next_power_of_two();
 const _: () = assert!(tpacket_align(FRAME_SIZE) == FRAME_SIZE && FRAME_SIZE >= MIN_FRAME_SIZE);
 
-/// Ring memory a port starts with: 128 slots of 2 KiB. A port per container means hundreds of
-/// rings, most of them quiet, so a ring starts small and grows where frames are dropped for
+/// A busy port's first ring: 128 slots of 2 KiB. It grows where frames are still dropped for
 /// want of slots (see [`RING_MAX_BYTES`]).
 pub(super) const RING_MIN_BYTES: usize = 256 << 10;
 /// The most a port's ring grows to: 8192 slots, 80 ms of 64-byte frames at 100 kpps, enough
