@@ -176,7 +176,10 @@ impl AfPacketPort {
             return Ok(());
         }
         let fd = self.socket.as_raw_fd();
-        bind(fd, self.ifindex, 0)?;
+        if let Err(e) = bind(fd, self.ifindex, 0) {
+            RING_HELD.fetch_sub(extra, AtomicOrdering::Relaxed);
+            return Err(e);
+        }
         self.save_frames();
         let made = match self.ring.as_mut() {
             Some(ring) => ring.resize(fd, want),
