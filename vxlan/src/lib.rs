@@ -26,7 +26,7 @@ pub use encap::{encap_into, encap_segments, Datagrams};
 pub use header::{Packet, Repr, DEFAULT_PORT, HEADER_LEN, MAX_VNI, OVERHEAD_V4};
 pub use overlay::{Overlay, VxlanPort};
 pub use socket::{
-    bucket_of, bucket_port, Datagram, Received, RecvBatch, SendOutcome, VtepSocket,
+    bucket_of, bucket_port, Datagram, Queued, Received, RecvBatch, SendOutcome, VtepSocket,
     SOURCE_PORT_BUCKETS,
 };
 pub use vtep::{

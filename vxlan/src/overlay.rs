@@ -20,7 +20,7 @@
 //! underlay MTU is dropped and counted: VXLAN never fragments (RFC 7348 § 4.3).
 
 use crate::encap::{encap_into, encap_segments};
-use crate::socket::{bucket_of, Datagram, RecvBatch, VtepSocket};
+use crate::socket::{bucket_of, Queued, RecvBatch, VtepSocket};
 use crate::vtep::{source_port, RemoteEntry, Vtep, VtepConfig};
 use crate::{Error, HEADER_LEN};
 use std::collections::{HashMap, VecDeque};
@@ -66,8 +66,8 @@ struct Shared {
     segmenter: Segmenter,
     /// Encapsulated datagrams of one send call, back to back.
     tx: Vec<u8>,
-    /// Where each datagram of `tx` goes: (peer, bucket, start, len).
-    tx_index: Vec<(SocketAddr, usize, usize, usize)>,
+    /// Where each datagram of `tx` goes, and where it lies in `tx`.
+    tx_index: Vec<Queued>,
     /// The datagram heads of one frame's segments (their payloads stay in the frame).
     seg: Vec<u8>,
     targets: Vec<IpAddr>,
@@ -446,31 +446,25 @@ impl Port for VxlanPort {
                 encap_into(&mut s.tx, vni, f.data);
                 let len = s.tx.len() - start;
                 for peer in &targets {
-                    s.tx_index
-                        .push((SocketAddr::new(*peer, port), bucket, start, len));
+                    s.tx_index.push(Queued {
+                        to: SocketAddr::new(*peer, port),
+                        bucket,
+                        range: start..start + len,
+                    });
                 }
             }
             s.targets = targets;
         }
         if !s.tx_index.is_empty() {
-            let datagrams: Vec<Datagram<'_>> = s
-                .tx_index
-                .iter()
-                .map(|&(to, bucket, start, len)| Datagram {
-                    to,
-                    bucket,
-                    data: &s.tx[start..start + len],
-                })
-                .collect();
-            let out = s.socket.send_batch(&datagrams);
+            let out = s.socket.send_queued(&s.tx, &s.tx_index);
             count_outcome(&self.counters, out.too_big, out.queue_full, out.failed);
             if let Some(c) = s.capture.as_mut() {
-                for d in &datagrams {
+                for q in &s.tx_index {
                     let from = SocketAddr::new(
                         IpAddr::V4(*s.local.ip()),
-                        crate::socket::bucket_port(d.bucket),
+                        crate::socket::bucket_port(q.bucket),
                     );
-                    c(Direction::Tx, from, d.to, d.data);
+                    c(Direction::Tx, from, q.to, &s.tx[q.range.clone()]);
                 }
             }
         }

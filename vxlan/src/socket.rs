@@ -96,6 +96,17 @@ pub struct Datagram<'a> {
     pub data: &'a [u8],
 }
 
+/// A datagram laid out in a caller's buffer, for [`VtepSocket::send_queued`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The peer's address and port.
+    pub to: SocketAddr,
+    /// The source port bucket (see [`bucket_of`]).
+    pub bucket: usize,
+    /// Where its UDP payload (VXLAN header and inner frame) lies in the buffer.
+    pub range: std::ops::Range<usize>,
+}
+
 /// What a send did with each datagram.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendOutcome {
@@ -415,17 +426,32 @@ impl VtepSocket {
 
     /// Sends datagrams in order with sendmmsg, one call per run of datagrams of one bucket.
     pub fn send_batch(&mut self, datagrams: &[Datagram<'_>]) -> SendOutcome {
+        self.send_runs(datagrams, |d| d.bucket, |d| (d.to, d.data))
+    }
+
+    /// [`VtepSocket::send_batch`] for datagrams laid out in one buffer: each [`Queued`] names
+    /// its bytes in `buf` (so a caller can keep its list from call to call).
+    pub fn send_queued(&mut self, buf: &[u8], queued: &[Queued]) -> SendOutcome {
+        self.send_runs(queued, |q| q.bucket, |q| (q.to, &buf[q.range.clone()]))
+    }
+
+    /// Sends `items` in order, one sendmmsg per run of one bucket (and per `MAX_MMSG`).
+    fn send_runs<'b, T>(
+        &mut self,
+        items: &'b [T],
+        bucket: impl Fn(&T) -> usize,
+        datagram: impl Fn(&'b T) -> (SocketAddr, &'b [u8]),
+    ) -> SendOutcome {
         let mut outcome = SendOutcome::default();
-        let same_bucket =
-            |a: &Datagram, b: &Datagram| bucket_of_index(a.bucket) == bucket_of_index(b.bucket);
-        for run in datagrams.chunk_by(same_bucket) {
-            let fd = self.sender_fd(run[0].bucket);
+        let same_bucket = |a: &T, b: &T| bucket_of_index(bucket(a)) == bucket_of_index(bucket(b));
+        for run in items.chunk_by(same_bucket) {
+            let fd = self.sender_fd(bucket(&run[0]));
             for chunk in run.chunks(MAX_MMSG) {
                 self.send.clear();
-                for d in chunk {
-                    match d.to {
-                        SocketAddr::V4(to) => self.send.push(to, d.data),
-                        SocketAddr::V6(_) => outcome.failed += 1,
+                for item in chunk {
+                    match datagram(item) {
+                        (SocketAddr::V4(to), data) => self.send.push(to, data),
+                        (SocketAddr::V6(_), _) => outcome.failed += 1,
                     }
                 }
                 send_all(fd, self.send.finish(), &mut outcome);
@@ -817,6 +843,31 @@ mod tests {
         assert_eq!(bucket_port(63), 65472);
         assert_eq!(bucket_port(64), 61440);
         assert_eq!(bucket_of(49152 + 65), 1);
+    }
+
+    #[test]
+    fn queued_datagrams_leave_from_one_buffer() {
+        let mut rx = loopback([127, 0, 0, 1]);
+        let mut tx = loopback([127, 0, 0, 1]);
+        let to = SocketAddr::V4(rx.local_addr());
+        let payloads: Vec<Vec<u8>> = (0..3).map(|i| numbered(i, 70 + i)).collect();
+        let buf = payloads.concat();
+        let mut queued = Vec::new();
+        let mut start = 0;
+        for p in &payloads {
+            queued.push(Queued {
+                to,
+                bucket: 7,
+                range: start..start + p.len(),
+            });
+            start += p.len();
+        }
+        let outcome = tx.send_queued(&buf, &queued);
+        assert_eq!(outcome.sent, 3, "{outcome:?}");
+        let (got, _) = recv_all(&mut rx, 3);
+        let mut got: Vec<Vec<u8>> = got.into_iter().map(|(_, d)| d).collect();
+        got.sort();
+        assert_eq!(got, payloads);
     }
 
     #[test]
