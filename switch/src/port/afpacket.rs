@@ -190,7 +190,12 @@ impl AfPacketPort {
         RING_HELD.fetch_sub(extra + have - held, AtomicOrdering::Relaxed);
         self.ring_bytes = held;
         let hooked = bind(fd, self.ifindex, libc::ETH_P_ALL as u16);
-        tracing::info!(port = %self.name, ring_kib = held >> 10, "receive ring set up for a busy port");
+        let why = if have == 0 {
+            "busy port: receive ring set up"
+        } else {
+            "frames dropped for want of slots: receive ring grown"
+        };
+        tracing::info!(port = %self.name, ring_kib = held >> 10, "{why}");
         made.and(hooked)
     }
 
