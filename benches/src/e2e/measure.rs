@@ -133,6 +133,21 @@ pub fn udp(d: &Deployment, secs: u32) -> Result<Udp> {
 /// nothing and what the sender offered at full blast ([`SEARCH_TRIALS`] trials of `secs` each).
 /// The first trial asks for the rate delivered at full blast.
 pub fn udp_carried(d: &Deployment, secs: u32, full_blast: &Udp) -> Result<Carried> {
+    let mut trial = 0;
+    search_carried(full_blast, |ask| {
+        check_interrupt()?;
+        trial += 1;
+        let got = udp_at(d, &format!("udp-search{trial}"), secs, Some(ask))?;
+        eprintln!(
+            "e2e:   offered {:.1} kpps (asked {ask:.1}): received {:.1} kpps, {:.2}% loss",
+            got.offered_kpps, got.kpps, got.lost_percent
+        );
+        Ok(got)
+    })
+}
+
+/// The bisection of [`udp_carried`], with `run(kpps)` doing one trial at that asked rate.
+fn search_carried(full_blast: &Udp, mut run: impl FnMut(f64) -> Result<Udp>) -> Result<Carried> {
     if full_blast.lost_percent < LOSS_TOLERANCE_PERCENT {
         return Ok(Carried {
             best: full_blast.clone(),
@@ -145,13 +160,8 @@ pub fn udp_carried(d: &Deployment, secs: u32, full_blast: &Udp) -> Result<Carrie
     let mut best: Option<Udp> = None;
     let mut any_lossy = false;
     let mut short_of_ask = true;
-    for trial in 1..=SEARCH_TRIALS {
-        check_interrupt()?;
-        let got = udp_at(d, &format!("udp-search{trial}"), secs, Some(ask))?;
-        eprintln!(
-            "e2e:   offered {:.1} kpps (asked {ask:.1}): received {:.1} kpps, {:.2}% loss",
-            got.offered_kpps, got.kpps, got.lost_percent
-        );
+    for _ in 0..SEARCH_TRIALS {
+        let got = run(ask)?;
         short_of_ask &= got.offered_kpps < 0.95 * ask;
         if got.lost_percent < LOSS_TOLERANCE_PERCENT {
             low = ask;
@@ -429,6 +439,57 @@ fn ping_pong(server: SocketAddr, rounds: u32) -> Result<Latency> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run at `offered` kpps of which `kpps` arrived.
+    fn run_of(offered: f64, kpps: f64) -> Udp {
+        Udp {
+            kpps,
+            received: kpps as u64,
+            sent: offered as u64,
+            lost_percent: (offered - kpps) / offered * 100.0,
+            offered_kpps: offered,
+        }
+    }
+
+    /// A switch that carries up to `capacity` kpps behind a sender that offers what it is asked.
+    fn switch_of(capacity: f64) -> impl FnMut(f64) -> Result<Udp> {
+        move |ask| Ok(run_of(ask, ask.min(capacity)))
+    }
+
+    #[test]
+    fn a_loss_free_full_blast_is_the_carried_rate() {
+        let full = run_of(100.0, 100.0);
+        let c = search_carried(&full, |_| panic!("no trial needed")).unwrap();
+        assert_eq!((c.best.kpps, c.trials, c.sender_limited), (100.0, 0, false));
+    }
+
+    #[test]
+    fn the_search_closes_in_on_the_switch_capacity() {
+        // Offered 200, 120 arrived; the switch carries 90 without loss.
+        let full = run_of(200.0, 120.0);
+        let c = search_carried(&full, switch_of(90.0)).unwrap();
+        assert_eq!(c.trials, SEARCH_TRIALS);
+        assert!(!c.sender_limited);
+        assert!(c.best.lost_percent < LOSS_TOLERANCE_PERCENT);
+        // 120 lost, 60 carried, 90 carried, 105 lost, 97.5 lost: 90 is the best seen.
+        assert!((c.best.kpps - 90.0).abs() < 1e-9, "{:?}", c.best);
+    }
+
+    #[test]
+    fn a_sender_that_cannot_keep_up_makes_the_figure_a_floor() {
+        let full = run_of(200.0, 120.0);
+        // Paced, the sender never offers more than 80, and all of it arrives.
+        let c = search_carried(&full, |ask| Ok(run_of(ask.min(80.0), ask.min(80.0)))).unwrap();
+        assert!(c.sender_limited);
+        assert_eq!(c.best.kpps, 80.0);
+    }
+
+    #[test]
+    fn nothing_carried_is_an_error() {
+        let full = run_of(200.0, 120.0);
+        let r = search_carried(&full, |ask| Ok(run_of(ask, ask * 0.5)));
+        assert!(r.is_err());
+    }
 
     const TABLE: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 02004D0A:1451 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
