@@ -131,19 +131,7 @@ impl RxRing {
             tp_frame_size: to_uint(FRAME_SIZE)?,
             tp_frame_nr: to_uint(frame_nr)?,
         };
-        // SAFETY: `req` is a valid tpacket_req that outlives the call, and its size is passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                libc::PACKET_RX_RING,
-                (&req as *const libc::tpacket_req).cast(),
-                mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_rx_ring(fd, &req)?;
         let map_len = block_size * block_nr;
         // SAFETY: maps the ring just set up on `fd` (offset 0, its whole length); the kernel
         // checks the length against the ring. The mapping is owned by the returned RxRing and
@@ -196,19 +184,7 @@ impl RxRing {
             tp_frame_size: 0,
             tp_frame_nr: 0,
         };
-        // SAFETY: `none` is a valid tpacket_req that outlives the call, and its size is passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_PACKET,
-                libc::PACKET_RX_RING,
-                (&none as *const libc::tpacket_req).cast(),
-                mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_rx_ring(fd, &none)?;
         match RxRing::new(fd, bytes) {
             Ok(new) => {
                 // `self`'s mapping is gone: overwrite it without running Drop again.
@@ -303,6 +279,24 @@ impl Drop for RxRing {
     fn drop(&mut self) {
         self.unmap();
     }
+}
+
+/// `setsockopt(PACKET_RX_RING)`: asks for the ring `req` describes (all zero: frees the ring).
+fn set_rx_ring(fd: RawFd, req: &libc::tpacket_req) -> io::Result<()> {
+    // SAFETY: `req` is a valid tpacket_req that outlives the call, and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_RX_RING,
+            (req as *const libc::tpacket_req).cast(),
+            mem::size_of::<libc::tpacket_req>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `getsockopt(PACKET_STATISTICS)`: frames the kernel dropped because the ring (or, for the copy
