@@ -181,9 +181,23 @@ impl AfPacketPort {
             return Err(e);
         }
         self.save_frames();
-        let made = match self.ring.as_mut() {
-            Some(ring) => ring.resize(fd, want),
-            None => RxRing::new(fd, want).map(|ring| self.ring = Some(ring)),
+        // The old ring is unmapped (dropped), then freed in the kernel, which takes one ring
+        // per socket.
+        let made = match self.ring.take().map(drop) {
+            Some(()) => ring::free(fd).and_then(|()| RxRing::new(fd, want)),
+            None => RxRing::new(fd, want),
+        };
+        // If the bigger ring cannot be had, the old size is asked for again.
+        let made = match made {
+            Ok(ring) => {
+                self.ring = Some(ring);
+                Ok(())
+            }
+            Err(e) if have > 0 => {
+                self.ring = RxRing::new(fd, have).ok();
+                Err(e)
+            }
+            Err(e) => Err(e),
         };
         // What the port holds now, whichever ring it got.
         let held = self.ring.as_ref().map_or(0, RxRing::bytes);

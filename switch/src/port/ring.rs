@@ -170,50 +170,6 @@ impl RxRing {
         self.map_len
     }
 
-    /// Replaces the ring with one of `bytes` (the kernel allows a new ring only once the old
-    /// one is unmapped; frames still in it are lost, so the caller empties it first). If the
-    /// new ring cannot be had, the old size is asked for again; if even that fails the socket
-    /// is left without a ring and the error says so.
-    pub fn resize(&mut self, fd: RawFd, bytes: usize) -> io::Result<()> {
-        let old_bytes = self.map_len;
-        self.unmap();
-        // The kernel keeps one ring per socket: an empty request frees the old one.
-        let none = libc::tpacket_req {
-            tp_block_size: 0,
-            tp_block_nr: 0,
-            tp_frame_size: 0,
-            tp_frame_nr: 0,
-        };
-        set_rx_ring(fd, &none)?;
-        match RxRing::new(fd, bytes) {
-            Ok(new) => {
-                // `self`'s mapping is gone: overwrite it without running Drop again.
-                // SAFETY: `self` is a valid, exclusively borrowed RxRing whose mapping was
-                // released by `unmap`; writing over it leaks nothing.
-                unsafe { ptr::write(self, new) };
-                Ok(())
-            }
-            Err(e) => {
-                let old = RxRing::new(fd, old_bytes)?;
-                // SAFETY: as above.
-                unsafe { ptr::write(self, old) };
-                Err(e)
-            }
-        }
-    }
-
-    /// Unmaps the ring (once; later calls and Drop do nothing).
-    fn unmap(&mut self) {
-        if self.map_len > 0 {
-            // SAFETY: `base`/`map_len` are this ring's live mapping; no slot borrow can outlive
-            // the `&mut self` this runs under.
-            unsafe {
-                libc::munmap(self.base.as_ptr().cast(), self.map_len);
-            }
-            self.map_len = 0;
-        }
-    }
-
     /// Start of slot `i`. Slots do not straddle blocks; a block may end in unused bytes.
     fn slot_ptr(&self, i: usize) -> *mut u8 {
         let off = (i / self.frames_per_block) * self.block_size
@@ -234,10 +190,6 @@ impl RxRing {
     /// The slot at the head if the kernel has handed it over, else `None` (the ring is empty, or
     /// the kernel is still filling that slot).
     pub fn ready(&self) -> Option<Slot<'_>> {
-        if self.map_len == 0 {
-            // Lost in a failed resize: the port reports the error.
-            return None;
-        }
         // Acquire pairs with the kernel's barrier before it sets the status: once we see
         // TP_STATUS_USER, the header fields and frame bytes it wrote are visible too.
         let status = self.status(self.head).load(Ordering::Acquire);
@@ -277,8 +229,24 @@ impl RxRing {
 
 impl Drop for RxRing {
     fn drop(&mut self) {
-        self.unmap();
+        // SAFETY: `base`/`map_len` are the mapping made in `new`, unmapped only here; no slot
+        // borrow can outlive `self`.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.map_len);
+        }
     }
+}
+
+/// Frees the socket's ring in the kernel (its mapping must be gone: the kernel keeps one ring
+/// per socket and takes a new one only after an empty request).
+pub(super) fn free(fd: RawFd) -> io::Result<()> {
+    let none = libc::tpacket_req {
+        tp_block_size: 0,
+        tp_block_nr: 0,
+        tp_frame_size: 0,
+        tp_frame_nr: 0,
+    };
+    set_rx_ring(fd, &none)
 }
 
 /// `setsockopt(PACKET_RX_RING)`: asks for the ring `req` describes (all zero: frees the ring).
