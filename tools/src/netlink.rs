@@ -108,6 +108,9 @@ pub struct LinkInfo {
     pub name: String,
     /// The MTU in bytes.
     pub mtu: u32,
+    /// The most segments of one TCP super-frame the stack builds for this link
+    /// (`IFLA_GSO_MAX_SEGS`); 0 when the kernel did not say.
+    pub gso_max_segs: u32,
     /// The hardware address; all zeros for links without one (e.g. a TUN device).
     pub mac: [u8; 6],
     /// Administratively up (`IFF_UP`).
@@ -125,6 +128,7 @@ impl LinkInfo {
             index: message.header.index,
             name: String::new(),
             mtu: 0,
+            gso_max_segs: 0,
             mac: [0; 6],
             up: message.header.flags.contains(LinkFlags::Up),
             oper_state: OperState::Unknown,
@@ -134,6 +138,7 @@ impl LinkInfo {
             match attribute {
                 LinkAttribute::IfName(name) => info.name = name.clone(),
                 LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+                LinkAttribute::GsoMaxSegs(segs) => info.gso_max_segs = *segs,
                 LinkAttribute::Address(bytes) if bytes.len() == 6 => {
                     info.mac.copy_from_slice(bytes);
                 }
@@ -273,13 +278,15 @@ fn link_by_index(index: u32) -> LinkMessage {
 /// The `RTM_NEWLINK` body creating a veth pair whose peer is born named, addressed and moved.
 ///
 /// Layout: `IFLA_IFNAME host, IFLA_MTU, IFLA_LINKINFO { IFLA_INFO_KIND "veth", IFLA_INFO_DATA {
-/// VETH_INFO_PEER { ifinfomsg, IFLA_IFNAME peer, IFLA_ADDRESS, IFLA_MTU, IFLA_NET_NS_FD } } }`.
+/// VETH_INFO_PEER { ifinfomsg, IFLA_IFNAME peer, IFLA_ADDRESS, IFLA_MTU, IFLA_GSO_MAX_SEGS,
+/// IFLA_NET_NS_FD } } }`.
 fn veth_message(
     host_name: &str,
     peer_name: &str,
     peer_netns_fd: Option<RawFd>,
     mtu: Option<u32>,
     peer_mac: Option<[u8; 6]>,
+    peer_gso_max_segs: Option<u32>,
 ) -> LinkMessage {
     let mut peer = link_by_name(peer_name);
     if let Some(mac) = peer_mac {
@@ -287,6 +294,9 @@ fn veth_message(
     }
     if let Some(mtu) = mtu {
         peer.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(segs) = peer_gso_max_segs {
+        peer.attributes.push(LinkAttribute::GsoMaxSegs(segs));
     }
     if let Some(fd) = peer_netns_fd {
         peer.attributes.push(LinkAttribute::NetNsFd(fd));
@@ -605,8 +615,9 @@ impl Netlink {
 
     /// Creates a veth pair in one request, the peer already named, addressed and in its netns.
     ///
-    /// `mtu` applies to both ends; `peer_mac` to the peer. With `peer_netns_fd` the peer is born
-    /// inside that namespace, so it never appears in this one (no race with other tools).
+    /// `mtu` applies to both ends; `peer_mac` and `peer_gso_max_segs` (the most segments of a
+    /// TCP super-frame the peer's stack builds) to the peer. With `peer_netns_fd` the peer is
+    /// born inside that namespace, so it never appears in this one (no race with other tools).
     pub fn create_veth(
         &mut self,
         host_name: &str,
@@ -614,6 +625,7 @@ impl Netlink {
         peer_netns_fd: Option<BorrowedFd<'_>>,
         mtu: Option<u32>,
         peer_mac: Option<[u8; 6]>,
+        peer_gso_max_segs: Option<u32>,
     ) -> io::Result<()> {
         validate_ifname(host_name)?;
         validate_ifname(peer_name)?;
@@ -623,6 +635,7 @@ impl Netlink {
             peer_netns_fd.map(|fd| fd.as_raw_fd()),
             mtu,
             peer_mac,
+            peer_gso_max_segs,
         );
         let what = format!("create veth pair {host_name}/{peer_name}");
         self.ack(
@@ -892,9 +905,9 @@ mod tests {
     }
 
     #[test]
-    fn veth_request_carries_the_peer_name_mac_mtu_and_netns() {
+    fn veth_request_carries_the_peer_name_mac_mtu_gso_limit_and_netns() {
         let mac = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
-        let message = veth_message("vs-h0", "eth0", Some(42), Some(1400), Some(mac));
+        let message = veth_message("vs-h0", "eth0", Some(42), Some(1400), Some(mac), Some(44));
         let RouteNetlinkMessage::NewLink(link) =
             round_trip(RouteNetlinkMessage::NewLink(message.clone()))
         else {
@@ -923,6 +936,7 @@ mod tests {
                 LinkAttribute::IfName("eth0".into()),
                 LinkAttribute::Address(mac.to_vec()),
                 LinkAttribute::Mtu(1400),
+                LinkAttribute::GsoMaxSegs(44),
                 LinkAttribute::NetNsFd(42),
             ]
         );
@@ -952,7 +966,7 @@ mod tests {
     #[test]
     #[cfg(target_endian = "little")]
     fn veth_request_bytes_nest_the_peer_inside_linkinfo() {
-        let message = veth_message("a", "b", None, None, None);
+        let message = veth_message("a", "b", None, None, None, None);
         let bytes = encode(RouteNetlinkMessage::NewLink(message), NLM_F_REQUEST, 1);
         assert_eq!(bytes, VETH_REQUEST);
     }
@@ -1048,11 +1062,13 @@ mod tests {
                 Some(peer_ns.as_fd()),
                 Some(1400),
                 Some(mac),
+                Some(44),
             )
             .unwrap();
 
             let host = nl.link_info("vst-h0").unwrap().expect("host end");
             assert_eq!(host.mtu, 1400);
+            assert!(host.gso_max_segs > 44, "the limit is the peer's alone");
             assert_eq!(host.kind.as_deref(), Some("veth"));
             assert!(!host.up);
             assert!(!nl.link_exists("vst-p0").unwrap(), "peer must not be here");
@@ -1063,11 +1079,12 @@ mod tests {
             .unwrap()
             .expect("peer end in its namespace");
             assert_eq!(peer.mtu, 1400);
+            assert_eq!(peer.gso_max_segs, 44);
             assert_eq!(peer.mac, mac);
 
             // The same pair again is refused and says so.
             let err = nl
-                .create_veth("vst-h0", "vst-p1", None, None, None)
+                .create_veth("vst-h0", "vst-p1", None, None, None, None)
                 .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
             assert!(err.to_string().contains("vst-h0"), "{err}");
@@ -1101,7 +1118,7 @@ mod tests {
         run_as_root_in_new_netns(|| {
             let mut nl = Netlink::new().unwrap();
             let other = new_netns().unwrap();
-            nl.create_veth("vst-m0", "vst-m1", None, None, None)
+            nl.create_veth("vst-m0", "vst-m1", None, None, None, None)
                 .unwrap();
             nl.move_to_netns("vst-m1", other.as_fd()).unwrap();
             assert!(!nl.link_exists("vst-m1").unwrap());
@@ -1120,7 +1137,7 @@ mod tests {
         run_as_root_in_new_netns(|| {
             let mut nl = Netlink::new().unwrap();
             let sandbox = new_netns().unwrap();
-            nl.create_veth("vst-a0", "eth0", Some(sandbox.as_fd()), None, None)
+            nl.create_veth("vst-a0", "eth0", Some(sandbox.as_fd()), None, None, None)
                 .unwrap();
             nl.set_up("vst-a0").unwrap();
 

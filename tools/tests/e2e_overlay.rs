@@ -75,14 +75,15 @@ fn three_hosts_share_a_vni_and_a_second_vni_is_isolated() {
         assert_eq!(port["network"], "red", "{port}");
         assert_eq!(port["state"], "up", "{port}");
         assert_eq!(port["mtu"], 1450, "underlay 1500 less 50: {port}");
-        // The sandbox end gets the overlay's MTU by default.
+        // The sandbox end gets the overlay's MTU by default, and super-frames no bigger than
+        // one UDP_SEGMENT send: 44 datagrams of 8 + 14 + 1450 bytes fit 65507.
         let r = w.sb(&format!("r{i}"));
-        assert_eq!(
-            link(&r.ns.name, "eth0")["mtu"],
-            1450,
-            "eth0 of {}",
-            r.ns.name
-        );
+        let eth0 = link(&r.ns.name, "eth0");
+        assert_eq!(eth0["mtu"], 1450, "eth0 of {}", r.ns.name);
+        assert_eq!(eth0["gso_max_segs"], 44, "eth0 of {}", r.ns.name);
+        // The host end is not limited: it must take what the far VTEP rebuilt.
+        let host_end = link(&h.ns.name, &r.port);
+        assert_eq!(host_end["gso_max_segs"], 65535, "{host_end}");
     }
 
     let red: Vec<&Sandbox> = (1..=3).map(|i| w.sb(&format!("r{i}"))).collect();
@@ -571,6 +572,8 @@ fn frames_too_big_for_the_overlay_are_dropped_not_fragmented() {
         1500,
         "--mtu 1500 on host 1"
     );
+    // One UDP_SEGMENT send of 8 + 14 + 1500-byte datagrams holds 43.
+    assert_eq!(link(&s1.ns.name, "eth0")["gso_max_segs"], 43);
     assert_eq!(h1.d().port(&s1.port).expect("port listed")["mtu"], 1500);
     assert_eq!(
         link(&s2.ns.name, "eth0")["mtu"],

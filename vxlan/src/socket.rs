@@ -54,6 +54,7 @@ use std::mem;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
+use switch::wire::ethernet;
 
 /// Number of send sockets (source ports) in the pool.
 pub const SOURCE_PORT_BUCKETS: usize = 64;
@@ -74,6 +75,23 @@ const MAX_MMSG: usize = 1024;
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Control buffer per received message, in 8-byte words: room for a `UDP_GRO` message.
 const CONTROL_WORDS: usize = 8;
+
+/// The most datagrams of `len` bytes one `UDP_SEGMENT` send carries: as many as fit the largest
+/// UDP payload, at most [`MAX_GSO_SEGMENTS`], at least one.
+pub fn datagrams_per_send(len: usize) -> usize {
+    (MAX_UDP_PAYLOAD / len.max(1)).clamp(1, MAX_GSO_SEGMENTS)
+}
+
+/// The largest TCP super-frame, in segments, worth sending into an overlay whose inner MTU is
+/// `inner_mtu`: the segments of one `UDP_SEGMENT` send. A super-frame that size leaves in one
+/// system call, crosses the underlay as one GSO packet and arrives as one GRO batch, so the
+/// receiving VTEP rebuilds it whole. One segment more (a 64 KB super-frame is 47 at MTU 1450,
+/// against 44 per send) costs a second send, a second trip through both stacks, and a split
+/// super-frame on the far side. Sandboxes on overlay networks get it as their interface's
+/// `gso_max_segs`, as a NIC advertises its TSO limit.
+pub fn segments_per_send(inner_mtu: usize) -> usize {
+    datagrams_per_send(crate::HEADER_LEN + ethernet::HEADER_LEN + inner_mtu)
+}
 
 /// The pool bucket of a source port (as [`crate::source_port`] computes it).
 pub fn bucket_of(source_port: u16) -> usize {
@@ -511,7 +529,7 @@ impl VtepSocket {
             return outcome;
         };
         let fd = self.sender_fd(bucket);
-        let per_call = (MAX_UDP_PAYLOAD / seg).clamp(1, MAX_GSO_SEGMENTS);
+        let per_call = datagrams_per_send(seg);
         let empty = libc::iovec {
             iov_base: ptr::null_mut(),
             iov_len: 0,
@@ -976,6 +994,48 @@ mod tests {
         let (got, _) = recv_all(&mut rx, 100);
         let got: Vec<Vec<u8>> = got.into_iter().map(|(_, d)| d).collect();
         assert_eq!(got, payloads);
+    }
+
+    #[test]
+    fn segments_per_send_fill_one_udp_payload() {
+        // VXLAN header 8, inner Ethernet 14, then the inner MTU.
+        assert_eq!(segments_per_send(1450), 44);
+        assert_eq!(segments_per_send(1500), 43);
+        assert_eq!(segments_per_send(8950), 7);
+        assert_eq!(segments_per_send(68), MAX_GSO_SEGMENTS, "the kernel's cap");
+        assert_eq!(datagrams_per_send(0), MAX_GSO_SEGMENTS);
+        assert_eq!(datagrams_per_send(MAX_UDP_PAYLOAD + 1), 1, "at least one");
+        for mtu in 68..=9000 {
+            let (n, len) = (segments_per_send(mtu), 22 + mtu);
+            assert!(n * len <= MAX_UDP_PAYLOAD, "{n} x {len} overflows");
+            assert!(
+                n == MAX_GSO_SEGMENTS || (n + 1) * len > MAX_UDP_PAYLOAD,
+                "{n} x {len}: one more fits"
+            );
+        }
+    }
+
+    /// A super-frame of `segments_per_send` full-size segments leaves in one send and arrives
+    /// as one GRO batch; one segment more takes two of each.
+    #[test]
+    fn a_super_frame_of_segments_per_send_arrives_in_one_batch() {
+        let mut rx = loopback([127, 0, 0, 1]);
+        let mut tx = loopback([127, 0, 0, 1]);
+        let to = SocketAddr::V4(rx.local_addr());
+        let seg = 8 + 14 + 1450;
+        let per_send = segments_per_send(1450);
+        for (count, batches) in [(per_send, 1), (per_send + 1, 2)] {
+            let payloads: Vec<Vec<u8>> = (0..count).map(|i| numbered(i, seg - 8)).collect();
+            let all = payloads.concat();
+            let outcome = tx.send_segmented(to, 7, &Datagrams::contiguous(&all, seg as u16));
+            assert_eq!(outcome.sent, count, "{outcome:?}");
+            let (got, messages) = recv_all(&mut rx, count);
+            let got: Vec<Vec<u8>> = got.into_iter().map(|(_, d)| d).collect();
+            assert_eq!(got, payloads);
+            if rx.gro_enabled() {
+                assert_eq!(messages, batches, "{count} segments");
+            }
+        }
     }
 
     #[test]

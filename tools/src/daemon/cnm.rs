@@ -776,12 +776,20 @@ impl Daemon {
             let o = self.overlay.as_ref().filter(|_| net.driver == "overlay")?;
             Some(o.config().underlay_mtu.saturating_sub(vxlan::OVERHEAD_V4) as u32)
         });
+        // On an overlay the sandbox builds TCP super-frames no bigger than one UDP_SEGMENT send
+        // of the VTEP (see `vxlan::segments_per_send`). Only its end: the host end must still
+        // take whatever the far VTEP rebuilt.
+        let gso_max_segs = match (net.driver.as_str(), mtu) {
+            ("overlay", Some(mtu)) => Some(vxlan::segments_per_send(mtu as usize) as u32),
+            _ => None,
+        };
         nl.create_veth(
             &ep.host_interface,
             &ep.interface,
             Some(ns.as_fd()),
             mtu,
             Some(mac_for(ip)),
+            gso_max_segs,
         )
         .map_err(|e| ApiError(format!("creating the endpoint's veth pair: {e}")))?;
         let undo = |nl: &mut Netlink| {
