@@ -26,8 +26,8 @@ pub use encap::{encap_into, encap_segments, Datagrams};
 pub use header::{Packet, Repr, DEFAULT_PORT, HEADER_LEN, MAX_VNI, OVERHEAD_V4};
 pub use overlay::{Overlay, VxlanPort};
 pub use socket::{
-    bucket_of, bucket_port, datagrams_per_send, segments_per_send, Datagram, Queued, Received,
-    RecvBatch, SendOutcome, VtepSocket, SOURCE_PORT_BUCKETS,
+    bucket_of, bucket_port, segments_per_send, Datagram, Queued, Received, RecvBatch, SendOutcome,
+    VtepSocket, SOURCE_PORT_BUCKETS,
 };
 pub use vtep::{
     source_port, EncapKind, RemoteEntry, Vtep, VtepConfig, SOURCE_PORT_MAX, SOURCE_PORT_MIN,
