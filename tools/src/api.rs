@@ -3,14 +3,19 @@
 //! ```text
 //! → {"cmd":"port_add","name":"veth1","network":"bridge","type":"system"}
 //! ← {"ok":true,"result":{...}}
-//! ← {"ok":false,"error":"no such network: blue"}
+//! ← {"ok":false,"error":"no such network: blue","kind":"not_found"}
 //! ```
 //! `vswitchctl` builds a [`Request`], `vswitchd` answers with a [`Response`]. Results are JSON
 //! values in the shapes DESIGN.md fixes (`port list --json`, `fdb show --json`, …), so the CLI's
-//! `--json` prints them as they come.
+//! `--json` prints them as they come. A refusal carries an [`ErrorKind`] besides its message, so
+//! a client (the CLI, the Docker plugin) can map it without reading the text.
+//!
+//! The limits both ends check (VLAN ids, MTUs, VNIs, network names) are here too, one function
+//! each: the CLI checks before sending, the daemon checks what it receives, with the same rule.
 
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, Write};
+use std::ops::RangeInclusive;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -180,6 +185,38 @@ pub struct NetworkSpec {
     pub internal: bool,
 }
 
+/// Why a request was refused, for clients that act on it (the message is for people).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// What the request names does not exist (network, port, sandbox, interface, peer, MAC).
+    NotFound,
+    /// The request clashes with what exists (a name taken, a network still in use).
+    Conflict,
+    /// The request itself is wrong (malformed, a bad name, address or option).
+    Invalid,
+    /// The daemon or the system failed (netlink, the datapath, the state store).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The name on the wire (`not_found`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The daemon's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
@@ -188,6 +225,9 @@ pub struct Response {
     pub result: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of refusal `error` is (absent on success).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
 }
 
 impl Response {
@@ -197,16 +237,85 @@ impl Response {
             ok: true,
             result: Some(result),
             error: None,
+            kind: None,
         }
     }
 
-    /// A failure with a message for the user.
+    /// A refusal of a request that is not valid (malformed, too long): kind `invalid`.
     pub fn err(msg: impl Into<String>) -> Response {
+        Response::refused(ErrorKind::Invalid, msg)
+    }
+
+    /// A refusal of the given kind, with a message for the user.
+    pub fn refused(kind: ErrorKind, msg: impl Into<String>) -> Response {
         Response {
             ok: false,
             result: None,
             error: Some(msg.into()),
+            kind: Some(kind),
         }
+    }
+}
+
+/// VLAN ids a port may carry (IEEE 802.1Q: 0 and 4095 are reserved).
+pub const VLAN_IDS: RangeInclusive<u16> = 1..=4094;
+/// MTUs a network may have: the IPv4 minimum (RFC 791) to the largest IP packet.
+pub const MTUS: RangeInclusive<u32> = 68..=65535;
+/// VXLAN network identifiers an overlay may use: 24 bits (RFC 7348 § 5), 0 left out.
+pub const VNIS: RangeInclusive<u32> = 1..=vxlan::MAX_VNI;
+/// Longest network name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Checks a VLAN id against [`VLAN_IDS`].
+pub fn check_vlan(n: u64) -> Result<u16, String> {
+    match u16::try_from(n) {
+        Ok(v) if VLAN_IDS.contains(&v) => Ok(v),
+        _ => Err(format!(
+            "VLAN {n} is out of range: VLAN ids are {}-{}",
+            VLAN_IDS.start(),
+            VLAN_IDS.end()
+        )),
+    }
+}
+
+/// Checks an MTU against [`MTUS`].
+pub fn check_mtu(n: u64) -> Result<u32, String> {
+    match u32::try_from(n) {
+        Ok(v) if MTUS.contains(&v) => Ok(v),
+        _ => Err(format!(
+            "MTU {n} is out of range: {}-{}",
+            MTUS.start(),
+            MTUS.end()
+        )),
+    }
+}
+
+/// Checks a VNI against [`VNIS`].
+pub fn check_vni(n: u64) -> Result<u32, String> {
+    match u32::try_from(n) {
+        Ok(v) if VNIS.contains(&v) => Ok(v),
+        _ => Err(format!(
+            "VNI {n} is out of range: VNIs are {}-{}",
+            VNIS.start(),
+            VNIS.end()
+        )),
+    }
+}
+
+/// Checks a network name: 1-64 letters, digits, `-`, `_` or `.`, not starting with `.`.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid {what} name {name:?}: use 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
+        ))
     }
 }
 
@@ -414,6 +523,42 @@ mod tests {
             r#"{"cmd":"port_add","name":"v","vlan":70000}"#,
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refusals_carry_their_kind() {
+        let r = Response::refused(ErrorKind::NotFound, "no such network: blue");
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"ok":false,"error":"no such network: blue","kind":"not_found"}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), r);
+        // An answer without a kind (an older daemon) still parses.
+        let old: Response = serde_json::from_str(r#"{"ok":false,"error":"x"}"#).unwrap();
+        assert_eq!(old.kind, None);
+        assert_eq!(Response::err("bad").kind, Some(ErrorKind::Invalid));
+        assert!(!serde_json::to_string(&Response::ok(serde_json::json!(1)))
+            .unwrap()
+            .contains("kind"));
+    }
+
+    #[test]
+    fn limits_are_checked_in_one_place() {
+        assert_eq!(check_vlan(1), Ok(1));
+        assert_eq!(check_vlan(4094), Ok(4094));
+        for bad in [0, 4095, 65536 + 10] {
+            assert!(check_vlan(bad).unwrap_err().contains("1-4094"), "{bad}");
+        }
+        assert_eq!(check_vni(16_777_215), Ok(16_777_215));
+        assert!(check_vni(0).is_err() && check_vni(16_777_216).is_err());
+        assert!(check_vni(1 << 32).unwrap_err().contains("1-16777215"));
+        assert_eq!(check_mtu(68), Ok(68));
+        assert!(check_mtu(67).is_err() && check_mtu(65536).is_err());
+        assert!(check_name("network", "blue-1.a_b").is_ok());
+        for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_name("network", bad).is_err(), "{bad:?}");
         }
     }
 }

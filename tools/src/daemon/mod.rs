@@ -2,52 +2,101 @@
 //!
 //! The [`Daemon`] is the control plane's single owner of configuration. It never touches frames:
 //! everything on the datapath happens on the datapath thread, reached through
-//! [`DatapathHandle::call`]. Each request is validated completely before anything changes, and a
-//! change is saved to the state directory before the answer goes out.
+//! [`DatapathHandle::call`]. Each request is validated completely before anything changes, then
+//! runs as named steps that undo themselves on failure ([`undo`]), and a change is saved to the
+//! state directory before the answer goes out.
+//!
+//! Layout: this file holds the [`Daemon`], what it stores, start and restore, and the dispatch
+//! of requests; each API group has its own file ([`networks`], [`sandboxes`], [`endpoints`],
+//! [`ports`], [`fdb`] with `stats`, [`trace`] for traces and captures); each network driver has
+//! its own file under [`drivers`]; [`server`] is the socket and [`state`] the store. The
+//! services to come get a folder each beside them: `docker/` (the libnetwork remote driver and
+//! IPAM plugin), `firewall/` (the L3 edge on nftables), `dns/` (the embedded resolver) and
+//! `cluster/` (the etcd client), each calling into the [`Daemon`] as the API does.
 
-mod cnm;
+mod drivers;
+mod endpoints;
+mod error;
+mod fdb;
+mod networks;
+mod ports;
+mod sandboxes;
 pub mod server;
 pub mod state;
 pub mod trace;
+mod undo;
 
-use crate::api::{FdbRow, NetworkSpec, PortRow, PortType, Request, Response, StatsRow};
+pub use drivers::Driver;
+pub use endpoints::{EndpointRecord, NetworkIpam};
+pub use error::ApiError;
+pub use sandboxes::SandboxRecord;
+
+use crate::api::{NetworkSpec, PortType, Request, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use state::StateDir;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use switch::datapath::{NetworkId, PortHandle, PortState, TraceSink};
+use switch::datapath::{NetworkId, PortHandle, TraceSink};
 use switch::event_loop::DatapathHandle;
-use switch::port::afpacket::AfPacketPort;
-use switch::port::tap::TapPort;
-use switch::{BridgeConfig, Instant, MacAddr, Port, PortCounters, PortMode, VlanSet};
+use switch::{BridgeConfig, Instant, PortCounters};
 
 /// The file holding networks and ports.
 const STATE_FILE: &str = "switch.json";
 
-/// The drivers `network create --driver` knows.
-pub const DRIVERS: [&str; 5] = ["bridge", "overlay", "macvlan", "host", "none"];
+/// The default network (its gateway port is `vswitch0`), and what `port add` joins unless told.
+const DEFAULT_NETWORK: &str = "bridge";
 
-/// A failed request: the message the user sees. Nothing was changed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ApiError(pub String);
-
-fn err<T>(msg: impl Into<String>) -> Result<T, ApiError> {
-    Err(ApiError(msg.into()))
-}
+/// The networks a fresh daemon makes, which cannot be removed: name and driver.
+const DEFAULT_NETWORKS: [(&str, Driver); 3] = [
+    (DEFAULT_NETWORK, Driver::Bridge),
+    ("host", Driver::Host),
+    ("none", Driver::None),
+];
 
 /// A network as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkRecord {
     pub id: String,
     pub name: String,
-    pub driver: String,
+    pub driver: Driver,
     #[serde(default)]
     pub spec: NetworkSpec,
     /// The network's address pool, for drivers that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipam: Option<cnm::NetworkIpam>,
+    pub ipam: Option<NetworkIpam>,
+}
+
+impl NetworkRecord {
+    /// The first 12 digits of the id, as `docker network ls` shows it.
+    pub fn short_id(&self) -> &str {
+        self.id.get(..12).unwrap_or(&self.id)
+    }
+}
+
+/// Who made a port, when the daemon did. Such ports go away with what made them, not with
+/// `port remove`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortOwner {
+    /// The host end of an endpoint's veth.
+    Endpoint,
+    /// A bridge network's gateway TAP.
+    Gateway,
+    /// A macvlan network's parent.
+    Uplink,
+    /// An overlay network's VXLAN port.
+    Overlay,
+}
+
+impl std::fmt::Display for PortOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PortOwner::Endpoint => "endpoint",
+            PortOwner::Gateway => "gateway",
+            PortOwner::Uplink => "uplink",
+            PortOwner::Overlay => "overlay",
+        })
+    }
 }
 
 /// A port as stored.
@@ -64,10 +113,29 @@ pub struct PortRecord {
     /// For a gateway port: the address it holds, `IP/PREFIX`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// Who made the port, when the daemon did: `endpoint`, `gateway` or `uplink`. Such ports
-    /// go away with what made them, not with `port remove`.
+    /// Who made the port, when the daemon did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    pub owner: Option<PortOwner>,
+}
+
+impl PortRecord {
+    /// A port the daemon makes for `owner` on `net`, access VLAN 1.
+    pub fn owned(
+        name: String,
+        net: &NetworkRecord,
+        port_type: PortType,
+        owner: PortOwner,
+    ) -> PortRecord {
+        PortRecord {
+            name,
+            network: net.name.clone(),
+            port_type,
+            vlan: None,
+            trunks: None,
+            address: None,
+            owner: Some(owner),
+        }
+    }
 }
 
 /// Everything in the state file.
@@ -76,9 +144,9 @@ pub struct SwitchState {
     pub networks: Vec<NetworkRecord>,
     pub ports: Vec<PortRecord>,
     #[serde(default)]
-    pub sandboxes: Vec<cnm::SandboxRecord>,
+    pub sandboxes: Vec<SandboxRecord>,
     #[serde(default)]
-    pub endpoints: Vec<cnm::EndpointRecord>,
+    pub endpoints: Vec<EndpointRecord>,
     #[serde(default)]
     pub ipam: ipam::DefaultIpam,
 }
@@ -93,6 +161,9 @@ struct PortLive {
     handle: PortHandle,
     counters: Arc<PortCounters>,
     mtu: usize,
+    /// The port's name on its bridge (in traces and `fdb show`): its own name, except for a
+    /// VXLAN port, which its bridge knows by the name the overlay gives it.
+    bridge_name: String,
 }
 
 /// The control plane's state and the handle to the datapath thread.
@@ -101,8 +172,8 @@ pub struct Daemon {
     store: StateDir,
     networks: BTreeMap<String, NetworkLive>,
     ports: BTreeMap<String, PortLive>,
-    sandboxes: BTreeMap<String, cnm::SandboxRecord>,
-    endpoints: Vec<cnm::EndpointRecord>,
+    sandboxes: BTreeMap<String, SandboxRecord>,
+    endpoints: Vec<EndpointRecord>,
     ipam: ipam::DefaultIpam,
     /// Where the VXLAN endpoint binds (`--vtep`), and the endpoint once an overlay needs it.
     vtep_addr: std::net::SocketAddrV4,
@@ -114,7 +185,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Restores the saved networks and ports (or creates the default network) and returns the
+    /// Restores the saved networks and ports (or creates the default networks) and returns the
     /// daemon with a list of what it had to repair.
     pub fn start(
         dp: DatapathHandle,
@@ -139,42 +210,62 @@ impl Daemon {
             endpoints: saved.endpoints,
             ipam: saved.ipam,
         };
-        let mut repairs = Vec::new();
         let fresh = saved.networks.is_empty();
-        for rec in saved.networks {
-            let id = d.new_bridge().map_err(std::io::Error::other)?;
-            d.networks
+        d.restore_networks(saved.networks)
+            .map_err(std::io::Error::other)?;
+        if fresh {
+            d.create_default_networks().map_err(std::io::Error::other)?;
+        }
+        let mut repairs = d.reconcile_endpoints();
+        repairs.extend(d.restore_ports(saved.ports));
+        repairs.extend(d.remove_orphan_veths());
+        d.save().map_err(std::io::Error::other)?;
+        Ok((d, repairs))
+    }
+
+    /// Makes the bridges of the saved networks, and opens what their drivers need.
+    fn restore_networks(&mut self, saved: Vec<NetworkRecord>) -> Result<(), ApiError> {
+        let drivers: BTreeSet<Driver> = saved.iter().map(|n| n.driver).collect();
+        for rec in saved {
+            let id = self.new_bridge()?;
+            self.networks
                 .insert(rec.name.clone(), NetworkLive { record: rec, id });
         }
-        if fresh {
-            for (name, driver) in [("bridge", "bridge"), ("host", "host"), ("none", "none")] {
-                let spec = NetworkSpec {
-                    name: name.into(),
-                    driver: Some(driver.into()),
-                    ..NetworkSpec::default()
-                };
-                d.create_network(spec).map_err(std::io::Error::other)?;
-            }
+        for driver in drivers {
+            driver.ops().open(self)?;
         }
-        if d.networks.values().any(|n| n.record.driver == "overlay") {
-            d.ensure_overlay().map_err(std::io::Error::other)?;
+        Ok(())
+    }
+
+    /// The networks of a fresh daemon: `bridge`, `host` and `none`, as Docker has.
+    fn create_default_networks(&mut self) -> Result<(), ApiError> {
+        for (name, driver) in DEFAULT_NETWORKS {
+            let spec = NetworkSpec {
+                name: name.into(),
+                driver: Some(driver.name().into()),
+                ..NetworkSpec::default()
+            };
+            self.create_network(spec)?;
         }
-        repairs.extend(d.reconcile_endpoints());
-        for rec in saved.ports {
+        Ok(())
+    }
+
+    /// Attaches the saved ports the networks did not make again; returns those that failed.
+    fn restore_ports(&mut self, saved: Vec<PortRecord>) -> Vec<String> {
+        let mut repairs = Vec::new();
+        for rec in saved {
             let name = rec.name.clone();
-            if d.ports.contains_key(&name) {
+            if self.ports.contains_key(&name) {
                 continue;
             }
-            match d.attach(&rec) {
+            match self.attach(&rec) {
                 Ok(live) => {
-                    d.ports.insert(name, live);
+                    self.ports.insert(name, live);
                 }
                 Err(e) => repairs.push(format!("port {name} not restored: {e}")),
             }
         }
-        repairs.extend(d.remove_orphan_veths());
-        d.save().map_err(std::io::Error::other)?;
-        Ok((d, repairs))
+        repairs
     }
 
     /// Answers one request.
@@ -188,7 +279,7 @@ impl Daemon {
                 trunks,
             } => self.port_add(PortRecord {
                 name,
-                network: network.unwrap_or_else(|| "bridge".into()),
+                network: network.unwrap_or_else(|| DEFAULT_NETWORK.into()),
                 port_type,
                 vlan,
                 trunks,
@@ -224,13 +315,13 @@ impl Daemon {
                 frame,
                 flow,
             } => self.trace(&in_port, frame.as_deref(), flow.as_deref()),
-            Request::TraceLive { .. } | Request::Capture { .. } => {
-                err("streaming requests are served by the API server")
-            }
+            Request::TraceLive { .. } | Request::Capture { .. } => Err(ApiError::invalid(
+                "streaming requests are served by the API server",
+            )),
         };
         match result {
             Ok(v) => Response::ok(v),
-            Err(e) => Response::err(e.0),
+            Err(e) => e.into(),
         }
     }
 
@@ -250,7 +341,7 @@ impl Daemon {
     ) -> Result<R, ApiError> {
         self.dp
             .call(f)
-            .map_err(|_| ApiError("the datapath thread has stopped".into()))
+            .map_err(|_| ApiError::internal("the datapath thread has stopped"))
     }
 
     fn save(&self) -> Result<(), ApiError> {
@@ -263,7 +354,7 @@ impl Daemon {
         };
         self.store
             .save(STATE_FILE, &state)
-            .map_err(|e| ApiError(format!("saving state: {e}")))
+            .map_err(|e| ApiError::internal(format!("saving state: {e}")))
     }
 
     fn new_bridge(&self) -> Result<NetworkId, ApiError> {
@@ -273,449 +364,32 @@ impl Daemon {
     fn network(&self, name: &str) -> Result<&NetworkLive, ApiError> {
         self.networks
             .get(name)
-            .ok_or_else(|| ApiError(format!("no such network: {name}")))
+            .ok_or_else(|| ApiError::not_found(format!("no such network: {name}")))
     }
 
     fn port(&self, name: &str) -> Result<&PortLive, ApiError> {
         self.ports
             .get(name)
-            .ok_or_else(|| ApiError(format!("no such port: {name}")))
+            .ok_or_else(|| ApiError::not_found(format!("no such port: {name}")))
     }
 
-    // ---- ports ----
-
-    fn port_add(&mut self, rec: PortRecord) -> Result<serde_json::Value, ApiError> {
-        if self.ports.contains_key(&rec.name) {
-            return err(format!("port {} already exists", rec.name));
-        }
-        let live = self.attach(&rec)?;
-        let name = rec.name.clone();
-        self.ports.insert(name.clone(), live);
-        if let Err(e) = self.save() {
-            let _ = self.detach(&name);
-            return Err(e);
-        }
-        Ok(json!({ "name": name }))
+    fn sandbox(&self, name: &str) -> Result<&SandboxRecord, ApiError> {
+        self.sandboxes
+            .get(name)
+            .ok_or_else(|| ApiError::not_found(format!("no such sandbox: {name}")))
     }
 
-    /// Opens the port's interface and attaches it to its network's bridge.
-    fn attach(&self, rec: &PortRecord) -> Result<PortLive, ApiError> {
-        validate_ifname(&rec.name)?;
-        let net = self.network(&rec.network)?;
-        let mode = port_mode(rec.vlan, rec.trunks.as_deref())?;
-        let port: Box<dyn Port> = match rec.port_type {
-            PortType::System => {
-                if !switch::port::afpacket::interface_exists(&rec.name) {
-                    return err(format!("no such interface: {}", rec.name));
-                }
-                // As Open vSwitch does, a port's interface is brought up when it joins.
-                crate::netlink::Netlink::new()
-                    .and_then(|mut nl| nl.set_up(&rec.name))
-                    .map_err(|e| ApiError(format!("bringing up {}: {e}", rec.name)))?;
-                Box::new(
-                    AfPacketPort::open(&rec.name)
-                        .map_err(|e| ApiError(format!("opening {}: {e}", rec.name)))?,
-                )
-            }
-            PortType::Vxlan => {
-                let overlay = self
-                    .overlay
-                    .as_ref()
-                    .ok_or_else(|| ApiError("the VXLAN endpoint is not open".into()))?;
-                let vni = net
-                    .record
-                    .spec
-                    .vni
-                    .ok_or_else(|| ApiError(format!("network {} has no VNI", rec.network)))?;
-                let peers: Vec<std::net::IpAddr> = net
-                    .record
-                    .spec
-                    .peers
-                    .iter()
-                    .filter_map(|p| p.parse().ok())
-                    .collect();
-                let (port, counters) = overlay
-                    .add_vni(vni, &peers)
-                    .map_err(|e| ApiError(format!("VNI {vni}: {e}")))?;
-                let mtu = port.capabilities().mtu;
-                let network = net.id;
-                let handle = self
-                    .call(move |ctl| {
-                        ctl.add_port_with_counters(network, Box::new(port), mode, counters)
-                    })?
-                    .map_err(|e| ApiError(format!("attaching {}: {e}", rec.name)));
-                let handle = match handle {
-                    Ok(h) => h,
-                    Err(e) => {
-                        overlay.remove_vni(vni);
-                        return Err(e);
-                    }
-                };
-                overlay.set_handle(vni, handle);
-                self.hub.add_overlay(network, vni, overlay.clone());
-                let counters = self
-                    .call(move |ctl| ctl.dp.counters(handle))?
-                    .ok_or_else(|| ApiError("port vanished while attaching".into()))?;
-                return Ok(PortLive {
-                    record: rec.clone(),
-                    handle,
-                    counters,
-                    mtu,
-                });
-            }
-            PortType::Tap | PortType::Internal => {
-                if switch::port::afpacket::interface_exists(&rec.name) {
-                    return err(format!(
-                        "interface {} already exists (use --type system to attach it)",
-                        rec.name
-                    ));
-                }
-                let mtu = net.record.spec.mtu;
-                let tap = TapPort::create(&rec.name, mtu)
-                    .map_err(|e| ApiError(format!("creating TAP {}: {e}", rec.name)))?;
-                if let Some(addr) = &rec.address {
-                    cnm::set_gateway_address(&rec.name, addr)?;
-                }
-                Box::new(tap)
-            }
-        };
-        let mtu = port.capabilities().mtu;
-        let network = net.id;
-        let handle = self
-            .call(move |ctl| ctl.add_port(network, port, mode))?
-            .map_err(|e| ApiError(format!("attaching {}: {e}", rec.name)))?;
-        let counters = self
-            .call(move |ctl| ctl.dp.counters(handle))?
-            .ok_or_else(|| ApiError("port vanished while attaching".into()))?;
-        Ok(PortLive {
-            record: rec.clone(),
-            handle,
-            counters,
-            mtu,
-        })
-    }
-
-    fn detach(&mut self, name: &str) -> Result<PortLive, ApiError> {
-        let live = self
-            .ports
-            .remove(name)
-            .ok_or_else(|| ApiError(format!("no such port: {name}")))?;
-        let handle = live.handle;
-        // Captures of the port end with it.
-        self.captures.remove(name);
-        if live.record.port_type == PortType::Vxlan {
-            let vni = self
-                .networks
-                .get(&live.record.network)
-                .and_then(|n| n.record.spec.vni);
-            if let (Some(o), Some(vni)) = (&self.overlay, vni) {
-                o.remove_vni(vni);
-            }
-        }
-        // Dropping the port on the datapath thread closes it (a TAP vanishes).
-        self.call(move |ctl| {
-            ctl.remove_port(handle);
-        })?;
-        Ok(live)
-    }
-
-    fn port_remove(&mut self, name: &str) -> Result<serde_json::Value, ApiError> {
-        if let Some(owner) = &self.port(name)?.record.owner {
-            return err(format!(
-                "port {name} is the {owner} port of network {}; it goes away with it",
-                self.ports[name].record.network
-            ));
-        }
-        let live = self.detach(name)?;
-        if let Err(e) = self.save() {
-            // The port is gone from the datapath; try to put it back so state and reality agree.
-            if let Ok(back) = self.attach(&live.record) {
-                self.ports.insert(name.to_string(), back);
-            }
-            return Err(e);
-        }
-        Ok(json!({ "removed": name }))
-    }
-
-    /// Each port's state and current MTU, from the datapath.
-    fn port_states(&self) -> Result<BTreeMap<String, (PortState, usize)>, ApiError> {
-        let handles: Vec<(String, PortHandle)> = self
-            .ports
-            .iter()
-            .map(|(n, p)| (n.clone(), p.handle))
-            .collect();
-        self.call(move |ctl| {
-            handles
-                .into_iter()
-                .filter_map(|(n, h)| {
-                    let state = ctl.dp.port_state(h)?;
-                    let mtu = ctl.dp.capabilities(h)?.mtu;
-                    Some((n, (state, mtu)))
-                })
-                .collect()
-        })
-    }
-
-    fn port_list(&self) -> Result<serde_json::Value, ApiError> {
-        let states = self.port_states()?;
-        let rows: Vec<PortRow> = self
-            .ports
+    /// The VXLAN port of an overlay network.
+    fn vxlan_port(&self, network: &str) -> Option<&PortLive> {
+        self.ports
             .values()
-            .map(|p| {
-                let c = p.counters.snapshot();
-                PortRow {
-                    name: p.record.name.clone(),
-                    port_type: p.record.port_type,
-                    network: p.record.network.clone(),
-                    state: match states.get(&p.record.name) {
-                        Some((PortState::Up, _)) => "up".into(),
-                        _ => "down".into(),
-                    },
-                    mtu: states.get(&p.record.name).map_or(p.mtu, |(_, mtu)| *mtu),
-                    vlan: vlan_text(p.record.vlan, p.record.trunks.as_deref()),
-                    rx_packets: c.rx_packets,
-                    tx_packets: c.tx_packets,
-                    rx_bytes: c.rx_bytes,
-                    tx_bytes: c.tx_bytes,
-                    drops: c.total_drops(),
-                }
-            })
-            .collect();
-        Ok(serde_json::to_value(rows).expect("rows serialize"))
-    }
-
-    fn stats(&self, port: Option<&str>) -> Result<serde_json::Value, ApiError> {
-        if let Some(p) = port.filter(|p| !(*p == "vtep" && self.overlay.is_some())) {
-            self.port(p)?;
-        }
-        let rows: Vec<StatsRow> = self
-            .ports
-            .values()
-            .filter(|p| port.is_none_or(|n| n == p.record.name))
-            .map(|p| {
-                let c = p.counters.snapshot();
-                StatsRow {
-                    port: p.record.name.clone(),
-                    rx_packets: c.rx_packets,
-                    rx_bytes: c.rx_bytes,
-                    tx_packets: c.tx_packets,
-                    tx_bytes: c.tx_bytes,
-                    learn_refused: c.learn_refused,
-                    drops: c
-                        .drops
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect(),
-                }
-            })
-            .collect();
-        // The VXLAN endpoint's own refusals: datagrams that reached no network.
-        let mut rows = rows;
-        if let (Some(o), true) = (&self.overlay, port.is_none_or(|p| p == "vtep")) {
-            let c = o.rejected().snapshot();
-            let mut drops: BTreeMap<String, u64> = o
-                .reject_counts()
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(k, v)| (format!("overlay_{k}"), v))
-                .collect();
-            drops.extend(c.drops.into_iter().map(|(k, v)| (k.to_string(), v)));
-            rows.push(StatsRow {
-                port: "vtep".into(),
-                rx_packets: 0,
-                rx_bytes: 0,
-                tx_packets: 0,
-                tx_bytes: 0,
-                learn_refused: o.learn_refused(),
-                drops,
-            });
-        }
-        Ok(serde_json::to_value(rows).expect("rows serialize"))
-    }
-
-    // ---- MAC table ----
-
-    fn fdb_show(&self, network: Option<&str>) -> Result<serde_json::Value, ApiError> {
-        let nets: Vec<(String, NetworkId, Option<u32>)> = match network {
-            Some(n) => {
-                let live = self.network(n)?;
-                vec![(n.to_string(), live.id, live.record.spec.vni)]
-            }
-            None => self
-                .networks
-                .values()
-                .map(|n| (n.record.name.clone(), n.id, n.record.spec.vni))
-                .collect(),
-        };
-        let overlay = self.overlay.clone();
-        let rows = self.call(move |ctl| {
-            let now = Instant::now();
-            let mut rows = Vec::new();
-            for (name, id, vni) in nets {
-                let Some(bridge) = ctl.dp.bridge(id) else {
-                    continue;
-                };
-                for (vlan, mac, e) in bridge.fdb().iter(now) {
-                    let port = bridge.port_name(e.port).to_string();
-                    let remote = match (&overlay, vni) {
-                        (Some(o), Some(vni)) if port == "vxlan" => {
-                            o.remote_of(now, vni, mac).map(|ip| ip.to_string())
-                        }
-                        _ => None,
-                    };
-                    rows.push(FdbRow {
-                        mac: mac.to_string(),
-                        port,
-                        vlan,
-                        age_s: now.saturating_since(e.last_seen).as_secs(),
-                        is_static: e.is_static,
-                        network: name.clone(),
-                        remote,
-                    });
-                }
-            }
-            rows.sort_by(|a, b| {
-                (&a.network, &a.port, a.vlan, &a.mac).cmp(&(&b.network, &b.port, b.vlan, &b.mac))
-            });
-            rows
-        })?;
-        Ok(serde_json::to_value(rows).expect("rows serialize"))
-    }
-
-    fn fdb_add(
-        &self,
-        mac: &str,
-        port: &str,
-        vlan: Option<u16>,
-    ) -> Result<serde_json::Value, ApiError> {
-        let mac: MacAddr = mac.parse().map_err(|e| ApiError(format!("{e}")))?;
-        if !mac.is_unicast() {
-            return err(format!("{mac} is not a unicast address"));
-        }
-        let p = self.port(port)?;
-        let vlan = match vlan {
-            Some(v) => check_vlan(v)?,
-            None => p.record.vlan.unwrap_or(1),
-        };
-        let handle = p.handle;
-        self.call(move |ctl| {
-            let (net, local) = ctl
-                .dp
-                .port_location(handle)
-                .ok_or_else(|| ApiError("port vanished".into()))?;
-            let bridge = ctl.dp.bridge_mut(net).expect("port's network exists");
-            bridge
-                .fdb_mut()
-                .add_static(Instant::now(), vlan, mac, local)
-                .map_err(|e| ApiError(format!("{e}")))
-        })??;
-        Ok(json!({ "mac": mac.to_string(), "port": port, "vlan": vlan }))
-    }
-
-    fn fdb_del(&self, mac: &str, network: Option<&str>) -> Result<serde_json::Value, ApiError> {
-        let mac: MacAddr = mac.parse().map_err(|e| ApiError(format!("{e}")))?;
-        let ids = self.network_ids(network)?;
-        let n = self.call(move |ctl| {
-            let mut n = 0;
-            for id in ids {
-                if let Some(b) = ctl.dp.bridge_mut(id) {
-                    n += b.fdb_mut().remove_mac(mac);
-                }
-            }
-            n
-        })?;
-        if n == 0 {
-            return err(format!("{mac} is not in the MAC table"));
-        }
-        Ok(json!({ "removed": n }))
-    }
-
-    fn fdb_flush(&self, network: Option<&str>) -> Result<serde_json::Value, ApiError> {
-        let ids = self.network_ids(network)?;
-        let n = self.call(move |ctl| {
-            let mut n = 0;
-            for id in ids {
-                if let Some(b) = ctl.dp.bridge_mut(id) {
-                    n += b.fdb_mut().flush_learned();
-                }
-            }
-            n
-        })?;
-        Ok(json!({ "flushed": n }))
-    }
-
-    fn network_ids(&self, network: Option<&str>) -> Result<Vec<NetworkId>, ApiError> {
-        Ok(match network {
-            Some(n) => vec![self.network(n)?.id],
-            None => self.networks.values().map(|n| n.id).collect(),
-        })
+            .find(|p| p.record.network == network && p.record.port_type == PortType::Vxlan)
     }
 }
 
-fn check_vlan(v: u16) -> Result<u16, ApiError> {
-    if (1..=4094).contains(&v) {
-        Ok(v)
-    } else {
-        err(format!("invalid VLAN {v}: expected 1 to 4094"))
-    }
-}
-
-fn port_mode(vlan: Option<u16>, trunks: Option<&[u16]>) -> Result<PortMode, ApiError> {
-    match trunks {
-        None => Ok(PortMode::Access(check_vlan(vlan.unwrap_or(1))?)),
-        Some(list) => {
-            let mut set = VlanSet::empty();
-            for v in list {
-                set.insert(check_vlan(*v)?);
-            }
-            let native = vlan.map(check_vlan).transpose()?;
-            Ok(PortMode::Trunk {
-                native,
-                allowed: set,
-            })
-        }
-    }
-}
-
-fn vlan_text(vlan: Option<u16>, trunks: Option<&[u16]>) -> String {
-    match trunks {
-        None => vlan.unwrap_or(1).to_string(),
-        Some(t) => {
-            let list: Vec<String> = t.iter().map(u16::to_string).collect();
-            format!("trunk:{}", list.join(","))
-        }
-    }
-}
-
-fn validate_name(what: &str, name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        err(format!(
-            "invalid {what} name {name:?}: use 1-64 letters, digits, '-', '_' or '.'"
-        ))
-    }
-}
-
-fn validate_ifname(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() < 16
-        && !name.contains(['/', ' ', ':'])
-        && name != "."
-        && name != "..";
-    if ok {
-        Ok(())
-    } else {
-        err(format!(
-            "invalid interface name {name:?}: 1-15 characters, no '/', ':' or spaces"
-        ))
-    }
+/// A list of rows as a request's JSON result.
+fn rows<T: Serialize>(rows: Vec<T>) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(rows).map_err(|e| ApiError::internal(format!("encoding the answer: {e}")))
 }
 
 /// A 64-hex-digit id, like Docker's network ids.
@@ -738,18 +412,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_vlans_are_checked() {
-        assert!(validate_name("network", "blue-1").is_ok());
-        assert!(validate_name("network", "").is_err());
-        assert!(validate_name("network", "a/b").is_err());
-        assert!(validate_ifname("veth0").is_ok());
-        assert!(validate_ifname("a-very-long-interface").is_err());
-        assert!(check_vlan(0).is_err() && check_vlan(4095).is_err() && check_vlan(10).is_ok());
-        assert_eq!(port_mode(None, None).unwrap(), PortMode::Access(1));
-        let trunk = port_mode(Some(5), Some(&[10, 20])).unwrap();
-        assert!(trunk.carries(10) && trunk.carries(20) && trunk.carries(5) && !trunk.carries(30));
-        assert!(port_mode(None, Some(&[0])).is_err());
+    fn ids_are_random_and_long() {
         assert_eq!(random_id().len(), 64);
         assert_ne!(random_id(), random_id());
+    }
+
+    #[test]
+    fn stored_form_is_unchanged() {
+        // A state file as the daemon wrote it before drivers and owners became types.
+        let old = r#"{
+            "networks": [{"id": "0123456789abcdef", "name": "blue", "driver": "overlay",
+                          "spec": {"name": "blue", "vni": 42}}],
+            "ports": [{"name": "vxlan42", "network": "blue", "type": "vxlan", "vlan": null,
+                       "trunks": null, "owner": "overlay"},
+                      {"name": "veth1", "network": "blue", "type": "system", "vlan": 10,
+                       "trunks": null}]
+        }"#;
+        let s: SwitchState = serde_json::from_str(old).unwrap();
+        assert_eq!(s.networks[0].driver, Driver::Overlay);
+        assert_eq!(s.networks[0].short_id(), "0123456789ab");
+        assert_eq!(s.ports[0].owner, Some(PortOwner::Overlay));
+        assert_eq!(s.ports[1].owner, None);
+        let again = serde_json::to_value(&s).unwrap();
+        assert_eq!(again["networks"][0]["driver"], "overlay");
+        assert_eq!(again["ports"][0]["owner"], "overlay");
+        assert!(again["ports"][1].get("owner").is_none());
+        let short = NetworkRecord {
+            id: "abc".into(),
+            ..s.networks[0].clone()
+        };
+        assert_eq!(short.short_id(), "abc");
     }
 }

@@ -146,7 +146,7 @@ fn stream_trace(
     let (id, rx) = match sub {
         Ok(s) => s,
         Err(e) => {
-            let _ = write_response(&mut &*stream, &Response::err(e.0));
+            let _ = write_response(&mut &*stream, &Response::from(e));
             return;
         }
     };
@@ -166,7 +166,7 @@ fn stream_capture(stream: &UnixStream, daemon: &Mutex<Daemon>, port: &str, count
     let (id, rx) = match started {
         Ok(s) => s,
         Err(e) => {
-            let _ = write_response(&mut &*stream, &Response::err(e.0));
+            let _ = write_response(&mut &*stream, &Response::from(e));
             return;
         }
     };

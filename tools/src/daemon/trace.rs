@@ -5,7 +5,8 @@
 //! learning, no counters, nothing sent. Live traces and captures hook the datapath only while
 //! somebody listens: with no listener the datapath has no sink and pays nothing.
 
-use super::{err, ApiError, Daemon};
+use super::fdb::VTEP_PORT;
+use super::{ApiError, Daemon};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -21,7 +22,7 @@ struct Sub {
     tx: mpsc::SyncSender<String>,
     /// Only frames in or out of this port (bridge name) …
     port: Option<String>,
-    /// … of this network (for the VXLAN ports, all named `vxlan` on their bridges).
+    /// … of this network (for a VXLAN port, whose name on its bridge all VXLAN ports share).
     network: Option<switch::datapath::NetworkId>,
     human: bool,
 }
@@ -31,9 +32,18 @@ struct Sub {
 pub struct TraceHub {
     subs: Mutex<Vec<Sub>>,
     next: AtomicU64,
-    /// Overlay networks (datapath id → VNI and endpoint), to explain frames that came from
-    /// or go to the overlay.
-    overlays: Mutex<Vec<(switch::datapath::NetworkId, u32, vxlan::Overlay)>>,
+    /// Overlay networks, to explain frames that came from or go to the overlay.
+    overlays: Mutex<Vec<OverlayNet>>,
+}
+
+/// An overlay network as the hub knows it.
+struct OverlayNet {
+    /// Its bridge in the datapath.
+    net: switch::datapath::NetworkId,
+    vni: u32,
+    /// Its VXLAN port's name on the bridge (as traces name it).
+    port: String,
+    overlay: vxlan::Overlay,
 }
 
 impl TraceHub {
@@ -67,23 +77,40 @@ impl TraceHub {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers an overlay network, so its traces show decapsulation and encapsulation.
-    pub fn add_overlay(&self, net: switch::datapath::NetworkId, vni: u32, o: vxlan::Overlay) {
-        let mut ov = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
-        ov.retain(|(n, _, _)| *n != net);
-        ov.push((net, vni, o));
+    /// Registers an overlay network and the name of its VXLAN port on its bridge, so its
+    /// traces show decapsulation and encapsulation.
+    pub fn add_overlay(
+        &self,
+        net: switch::datapath::NetworkId,
+        vni: u32,
+        port: String,
+        overlay: vxlan::Overlay,
+    ) {
+        let mut ov = lock(&self.overlays);
+        ov.retain(|o| o.net != net);
+        ov.push(OverlayNet {
+            net,
+            vni,
+            port,
+            overlay,
+        });
     }
 
     /// Adds the VXLAN stage to a frame of an overlay network: where it came from (decap and
-    /// the remote MAC learned), or where it goes (encap to which peers).
-    fn explain_overlay(&self, ev: &TraceEvent) -> Option<(switch::trace::StageRecord, Vec<Value>)> {
-        let from = ev.in_port == "vxlan";
-        let to = ev.outputs.iter().any(|o| o == "vxlan");
+    /// the remote MAC learned), or where it goes (encap to which peers, one action each, to
+    /// stand for the output to the VXLAN port, whose name is returned).
+    fn explain_overlay(
+        &self,
+        ev: &TraceEvent,
+    ) -> Option<(switch::trace::StageRecord, Vec<Value>, String)> {
+        let ov = lock(&self.overlays);
+        let net = ov.iter().find(|o| o.net == ev.network)?;
+        let from = ev.in_port == net.port;
+        let to = ev.outputs.contains(&net.port);
         if !from && !to {
             return None;
         }
-        let ov = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, vni, o) = ov.iter().find(|(n, _, _)| *n == ev.network)?;
+        let (vni, o) = (&net.vni, &net.overlay);
         let now = Instant::now();
         let mut actions = Vec::new();
         let result = if from {
@@ -98,7 +125,7 @@ impl TraceHub {
                     let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
                     for p in &list {
                         actions.push(json!({
-                            "output": "vxlan",
+                            "output": net.port,
                             "remote": p,
                             "vni": vni,
                             "src_port": sport,
@@ -117,22 +144,24 @@ impl TraceHub {
             stage: Stage::Vxlan,
             result,
         };
-        Some((stage, actions))
+        Some((stage, actions, net.port.clone()))
     }
 
     /// Hands one frame's trace to every listener that wants it (never blocks the datapath).
     pub fn publish(&self, ev: &TraceEvent) {
-        let (ev_with, vxlan_actions);
+        let (ev_with, vxlan_actions, vxlan_port);
         let ev = match self.explain_overlay(ev) {
-            Some((stage, actions)) => {
+            Some((stage, actions, port)) => {
                 let mut e = ev.clone();
                 e.trace.stages.push(stage);
                 ev_with = e;
                 vxlan_actions = actions;
+                vxlan_port = Some(port);
                 &ev_with
             }
             None => {
                 vxlan_actions = Vec::new();
+                vxlan_port = None;
                 ev
             }
         };
@@ -152,7 +181,9 @@ impl TraceHub {
                 human_line.get_or_insert_with(|| human(ev)).clone()
             } else {
                 json_line
-                    .get_or_insert_with(|| live_record(ev, &vxlan_actions).to_string())
+                    .get_or_insert_with(|| {
+                        live_record(ev, vxlan_port.as_deref(), &vxlan_actions).to_string()
+                    })
                     .clone()
             };
             let _ = s.tx.try_send(line);
@@ -161,12 +192,12 @@ impl TraceHub {
 }
 
 /// A live trace record, in the shape of a one-shot trace (DESIGN.md): an output to the overlay
-/// is one action per remote peer, with its VNI and UDP source port.
-fn live_record(ev: &TraceEvent, vxlan_actions: &[Value]) -> Value {
+/// (`vxlan_port`) is one action per remote peer, with its VNI and UDP source port.
+fn live_record(ev: &TraceEvent, vxlan_port: Option<&str>, vxlan_actions: &[Value]) -> Value {
     let summary = switch::summary::summarize(&ev.head);
     let mut actions = Vec::new();
     for o in &ev.outputs {
-        if o == "vxlan" && !vxlan_actions.is_empty() {
+        if Some(o.as_str()) == vxlan_port && !vxlan_actions.is_empty() {
             actions.extend_from_slice(vxlan_actions);
         } else {
             actions.push(json!({ "output": o }));
@@ -205,19 +236,19 @@ impl Daemon {
         port: Option<String>,
         human: bool,
     ) -> Result<(u64, mpsc::Receiver<String>), ApiError> {
-        // A VXLAN port is listed as `vxlanVNI` but named `vxlan` on its bridge.
-        let (port, network) = match &port {
-            Some(p) if p == "vxlan" => (port, None),
-            Some(p) => {
-                let live = self.port(p)?;
-                if live.record.port_type == crate::api::PortType::Vxlan {
-                    let net = self.network(&live.record.network)?.id;
-                    (Some("vxlan".to_string()), Some(net))
-                } else {
-                    (port, None)
-                }
-            }
+        // A VXLAN port is listed as `vxlanVNI` but known on its bridge by the name all VXLAN
+        // ports share: by that name, the listener gets every overlay's VXLAN port.
+        let (port, network) = match port {
             None => (None, None),
+            Some(p) => match self.ports.get(&p) {
+                Some(live) if live.record.port_type == crate::api::PortType::Vxlan => {
+                    let net = self.network(&live.record.network)?.id;
+                    (Some(live.bridge_name.clone()), Some(net))
+                }
+                Some(_) => (Some(p), None),
+                None if self.ports.values().any(|l| l.bridge_name == p) => (Some(p), None),
+                None => return Err(ApiError::not_found(format!("no such port: {p}"))),
+            },
         };
         let (id, rx) = self.hub.subscribe(port, network, human);
         let hub = self.hub.clone();
@@ -240,7 +271,7 @@ impl Daemon {
     /// the VXLAN underlay (outer headers rebuilt: the kernel makes the real ones). Returns the
     /// client's id (for [`Daemon::capture_stop`]) and its lines.
     pub fn capture_start(&mut self, port: &str) -> Result<(u64, mpsc::Receiver<String>), ApiError> {
-        let underlay = port == "vtep" && self.overlay.is_some();
+        let underlay = port == VTEP_PORT && self.overlay.is_some();
         if !underlay {
             self.port(port)?;
         }
@@ -253,7 +284,10 @@ impl Daemon {
         let fan: CaptureFan = Arc::new(Mutex::new(vec![(id, tx)]));
         let out = fan.clone();
         if underlay {
-            let o = self.overlay.as_ref().expect("checked");
+            let o = self
+                .overlay
+                .as_ref()
+                .ok_or_else(|| ApiError::internal("the VXLAN endpoint closed"))?;
             o.set_capture(Some(Box::new(move |dir, from, to, payload| {
                 let frame = underlay_frame(from, to, payload);
                 fan_out(&out, capture_line(dir, &frame));
@@ -264,7 +298,7 @@ impl Daemon {
                 fan_out(&out, capture_line(dir, frame));
             });
             if !self.call(move |ctl| ctl.dp.set_capture(handle, Some(sink)))? {
-                return err(format!("no such port: {port}"));
+                return Err(ApiError::not_found(format!("no such port: {port}")));
             }
         }
         self.captures.insert(port.to_string(), fan);
@@ -285,7 +319,7 @@ impl Daemon {
             return;
         }
         self.captures.remove(port);
-        if port == "vtep" {
+        if port == VTEP_PORT {
             if let Some(o) = &self.overlay {
                 o.set_capture(None);
                 return;
@@ -305,21 +339,25 @@ impl Daemon {
         flow: Option<&str>,
     ) -> Result<Value, ApiError> {
         let frame = match (frame_hex, flow) {
-            (Some(h), None) => {
-                switch::flow::parse_hex_frame(h).map_err(|e| ApiError(format!("--frame: {e}")))?
-            }
+            (Some(h), None) => switch::flow::parse_hex_frame(h)
+                .map_err(|e| ApiError::invalid(format!("--frame: {e}")))?,
             (None, Some(f)) => {
-                let spec =
-                    switch::flow::parse_flow(f).map_err(|e| ApiError(format!("--flow: {e}")))?;
+                let spec = switch::flow::parse_flow(f)
+                    .map_err(|e| ApiError::invalid(format!("--flow: {e}")))?;
                 spec.build_frame()
             }
-            _ => return err("give exactly one of --frame HEX or --flow SPEC"),
+            _ => {
+                return Err(ApiError::invalid(
+                    "give exactly one of --frame HEX or --flow SPEC",
+                ))
+            }
         };
         let port = self.port(in_port)?;
         let handle = port.handle;
         let net = self.network(&port.record.network)?;
         let vni = net.record.spec.vni;
         let overlay = self.overlay.clone();
+        let vxlan = self.vxlan_port(&port.record.network).map(|p| p.handle);
         let data = frame.clone();
         let (trace, decision, outputs) = self
             .call(move |ctl| {
@@ -333,21 +371,27 @@ impl Daemon {
                     data: &data,
                 };
                 let d = bridge.decide(now, local, fr, &mut out, &mut trace);
-                let outputs: Vec<(String, Option<u16>)> = out
+                let vxlan_local = vxlan.and_then(|h| ctl.dp.port_location(h)).map(|(_, l)| l);
+                // Each output: its name, its VLAN tag, whether it is the VXLAN port.
+                let outputs: Vec<(String, Option<u16>, bool)> = out
                     .iter()
-                    .map(|p| {
-                        let bp = bridge.port(*p).expect("output ports exist");
-                        (bp.name.clone(), bp.mode.egress_tag(d.vlan))
+                    .filter_map(|p| {
+                        let bp = bridge.port(*p)?;
+                        Some((
+                            bp.name.clone(),
+                            bp.mode.egress_tag(d.vlan),
+                            Some(*p) == vxlan_local,
+                        ))
                     })
                     .collect();
                 Some((trace, d, outputs))
             })?
-            .ok_or_else(|| ApiError(format!("port {in_port} vanished")))?;
+            .ok_or_else(|| ApiError::internal(format!("port {in_port} vanished")))?;
         let mut trace = trace;
         let mut actions = Vec::new();
         let mut drop = decision.verdict.err().map(|r| r.name().to_string());
-        for (name, tag) in outputs {
-            if name == "vxlan" {
+        for (name, tag, is_vxlan) in outputs {
+            if is_vxlan {
                 let (Some(o), Some(vni)) = (&overlay, vni) else {
                     continue;
                 };
@@ -364,7 +408,7 @@ impl Daemon {
                         });
                         for r in remotes {
                             actions.push(json!({
-                                "output": "vxlan",
+                                "output": name,
                                 "remote": r.to_string(),
                                 "vni": vni,
                                 "src_port": src_port,

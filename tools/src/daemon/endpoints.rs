@@ -1,0 +1,552 @@
+//! The endpoint API (`network connect`, `network disconnect`): an endpoint joins a sandbox to a
+//! network. For the drivers with an address pool it is a veth pair made in one netlink request,
+//! the sandbox end `ethN` with a MAC derived from its address, the address from IPAM, the
+//! default route via the gateway on the sandbox's first network, and the host end a port of
+//! the network's bridge. After a restart, endpoints are checked against the system.
+
+use super::sandboxes::SandboxRecord;
+use super::undo::Undo;
+use super::{random_id, ApiError, Daemon, NetworkRecord, PortOwner, PortRecord};
+use crate::api::PortType;
+use crate::netlink::Netlink;
+use crate::netns;
+use ipam::{Cidr, IpamDriver, PoolId};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+
+/// Prefix of the host ends of endpoint veths (so orphans can be found after a crash).
+const ENDPOINT_PREFIX: &str = "vse";
+
+/// A network's addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkIpam {
+    pub pool: PoolId,
+    pub subnet: Cidr,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// An endpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub id: String,
+    pub network: String,
+    pub sandbox: String,
+    /// The interface inside the sandbox (`eth0`, …); empty for `host` and `none`.
+    pub interface: String,
+    /// The host end of the veth (a port of the network's bridge); empty for `host` and `none`.
+    pub host_interface: String,
+    pub mac: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+    pub prefix_len: u8,
+    /// This endpoint set the sandbox's default route.
+    #[serde(default)]
+    pub default_route: bool,
+}
+
+impl EndpointRecord {
+    /// `IP/PREFIX`, for an endpoint with an address.
+    pub fn ipv4(&self) -> Option<String> {
+        self.ip.map(|ip| format!("{ip}/{}", self.prefix_len))
+    }
+}
+
+/// What a driver's `connect` is asked to do: join this sandbox to this network.
+pub(super) struct Connect<'a> {
+    /// The new endpoint's id.
+    pub id: String,
+    pub net: &'a NetworkRecord,
+    pub sandbox: &'a SandboxRecord,
+    /// The address asked for (`--ip`).
+    pub requested: Option<Ipv4Addr>,
+}
+
+impl Connect<'_> {
+    /// An endpoint with no interface and no address (`host`, `none`).
+    pub(super) fn bare_endpoint(&self) -> EndpointRecord {
+        EndpointRecord {
+            id: self.id.clone(),
+            network: self.net.name.clone(),
+            sandbox: self.sandbox.name.clone(),
+            interface: String::new(),
+            host_interface: String::new(),
+            mac: None,
+            ip: None,
+            prefix_len: 0,
+            default_route: false,
+        }
+    }
+}
+
+impl Daemon {
+    /// Connects a sandbox: check → the driver's connect → store → save, undone on failure.
+    pub(super) fn network_connect(
+        &mut self,
+        network: &str,
+        sandbox: &str,
+        ip: Option<&str>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let (net, sb) = self.check_connect(network, sandbox)?;
+        let requested = ip.map(parse_ipv4).transpose()?;
+        let ops = net.driver.ops();
+        if requested.is_some() && !ops.has_pool() {
+            return Err(ApiError::invalid(format!(
+                "the {} network takes no --ip",
+                net.driver
+            )));
+        }
+        let c = Connect {
+            id: random_id(),
+            net: &net,
+            sandbox: &sb,
+            requested,
+        };
+        let ep = self.transaction(|d, undo| {
+            let ep = ops.connect(d, &c, undo)?;
+            d.endpoints.push(ep.clone());
+            undo.push(|d| {
+                d.endpoints.pop();
+            });
+            d.save()?;
+            Ok(ep)
+        })?;
+        let mut out = json!({ "endpoint": ep.id, "network": network, "sandbox": sandbox });
+        if let Some(ipv4) = ep.ipv4() {
+            out["interface"] = json!(ep.interface);
+            out["ipv4"] = json!(ipv4);
+            out["mac"] = json!(ep.mac);
+        }
+        Ok(out)
+    }
+
+    /// Checks that the sandbox may join the network; returns both.
+    fn check_connect(
+        &self,
+        network: &str,
+        sandbox: &str,
+    ) -> Result<(NetworkRecord, SandboxRecord), ApiError> {
+        let net = self.network(network)?.record.clone();
+        let sb = self.sandbox(sandbox)?.clone();
+        let mine: Vec<&EndpointRecord> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.sandbox == sandbox)
+            .collect();
+        if mine.iter().any(|e| e.network == network) {
+            return Err(ApiError::conflict(format!(
+                "sandbox {sandbox} is already connected to {network}"
+            )));
+        }
+        if sb.host {
+            return Err(ApiError::conflict(format!(
+                "sandbox {sandbox} uses the host network: it cannot join other networks"
+            )));
+        }
+        if net.driver.ops().sole_network() && !mine.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "sandbox {sandbox} is connected to other networks; the {} network must be its only one",
+                net.driver
+            )));
+        }
+        let on_sole = mine.iter().any(|e| {
+            self.networks
+                .get(&e.network)
+                .is_some_and(|n| n.record.driver.ops().sole_network())
+        });
+        if on_sole {
+            return Err(ApiError::conflict(format!(
+                "sandbox {sandbox} is on the none or host network; disconnect it first"
+            )));
+        }
+        Ok((net, sb))
+    }
+
+    /// The connect of the drivers with a pool: an address, then the veth pair.
+    pub(super) fn connect_veth(
+        &mut self,
+        c: &Connect<'_>,
+        undo: &mut Undo,
+    ) -> Result<EndpointRecord, ApiError> {
+        let ep = self.reserve_endpoint(c, undo)?;
+        self.plumb(&ep, c.sandbox, c.net)?;
+        let made = ep.clone();
+        undo.push(move |d| {
+            let _ = d.unplumb(&made);
+        });
+        Ok(ep)
+    }
+
+    /// Takes the endpoint's address from the pool and names its interfaces.
+    fn reserve_endpoint(
+        &mut self,
+        c: &Connect<'_>,
+        undo: &mut Undo,
+    ) -> Result<EndpointRecord, ApiError> {
+        let (net, sandbox) = (c.net, &c.sandbox.name);
+        let ipam = net.ipam.clone().ok_or_else(|| {
+            ApiError::internal(format!("network {} has no address pool", net.name))
+        })?;
+        let mine: Vec<&EndpointRecord> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.sandbox == *sandbox)
+            .collect();
+        let interface = (0..=mine.len())
+            .map(|i| format!("eth{i}"))
+            .find(|n| !mine.iter().any(|e| &e.interface == n))
+            .ok_or_else(|| ApiError::internal("no free interface name"))?;
+        let default_route =
+            !net.spec.internal && ipam.gateway.is_some() && !mine.iter().any(|e| e.default_route);
+        let host_interface = format!("{ENDPOINT_PREFIX}{}", short_hash(&[&net.id, sandbox]));
+        let addr = self
+            .ipam
+            .request_address(&ipam.pool, sandbox, c.requested)
+            .map_err(ApiError::from_ipam)?;
+        let pool = ipam.pool.clone();
+        undo.push(move |d| {
+            let _ = d.ipam.release_address(&pool, addr);
+        });
+        Ok(EndpointRecord {
+            id: c.id.clone(),
+            network: net.name.clone(),
+            sandbox: sandbox.clone(),
+            interface,
+            host_interface,
+            mac: Some(mac_text(mac_for(addr))),
+            ip: Some(addr),
+            prefix_len: ipam.subnet.prefix_len(),
+            default_route,
+        })
+    }
+
+    /// Makes an endpoint real: veth pair → address and routes inside → host end up → host end
+    /// on the bridge. Undoes everything on failure.
+    fn plumb(
+        &mut self,
+        ep: &EndpointRecord,
+        sb: &SandboxRecord,
+        net: &NetworkRecord,
+    ) -> Result<(), ApiError> {
+        let ip = ep
+            .ip
+            .ok_or_else(|| ApiError::internal("a bridged endpoint needs an address"))?;
+        let gateway = net.ipam.as_ref().and_then(|i| i.gateway);
+        let ns = netns::open_netns(&sb.path).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.transaction(|d, undo| {
+            d.make_veth(ep, net, &ns, undo)?;
+            configure_inside(&ns, ep, ip, gateway).map_err(|e| {
+                ApiError::internal(format!(
+                    "configuring {} in sandbox {}: {e}",
+                    ep.interface, sb.name
+                ))
+            })?;
+            netlink()?.set_up(&ep.host_interface).map_err(|e| {
+                ApiError::internal(format!("bringing up {}: {e}", ep.host_interface))
+            })?;
+            let port = PortRecord::owned(
+                ep.host_interface.clone(),
+                net,
+                PortType::System,
+                PortOwner::Endpoint,
+            );
+            d.attach_owned(port, undo)
+        })
+    }
+
+    /// The veth pair, its sandbox end already in the sandbox, with the driver's MTU and
+    /// super-frame limit.
+    fn make_veth(
+        &self,
+        ep: &EndpointRecord,
+        net: &NetworkRecord,
+        ns: &File,
+        undo: &mut Undo,
+    ) -> Result<(), ApiError> {
+        let ops = net.driver.ops();
+        let mtu = net.spec.mtu.or_else(|| ops.default_mtu(self));
+        netlink()?
+            .create_veth(
+                &ep.host_interface,
+                &ep.interface,
+                Some(ns.as_fd()),
+                mtu,
+                ep.ip.map(mac_for),
+                ops.sandbox_gso_max_segs(mtu),
+            )
+            .map_err(|e| ApiError::internal(format!("creating the endpoint's veth pair: {e}")))?;
+        let host = ep.host_interface.clone();
+        undo.push(move |_| {
+            let _ = netlink().map(|mut nl| nl.delete_link(&host));
+        });
+        Ok(())
+    }
+
+    /// Removes an endpoint's port and veth pair (the sandbox end goes with it).
+    fn unplumb(&mut self, ep: &EndpointRecord) -> Result<(), ApiError> {
+        if ep.host_interface.is_empty() {
+            return Ok(());
+        }
+        let mut problems = Vec::new();
+        if self.ports.contains_key(&ep.host_interface) {
+            if let Err(e) = self.detach(&ep.host_interface) {
+                problems.push(e.message);
+            }
+        }
+        match netlink()?.delete_link(&ep.host_interface) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => problems.push(format!("deleting {}: {e}", ep.host_interface)),
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::internal(problems.join("; ")))
+        }
+    }
+
+    /// Disconnects a sandbox: going on past a failure, it removes the veth, undoes what the
+    /// driver did, releases the address, and reports every problem.
+    pub(super) fn network_disconnect(
+        &mut self,
+        network: &str,
+        sandbox: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let driver = self.network(network)?.record.driver;
+        let i = self
+            .endpoints
+            .iter()
+            .position(|e| e.network == network && e.sandbox == sandbox)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("sandbox {sandbox} is not connected to {network}"))
+            })?;
+        let ep = self.endpoints[i].clone();
+        let mut problems = Vec::new();
+        if let Err(e) = self.unplumb(&ep) {
+            problems.push(e.message);
+        }
+        if let Err(e) = driver.ops().disconnect(self, sandbox) {
+            problems.push(e.message);
+        }
+        if let Err(e) = self.release(&ep) {
+            problems.push(e.message);
+        }
+        self.endpoints.remove(i);
+        self.save()?;
+        if !problems.is_empty() {
+            return Err(ApiError::problems("disconnected", &problems));
+        }
+        Ok(json!({ "network": network, "sandbox": sandbox }))
+    }
+
+    /// Gives the endpoint's address back to its network's pool.
+    fn release(&mut self, ep: &EndpointRecord) -> Result<(), ApiError> {
+        let pool = self
+            .networks
+            .get(&ep.network)
+            .and_then(|n| n.record.ipam.as_ref())
+            .map(|i| i.pool.clone());
+        if let (Some(ip), Some(pool)) = (ep.ip, pool) {
+            self.ipam
+                .release_address(&pool, ip)
+                .map_err(ApiError::from_ipam)?;
+        }
+        Ok(())
+    }
+
+    // ---- after a restart ----
+
+    /// Checks stored sandboxes and endpoints against the system and repairs what it can: a
+    /// sandbox whose namespace is gone loses its endpoints; an endpoint whose veth vanished is
+    /// re-made. Returns what was repaired.
+    pub(super) fn reconcile_endpoints(&mut self) -> Vec<String> {
+        let mut repairs = self.forget_vanished_sandboxes();
+        let eps = self.endpoints.clone();
+        for ep in eps.iter().filter(|e| !e.host_interface.is_empty()) {
+            if switch::port::afpacket::interface_exists(&ep.host_interface) {
+                continue;
+            }
+            let (Some(sb), Some(net)) = (
+                self.sandboxes.get(&ep.sandbox).cloned(),
+                self.networks.get(&ep.network).map(|n| n.record.clone()),
+            ) else {
+                continue;
+            };
+            // The sandbox end may have survived alone only if the pair was split; remove it.
+            let _ = netns::open_netns(&sb.path).and_then(|ns| {
+                netns::in_netns(&ns, || {
+                    Netlink::new().and_then(|mut nl| nl.delete_link(&ep.interface))
+                })
+            });
+            match self.plumb(ep, &sb, &net) {
+                Ok(()) => repairs.push(format!(
+                    "endpoint {}/{}: its veth had vanished; re-made it",
+                    ep.network, ep.sandbox
+                )),
+                Err(e) => {
+                    let _ = self.release(ep);
+                    self.endpoints.retain(|x| x.id != ep.id);
+                    repairs.push(format!(
+                        "endpoint {}/{}: its veth had vanished and could not be re-made ({e}); removed it",
+                        ep.network, ep.sandbox
+                    ));
+                }
+            }
+        }
+        repairs
+    }
+
+    /// Removes the sandboxes whose namespace is gone, and their endpoints.
+    fn forget_vanished_sandboxes(&mut self) -> Vec<String> {
+        let gone: Vec<String> = self
+            .sandboxes
+            .values()
+            .filter(|s| netns::adopt_netns(&s.path).is_err())
+            .map(|s| s.name.clone())
+            .collect();
+        let mut repairs = Vec::new();
+        for name in gone {
+            let eps: Vec<EndpointRecord> = self
+                .endpoints
+                .iter()
+                .filter(|e| e.sandbox == name)
+                .cloned()
+                .collect();
+            for ep in eps {
+                let _ = netlink().map(|mut nl| nl.delete_link(&ep.host_interface));
+                let _ = self.release(&ep);
+            }
+            self.endpoints.retain(|e| e.sandbox != name);
+            self.sandboxes.remove(&name);
+            repairs.push(format!(
+                "sandbox {name}: its namespace is gone; removed it and its endpoints"
+            ));
+        }
+        repairs
+    }
+
+    /// Deletes endpoint veths that no stored endpoint owns (left by a crash mid-connect).
+    pub(super) fn remove_orphan_veths(&mut self) -> Vec<String> {
+        let Ok(mut nl) = netlink() else {
+            return vec![];
+        };
+        let Ok(links) = nl.list_links() else {
+            return vec![];
+        };
+        let mut repairs = Vec::new();
+        for l in links {
+            let known = self.endpoints.iter().any(|e| e.host_interface == l.name);
+            let orphan = l.name.starts_with(ENDPOINT_PREFIX) && l.name.len() == 15 && !known;
+            if orphan && nl.delete_link(&l.name).is_ok() {
+                repairs.push(format!("removed orphan endpoint veth {}", l.name));
+            }
+        }
+        repairs
+    }
+}
+
+/// Inside the sandbox: loopback up, the address on the sandbox end, that end up, and the
+/// default route via the gateway when the endpoint sets it.
+fn configure_inside(
+    ns: &File,
+    ep: &EndpointRecord,
+    ip: Ipv4Addr,
+    gateway: Option<Ipv4Addr>,
+) -> std::io::Result<()> {
+    netns::in_netns(ns, || -> std::io::Result<()> {
+        let mut nl = Netlink::new()?;
+        nl.set_up("lo")?;
+        nl.add_address(&ep.interface, ip, ep.prefix_len)?;
+        nl.set_up(&ep.interface)?;
+        if ep.default_route {
+            if let Some(gw) = gateway {
+                nl.add_default_route(gw)?;
+            }
+        }
+        Ok(())
+    })?
+}
+
+/// Gives a gateway port its `IP/PREFIX`, and a MAC derived from it, so the gateway keeps its
+/// MAC across restarts (the sandboxes' ARP caches stay right).
+pub(super) fn set_gateway_address(ifname: &str, addr: &str) -> Result<(), ApiError> {
+    let (ip, prefix) = parse_addr(addr)?;
+    let mut nl = netlink()?;
+    nl.set_mac(ifname, mac_for(ip))
+        .map_err(|e| ApiError::internal(format!("setting the MAC of {ifname}: {e}")))?;
+    match nl.add_address(ifname, ip, prefix) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(ApiError::internal(format!(
+            "adding {addr} to {ifname}: {e}"
+        ))),
+    }
+}
+
+fn parse_ipv4(text: &str) -> Result<Ipv4Addr, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::invalid(format!("invalid address {text:?}")))
+}
+
+fn parse_addr(addr: &str) -> Result<(Ipv4Addr, u8), ApiError> {
+    let bad = || ApiError::invalid(format!("invalid address {addr:?}: expected IP/PREFIX"));
+    let (ip, prefix) = addr.split_once('/').ok_or_else(bad)?;
+    Ok((
+        ip.parse().map_err(|_| bad())?,
+        prefix.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// Docker's MAC for an address: 02:42 followed by the four bytes of the IPv4 address.
+fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    switch::MacAddr(mac).to_string()
+}
+
+/// A short stable hash (FNV-1a) for interface names.
+fn short_hash(parts: &[&str]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!("{:012x}", h & 0xffff_ffff_ffff)
+}
+
+fn netlink() -> Result<Netlink, ApiError> {
+    Netlink::new().map_err(|e| ApiError::internal(format!("netlink: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_and_names() {
+        assert_eq!(
+            mac_text(mac_for("172.17.0.2".parse().unwrap())),
+            "02:42:ac:11:00:02"
+        );
+        let a = short_hash(&["net", "sb1"]);
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, short_hash(&["net", "sb2"]));
+        assert_ne!(short_hash(&["ne", "tsb1"]), a);
+        assert_eq!(format!("{ENDPOINT_PREFIX}{a}").len(), 15);
+        assert_eq!(
+            parse_addr("10.0.0.1/24").unwrap(),
+            ("10.0.0.1".parse().unwrap(), 24)
+        );
+        assert!(parse_addr("10.0.0.1").is_err());
+        assert_eq!(
+            parse_ipv4("x").unwrap_err().kind,
+            crate::api::ErrorKind::Invalid
+        );
+    }
+}
