@@ -199,24 +199,6 @@ pub enum ErrorKind {
     Internal,
 }
 
-impl ErrorKind {
-    /// The name on the wire (`not_found`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::Invalid => "invalid",
-            ErrorKind::Internal => "internal",
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// The daemon's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
@@ -268,36 +250,30 @@ pub const MAX_NAME_LEN: usize = 64;
 
 /// Checks a VLAN id against [`VLAN_IDS`].
 pub fn check_vlan(n: u64) -> Result<u16, String> {
-    match u16::try_from(n) {
-        Ok(v) if VLAN_IDS.contains(&v) => Ok(v),
-        _ => Err(format!(
-            "VLAN {n} is out of range: VLAN ids are {}-{}",
-            VLAN_IDS.start(),
-            VLAN_IDS.end()
-        )),
-    }
+    check_range(n, &VLAN_IDS, "VLAN", "VLAN ids are ")
 }
 
 /// Checks an MTU against [`MTUS`].
 pub fn check_mtu(n: u64) -> Result<u32, String> {
-    match u32::try_from(n) {
-        Ok(v) if MTUS.contains(&v) => Ok(v),
-        _ => Err(format!(
-            "MTU {n} is out of range: {}-{}",
-            MTUS.start(),
-            MTUS.end()
-        )),
-    }
+    check_range(n, &MTUS, "MTU", "")
 }
 
 /// Checks a VNI against [`VNIS`].
 pub fn check_vni(n: u64) -> Result<u32, String> {
-    match u32::try_from(n) {
-        Ok(v) if VNIS.contains(&v) => Ok(v),
+    check_range(n, &VNIS, "VNI", "VNIs are ")
+}
+
+/// `n` as a `T` inside `range`, or "`what` N is out of range: `values`START-END".
+fn check_range<T>(n: u64, range: &RangeInclusive<T>, what: &str, values: &str) -> Result<T, String>
+where
+    T: TryFrom<u64> + PartialOrd + std::fmt::Display,
+{
+    match T::try_from(n) {
+        Ok(v) if range.contains(&v) => Ok(v),
         _ => Err(format!(
-            "VNI {n} is out of range: VNIs are {}-{}",
-            VNIS.start(),
-            VNIS.end()
+            "{what} {n} is out of range: {values}{}-{}",
+            range.start(),
+            range.end()
         )),
     }
 }

@@ -449,6 +449,69 @@ fn veth_deleted_under_the_daemon_marks_the_port_down() {
     assert!(lab.d_mut().is_running());
 }
 
+/// A refusal says what kind it is (`not_found`, `conflict`, `invalid`), so clients can map it.
+#[test]
+fn refusals_carry_their_kind() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.add_host(1, None);
+    let d = lab.d();
+    let conn = d.connect();
+    let cases: [(&[u8], &str, &str); 8] = [
+        (
+            b"{\"cmd\":\"fdb_show\",\"network\":\"nope\"}\n",
+            "not_found",
+            "no such network: nope",
+        ),
+        (
+            b"{\"cmd\":\"sandbox_rm\",\"name\":\"nope\"}\n",
+            "not_found",
+            "no such sandbox: nope",
+        ),
+        (
+            b"{\"cmd\":\"port_remove\",\"name\":\"nope\"}\n",
+            "not_found",
+            "no such port: nope",
+        ),
+        (
+            b"{\"cmd\":\"network_create\",\"name\":\"bridge\"}\n",
+            "conflict",
+            "already exists",
+        ),
+        (
+            b"{\"cmd\":\"network_rm\",\"name\":\"bridge\"}\n",
+            "conflict",
+            "default network",
+        ),
+        (
+            b"{\"cmd\":\"network_create\",\"name\":\"a/b\"}\n",
+            "invalid",
+            "invalid network name",
+        ),
+        (
+            b"{\"cmd\":\"network_create\",\"name\":\"x\",\"driver\":\"vlan\"}\n",
+            "invalid",
+            "unknown driver",
+        ),
+        (b"not json\n", "invalid", "malformed request"),
+    ];
+    for (line, kind, message) in cases {
+        let answer = raw_request(&conn, line);
+        assert_eq!(answer["ok"], false, "{answer}");
+        assert_eq!(answer["kind"], kind, "{answer}");
+        let error = answer["error"].as_str().unwrap_or("");
+        assert!(error.contains(message), "{answer}");
+    }
+    let answer = raw_request(&conn, b"{\"cmd\":\"network_ls\"}\n");
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(answer.get("kind").is_none(), "{answer}");
+    // The CLI prints the message and exits 1, whatever the kind.
+    let err = d.ctl_err(&["network", "create", "bridge"]);
+    assert!(err.contains("already exists"), "{err}");
+}
+
 /// (6) Bad requests get a clear error, change nothing, and never stop the daemon.
 #[test]
 fn bad_requests_are_refused_and_change_nothing() {

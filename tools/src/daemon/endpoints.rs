@@ -334,10 +334,8 @@ impl Daemon {
         }
         self.endpoints.remove(i);
         self.save()?;
-        if !problems.is_empty() {
-            return Err(ApiError::problems("disconnected", &problems));
-        }
-        Ok(json!({ "network": network, "sandbox": sandbox }))
+        let done = json!({ "network": network, "sandbox": sandbox });
+        ApiError::unless_problems(&problems, "disconnected", done)
     }
 
     /// Gives the endpoint's address back to its network's pool.

@@ -54,9 +54,16 @@ impl ApiError {
         ApiError::new(kind, e.to_string())
     }
 
-    /// Several problems met while tearing something down (which went on past each of them).
-    pub fn problems(what: &str, problems: &[String]) -> ApiError {
-        ApiError::internal(format!("{what}, with problems: {}", problems.join("; ")))
+    /// The answer of a teardown that went on past each problem: `done` when there was none,
+    /// else an error saying `what` happened and listing every problem.
+    pub fn unless_problems<T>(problems: &[String], what: &str, done: T) -> Result<T, ApiError> {
+        if problems.is_empty() {
+            return Ok(done);
+        }
+        Err(ApiError::internal(format!(
+            "{what}, with problems: {}",
+            problems.join("; ")
+        )))
     }
 }
 
@@ -78,8 +85,10 @@ mod tests {
         assert!(!r.ok);
         let e = ApiError::from_ipam(ipam::IpamError::NoDefaultSubnet);
         assert_eq!(e.kind, ErrorKind::Conflict);
-        let e = ApiError::problems("sandbox a removed", &["x".into(), "y".into()]);
+        let e = ApiError::unless_problems(&["x".into(), "y".into()], "sandbox a removed", ())
+            .unwrap_err();
         assert_eq!(e.to_string(), "sandbox a removed, with problems: x; y");
         assert_eq!(e.kind, ErrorKind::Internal);
+        assert_eq!(ApiError::unless_problems(&[], "done", 7), Ok(7));
     }
 }

@@ -3,16 +3,17 @@
 //! The [`Daemon`] is the control plane's single owner of configuration. It never touches frames:
 //! everything on the datapath happens on the datapath thread, reached through
 //! [`DatapathHandle::call`]. Each request is validated completely before anything changes, then
-//! runs as named steps that undo themselves on failure ([`undo`]), and a change is saved to the
-//! state directory before the answer goes out.
+//! runs as named steps that undo themselves on failure (`undo.rs`), and a change is saved to the
+//! state directory before the answer goes out. A refusal is an [`ApiError`] with a kind.
 //!
 //! Layout: this file holds the [`Daemon`], what it stores, start and restore, and the dispatch
-//! of requests; each API group has its own file ([`networks`], [`sandboxes`], [`endpoints`],
-//! [`ports`], [`fdb`] with `stats`, [`trace`] for traces and captures); each network driver has
-//! its own file under [`drivers`]; [`server`] is the socket and [`state`] the store. The
-//! services to come get a folder each beside them: `docker/` (the libnetwork remote driver and
-//! IPAM plugin), `firewall/` (the L3 edge on nftables), `dns/` (the embedded resolver) and
-//! `cluster/` (the etcd client), each calling into the [`Daemon`] as the API does.
+//! of requests; each API group has its own file (`networks.rs`, `sandboxes.rs`, `endpoints.rs`,
+//! `ports.rs`, `fdb.rs` with `stats`, [`trace`] for traces and captures); each network driver
+//! has its own file under `drivers/` (whose `mod.rs` says why a driver is an enum with a trait
+//! behind it); [`server`] is the socket and [`state`] the store. The services to come get a folder
+//! each beside them: `docker/` (the libnetwork remote driver and IPAM plugin), `firewall/` (the
+//! L3 edge on nftables), `dns/` (the embedded resolver) and `cluster/` (the etcd client), each
+//! calling into the [`Daemon`] as the API does.
 
 mod drivers;
 mod endpoints;

@@ -145,13 +145,8 @@ impl Daemon {
             }
         }
         self.save()?;
-        if !problems.is_empty() {
-            return Err(ApiError::problems(
-                &format!("network {name} removed"),
-                &problems,
-            ));
-        }
-        Ok(json!({ "removed": name }))
+        let what = format!("network {name} removed");
+        ApiError::unless_problems(&problems, &what, json!({ "removed": name }))
     }
 
     /// Refuses to remove a default network, or one with endpoints or ports of users.

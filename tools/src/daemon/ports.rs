@@ -72,6 +72,17 @@ impl Daemon {
         let handle = self
             .call(move |ctl| ctl.add_port(network, port, mode))?
             .map_err(|e| ApiError::internal(format!("attaching {}: {e}", rec.name)))?;
+        self.attached(rec, handle, mtu, bridge_name)
+    }
+
+    /// A port the datapath has just taken, with its counters.
+    pub(super) fn attached(
+        &self,
+        rec: &PortRecord,
+        handle: PortHandle,
+        mtu: usize,
+        bridge_name: String,
+    ) -> Result<PortLive, ApiError> {
         let counters = self
             .call(move |ctl| ctl.dp.counters(handle))?
             .ok_or_else(|| ApiError::internal("port vanished while attaching"))?;

@@ -113,13 +113,8 @@ impl Daemon {
         }
         self.sandboxes.remove(name);
         self.save()?;
-        if !problems.is_empty() {
-            return Err(ApiError::problems(
-                &format!("sandbox {name} removed"),
-                &problems,
-            ));
-        }
-        Ok(json!({ "removed": name }))
+        let what = format!("sandbox {name} removed");
+        ApiError::unless_problems(&problems, &what, json!({ "removed": name }))
     }
 
     pub(super) fn sandbox_ls(&self) -> Result<serde_json::Value, ApiError> {

@@ -1,24 +1,23 @@
 //! Value parsers shared by the subcommands: the cheap checks done before anything is sent, so a
-//! typo gets a clear message (and exit status 2) instead of a round trip to the daemon.
+//! typo gets a clear message (and exit status 2) instead of a round trip to the daemon. The
+//! rules are the daemon's own (`tools::api`'s limits, `tools::netlink::validate_ifname`): the
+//! CLI only parses the text first.
 
 use std::net::IpAddr;
 use switch::MacAddr;
+use tools::api::{self, MTUS, VLAN_IDS, VNIS};
 
-/// Longest Linux interface name (`IFNAMSIZ` minus the terminating NUL).
-const IFNAME_MAX: usize = 15;
-/// Largest VXLAN network identifier: 24 bits (RFC 7348 § 5).
-const VNI_MAX: u32 = (1 << 24) - 1;
+/// A number for `what`, or a message saying which numbers it takes.
+fn number(s: &str, what: &str, range: std::fmt::Arguments<'_>) -> Result<u64, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("not {what}: {s:?} (expected a number {range})"))
+}
 
 /// An IEEE 802.1Q VLAN id, 1-4094 (0 and 4095 are reserved).
 pub fn vlan(s: &str) -> Result<u16, String> {
-    let n: u32 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a VLAN id: {s:?} (expected a number 1-4094)"))?;
-    match u16::try_from(n) {
-        Ok(v @ 1..=4094) => Ok(v),
-        _ => Err(format!("VLAN {n} is out of range: VLAN ids are 1-4094")),
-    }
+    let range = format_args!("{}-{}", VLAN_IDS.start(), VLAN_IDS.end());
+    api::check_vlan(number(s, "a VLAN id", range)?)
 }
 
 /// A MAC address such as `02:42:ac:11:00:02` (or with dashes).
@@ -26,16 +25,10 @@ pub fn mac(s: &str) -> Result<MacAddr, String> {
     s.parse::<MacAddr>().map_err(|e| e.to_string())
 }
 
-/// A VXLAN network identifier, 1-16777215.
+/// A VXLAN network identifier, 1-16777215 (24 bits, RFC 7348 § 5).
 pub fn vni(s: &str) -> Result<u32, String> {
-    let n: u64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a VNI: {s:?} (expected a number 1-{VNI_MAX})"))?;
-    match u32::try_from(n) {
-        Ok(v @ 1..=VNI_MAX) => Ok(v),
-        _ => Err(format!("VNI {n} is out of range: VNIs are 1-{VNI_MAX}")),
-    }
+    let range = format_args!("{}-{}", VNIS.start(), VNIS.end());
+    api::check_vni(number(s, "a VNI", range)?)
 }
 
 /// An IPv4 or IPv6 address.
@@ -59,37 +52,16 @@ pub fn cidr(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-/// A Linux interface name: 1-15 bytes, no `/`, no whitespace, not `.` or `..`.
+/// A Linux interface name: 1-15 bytes, no `/`, `:`, NUL or whitespace, not `.` or `..`.
 pub fn ifname(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > IFNAME_MAX {
-        return Err(format!(
-            "interface name {s:?} must be 1-{IFNAME_MAX} bytes long"
-        ));
-    }
-    if s == "."
-        || s == ".."
-        || s.contains('/')
-        || s.contains(':')
-        || s.chars().any(char::is_whitespace)
-    {
-        return Err(format!(
-            "interface name {s:?} is not valid (no '/', ':' or whitespace)"
-        ));
-    }
+    tools::netlink::validate_ifname(s).map_err(|e| e.to_string())?;
     Ok(s.to_string())
 }
 
 /// An interface MTU, 68-65535 (the IPv4 minimum to the largest IP packet).
 pub fn mtu(s: &str) -> Result<u32, String> {
-    let n: u32 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("not an MTU: {s:?} (expected a number 68-65535)"))?;
-    if (68..=65535).contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!("MTU {n} is out of range: 68-65535"))
-    }
+    let range = format_args!("{}-{}", MTUS.start(), MTUS.end());
+    api::check_mtu(number(s, "an MTU", range)?)
 }
 
 #[cfg(test)]
@@ -135,7 +107,16 @@ mod tests {
     fn ifnames() {
         assert!(ifname("veth1").is_ok());
         assert!(ifname("a23456789012345").is_ok());
-        for bad in ["", "a234567890123456", "a/b", "a b", ".", "..", "eth0:1"] {
+        for bad in [
+            "",
+            "a234567890123456",
+            "a/b",
+            "a b",
+            ".",
+            "..",
+            "eth0:1",
+            "a\tb",
+        ] {
             assert!(ifname(bad).is_err(), "{bad:?}");
         }
     }

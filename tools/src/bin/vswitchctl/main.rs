@@ -5,7 +5,9 @@
 //! the daemon's `result` JSON unchanged with `--json`.
 //!
 //! Exit status: 0 on success, 1 when vswitchd refuses the request or cannot be reached, 2 on a
-//! usage error (clap, including the value checks in [`args`]).
+//! usage error (clap, including the value checks in [`args`]). A refusal's kind (`not_found`,
+//! `conflict`, `invalid`, `internal`) is in the daemon's answer for programs that use the API;
+//! the CLI prints the message and keeps exit status 1 for all of them (see [`EXIT_STATUS`]).
 
 mod args;
 mod fdb;
@@ -23,12 +25,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tools::api::{self, Request, DEFAULT_SOCKET};
 
+/// What `--help` says about the exit status.
+const EXIT_STATUS: &str = "Exit status: 0 on success; 1 when vswitchd refuses the request \
+(whether what it names is not found, clashes with what exists, is invalid, or the daemon failed: \
+the message on stderr says which) or cannot be reached; 2 on a usage error.";
+
 /// The command line: global options and one subcommand.
 #[derive(Debug, Parser)]
 #[command(
     name = "vswitchctl",
     version,
     about = "Control vswitchd: ports, the MAC table, counters, networks and sandboxes",
+    after_help = EXIT_STATUS,
     arg_required_else_help = true
 )]
 struct Cli {

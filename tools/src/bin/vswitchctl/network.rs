@@ -1,10 +1,12 @@
 //! `vswitchctl network create|rm|ls|inspect`: networks, as `docker network` shows them.
 
 use crate::{args, output};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use clap::{Args, Subcommand};
 use serde_json::Value;
 use std::net::IpAddr;
 use tools::api::{NetworkRow, NetworkSpec, Request};
+use tools::daemon::Driver;
 
 /// How many characters of a network id `network ls` shows (as docker does).
 const SHORT_ID: usize = 12;
@@ -80,8 +82,8 @@ pub struct CreateArgs {
     #[arg(value_name = "NAME")]
     name: String,
     /// The network driver.
-    #[arg(long, short = 'd', value_enum, value_name = "DRIVER")]
-    driver: Option<Driver>,
+    #[arg(long, short = 'd', value_name = "DRIVER", value_parser = drivers())]
+    driver: Option<String>,
     /// The subnet, e.g. 172.18.0.0/16 (from the default pools if omitted).
     #[arg(long, value_name = "CIDR", value_parser = args::cidr)]
     subnet: Option<String>,
@@ -108,32 +110,9 @@ pub struct CreateArgs {
     internal: bool,
 }
 
-/// The network drivers (DESIGN.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Driver {
-    /// A learning bridge on this host (the default).
-    Bridge,
-    /// A bridge stretched across hosts over VXLAN.
-    Overlay,
-    /// Endpoints with their own MAC on a parent interface.
-    Macvlan,
-    /// The host's own network stack.
-    Host,
-    /// A loopback-only sandbox.
-    None,
-}
-
-impl Driver {
-    /// The name the daemon knows the driver by.
-    fn name(self) -> &'static str {
-        match self {
-            Driver::Bridge => "bridge",
-            Driver::Overlay => "overlay",
-            Driver::Macvlan => "macvlan",
-            Driver::Host => "host",
-            Driver::None => "none",
-        }
-    }
+/// The network drivers (DESIGN.md), as the daemon names them.
+fn drivers() -> PossibleValuesParser {
+    PossibleValuesParser::new(Driver::ALL.map(|d| PossibleValue::new(d.name()).help(d.about())))
 }
 
 impl NetworkCmd {
@@ -142,7 +121,7 @@ impl NetworkCmd {
         match self {
             NetworkCmd::Create(a) => Request::NetworkCreate(NetworkSpec {
                 name: a.name.clone(),
-                driver: a.driver.map(|d| d.name().to_string()),
+                driver: a.driver.clone(),
                 subnet: a.subnet.clone(),
                 gateway: a.gateway.map(|ip| ip.to_string()),
                 ip_range: a.ip_range.clone(),

@@ -1,12 +1,8 @@
 //! The `bridge` driver: a learning bridge on this host, an address pool, and a gateway TAP in
 //! the daemon's namespace holding the pool's gateway address (as docker0 holds 172.17.0.1).
 
-use super::super::endpoints::Connect;
-use super::super::undo::Undo;
-use super::super::{
-    ApiError, Daemon, EndpointRecord, NetworkRecord, PortOwner, PortRecord, DEFAULT_NETWORK,
-};
-use super::NetworkDriver;
+use super::super::{NetworkRecord, PortOwner, PortRecord, DEFAULT_NETWORK};
+use super::{Kind, NetworkDriver};
 use crate::api::PortType;
 
 /// The gateway port of the default `bridge` network (the docker0 of vswitch).
@@ -18,8 +14,8 @@ const GATEWAY_PREFIX: &str = "vsg";
 pub(super) struct BridgeDriver;
 
 impl NetworkDriver for BridgeDriver {
-    fn has_pool(&self) -> bool {
-        true
+    fn kind(&self) -> Kind {
+        Kind::Bridged
     }
 
     /// The gateway TAP, when the pool has a gateway.
@@ -34,14 +30,5 @@ impl NetworkDriver for BridgeDriver {
         let mut port = PortRecord::owned(name, net, PortType::Internal, PortOwner::Gateway);
         port.address = Some(format!("{gateway}/{}", ipam.subnet.prefix_len()));
         Some(port)
-    }
-
-    fn connect(
-        &self,
-        daemon: &mut Daemon,
-        c: &Connect<'_>,
-        undo: &mut Undo,
-    ) -> Result<EndpointRecord, ApiError> {
-        daemon.connect_veth(c, undo)
     }
 }

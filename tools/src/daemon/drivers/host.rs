@@ -4,23 +4,15 @@
 use super::super::endpoints::Connect;
 use super::super::undo::Undo;
 use super::super::{ApiError, Daemon, EndpointRecord, SandboxRecord};
-use super::NetworkDriver;
+use super::{Kind, NetworkDriver};
 use crate::netns;
 
 /// The `host` driver.
 pub(super) struct HostDriver;
 
 impl NetworkDriver for HostDriver {
-    fn has_pool(&self) -> bool {
-        false
-    }
-
-    fn only_one(&self) -> bool {
-        true
-    }
-
-    fn sole_network(&self) -> bool {
-        true
+    fn kind(&self) -> Kind {
+        Kind::Namespace
     }
 
     fn connect(

@@ -1,18 +1,16 @@
 //! The `macvlan` driver: a bridge with a parent interface attached as its uplink port, so the
 //! endpoints appear on the parent's segment with MACs of their own.
 
-use super::super::endpoints::Connect;
-use super::super::undo::Undo;
-use super::super::{ApiError, Daemon, EndpointRecord, NetworkRecord, PortOwner, PortRecord};
-use super::{refuse_overlay_options, NetworkDriver};
+use super::super::{ApiError, Daemon, NetworkRecord, PortOwner, PortRecord};
+use super::{refuse_overlay_options, Kind, NetworkDriver};
 use crate::api::{NetworkSpec, PortType};
 
 /// The `macvlan` driver.
 pub(super) struct MacvlanDriver;
 
 impl NetworkDriver for MacvlanDriver {
-    fn has_pool(&self) -> bool {
-        true
+    fn kind(&self) -> Kind {
+        Kind::Bridged
     }
 
     /// `--parent IF`: an existing interface that is no port yet.
@@ -44,14 +42,5 @@ impl NetworkDriver for MacvlanDriver {
             PortType::System,
             PortOwner::Uplink,
         ))
-    }
-
-    fn connect(
-        &self,
-        daemon: &mut Daemon,
-        c: &Connect<'_>,
-        undo: &mut Undo,
-    ) -> Result<EndpointRecord, ApiError> {
-        daemon.connect_veth(c, undo)
     }
 }

@@ -3,10 +3,11 @@
 //! [`Driver`] is an enum because the set is closed and stored by name: matching on it is
 //! exhaustive, it is `Copy`, and it serializes as the same string the state files have always
 //! held (`"driver": "bridge"`). What each driver does lives in its own file as an implementation
-//! of [`NetworkDriver`], reached through [`Driver::ops`]; the trait's default methods are the
-//! common case, so a driver's file holds only what sets it apart: whether it has an address
-//! pool, the ports it makes (gateway TAP, VXLAN port, uplink), the options it takes, its scope
-//! and MTU, whether one network of it may exist, and what connecting a sandbox does.
+//! of [`NetworkDriver`], reached through [`Driver::ops`] (a trait rather than a `match` per
+//! question, so that one driver's knowledge sits in one file). The trait's default methods
+//! follow from the driver's [`Kind`] (a bridge with a pool, or only a namespace), so a driver's
+//! file holds only what sets it apart: the ports it makes (gateway TAP, VXLAN port, uplink), the
+//! options it takes, its scope and MTU, and what connecting a sandbox does.
 
 mod bridge;
 mod host;
@@ -59,6 +60,17 @@ impl Driver {
         }
     }
 
+    /// One line on what the driver is for (`network create --help`).
+    pub fn about(self) -> &'static str {
+        match self {
+            Driver::Bridge => "A learning bridge on this host (the default)",
+            Driver::Overlay => "A bridge stretched across hosts over VXLAN",
+            Driver::Macvlan => "Endpoints with their own MAC on a parent interface",
+            Driver::Host => "The host's own network stack",
+            Driver::None => "A loopback-only sandbox",
+        }
+    }
+
     /// What the driver does.
     pub(super) fn ops(self) -> &'static dyn NetworkDriver {
         match self {
@@ -94,10 +106,26 @@ impl std::str::FromStr for Driver {
     }
 }
 
-/// What one driver does; the defaults are the common case.
+/// What a driver's networks are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// A bridge with an address pool; each endpoint is a veth pair with its host end on the
+    /// bridge, and a sandbox may join many such networks.
+    Bridged,
+    /// Only the sandbox's namespace: no pool, no interface; one such network per daemon, and
+    /// a sandbox on it is on no other.
+    Namespace,
+}
+
+/// What one driver does; the defaults follow from its [`Kind`].
 pub(super) trait NetworkDriver: Sync {
+    /// What its networks are made of.
+    fn kind(&self) -> Kind;
+
     /// The network has an address pool, and its endpoints a veth pair each on its bridge.
-    fn has_pool(&self) -> bool;
+    fn has_pool(&self) -> bool {
+        self.kind() == Kind::Bridged
+    }
 
     /// `local`, or `swarm` for a network that spans hosts (as `docker network ls` says).
     fn scope(&self) -> &'static str {
@@ -106,12 +134,12 @@ pub(super) trait NetworkDriver: Sync {
 
     /// At most one network of this driver may exist.
     fn only_one(&self) -> bool {
-        false
+        self.kind() == Kind::Namespace
     }
 
     /// A sandbox on such a network may be on no other.
     fn sole_network(&self) -> bool {
-        false
+        self.kind() == Kind::Namespace
     }
 
     /// Checks the driver's own options in `spec` (the daemon as it is, for clashes).
@@ -141,13 +169,19 @@ pub(super) trait NetworkDriver: Sync {
     }
 
     /// Connects a sandbox: makes whatever the endpoint needs (registering its undo) and
-    /// returns the endpoint, not yet stored.
+    /// returns the endpoint, not yet stored. By default: on a bridged network an address and a
+    /// veth pair; on a namespace network, nothing (the endpoint is a record).
     fn connect(
         &self,
         daemon: &mut Daemon,
         c: &Connect<'_>,
         undo: &mut Undo,
-    ) -> Result<EndpointRecord, ApiError>;
+    ) -> Result<EndpointRecord, ApiError> {
+        match self.kind() {
+            Kind::Bridged => daemon.connect_veth(c, undo),
+            Kind::Namespace => Ok(c.bare_endpoint()),
+        }
+    }
 
     /// What disconnecting a sandbox undoes beyond the endpoint's veth and address.
     fn disconnect(&self, _daemon: &mut Daemon, _sandbox: &str) -> Result<(), ApiError> {

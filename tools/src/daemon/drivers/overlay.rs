@@ -3,12 +3,8 @@
 //! (`--vtep`) is opened with the first overlay network. Endpoints default to the underlay MTU
 //! less the VXLAN overhead.
 
-use super::super::endpoints::Connect;
-use super::super::undo::Undo;
-use super::super::{
-    ApiError, Daemon, EndpointRecord, NetworkLive, NetworkRecord, PortLive, PortOwner, PortRecord,
-};
-use super::NetworkDriver;
+use super::super::{ApiError, Daemon, NetworkLive, NetworkRecord, PortLive, PortOwner, PortRecord};
+use super::{Kind, NetworkDriver};
 use crate::api::{NetworkSpec, PortType};
 use crate::netlink::Netlink;
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,8 +14,8 @@ use switch::{Port, PortMode};
 pub(super) struct OverlayDriver;
 
 impl NetworkDriver for OverlayDriver {
-    fn has_pool(&self) -> bool {
-        true
+    fn kind(&self) -> Kind {
+        Kind::Bridged
     }
 
     fn scope(&self) -> &'static str {
@@ -74,15 +70,6 @@ impl NetworkDriver for OverlayDriver {
     /// VTEP rebuilt.
     fn sandbox_gso_max_segs(&self, mtu: Option<u32>) -> Option<u32> {
         mtu.map(|mtu| vxlan::segments_per_send(mtu as usize) as u32)
-    }
-
-    fn connect(
-        &self,
-        daemon: &mut Daemon,
-        c: &Connect<'_>,
-        undo: &mut Undo,
-    ) -> Result<EndpointRecord, ApiError> {
-        daemon.connect_veth(c, undo)
     }
 }
 
@@ -158,16 +145,7 @@ pub(in crate::daemon) fn attach_vxlan_port(
     overlay.set_handle(vni, handle);
     d.hub
         .add_overlay(network, vni, bridge_name.clone(), overlay.clone());
-    let counters = d
-        .call(move |ctl| ctl.dp.counters(handle))?
-        .ok_or_else(|| ApiError::internal("port vanished while attaching"))?;
-    Ok(PortLive {
-        record: rec.clone(),
-        handle,
-        counters,
-        mtu,
-        bridge_name,
-    })
+    d.attached(rec, handle, mtu, bridge_name)
 }
 
 /// Takes a VXLAN port's VNI off the endpoint (the port leaves the bridge with the caller).
