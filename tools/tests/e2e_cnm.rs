@@ -966,6 +966,61 @@ fn restart_after_clean_stop_restores_everything() {
     });
 }
 
+/// `network rm` goes on past a failure and reports every problem, as `sandbox rm` does: with
+/// the network's pool lost from IPAM (a hand-edited state), the gateway TAP and the bridge
+/// still go, the network is gone from the list and the saved state, and the answer says what
+/// failed.
+#[test]
+fn network_rm_goes_on_past_a_failure_and_reports_it() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.d()
+        .ctl_ok(&["network", "create", "u", "--subnet", "10.71.0.0/24"]);
+    let ports = inspect_ports(&inspect(lab.d(), "u"));
+    assert_eq!(ports.len(), 1, "the gateway TAP: {ports:?}");
+    let status = lab.d_mut().terminate(WAIT).expect("stops on SIGTERM");
+    assert!(status.success(), "{status}");
+
+    // Point the network at a pool IPAM does not have.
+    let file = lab.d().state_dir.join("switch.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let nets = state["networks"].as_array_mut().unwrap();
+    let u = nets.iter_mut().find(|n| n["name"] == "u").unwrap();
+    u["ipam"]["pool"] = json!("10.99.0.0/24");
+    std::fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+    lab.daemon = Some(Daemon::start(&lab.sw, &lab.dir.path));
+    assert!(lab.sw.has_link(&ports[0]), "the gateway TAP is back");
+
+    let err = lab.d().ctl_err(&["network", "rm", "u"]);
+    assert!(
+        err.contains("network u removed, with problems")
+            && err.contains("releasing the pool")
+            && err.contains("10.99.0.0/24"),
+        "{err}"
+    );
+    assert!(!lab.sw.has_link(&ports[0]), "the gateway TAP stays");
+    let names: Vec<String> = lab
+        .d()
+        .ctl_json(&["network", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(!names.contains(&"u".to_string()), "{names:?}");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(
+        !saved["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "u"),
+        "{saved}"
+    );
+}
+
 /// (8) With the daemon stopped, a sandbox's namespace is deleted and another sandbox's host
 /// veth too: on restart the daemon says what it repaired, the first sandbox is gone and its
 /// address free again, the second one's endpoint is re-made and works.
