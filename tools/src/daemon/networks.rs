@@ -12,6 +12,8 @@ use serde_json::json;
 use std::net::Ipv4Addr;
 
 impl Daemon {
+    /// Creates a network: validate → reserve the pool → open what the driver needs → make the
+    /// bridge → attach the driver's port → save; a failed step undoes those before it.
     pub(super) fn create_network(
         &mut self,
         spec: NetworkSpec,
@@ -36,7 +38,10 @@ impl Daemon {
         if self.networks.contains_key(name) {
             return Err(ApiError::conflict(format!("network {name} already exists")));
         }
-        let driver: Driver = spec.driver.as_deref().unwrap_or("bridge").parse()?;
+        let driver = match spec.driver.as_deref() {
+            Some(name) => name.parse()?,
+            None => Driver::Bridge,
+        };
         if let Some(mtu) = spec.mtu {
             check_mtu(mtu.into()).map_err(ApiError::invalid)?;
         }
