@@ -16,15 +16,18 @@
 mod common;
 
 use common::{ip, root_or_skip, Netns};
+use nftables::schema::{NfCmd, NfListObject, NfObject, Rule};
+use nftables::stmt::{JumpTarget, Statement};
+use nftables::types::NfFamily;
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tools::daemon::firewall::{
-    enable_ipv4_forwarding, Firewall, FirewallError, Model, NetworkEdge, NftBackend, PortBinding,
-    PortRange, Proto,
+    enable_ipv4_forwarding, Backend, Firewall, FirewallError, Model, NetworkEdge, NftBackend,
+    PortRange,
 };
 
 /// How long a connection that must work may take.
@@ -82,6 +85,46 @@ impl Server {
             thread: Some(thread),
         }
     }
+}
+
+impl Server {
+    /// The UDP twin: each datagram is answered with the sender's IP address.
+    fn start_udp(ns: &Netns, addr: SocketAddr) -> Server {
+        let sock = in_ns(ns, || UdpSocket::bind(addr)).expect("bind the UDP test server");
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(peer.ip().to_string().as_bytes(), peer);
+                }
+            }
+        });
+        Server {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// Sends datagrams from `ns` to `addr` until one is answered (a few tries within [`CONNECT`]).
+fn fetch_udp(ns: &Netns, addr: SocketAddr) -> Result<String, String> {
+    in_ns(ns, || {
+        let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(CONNECT / 10))
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        for _ in 0..10 {
+            sock.send_to(b"?", addr).map_err(|e| e.to_string())?;
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        Err(format!("no answer from {addr}/udp"))
+    })
 }
 
 impl Drop for Server {
@@ -349,6 +392,7 @@ fn masquerade_publish_hairpin_and_isolation_with_forwarding_on() {
     let _web = Server::start(&lab.s1, sa(Ipv4Addr::UNSPECIFIED, 80));
     let _b = Server::start(&lab.s3, sa(Ipv4Addr::UNSPECIFIED, 80));
     let _gwc = Server::start(&lab.host, sa(lab.gw(3), 7000));
+    let _dns = Server::start_udp(&lab.s1, sa(Ipv4Addr::UNSPECIFIED, 53));
 
     // Without our table, forwarding on means every network routes to every other: the isolation
     // checks below could fail.
@@ -374,6 +418,8 @@ fn masquerade_publish_hairpin_and_isolation_with_forwarding_on() {
         lab.ip(1, 2),
     )
     .unwrap();
+    lab.publish(&mut model, "5353:53/udp", "neta", lab.ip(1, 2))
+        .unwrap();
     let mut fw = lab.firewall();
     lab.apply(&mut fw, &model);
 
@@ -422,6 +468,9 @@ fn masquerade_publish_hairpin_and_isolation_with_forwarding_on() {
         sa(lab.uplink_ip(), 8080),
         "published, from network B",
     );
+    // UDP too.
+    let seen = fetch_udp(&lab.outside, sa(lab.uplink_ip(), 5353)).expect("published UDP port");
+    assert_eq!(seen, lab.outside_ip().to_string());
     // host_ip restricts the binding to that address.
     must_fetch(
         &lab.outside,
@@ -469,7 +518,7 @@ fn masquerade_publish_hairpin_and_isolation_with_forwarding_on() {
     let rows: usize = shown.networks.iter().map(|n| n.rules.len()).sum();
     assert_eq!(rows, lab.programmed().len());
     let a = shown.networks.iter().find(|n| n.network == "neta").unwrap();
-    assert_eq!(a.bindings.len(), 2);
+    assert_eq!(a.bindings.len(), 3);
     // Each rule's text, as `nat show` prints it, is how nft itself prints the programmed rule.
     let listed = lab.host.exec(&["nft", "list", "table", "inet", "vswitch"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
@@ -539,7 +588,8 @@ fn refused_bindings_change_nothing() {
         "8080:70000",
         "80:80/sctp",
         "8000-8010:80-81",
-        "127.0.0.1::80",
+        "192.0.2.1::80",
+        "127.0.0.1:8083:80",
     ] {
         assert!(
             lab.publish(&mut model, bad, "neta", lab.ip(1, 2)).is_err(),
@@ -548,20 +598,33 @@ fn refused_bindings_change_nothing() {
     }
     assert_eq!(lab.programmed(), before, "nothing was applied");
 
-    // A batch the kernel refuses leaves the previous rules in place, whole.
-    let mut broken = model.clone();
-    broken.networks.get_mut("netb").unwrap().gateway_if = "x".repeat(15);
-    broken.bindings.push(PortBinding {
-        network: "neta".into(),
-        sandbox_ip: lab.ip(1, 3),
-        proto: Proto::Udp,
-        host_ip: None,
-        host_ports: PortRange::single(5353).unwrap(),
-        container_ports: PortRange::single(53).unwrap(),
-    });
-    let mut bogus = Firewall::with_backend(Box::new(NftBackend::with_program("/bin/false")));
-    assert!(in_ns(&lab.host, || bogus.apply(&broken)).is_err());
-    assert_eq!(lab.programmed(), before);
+    // A batch the kernel refuses (its last rule jumps to a chain that does not exist) is rolled
+    // back whole: the `delete table` it starts with did not happen either.
+    let mut batch = tools::daemon::firewall::Ruleset::build(&lab.model()).batch();
+    let mut objs = batch.objects.into_owned();
+    objs.push(NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(Rule {
+        family: NfFamily::INet,
+        table: "vswitch".into(),
+        chain: "forward".into(),
+        expr: vec![Statement::Jump(JumpTarget {
+            target: "no-such-chain".into(),
+        })]
+        .into(),
+        handle: None,
+        index: None,
+        comment: None,
+    }))));
+    batch.objects = objs.into();
+    let refused = in_ns(&lab.host, || NftBackend::new().apply(&batch));
+    assert!(
+        matches!(refused, Err(FirewallError::Apply(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        lab.programmed(),
+        before,
+        "the refused transaction changed nothing"
+    );
 }
 
 #[test]
@@ -631,7 +694,22 @@ fn removal_and_rebuild_after_a_crash_leave_exactly_the_model() {
     lab.apply(&mut fw, &model);
     assert!(!lab.programmed().iter().any(|(c, _)| c.contains("publish=")));
 
+    let read = in_ns(&lab.host, || NftBackend::new().read_table())
+        .unwrap()
+        .unwrap();
+    let n = read["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o.get("rule").is_some())
+        .count();
+    assert_eq!(n, lab.programmed().len());
+
     in_ns(&lab.host, || fw.teardown()).unwrap();
+    assert_eq!(
+        in_ns(&lab.host, || NftBackend::new().read_table()).unwrap(),
+        None
+    );
     let gone = lab.host.exec(&["nft", "list", "table", "inet", "vswitch"]);
     assert!(!gone.status.success(), "our table is gone after teardown");
     let other = lab.host.exec(&["nft", "list", "table", "inet", "other"]);

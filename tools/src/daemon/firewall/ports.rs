@@ -3,10 +3,11 @@
 //!
 //! The grammar is Docker's `[HOST_IP:]HOST_PORT:PORT[/tcp|udp]`, with ranges (`8000-8010:80-90`).
 //! Two of Docker's forms are refused with a clear message: a container port alone (`80`) and an
-//! empty host port (`127.0.0.1::80`), which in Docker mean "a random host port": vswitch has no
+//! empty host port (`192.0.2.1::80`), which in Docker mean "a random host port": vswitch has no
 //! userland proxy to ask the kernel for one and publishes only ports the user names. A host range
 //! with a single container port (`8000-8010:80`) is accepted as in Docker: the first host port of
-//! the range that is free is used.
+//! the range that is free is used. Loopback host addresses (`127.0.0.1:8080:80`) are refused too:
+//! Docker serves them with its userland proxy; DNAT from loopback to a sandbox cannot route.
 //!
 //! The host checks run in the calling thread's network namespace (the daemon's): addresses are
 //! read over netlink, listeners from `/proc/thread-self/net/{tcp,tcp6,udp,udp6}`.
@@ -78,21 +79,29 @@ pub fn parse_publish(spec: &str) -> Result<PublishSpec, FirewallError> {
         return Err(invalid(spec, "IPv6 host addresses are not supported"));
     }
     let parts: Vec<&str> = ports.split(':').collect();
-    let (host_ip, host, container) =
-        match parts.as_slice() {
-            [_] => return Err(invalid(
+    let (host_ip, host, container) = match parts.as_slice() {
+        [_] => {
+            return Err(invalid(
                 spec,
                 "a host port is required (HOST_PORT:PORT): vswitch does not pick random host ports",
-            )),
-            [h, c] => (None, *h, *c),
-            [ip, h, c] => {
-                let ip: Ipv4Addr = ip
-                    .parse()
-                    .map_err(|_| invalid(spec, format_args!("{ip:?} is not an IPv4 address")))?;
-                (Some(ip).filter(|ip| !ip.is_unspecified()), *h, *c)
+            ))
+        }
+        [h, c] => (None, *h, *c),
+        [ip, h, c] => {
+            let ip: Ipv4Addr = ip
+                .parse()
+                .map_err(|_| invalid(spec, format_args!("{ip:?} is not an IPv4 address")))?;
+            if ip.is_loopback() {
+                return Err(invalid(
+                    spec,
+                    "loopback host addresses cannot be published (DNAT to a sandbox needs a routable \
+                     source; vswitch has no userland proxy): use a host address or leave it out",
+                ));
             }
-            _ => return Err(invalid(spec, "expected [HOST_IP:]HOST_PORT:PORT[/tcp|udp]")),
-        };
+            (Some(ip).filter(|ip| !ip.is_unspecified()), *h, *c)
+        }
+        _ => return Err(invalid(spec, "expected [HOST_IP:]HOST_PORT:PORT[/tcp|udp]")),
+    };
     if host.is_empty() {
         return Err(invalid(
             spec,
@@ -330,8 +339,8 @@ mod tests {
             ),
             (None, 8080, 80, Proto::Tcp)
         );
-        let p = ok("127.0.0.1:53:5353/udp");
-        assert_eq!(p.host_ip, Some(Ipv4Addr::LOCALHOST));
+        let p = ok("192.0.2.1:53:5353/udp");
+        assert_eq!(p.host_ip, Some(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(p.proto, Proto::Udp);
         assert_eq!(ok("0.0.0.0:1:2/tcp").host_ip, None);
         let p = ok("8000-8010:80-90");
@@ -350,9 +359,10 @@ mod tests {
         assert!(err("80:80/").contains("unknown protocol"));
         assert!(err("8000-8010:80-81").contains("differ in length"));
         assert!(err("80").contains("host port is required"));
-        assert!(err("127.0.0.1::80").contains("random host ports"));
+        assert!(err("192.0.2.1::80").contains("random host ports"));
         assert!(err("1.2.3:80:80").contains("not an IPv4 address"));
         assert!(err("[::1]:80:80").contains("IPv6"));
+        assert!(err("127.0.0.1:80:80").contains("loopback"));
         assert!(err("a:b:c:d").contains("expected"));
         assert!(err("x:80").contains("not a port number"));
         assert!(err("+80:80").contains("not a port number"));
@@ -370,6 +380,8 @@ mod tests {
    3: garbage\n";
         let l = parse_proc_net(tcp, "0A");
         let lo = Ipv4Addr::from(u32::from_str_radix("0100007F", 16).unwrap().to_ne_bytes());
+        #[cfg(target_endian = "little")]
+        assert_eq!(lo, Ipv4Addr::LOCALHOST);
         assert_eq!(
             l,
             vec![
