@@ -219,12 +219,8 @@ impl Model {
         if net.name.is_empty() {
             return Err(FirewallError::Invalid("a network needs a name".into()));
         }
-        if net.gateway_if.is_empty() || net.gateway_if.len() > 15 {
-            return Err(FirewallError::Invalid(format!(
-                "network {}: gateway interface name {:?} is not a valid interface name",
-                net.name, net.gateway_if
-            )));
-        }
+        crate::netlink::validate_ifname(&net.gateway_if)
+            .map_err(|e| FirewallError::Invalid(format!("network {}: gateway: {e}", net.name)))?;
         for other in self.networks.values().filter(|o| o.name != net.name) {
             if other.gateway_if == net.gateway_if {
                 return Err(FirewallError::Conflict(format!(
