@@ -19,6 +19,7 @@ mod drivers;
 mod endpoints;
 mod error;
 mod fdb;
+pub mod firewall;
 mod networks;
 mod ports;
 mod sandboxes;
