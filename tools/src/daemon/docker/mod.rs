@@ -407,7 +407,9 @@ pub trait DockerBackend: Send + Sync {
     fn create_network(&self, spec: &NetworkSpec) -> BackendResult<()>;
 
     /// Deletes the network with Docker id `docker_id`, its gateway and uplink ports. A pool
-    /// made through [`DockerBackend::request_pool`] stays until [`DockerBackend::release_pool`].
+    /// made through [`DockerBackend::request_pool`] is not the network's to drop: Docker
+    /// releases it itself, and (as seen from dockerd 20.10) *before* it deletes the network:
+    /// `ReleaseAddress` of the gateway, `ReleasePool`, then `DeleteNetwork`.
     fn delete_network(&self, docker_id: &str) -> BackendResult<()>;
 
     /// Creates an endpoint: reserves its address (unless Docker gave one) and its MAC. Creating
@@ -439,7 +441,8 @@ pub trait DockerBackend: Send + Sync {
     /// Creates an address pool (the `ipam` crate's rules: no overlap, Docker's default order).
     fn request_pool(&self, spec: &PoolSpec) -> BackendResult<PoolInfo>;
 
-    /// Drops a pool.
+    /// Drops a pool. Docker calls this before `DeleteNetwork` for a network on the pool: the
+    /// network keeps working with the addresses it has until it is deleted.
     fn release_pool(&self, pool: &str) -> BackendResult<()>;
 
     /// Hands out an address of the pool: `address` if given and free, else the next free one
@@ -511,40 +514,41 @@ fn activate() -> Answer {
 /// Answers one plugin call: `call` is the path without its leading `/` (e.g.
 /// `NetworkDriver.CreateNetwork`), `body` the request's JSON.
 pub fn handle(backend: &dyn DockerBackend, call: &str, body: &[u8]) -> Reply {
-    let answer =
-        match call {
-            "Plugin.Activate" => activate(),
-            "NetworkDriver.GetCapabilities" => network::get_capabilities(),
-            "NetworkDriver.CreateNetwork" => network::create_network(backend, body),
-            "NetworkDriver.DeleteNetwork" => network::delete_network(backend, body),
-            "NetworkDriver.AllocateNetwork" => network::allocate_network(body),
-            "NetworkDriver.FreeNetwork" => network::free_network(body),
-            "NetworkDriver.CreateEndpoint" => network::create_endpoint(backend, body),
-            "NetworkDriver.EndpointOperInfo" => network::endpoint_oper_info(backend, body),
-            "NetworkDriver.DeleteEndpoint" => network::delete_endpoint(backend, body),
-            "NetworkDriver.Join" => network::join(backend, body),
-            "NetworkDriver.Leave" => network::leave(backend, body),
-            "NetworkDriver.DiscoverNew" => network::discover(body),
-            "NetworkDriver.DiscoverDelete" => network::discover(body),
-            "NetworkDriver.ProgramExternalConnectivity" => {
-                network::program_external_connectivity(backend, body)
-            }
-            "NetworkDriver.RevokeExternalConnectivity" => {
-                network::revoke_external_connectivity(backend, body)
-            }
-            "IpamDriver.GetCapabilities" => ipam::get_capabilities(),
-            "IpamDriver.GetDefaultAddressSpaces" => ipam::get_default_address_spaces(),
-            "IpamDriver.RequestPool" => ipam::request_pool(backend, body),
-            "IpamDriver.ReleasePool" => ipam::release_pool(backend, body),
-            "IpamDriver.RequestAddress" => ipam::request_address(backend, body),
-            "IpamDriver.ReleaseAddress" => ipam::release_address(backend, body),
-            _ => return Reply::err_status(
+    let answer = match call {
+        "Plugin.Activate" => activate(),
+        "NetworkDriver.GetCapabilities" => network::get_capabilities(),
+        "NetworkDriver.CreateNetwork" => network::create_network(backend, body),
+        "NetworkDriver.DeleteNetwork" => network::delete_network(backend, body),
+        "NetworkDriver.AllocateNetwork" => network::allocate_network(body),
+        "NetworkDriver.FreeNetwork" => network::free_network(body),
+        "NetworkDriver.CreateEndpoint" => network::create_endpoint(backend, body),
+        "NetworkDriver.EndpointOperInfo" => network::endpoint_oper_info(backend, body),
+        "NetworkDriver.DeleteEndpoint" => network::delete_endpoint(backend, body),
+        "NetworkDriver.Join" => network::join(backend, body),
+        "NetworkDriver.Leave" => network::leave(backend, body),
+        "NetworkDriver.DiscoverNew" => network::discover(body),
+        "NetworkDriver.DiscoverDelete" => network::discover(body),
+        "NetworkDriver.ProgramExternalConnectivity" => {
+            network::program_external_connectivity(backend, body)
+        }
+        "NetworkDriver.RevokeExternalConnectivity" => {
+            network::revoke_external_connectivity(backend, body)
+        }
+        "IpamDriver.GetCapabilities" => ipam::get_capabilities(),
+        "IpamDriver.GetDefaultAddressSpaces" => ipam::get_default_address_spaces(),
+        "IpamDriver.RequestPool" => ipam::request_pool(backend, body),
+        "IpamDriver.ReleasePool" => ipam::release_pool(backend, body),
+        "IpamDriver.RequestAddress" => ipam::request_address(backend, body),
+        "IpamDriver.ReleaseAddress" => ipam::release_address(backend, body),
+        _ => {
+            return Reply::err_status(
                 404,
                 format!(
                     "unknown plugin call {call:?}: vswitch implements NetworkDriver and IpamDriver"
                 ),
-            ),
-        };
+            )
+        }
+    };
     match answer {
         Ok(body) => Reply::ok(body),
         Err(message) => Reply::err(format!("vswitch: {message}")),
