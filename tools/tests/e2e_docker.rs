@@ -385,3 +385,78 @@ fn a_container_joins_through_the_plugin() {
     d.docker_ok(&["network", "rm", &net]);
     assert!(backend.inner.network(&id).is_none());
 }
+
+#[test]
+fn dockerd_restart_replays_nothing_twice() {
+    if !root_or_skip() || !dockerd_or_skip() {
+        return;
+    }
+    logs();
+    let name = unique_plugin_name();
+    let ns = docker_netns(&name);
+    let socket = plugin_socket(&name);
+    let _socket_guard = RemoveOnDrop(socket.clone());
+    let backend = Arc::new(VethBackend {
+        inner: MemoryBackend::new(),
+        netns: ns.name.clone(),
+    });
+    let plugin = DockerPlugin::serve(&socket, backend.clone()).expect("serve the plugin");
+    let mut d = Dockerd::start(&ns);
+    d.import_busybox();
+    let net = format!("{name}-net");
+    d.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        &name,
+        "--ipam-driver",
+        &name,
+        "--subnet",
+        "10.213.3.0/24",
+        &net,
+    ]);
+    let id = d.network_id(&net);
+    let cid = d.docker_ok(&[
+        "run",
+        "-d",
+        "--stop-timeout",
+        "1",
+        "--network",
+        &net,
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    let before = backend.inner.calls();
+
+    d.restart();
+
+    // dockerd stopped the container on its way down (Leave, DeleteEndpoint) and replayed no
+    // network or pool: the network is the same one, and no call was refused.
+    let replayed: Vec<String> = backend.inner.calls()[before.len()..].to_vec();
+    assert!(
+        !replayed
+            .iter()
+            .any(|c| c.starts_with("create_network") || c.starts_with("request_pool")),
+        "{replayed:?}"
+    );
+    assert_eq!(
+        plugin
+            .stats()
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(d.network_id(&net), id);
+    assert!(backend.inner.network(&id).is_some());
+    // The container starts again on the same network: a new endpoint, and (no quick reuse of
+    // released addresses) the next address.
+    d.docker_ok(&["start", &cid]);
+    let out = d.docker_ok(&[
+        "exec", &cid, "ip", "-4", "-o", "addr", "show", "dev", "eth0",
+    ]);
+    assert!(out.contains("inet 10.213.3.3/24"), "{out}");
+    d.docker_ok(&["rm", "-f", &cid]);
+    d.docker_ok(&["network", "rm", &net]);
+    assert!(backend.inner.network(&id).is_none());
+}

@@ -117,28 +117,35 @@ impl Dockerd {
             let _ = fs::remove_dir_all(&dir);
         }
         fs::create_dir_all(&dir).expect("create the dockerd dir");
-        let sock = dir.join("sock");
-        let log = dir.join("dockerd.log");
-        let config = dir.join("daemon.json");
         // An empty config of its own, so the machine's /etc/docker/daemon.json is not read.
-        fs::write(&config, b"{}\n").expect("write daemon.json");
+        fs::write(dir.join("daemon.json"), b"{}\n").expect("write daemon.json");
         let mut d = Dockerd {
-            dir: dir.clone(),
-            sock: sock.clone(),
+            sock: dir.join("sock"),
+            log: dir.join("dockerd.log"),
+            dir,
             netns: netns.name.clone(),
             child: None,
-            log: log.clone(),
         };
-        let logfile = fs::File::create(&log).expect("create dockerd.log");
-        let ns = format!("--net=/run/netns/{}", netns.name);
-        let p = |sub: &str| dir.join(sub).to_string_lossy().into_owned();
+        d.spawn();
+        d
+    }
+
+    /// Runs dockerd on this directory's state (its log appended to) and waits for `docker info`.
+    fn spawn(&mut self) {
+        let logfile = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open dockerd.log");
+        let ns = format!("--net=/run/netns/{}", self.netns);
+        let p = |sub: &str| self.dir.join(sub).to_string_lossy().into_owned();
         let child = Command::new("nsenter")
             .args([ns.as_str(), "--", DOCKERD])
             .args(["--config-file", &p("daemon.json")])
             .args(["--data-root", &p("data")])
             .args(["--exec-root", &p("exec")])
             .args(["--pidfile", &p("pid")])
-            .args(["-H", &format!("unix://{}", sock.display())])
+            .args(["-H", &self.host()])
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
             .args(["--storage-driver", "vfs"])
             .stdin(Stdio::null())
@@ -146,28 +153,38 @@ impl Dockerd {
             .stderr(logfile)
             .spawn()
             .expect("start nsenter dockerd");
-        d.child = Some(child);
+        self.child = Some(child);
         let started = Instant::now();
         wait_for("dockerd to answer docker info", DOCKER_WAIT, || {
-            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "dockerd exited ({status}) before answering:\n{}",
-                    d.log_text()
+                    self.log_text()
                 );
             }
             let out = run_with_timeout(
                 DOCKER,
-                &["-H", &d.host(), "info", "--format", "{{.ID}}"],
+                &["-H", &self.host(), "info", "--format", "{{.ID}}"],
                 Duration::from_secs(10),
             )?;
             out.status.success().then_some(())
         });
         eprintln!(
             "dockerd in {} answered after {:?}",
-            netns.name,
+            self.netns,
             started.elapsed()
         );
-        d
+    }
+
+    /// Stops dockerd as a host shutdown does (SIGTERM: it stops its containers) and starts it
+    /// again on the same state, waiting until it answers.
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.spawn();
     }
 
     /// `unix://D/sock`, for `docker -H`.
@@ -295,26 +312,36 @@ impl Dockerd {
         self.docker_ok(&["network", "inspect", "--format", "{{.ID}}", name])
     }
 
-    /// Removes every container, then stops dockerd: SIGTERM, a bounded wait, SIGKILL.
+    /// Removes every container, then stops dockerd.
     fn stop(&mut self) {
+        if !matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None))) {
+            self.terminate();
+            return;
+        }
+        let host = self.host();
+        if let Some(out) =
+            run_with_timeout(DOCKER, &["-H", &host, "ps", "-aq"], Duration::from_secs(20))
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let mut args = vec!["-H", host.as_str(), "rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                let _ = run_with_timeout(DOCKER, &args, Duration::from_secs(30));
+            }
+        }
+        self.terminate();
+    }
+
+    /// Stops dockerd: SIGTERM, a bounded wait, SIGKILL; then the containerd it started, if a
+    /// SIGKILL left it behind.
+    fn terminate(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         if matches!(child.try_wait(), Ok(None)) {
-            let host = self.host();
-            if let Some(out) =
-                run_with_timeout(DOCKER, &["-H", &host, "ps", "-aq"], Duration::from_secs(20))
-            {
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect();
-                if !ids.is_empty() {
-                    let mut args = vec!["-H", host.as_str(), "rm", "-f"];
-                    args.extend(ids.iter().map(String::as_str));
-                    let _ = run_with_timeout(DOCKER, &args, Duration::from_secs(30));
-                }
-            }
             // SAFETY: kill has no memory effects; the pid is our child's (nsenter exec'd dockerd).
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + STOP_WAIT;
@@ -324,12 +351,17 @@ impl Dockerd {
         }
         let _ = child.kill();
         let _ = child.wait();
-        // The containerd dockerd started (if a SIGKILL left it behind).
         let pidfile = self.dir.join("exec/containerd/containerd.pid");
-        if let Some(pid) = fs::read_to_string(pidfile)
+        let Some(pid) = fs::read_to_string(pidfile)
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
-        {
+        else {
+            return;
+        };
+        // Only if that pid is still this dockerd's containerd (its command line names D).
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let dir = self.dir.to_string_lossy();
+        if String::from_utf8_lossy(&cmdline).contains(dir.as_ref()) {
             // SAFETY: kill has no memory effects; the pid is the containerd of this test's dockerd.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }

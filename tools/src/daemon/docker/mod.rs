@@ -631,6 +631,68 @@ mod tests {
         assert!(e.contains("IPv6 is not supported"), "{e}");
     }
 
+    /// Every call, fed random bytes and damaged copies of valid bodies: always an answer (200,
+    /// or 500 with an `Err`), never a panic; the backend survives.
+    #[test]
+    fn garbage_never_panics() {
+        const CALLS: [&str; 21] = [
+            "Plugin.Activate",
+            "NetworkDriver.GetCapabilities",
+            "NetworkDriver.CreateNetwork",
+            "NetworkDriver.DeleteNetwork",
+            "NetworkDriver.AllocateNetwork",
+            "NetworkDriver.FreeNetwork",
+            "NetworkDriver.CreateEndpoint",
+            "NetworkDriver.EndpointOperInfo",
+            "NetworkDriver.DeleteEndpoint",
+            "NetworkDriver.Join",
+            "NetworkDriver.Leave",
+            "NetworkDriver.DiscoverNew",
+            "NetworkDriver.DiscoverDelete",
+            "NetworkDriver.ProgramExternalConnectivity",
+            "NetworkDriver.RevokeExternalConnectivity",
+            "IpamDriver.GetCapabilities",
+            "IpamDriver.GetDefaultAddressSpaces",
+            "IpamDriver.RequestPool",
+            "IpamDriver.ReleasePool",
+            "IpamDriver.RequestAddress",
+            "IpamDriver.ReleaseAddress",
+        ];
+        let net = "a".repeat(64);
+        let seeds = [
+            json!({"NetworkID": net, "Options": {"com.docker.network.generic": {"vswitch.driver": "overlay", "vswitch.vni": "7"}}, "IPv4Data": [{"AddressSpace": "vswitch-local", "Pool": "10.1.0.0/24", "Gateway": "10.1.0.1/24"}]}),
+            json!({"NetworkID": net, "EndpointID": net, "Interface": {"Address": "10.1.0.2/24", "MacAddress": "02:42:0a:01:00:02"}}),
+            json!({"NetworkID": net, "EndpointID": net, "Options": {"com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080}]}}),
+            json!({"AddressSpace": "vswitch-local", "Pool": "10.1.0.0/24", "SubPool": "10.1.0.128/25", "Options": {}, "V6": false}),
+            json!({"PoolID": "10.1.0.0/24", "Address": "10.1.0.9", "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+        ];
+        let b = memory::MemoryBackend::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..3000 {
+            let call = CALLS[(next() % CALLS.len() as u64) as usize];
+            let mut body = seeds[round % seeds.len()].to_string().into_bytes();
+            if round % 3 == 0 {
+                body = (0..next() % 64).map(|_| next() as u8).collect();
+            } else {
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() % body.len() as u64) as usize;
+                    body[i] = next() as u8;
+                }
+            }
+            let r = handle(&b, call, &body);
+            assert!(
+                r.status == 200 || (r.status == 500 && r.error().is_some()),
+                "{call}: {r:?}"
+            );
+        }
+    }
+
     #[test]
     fn ids_are_checked() {
         assert!(check_id("NetworkID", &"a".repeat(64)).is_ok());

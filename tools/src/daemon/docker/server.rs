@@ -113,6 +113,11 @@ impl Drop for DockerPlugin {
     }
 }
 
+/// The socket of `vswitchd --docker-plugin PATH|none`: `none` turns the plugin off.
+pub fn socket_from_arg(arg: &str) -> Option<PathBuf> {
+    (arg != "none").then(|| PathBuf::from(arg))
+}
+
 /// The driver name of a socket path: its file name without `.sock`.
 pub fn driver_name(path: &Path) -> String {
     path.file_stem()
@@ -323,6 +328,15 @@ mod tests {
             head.to_string(),
             serde_json::from_str(json).unwrap_or(Value::Null),
         )
+    }
+
+    #[test]
+    fn the_plugin_can_be_turned_off() {
+        assert_eq!(socket_from_arg("none"), None);
+        assert_eq!(
+            socket_from_arg(DEFAULT_SOCKET).map(|p| driver_name(&p)),
+            Some("vswitch".to_string())
+        );
     }
 
     #[test]
