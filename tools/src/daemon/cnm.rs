@@ -520,10 +520,12 @@ impl Daemon {
 
     // ---- sandboxes ----
 
+    /// `adopt`: the `--netns` path and its namespace, opened and checked beforehand
+    /// ([`netns::open_foreign_netns`]), outside the daemon's lock.
     pub(super) fn sandbox_create(
         &mut self,
         name: &str,
-        adopt: Option<&str>,
+        adopt: Option<(&str, std::fs::File)>,
     ) -> Result<serde_json::Value, ApiError> {
         netns::validate_netns_name(name).map_err(|e| ApiError(e.to_string()))?;
         if self.sandboxes.contains_key(name) {
@@ -531,12 +533,9 @@ impl Daemon {
         }
         let own_path = netns::netns_path(name).map_err(|e| ApiError(e.to_string()))?;
         let (path, adopted, bound) = match adopt {
-            Some(src) if std::path::Path::new(src) == own_path => {
-                netns::adopt_netns(src).map_err(|e| ApiError(e.to_string()))?;
-                (own_path, true, false)
-            }
-            Some(src) => (
-                netns::bind_named_netns(name, src).map_err(|e| ApiError(e.to_string()))?,
+            Some((src, _)) if std::path::Path::new(src) == own_path => (own_path, true, false),
+            Some((_, ns)) => (
+                netns::bind_named_netns_file(name, &ns).map_err(|e| ApiError(e.to_string()))?,
                 true,
                 true,
             ),
@@ -783,14 +782,18 @@ impl Daemon {
             ("overlay", Some(mtu)) => Some(vxlan::segments_per_send(mtu as usize) as u32),
             _ => None,
         };
-        nl.create_veth(
-            &ep.host_interface,
-            &ep.interface,
-            Some(ns.as_fd()),
+        // The alias marks the veth as this state dir's: only such veths are ever removed as
+        // orphans.
+        let alias = self.owner_alias();
+        nl.create_veth_with(&crate::netlink::VethSpec {
+            host_name: &ep.host_interface,
+            peer_name: &ep.interface,
+            peer_netns_fd: Some(ns.as_fd()),
             mtu,
-            Some(mac_for(ip)),
-            gso_max_segs,
-        )
+            peer_mac: Some(mac_for(ip)),
+            peer_gso_max_segs: gso_max_segs,
+            host_alias: Some(&alias),
+        })
         .map_err(|e| ApiError(format!("creating the endpoint's veth pair: {e}")))?;
         let undo = |nl: &mut Netlink| {
             let _ = nl.delete_link(&ep.host_interface);
@@ -1028,7 +1031,8 @@ impl Daemon {
         }
     }
 
-    /// Deletes endpoint veths that no stored endpoint owns (left by a crash mid-connect).
+    /// Deletes endpoint veths that no stored endpoint owns (left by a crash mid-connect) and
+    /// that carry this state dir's mark (another daemon's, or a stranger's, are not ours).
     pub(super) fn remove_orphan_veths(&mut self) -> Vec<String> {
         let Ok(mut nl) = netlink() else {
             return vec![];
@@ -1036,10 +1040,13 @@ impl Daemon {
         let Ok(links) = nl.list_links() else {
             return vec![];
         };
+        let mine = self.owner_alias();
         let mut repairs = Vec::new();
         for l in links {
             let known = self.endpoints.iter().any(|e| e.host_interface == l.name);
-            let orphan = l.name.starts_with(ENDPOINT_PREFIX) && l.name.len() == 15 && !known;
+            let ours = l.alias.as_deref() == Some(mine.as_str());
+            let orphan =
+                l.name.starts_with(ENDPOINT_PREFIX) && l.name.len() == 15 && !known && ours;
             if orphan && nl.delete_link(&l.name).is_ok() {
                 repairs.push(format!("removed orphan endpoint veth {}", l.name));
             }
