@@ -167,13 +167,27 @@ fn read_pid(file: &mut File) -> Option<u32> {
     text.trim().parse().ok()
 }
 
-/// True when process `pid` is gone, a zombie, or exiting (`PF_EXITING` in its flags, the
-/// ninth field of `/proc/PID/stat`): its locks are about to be released.
+/// True when process `pid` is gone, a zombie, exiting (`PF_EXITING` in its flags, the ninth
+/// field of `/proc/PID/stat`) or about to (a `SIGKILL` pending, `/proc/PID/status`): its
+/// locks are about to be released.
 fn process_exiting(pid: u32) -> bool {
     const PF_EXITING: u64 = 0x4;
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return true;
     };
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let killed = status.lines().any(|l| {
+        let pending = l
+            .strip_prefix("SigPnd:")
+            .or_else(|| l.strip_prefix("ShdPnd:"));
+        pending
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .is_some_and(|bits| bits & SIGKILL_BIT != 0)
+    });
+    if killed {
+        return true;
+    }
     // The command name (field 2) is in parentheses and may hold spaces: count after it.
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
         return false;
