@@ -238,9 +238,10 @@ fn bind_socket(path: &Path, mode: u32, group: Option<u32>) -> io::Result<UnixLis
     let configured = fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .and_then(|()| std::os::unix::fs::chown(path, None, group))
         .map_err(|e| context(e, "setting the mode and group of", path));
-    // SAFETY: listen on a descriptor `fd` owns; no pointers.
     let listened = configured.and_then(|()| {
-        if unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) } != 0 {
+        // SAFETY: listen on a descriptor `fd` owns; no pointers.
+        let rc = unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) };
+        if rc != 0 {
             Err(context(io::Error::last_os_error(), "listening on", path))
         } else {
             Ok(())
