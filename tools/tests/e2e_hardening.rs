@@ -142,8 +142,12 @@ fn root_a_second_daemon_on_the_same_state_dir_is_refused() {
     let lab = Lab::new();
     let before = port_names(lab.d());
     assert!(before.contains(&"vswitch0".to_string()), "{before:?}");
-    let state_file = lab.d().state_dir.join("switch.json");
-    let saved = fs::read(&state_file).expect("the state file");
+    let saved = state_files(&lab.d().state_dir);
+    assert!(
+        saved.keys().any(|p| p.ends_with("id")),
+        "{:?}",
+        saved.keys()
+    );
 
     let other_socket = lab.dir.path.join("other.sock");
     let net = format!("--net={}", lab.sw.path().display());
@@ -163,7 +167,7 @@ fn root_a_second_daemon_on_the_same_state_dir_is_refused() {
     assert!(!out.status.success(), "a second daemon started: {stderr}");
     assert!(
         stderr.contains(&format!(
-            "another vswitchd (pid {}) is using state dir",
+            "another vswitchd is using state dir {state_dir} (pid {})",
             lab.d().pid()
         )),
         "{stderr}"
@@ -174,7 +178,7 @@ fn root_a_second_daemon_on_the_same_state_dir_is_refused() {
     assert_eq!(port_names(lab.d()), before);
     assert!(lab.sw.has_link("vswitch0"), "the gateway TAP is gone");
     assert_eq!(
-        fs::read(&state_file).unwrap(),
+        state_files(&lab.d().state_dir),
         saved,
         "the state was rewritten"
     );
@@ -203,6 +207,24 @@ fn root_restart_right_after_kill_9_succeeds() {
     let listed = lab.d().ctl_json(&["sandbox", "ls"]);
     assert!(listed.to_string().contains(&sb), "{listed}");
     ns_ping_until(&sb, "172.17.0.1");
+}
+
+/// Every file under `dir` (whatever the store keeps there) with its contents.
+fn state_files(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).unwrap_or_else(|e| panic!("read {}: {e}", d.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let bytes = fs::read(&path).unwrap_or_default();
+                files.insert(path, bytes);
+            }
+        }
+    }
+    files
 }
 
 /// The state dir's ID, as the daemon wrote it.
@@ -237,8 +259,6 @@ fn root_startup_removes_only_veths_marked_with_its_state_dir_id() {
     assert!(lab.d_mut().terminate(WAIT).is_some());
     drop(lab.daemon.take());
 
-    // Three endpoint-looking veths appear while it is down: a stranger's, another daemon's,
-    // and one of ours (left by a crash mid-connect).
     let sw = lab.sw.name.clone();
     let mine = format!("vswitch:{id}");
     let make = |name: &str, alias: Option<&str>| {
@@ -258,6 +278,20 @@ fn root_startup_removes_only_veths_marked_with_its_state_dir_id() {
             ip(&["-n", &sw, "link", "set", name, "alias", a]);
         }
     };
+    // Killed between creating the veth and marking it: no alias, but the name is the one the
+    // daemon gives this (network, sandbox) pair, both stored. It is ours.
+    make(&host_end, None);
+    lab.daemon = Some(Daemon::start(&lab.sw, &lab.dir.path));
+    assert!(!lab.sw.has_link(&host_end), "our unmarked orphan was kept");
+    assert!(lab
+        .d()
+        .log_text()
+        .contains(&format!("removed orphan endpoint veth {host_end}")));
+    assert!(lab.d_mut().terminate(WAIT).is_some());
+    drop(lab.daemon.take());
+
+    // Three endpoint-looking veths appear while it is down: a stranger's, another daemon's,
+    // and one of ours (left by a crash mid-connect).
     make("vse0000000000a1", None);
     make(
         "vse0000000000a2",
@@ -265,7 +299,11 @@ fn root_startup_removes_only_veths_marked_with_its_state_dir_id() {
     );
     make("vse0000000000a3", Some(&mine));
     // The state is lost too: the daemon starts empty.
-    fs::remove_file(lab.dir.path.join("state").join("switch.json")).unwrap();
+    for path in state_files(&lab.dir.path.join("state")).keys() {
+        if !path.ends_with("id") {
+            fs::remove_file(path).unwrap();
+        }
+    }
     lab.daemon = Some(Daemon::start(&lab.sw, &lab.dir.path));
     assert!(
         lab.sw.has_link("vse0000000000a1"),
@@ -414,8 +452,19 @@ fn root_modes_do_not_follow_a_umask_of_000() {
     // A change, so the state file is written under the umask too.
     d.ctl_ok(&["network", "create", "m", "--subnet", "10.63.0.0/24"]);
     assert_eq!(mode(&state), 0o700, "state dir");
-    for f in ["switch.json", "id", "lock"] {
-        assert_eq!(mode(&state.join(f)), 0o600, "{f}");
+    let files = state_files(&state);
+    for f in ["id", "lock"] {
+        assert!(
+            files.contains_key(&state.join(f)),
+            "no {f} in {:?}",
+            files.keys()
+        );
+    }
+    assert!(files.len() > 2, "no state written: {:?}", files.keys());
+    for path in files.keys() {
+        assert_eq!(mode(path), 0o600, "{}", path.display());
+        let dir = path.parent().unwrap();
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
     }
     assert_eq!(mode(&d.socket), 0o660, "socket");
     assert_eq!(

@@ -153,7 +153,7 @@ impl ApiSocket {
         lock_name.push(".lock");
         let lock = LockFile::acquire(Path::new(&lock_name), |pid| {
             let by = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-            format!("another vswitchd{by} is listening on {}", path.display())
+            format!("another vswitchd is listening on {}{by}", path.display())
         })?;
         match fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {

@@ -199,12 +199,12 @@ fn process_exiting(pid: u32) -> bool {
 }
 
 /// Takes the state dir's lock for as long as the returned guard lives: a second daemon on
-/// the same state dir is refused with "another vswitchd is using state dir DIR".
+/// the same state dir is refused with "another vswitchd is using state dir DIR (pid N)".
 pub fn lock_state_dir(dir: &Path) -> io::Result<LockFile> {
     create_private_dir(dir)?;
     LockFile::acquire(&dir.join(LOCK_FILE), |pid| {
         let by = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-        format!("another vswitchd{by} is using state dir {}", dir.display())
+        format!("another vswitchd is using state dir {}{by}", dir.display())
     })
 }
 
