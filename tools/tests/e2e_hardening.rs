@@ -400,6 +400,23 @@ fn root_netns_paths_that_are_not_foreign_namespaces_are_refused_without_blocking
     assert_eq!(listed, serde_json::json!([]), "{listed}");
 }
 
+/// Removes `/run/netns/NAME` (detaching its mount) on drop, should a daemon have made it under
+/// a name no tool would take for an argument.
+struct NetnsFileGuard(PathBuf);
+
+impl Drop for NetnsFileGuard {
+    fn drop(&mut self) {
+        if self.0.symlink_metadata().is_err() {
+            return;
+        }
+        if let Ok(c) = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()) {
+            // SAFETY: umount2 reads the NUL-terminated path we own.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
 #[test]
 fn root_bad_sandbox_names_are_refused() {
     if !root_or_skip() {
@@ -408,6 +425,7 @@ fn root_bad_sandbox_names_are_refused() {
     let lab = Lab::new();
     let prefix = lab.prefix.clone();
     let too_long = "x".repeat(65);
+    let mut guards = Vec::new();
     for bad in [
         format!("{prefix} sp"),
         format!("{prefix}\nnl"),
@@ -417,6 +435,7 @@ fn root_bad_sandbox_names_are_refused() {
         format!("{prefix}:x"),
         too_long,
     ] {
+        guards.push(NetnsFileGuard(Path::new("/run/netns").join(&bad)));
         // After `--`, so that vswitchctl passes even a leading '-' on to the daemon.
         let out = lab.d().ctl(&["sandbox", "create", "--", &bad]);
         let stderr = String::from_utf8_lossy(&out.stderr);
