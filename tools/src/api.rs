@@ -436,8 +436,20 @@ fn send_request(socket: &Path, req: &Request) -> io::Result<UnixStream> {
     })?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
-    (&stream).write_all(&line)?;
-    Ok(stream)
+    match (&stream).write_all(&line) {
+        // A daemon that refuses a client (too many of them) writes its reason and closes
+        // before reading: the reason is still there to be read.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Ok(stream)
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(stream),
+    }
 }
 
 /// Reads the daemon's one-line answer.

@@ -23,8 +23,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
-    State,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -34,6 +34,9 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 /// The longest interface name the kernel accepts (`IFNAMSIZ` - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
+
+/// The longest interface alias the kernel accepts (`IFALIASZ` - 1).
+pub const MAX_IFALIAS_LEN: usize = 255;
 
 /// Receive buffer size: the kernel packs dump replies into datagrams of up to 32 KiB.
 const RECV_BUFFER_LEN: usize = 64 * 1024;
@@ -119,6 +122,11 @@ pub struct LinkInfo {
     pub oper_state: OperState,
     /// The link kind (`veth`, `tun`, `bridge`…), absent for physical devices and `lo`.
     pub kind: Option<String>,
+    /// The interface alias (`IFLA_IFALIAS`, `ip link set NAME alias TEXT`), when it has one.
+    pub alias: Option<String>,
+    /// IPv6 address generation is off (`IFLA_INET6_ADDR_GEN_MODE` is `NONE`): the link makes
+    /// no link-local address and sends no router solicitation.
+    pub ipv6_autoconf_off: bool,
 }
 
 impl LinkInfo {
@@ -133,10 +141,23 @@ impl LinkInfo {
             up: message.header.flags.contains(LinkFlags::Up),
             oper_state: OperState::Unknown,
             kind: None,
+            alias: None,
+            ipv6_autoconf_off: false,
         };
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::IfName(name) => info.name = name.clone(),
+                LinkAttribute::IfAlias(alias) if !alias.is_empty() => {
+                    info.alias = Some(alias.clone());
+                }
+                LinkAttribute::AfSpecUnspec(families) => {
+                    info.ipv6_autoconf_off = families.iter().any(|f| match f {
+                        AfSpecUnspec::Inet6(attrs) => {
+                            attrs.contains(&AfSpecInet6::AddrGenMode(In6AddrGenMode::None))
+                        }
+                        _ => false,
+                    });
+                }
                 LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
                 LinkAttribute::GsoMaxSegs(segs) => info.gso_max_segs = *segs,
                 LinkAttribute::Address(bytes) if bytes.len() == 6 => {
@@ -311,6 +332,56 @@ fn veth_message(
         NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
     ]));
     message
+}
+
+/// Checks an interface alias: at most 255 bytes, no NUL (the kernel stores it as a C string).
+pub fn validate_alias(alias: &str) -> io::Result<()> {
+    if alias.len() > MAX_IFALIAS_LEN || alias.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid interface alias {alias:?}: longer than 255 bytes or contains NUL"),
+        ));
+    }
+    Ok(())
+}
+
+/// The `RTM_SETLINK` body that marks link `index` with `alias` and/or turns its IPv6
+/// address generation off: `IFLA_IFALIAS`, `IFLA_AF_SPEC { AF_INET6 {
+/// IFLA_INET6_ADDR_GEN_MODE = IN6_ADDR_GEN_MODE_NONE } }`.
+fn mark_message(index: u32, alias: Option<&str>, ipv6_autoconf_off: bool) -> LinkMessage {
+    let mut message = link_by_index(index);
+    if let Some(alias) = alias {
+        message
+            .attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+    }
+    if ipv6_autoconf_off {
+        message
+            .attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]));
+    }
+    message
+}
+
+/// What [`Netlink::create_veth_with`] makes: a veth pair, its peer configured at birth.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VethSpec<'a> {
+    /// The end that stays in this namespace.
+    pub host_name: &'a str,
+    /// The other end's name.
+    pub peer_name: &'a str,
+    /// The namespace the peer is born in (this one when `None`).
+    pub peer_netns_fd: Option<BorrowedFd<'a>>,
+    /// The MTU of both ends.
+    pub mtu: Option<u32>,
+    /// The peer's hardware address.
+    pub peer_mac: Option<[u8; 6]>,
+    /// The most segments of a TCP super-frame the peer's stack builds.
+    pub peer_gso_max_segs: Option<u32>,
+    /// The host end's alias (`IFLA_IFALIAS`): who made it.
+    pub host_alias: Option<&'a str>,
 }
 
 /// The `RTM_NEWADDR`/`RTM_DELADDR` body for `addr/prefix_len` on link `index`.
@@ -613,7 +684,8 @@ impl Netlink {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no link named {name}")))
     }
 
-    /// Creates a veth pair in one request, the peer already named, addressed and in its netns.
+    /// Creates a veth pair in one request, the peer already named, addressed and in its netns;
+    /// the host end has IPv6 autoconfiguration off (see [`Netlink::create_veth_with`]).
     ///
     /// `mtu` applies to both ends; `peer_mac` and `peer_gso_max_segs` (the most segments of a
     /// TCP super-frame the peer's stack builds) to the peer. With `peer_netns_fd` the peer is
@@ -627,22 +699,99 @@ impl Netlink {
         peer_mac: Option<[u8; 6]>,
         peer_gso_max_segs: Option<u32>,
     ) -> io::Result<()> {
-        validate_ifname(host_name)?;
-        validate_ifname(peer_name)?;
-        let message = veth_message(
+        self.create_veth_with(&VethSpec {
             host_name,
             peer_name,
-            peer_netns_fd.map(|fd| fd.as_raw_fd()),
+            peer_netns_fd,
             mtu,
             peer_mac,
             peer_gso_max_segs,
+            host_alias: None,
+        })
+    }
+
+    /// Creates a veth pair (`RTM_NEWLINK`), then marks its host end (`RTM_SETLINK`, before it
+    /// is ever up): the alias, and IPv6 address generation off, so the host end never makes a
+    /// link-local address nor sends router solicitations. The kernel ignores both attributes
+    /// in a creating request, hence the second one. If the marking fails, the pair is deleted.
+    pub fn create_veth_with(&mut self, spec: &VethSpec<'_>) -> io::Result<()> {
+        let (host_name, peer_name) = (spec.host_name, spec.peer_name);
+        validate_ifname(host_name)?;
+        validate_ifname(peer_name)?;
+        if let Some(alias) = spec.host_alias {
+            validate_alias(alias)?;
+        }
+        let message = veth_message(
+            host_name,
+            peer_name,
+            spec.peer_netns_fd.map(|fd| fd.as_raw_fd()),
+            spec.mtu,
+            spec.peer_mac,
+            spec.peer_gso_max_segs,
         );
         let what = format!("create veth pair {host_name}/{peer_name}");
         self.ack(
             RouteNetlinkMessage::NewLink(message),
             NLM_F_CREATE | NLM_F_EXCL,
             &what,
-        )
+        )?;
+        let marked = self
+            .require_index(host_name)
+            .and_then(|index| self.mark(index, host_name, spec.host_alias, true));
+        if let Err(e) = marked {
+            let _ = self.delete_link(host_name);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Sets the alias and/or turns IPv6 autoconfiguration off on link `index`. A kernel
+    /// without IPv6 (`EAFNOSUPPORT`) has nothing to turn off: only the alias is set then.
+    fn mark(
+        &mut self,
+        index: u32,
+        name: &str,
+        alias: Option<&str>,
+        ipv6_autoconf_off: bool,
+    ) -> io::Result<()> {
+        let what = match alias {
+            Some(alias) => format!("set alias {alias:?} on link {name}"),
+            None => format!("turn IPv6 autoconfiguration off on link {name}"),
+        };
+        let message = mark_message(index, alias, ipv6_autoconf_off);
+        match self.ack(RouteNetlinkMessage::SetLink(message), 0, &what) {
+            Err(e) if ipv6_autoconf_off && errno(&e) == Some(libc::EAFNOSUPPORT) => match alias {
+                Some(_) => {
+                    let message = mark_message(index, alias, false);
+                    self.ack(RouteNetlinkMessage::SetLink(message), 0, &what)
+                }
+                None => Ok(()),
+            },
+            result => result,
+        }
+    }
+
+    /// Sets the link's alias (`ip link set NAME alias TEXT`); an empty text removes it.
+    pub fn set_alias(&mut self, name: &str, alias: &str) -> io::Result<()> {
+        validate_alias(alias)?;
+        let index = self.require_index(name)?;
+        self.mark(index, name, Some(alias), false)
+    }
+
+    /// Turns IPv6 address generation off on the link (`ip link set NAME addrgenmode none`):
+    /// no link-local address, so no router solicitation or MLD report from it. A link already
+    /// up is taken down and up again, which drops the link-local address it already made.
+    /// Without IPv6 in the kernel there is nothing to do.
+    pub fn disable_ipv6_autoconf(&mut self, name: &str) -> io::Result<()> {
+        let link = self.link_info(name)?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no link named {name}"))
+        })?;
+        self.mark(link.index, name, None, true)?;
+        if link.up {
+            self.set_down(name)?;
+            self.set_up(name)?;
+        }
+        Ok(())
     }
 
     /// Deletes the link called `name` (both ends for a veth); a missing one is `NotFound`.
@@ -972,6 +1121,30 @@ mod tests {
     }
 
     #[test]
+    fn mark_request_carries_the_alias_and_addr_gen_mode_none() {
+        let message = mark_message(7, Some("vswitch:0123"), true);
+        let RouteNetlinkMessage::SetLink(parsed) =
+            round_trip(RouteNetlinkMessage::SetLink(message.clone()))
+        else {
+            panic!("not a SetLink");
+        };
+        assert_eq!(parsed, message);
+        assert_eq!(parsed.header.index, 7);
+        assert!(parsed
+            .attributes
+            .contains(&LinkAttribute::IfAlias("vswitch:0123".into())));
+        let info = LinkInfo::from_message(&parsed);
+        assert_eq!(info.alias.as_deref(), Some("vswitch:0123"));
+        assert!(info.ipv6_autoconf_off);
+        let plain = mark_message(7, None, false);
+        assert!(plain.attributes.is_empty());
+        assert!(!LinkInfo::from_message(&plain).ipv6_autoconf_off);
+        assert!(validate_alias(&"a".repeat(255)).is_ok());
+        assert!(validate_alias(&"a".repeat(256)).is_err());
+        assert!(validate_alias("a\0b").is_err());
+    }
+
+    #[test]
     fn address_request_sets_local_address_and_broadcast() {
         let message = address_message(3, Ipv4Addr::new(172, 17, 0, 2), 16);
         let RouteNetlinkMessage::NewAddress(parsed) =
@@ -1110,6 +1283,95 @@ mod tests {
             })
             .unwrap();
             assert!(!gone, "deleting one end deletes the peer");
+        });
+    }
+
+    /// The IPv6 addresses of `ifname` in the calling thread's namespace (`if_inet6`, which
+    /// lists tentative addresses too).
+    fn ipv6_addresses(ifname: &str) -> Vec<String> {
+        std::fs::read_to_string("/proc/thread-self/net/if_inet6")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split_whitespace().last() == Some(ifname))
+            .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Waits (up to 10 s) until `ifname` has an IPv6 address.
+    fn wait_for_ipv6(ifname: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ipv6_addresses(ifname).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ifname} never got a link-local address"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn root_veth_host_end_is_marked_and_makes_no_ipv6_link_local() {
+        run_as_root_in_new_netns(|| {
+            if !std::path::Path::new("/proc/thread-self/net/if_inet6").exists() {
+                println!("skipped: needs a kernel with IPv6");
+                return;
+            }
+            let mut nl = Netlink::new().unwrap();
+            nl.create_veth_with(&VethSpec {
+                host_name: "vst-v6h",
+                peer_name: "vst-v6p",
+                host_alias: Some("vswitch:test"),
+                ..VethSpec::default()
+            })
+            .unwrap();
+            let host = nl.link_info("vst-v6h").unwrap().unwrap();
+            assert_eq!(host.alias.as_deref(), Some("vswitch:test"));
+            assert!(host.ipv6_autoconf_off);
+            let peer = nl.link_info("vst-v6p").unwrap().unwrap();
+            assert_eq!(peer.alias, None);
+            assert!(!peer.ipv6_autoconf_off);
+            let listed = nl.list_links().unwrap();
+            let host_row = listed.iter().find(|l| l.name == "vst-v6h").unwrap();
+            assert_eq!(host_row.alias.as_deref(), Some("vswitch:test"));
+
+            nl.set_up("vst-v6h").unwrap();
+            nl.set_up("vst-v6p").unwrap();
+            // The peer (autoconfiguration on) gets its link-local address once both ends have
+            // carrier; by then the host end would have one too if it made one.
+            wait_for_ipv6("vst-v6p");
+            assert_eq!(ipv6_addresses("vst-v6h"), Vec::<String>::new());
+
+            nl.set_alias("vst-v6p", "other").unwrap();
+            let peer = nl.link_info("vst-v6p").unwrap().unwrap();
+            assert_eq!(peer.alias.as_deref(), Some("other"));
+            nl.set_alias("vst-v6p", "").unwrap();
+            assert_eq!(nl.link_info("vst-v6p").unwrap().unwrap().alias, None);
+
+            // A link that already made its link-local address loses it.
+            nl.disable_ipv6_autoconf("vst-v6p").unwrap();
+            assert_eq!(ipv6_addresses("vst-v6p"), Vec::<String>::new());
+            assert!(nl.link_info("vst-v6p").unwrap().unwrap().up);
+            let err = nl.disable_ipv6_autoconf("vst-none").unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+            nl.delete_link("vst-v6h").unwrap();
+        });
+    }
+
+    #[test]
+    fn root_tap_loses_its_ipv6_link_local() {
+        run_as_root_in_new_netns(|| {
+            if !std::path::Path::new("/proc/thread-self/net/if_inet6").exists() {
+                println!("skipped: needs a kernel with IPv6");
+                return;
+            }
+            let tap = switch::port::tap::TapPort::create("vst-tap6", None).unwrap();
+            wait_for_ipv6("vst-tap6");
+            let mut nl = Netlink::new().unwrap();
+            nl.disable_ipv6_autoconf("vst-tap6").unwrap();
+            assert_eq!(ipv6_addresses("vst-tap6"), Vec::<String>::new());
+            let link = nl.link_info("vst-tap6").unwrap().unwrap();
+            assert!(link.up && link.ipv6_autoconf_off, "{link:?}");
+            drop(tap);
         });
     }
 

@@ -14,7 +14,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 
 use rustix::fs::{Mode, OFlags};
@@ -36,6 +36,12 @@ const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
 /// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: `_IO(0xb7, 0x3)`, returns the `CLONE_NEW*` type.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
+/// `NSFS_MAGIC` from `<linux/magic.h>`: the `f_type` of namespace files (`fstatfs`).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// The (device, inode) of the daemon's own network namespace, recorded at start.
+static OWN_NETNS: OnceLock<(u64, u64)> = OnceLock::new();
+
 /// Serializes the one-time setup of `/run/netns` within this process.
 static RUN_DIR_SETUP: Mutex<()> = Mutex::new(());
 
@@ -45,16 +51,20 @@ fn context(err: impl Into<io::Error>, what: impl std::fmt::Display) -> io::Error
     io::Error::new(err.kind(), format!("{what}: {err}"))
 }
 
-/// Checks a namespace name: not empty, not `.` or `..`, no `/` or NUL, at most 64 bytes.
+/// Checks a namespace (sandbox) name as network names are checked: 1 to 64 of `A-Z a-z 0-9 _
+/// . -`, not starting with `.` or `-` (so no `/`, no whitespace or newline, never an option).
 pub fn validate_netns_name(name: &str) -> io::Result<()> {
     let problem = if name.is_empty() {
         Some("is empty")
     } else if name.len() > MAX_NETNS_NAME_LEN {
         Some("is longer than 64 bytes")
-    } else if name == "." || name == ".." {
-        Some("is . or ..")
-    } else if name.contains('/') || name.contains('\0') {
-        Some("contains '/' or NUL")
+    } else if name.starts_with(['.', '-']) {
+        Some("starts with '.' or '-'")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        Some("has a character other than letters, digits, '_', '.' and '-'")
     } else {
         None
     };
@@ -158,18 +168,10 @@ pub fn create_named_netns(name: &str) -> io::Result<PathBuf> {
 /// bind mount, so `ip netns exec NAME` enters it. `source` must be a network namespace.
 pub fn bind_named_netns(name: &str, source: impl AsRef<Path>) -> io::Result<PathBuf> {
     let source = source.as_ref();
-    adopt_netns(source)?;
-    let path = netns_path(name)?;
-    prepare_run_dir()?;
-    create_mount_point(&path)?;
-    if let Err(e) = rustix::mount::mount_bind(source, &path) {
-        let _ = fs::remove_file(&path);
-        return Err(context(
-            e,
-            format!("bind {} on {}", source.display(), path.display()),
-        ));
-    }
-    Ok(path)
+    let ns = adopt_netns(source)?;
+    netns_path(name)?;
+    bind_named_netns_file(name, &ns)
+        .map_err(|e| context(e, format!("adopt {} as {name}", source.display())))
 }
 
 /// Deletes the named namespace: detaches its bind mount and removes `/run/netns/NAME`.
@@ -197,21 +199,71 @@ pub fn open_netns(path: impl AsRef<Path>) -> io::Result<File> {
     File::open(path).map_err(|e| context(e, format!("open network namespace {}", path.display())))
 }
 
-/// Opens an existing namespace file and checks that it really is a network namespace.
-pub fn adopt_netns(path: impl AsRef<Path>) -> io::Result<File> {
-    let path = path.as_ref();
-    let file = open_netns(path)?;
+/// Records the calling thread's network namespace as the daemon's own (call it at start, on
+/// the main thread, before any thread moves): [`open_foreign_netns`] refuses it. Without a
+/// record, the main thread's namespace (`/proc/self/ns/net`) is taken.
+pub fn record_own_netns() -> io::Result<()> {
+    let meta =
+        fs::metadata(THREAD_NETNS).map_err(|e| context(e, format!("stat {THREAD_NETNS}")))?;
+    use std::os::unix::fs::MetadataExt;
+    let _ = OWN_NETNS.set((meta.dev(), meta.ino()));
+    Ok(())
+}
+
+/// The daemon's own network namespace: recorded, else the main thread's.
+fn own_netns() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    OWN_NETNS.get().copied().or_else(|| {
+        fs::metadata("/proc/self/ns/net")
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    })
+}
+
+/// A namespace file, opened and checked: the file and the (device, inode) naming the namespace.
+struct CheckedNetns {
+    file: File,
+    id: (u64, u64),
+}
+
+/// Opens `path` without ever blocking and checks that it is a network namespace.
+///
+/// The first open is `O_PATH | O_NONBLOCK`, which opens nothing for I/O: a FIFO, a device or
+/// a socket there cannot block it nor be poked. `fstatfs` must then say nsfs (`NSFS_MAGIC`),
+/// and only that inode is opened for reading (through `/proc/thread-self/fd`, the same inode,
+/// not the path again), which `setns` and `NS_GET_NSTYPE` need.
+fn open_checked(path: &Path) -> io::Result<CheckedNetns> {
+    let not_netns = |why: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a network namespace ({why})", path.display()),
+        )
+    };
+    let flags = OFlags::PATH | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let handle = rustix::fs::open(path, flags, Mode::empty())
+        .map_err(|e| context(e, format!("open network namespace {}", path.display())))?;
+    let fs = rustix::fs::fstatfs(&handle)
+        .map_err(|e| context(e, format!("fstatfs {}", path.display())))?;
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 or u32 depending on the target.
+    if fs.f_type as i64 != NSFS_MAGIC {
+        return Err(not_netns("not a namespace file".into()));
+    }
+    let st =
+        rustix::fs::fstat(&handle).map_err(|e| context(e, format!("stat {}", path.display())))?;
+    let id = (st.st_dev, st.st_ino);
+    let again = format!("/proc/thread-self/fd/{}", handle.as_raw_fd());
+    let file: File = rustix::fs::open(
+        again.as_str(),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| context(e, format!("open network namespace {}", path.display())))?
+    .into();
     // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `file` keeps open.
     let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
     if nstype < 0 {
         let err = io::Error::last_os_error();
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{} is not a network namespace (not a namespace file: {err})",
-                path.display()
-            ),
-        ));
+        return Err(not_netns(format!("not a namespace file: {err}")));
     }
     if nstype != libc::CLONE_NEWNET {
         return Err(io::Error::new(
@@ -222,7 +274,53 @@ pub fn adopt_netns(path: impl AsRef<Path>) -> io::Result<File> {
             ),
         ));
     }
-    Ok(file)
+    #[allow(clippy::useless_conversion)] // st_dev and st_ino are u64 on most targets.
+    Ok(CheckedNetns {
+        file,
+        id: (u64::from(id.0), u64::from(id.1)),
+    })
+}
+
+/// Opens an existing namespace file and checks that it really is a network namespace; never
+/// blocks, whatever is at `path` (see [`open_checked`]).
+pub fn adopt_netns(path: impl AsRef<Path>) -> io::Result<File> {
+    open_checked(path.as_ref()).map(|c| c.file)
+}
+
+/// Opens a namespace a client named (`sandbox create --netns PATH`) for adoption: never
+/// blocks, must be a network namespace, and must not be the daemon's own (a sandbox there
+/// would change the daemon's routes and outlive `sandbox rm`).
+pub fn open_foreign_netns(path: impl AsRef<Path>) -> io::Result<File> {
+    let path = path.as_ref();
+    let checked = open_checked(path)?;
+    if own_netns() == Some(checked.id) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is vswitchd's own network namespace: a sandbox needs a namespace of its own",
+                path.display()
+            ),
+        ));
+    }
+    Ok(checked.file)
+}
+
+/// Makes `/run/netns/NAME` name the namespace `ns` (an open, checked namespace file) by bind
+/// mount, so `ip netns exec NAME` enters it. The mount source is the open file itself, not a
+/// path that could have changed since it was checked.
+pub fn bind_named_netns_file(name: &str, ns: &File) -> io::Result<PathBuf> {
+    let path = netns_path(name)?;
+    prepare_run_dir()?;
+    create_mount_point(&path)?;
+    let source = format!("/proc/thread-self/fd/{}", ns.as_raw_fd());
+    if let Err(e) = rustix::mount::mount_bind(source.as_str(), &path) {
+        let _ = fs::remove_file(&path);
+        return Err(context(
+            e,
+            format!("bind a network namespace on {}", path.display()),
+        ));
+    }
+    Ok(path)
 }
 
 /// Creates an anonymous network namespace with `lo` up; the returned file keeps it alive.
@@ -324,14 +422,37 @@ mod tests {
 
     #[test]
     fn netns_names_are_validated() {
-        for good in ["a", "sandbox-1", "with.dot", "..x", &"x".repeat(64)] {
+        for good in [
+            "a",
+            "sandbox-1",
+            "with.dot",
+            "x..",
+            "A_b-9",
+            &"x".repeat(64),
+        ] {
             assert!(
                 validate_netns_name(good).is_ok(),
                 "{good:?} should be valid"
             );
         }
         let too_long = "x".repeat(65);
-        for bad in ["", ".", "..", "a/b", "/", "a\0b", too_long.as_str()] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "..x",
+            ".hidden",
+            "-rf",
+            "a/b",
+            "/",
+            "a\0b",
+            "a b",
+            "a\nb",
+            "tab\t",
+            "é",
+            "a:b",
+            too_long.as_str(),
+        ] {
             let err = validate_netns_name(bad).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
         }
@@ -379,6 +500,58 @@ mod tests {
         let err = adopt_netns("/nonexistent/ns").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(err.to_string().contains("/nonexistent/ns"), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let fifo = std::env::temp_dir().join(format!("vst-fifo-{}", std::process::id()));
+        let _ = fs::remove_file(&fifo);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // A plain open for reading would block here until a writer came.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((adopt_netns(&path).err(), open_foreign_netns(&path).err()));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+        if got.is_err() {
+            // Unblock the stuck open before failing, so the test process can end.
+            let _ = fs::OpenOptions::new().write(true).open(&fifo);
+        }
+        let _ = fs::remove_file(&fifo);
+        let (a, b) = got.expect("opening a FIFO as a namespace must not block");
+        for err in [a.expect("refused"), b.expect("refused")] {
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+            assert!(err.to_string().contains("not a network namespace"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_daemons_own_namespace_is_not_adopted() {
+        record_own_netns().unwrap();
+        let err = open_foreign_netns("/proc/self/ns/net").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("own network namespace"), "{err}");
+        // Still a fine namespace for the daemon's own uses.
+        adopt_netns("/proc/self/ns/net").unwrap();
+        let err = open_foreign_netns("/proc/self/ns/uts").unwrap_err();
+        assert!(err.to_string().contains("not a network namespace"), "{err}");
+    }
+
+    #[test]
+    fn root_a_foreign_namespace_is_adopted_by_its_open_file() {
+        run_as_root_in_new_netns(|| {
+            let other = new_netns().unwrap();
+            let path = format!("/proc/thread-self/fd/{}", other.as_raw_fd());
+            let file = open_foreign_netns(&path).unwrap();
+            let netns = NamedNetns::unique();
+            let bound = bind_named_netns_file(&netns.0, &file).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            let want = other.metadata().unwrap().ino();
+            assert_eq!(fs::metadata(&bound).unwrap().ino(), want);
+        });
     }
 
     #[test]

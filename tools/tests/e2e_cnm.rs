@@ -830,6 +830,10 @@ fn kill_9_during_connects_then_restart_is_consistent() {
         "netns",
         &late,
     ]);
+    // A veth the daemon made carries its state dir's ID in its alias.
+    let id = std::fs::read_to_string(lab.dir.path.join("state").join("id")).expect("state id");
+    let alias = format!("vswitch:{}", id.trim());
+    ip(&["-n", &lab.sw.name, "link", "set", ORPHAN, "alias", &alias]);
 
     lab.daemon = Some(Daemon::start(&lab.sw, &lab.dir.path));
     let log = lab.d().log_text();

@@ -7,8 +7,10 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tools::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
-use tools::daemon::{server::ApiSocket, state::StateDir, Daemon};
+use tools::daemon::server::{ApiSocket, Limits};
+use tools::daemon::{state, state::StateDir, Daemon};
 
 /// The vswitch daemon: a userspace virtual switch (bridge, VLANs, VXLAN overlay).
 #[derive(Parser, Debug)]
@@ -17,9 +19,22 @@ struct Args {
     /// The API socket vswitchctl talks to.
     #[arg(long, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Where networks and ports are saved.
+    /// The group of the API socket (name or number; mode 0660): its members may use
+    /// vswitchctl without root, as Docker's `-G`. Default: the daemon's group.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// Where networks and ports are saved (mode 0700, locked by one daemon at a time).
     #[arg(long, env = "VSWITCH_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// API connections served at once; one more is refused with an error line.
+    #[arg(long, default_value_t = Limits::default().max_clients)]
+    api_max_clients: usize,
+    /// Of those, streaming ones (trace --live, capture) at once.
+    #[arg(long, default_value_t = Limits::default().max_streams)]
+    api_max_streams: usize,
+    /// Seconds an API connection may stay idle before it is closed.
+    #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs_f64())]
+    api_idle_timeout: f64,
     /// The local VXLAN endpoint, ADDR[:PORT].
     #[arg(long, default_value = "0.0.0.0:4789")]
     vtep: String,
@@ -50,11 +65,22 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let vtep = parse_vtep(&args.vtep)?;
+    let limits = parse_limits(&args)?;
+    let group = args
+        .socket_group
+        .as_deref()
+        .map(resolve_group)
+        .transpose()?;
     check_privileges()?;
     // Block SIGINT/SIGTERM before any thread starts, so only `wait_for_signal` receives them.
     let signals = block_signals();
+    raise_fd_limit();
+    // The namespace a sandbox may never adopt: ours, as the main thread sees it now.
+    tools::netns::record_own_netns().map_err(|e| e.to_string())?;
+    // The lock first: a second daemon on this state dir stops here, having touched nothing.
+    let _state_lock = state::lock_state_dir(&args.state_dir).map_err(|e| e.to_string())?;
     let store = StateDir::open(&args.state_dir).map_err(|e| e.to_string())?;
-    let socket = ApiSocket::bind(&args.socket).map_err(|e| e.to_string())?;
+    let socket = ApiSocket::bind_with(&args.socket, group).map_err(|e| e.to_string())?;
     let (dp, dp_thread) =
         switch::event_loop::spawn("datapath").map_err(|e| format!("starting datapath: {e}"))?;
     let (daemon, repairs) =
@@ -90,7 +116,11 @@ fn run(args: Args) -> Result<(), String> {
         let s2 = socket.clone();
         std::thread::Builder::new()
             .name("api".into())
-            .spawn(move || s2.serve(daemon))
+            .spawn(move || {
+                if let Err(e) = s2.serve_with(daemon, limits) {
+                    tracing::error!(error = %e, "the API server stopped");
+                }
+            })
             .map_err(|e| e.to_string())?;
         let sig = wait_for_signal(&signals);
         tracing::info!(signal = sig, "stopping");
@@ -103,6 +133,78 @@ fn run(args: Args) -> Result<(), String> {
     let _ = std::fs::remove_file(&args.socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The API server's limits from the command line.
+fn parse_limits(args: &Args) -> Result<Limits, String> {
+    if args.api_max_clients == 0 {
+        return Err("--api-max-clients must be at least 1".into());
+    }
+    let idle = Duration::try_from_secs_f64(args.api_idle_timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "invalid --api-idle-timeout {}: a positive number of seconds",
+                args.api_idle_timeout
+            )
+        })?;
+    Ok(Limits {
+        max_clients: args.api_max_clients,
+        max_streams: args.api_max_streams.min(args.api_max_clients),
+        idle_timeout: idle,
+        ..Limits::default()
+    })
+}
+
+/// A group by name or number.
+fn resolve_group(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(text).map_err(|_| format!("invalid group {text:?}"))?;
+    // SAFETY: `struct group` is plain data (integers and pointers); all zeros is valid.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: getgrnam_r writes into `grp` and `buf`, both ours and sized as passed; `result`
+    // points into `grp` or is null.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return Err(format!("--socket-group: no group named {text:?}"));
+    }
+    Ok(grp.gr_gid)
+}
+
+/// Raises the soft limit of open files to the hard one: every port and every API client is
+/// a descriptor, and the default soft limit (1024) is far below what the daemon serves.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit read and write the local struct only.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let want = if lim.rlim_max == libc::RLIM_INFINITY {
+            1 << 20
+        } else {
+            lim.rlim_max
+        };
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("cannot raise the open-file limit");
+            }
+        }
+    }
 }
 
 /// `ADDR[:PORT]` (IPv4; the port defaults to 4789).

@@ -266,15 +266,19 @@ impl Daemon {
     ) -> Result<(), ApiError> {
         let ops = net.driver.ops();
         let mtu = net.spec.mtu.or_else(|| ops.default_mtu(self));
+        // The alias marks the veth as this state dir's: only such veths are ever removed as
+        // orphans.
+        let alias = self.owner_alias();
         netlink()?
-            .create_veth(
-                &ep.host_interface,
-                &ep.interface,
-                Some(ns.as_fd()),
+            .create_veth_with(&crate::netlink::VethSpec {
+                host_name: &ep.host_interface,
+                peer_name: &ep.interface,
+                peer_netns_fd: Some(ns.as_fd()),
                 mtu,
-                ep.ip.map(mac_for),
-                ops.sandbox_gso_max_segs(mtu),
-            )
+                peer_mac: ep.ip.map(mac_for),
+                peer_gso_max_segs: ops.sandbox_gso_max_segs(mtu),
+                host_alias: Some(&alias),
+            })
             .map_err(|e| ApiError::internal(format!("creating the endpoint's veth pair: {e}")))?;
         let host = ep.host_interface.clone();
         undo.push(move |_| {
@@ -424,7 +428,11 @@ impl Daemon {
         repairs
     }
 
-    /// Deletes endpoint veths that no stored endpoint owns (left by a crash mid-connect).
+    /// Deletes endpoint veths that no stored endpoint owns (left by a crash mid-connect) and
+    /// that carry this state dir's mark (another daemon's, or a stranger's, are not ours). A
+    /// veth killed between its creation and its marking has no alias yet; it is ours when its
+    /// name is the one we give a stored (network, sandbox) pair (a 48-bit hash of our random
+    /// network ID and the sandbox name: no one else's veth has it).
     pub(super) fn remove_orphan_veths(&mut self) -> Vec<String> {
         let Ok(mut nl) = netlink() else {
             return vec![];
@@ -432,11 +440,39 @@ impl Daemon {
         let Ok(links) = nl.list_links() else {
             return vec![];
         };
+        let mine = self.owner_alias();
+        let known: std::collections::HashSet<&str> = self
+            .endpoints
+            .iter()
+            .map(|e| e.host_interface.as_str())
+            .collect();
+        // The names of every stored (network, sandbox) pair, made only if an unmarked
+        // candidate shows up.
+        let mut our_names: Option<std::collections::HashSet<String>> = None;
         let mut repairs = Vec::new();
         for l in links {
-            let known = self.endpoints.iter().any(|e| e.host_interface == l.name);
-            let orphan = l.name.starts_with(ENDPOINT_PREFIX) && l.name.len() == 15 && !known;
-            if orphan && nl.delete_link(&l.name).is_ok() {
+            let candidate = l.name.starts_with(ENDPOINT_PREFIX)
+                && l.name.len() == 15
+                && !known.contains(l.name.as_str());
+            if !candidate {
+                continue;
+            }
+            let ours = match l.alias.as_deref() {
+                Some(alias) => alias == mine,
+                None => our_names
+                    .get_or_insert_with(|| {
+                        self.networks
+                            .values()
+                            .flat_map(|n| {
+                                self.sandboxes.keys().map(move |sb| {
+                                    format!("{ENDPOINT_PREFIX}{}", short_hash(&[&n.record.id, sb]))
+                                })
+                            })
+                            .collect()
+                    })
+                    .contains(&l.name),
+            };
+            if ours && nl.delete_link(&l.name).is_ok() {
                 repairs.push(format!("removed orphan endpoint veth {}", l.name));
             }
         }

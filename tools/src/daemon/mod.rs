@@ -185,6 +185,8 @@ pub struct Daemon {
     hub: Arc<trace::TraceHub>,
     /// Clients capturing each port.
     captures: BTreeMap<String, trace::CaptureFan>,
+    /// The state dir's ID ([`state::instance_id`]): the interfaces we make carry it.
+    instance_id: String,
 }
 
 impl Daemon {
@@ -196,7 +198,9 @@ impl Daemon {
         vtep_addr: std::net::SocketAddrV4,
     ) -> std::io::Result<(Daemon, Vec<String>)> {
         let saved: SwitchState = store.load(STATE_FILE)?.unwrap_or_default();
+        let instance_id = state::instance_id(store.path())?;
         let mut d = Daemon {
+            instance_id,
             dp,
             store,
             vtep_addr,
@@ -310,7 +314,14 @@ impl Daemon {
             }
             Request::NetworkPeerAdd { network, ip } => self.network_peer(&network, &ip, true),
             Request::NetworkPeerRm { network, ip } => self.network_peer(&network, &ip, false),
-            Request::SandboxCreate { name, netns } => self.sandbox_create(&name, netns.as_deref()),
+            Request::SandboxCreate { name, netns: None } => self.sandbox_create(&name, None),
+            Request::SandboxCreate {
+                name,
+                netns: Some(path),
+            } => match crate::netns::open_foreign_netns(&path) {
+                Ok(ns) => self.sandbox_create(&name, Some((&path, ns))),
+                Err(e) => Err(ApiError::invalid(e.to_string())),
+            },
             Request::SandboxRm { name } => self.sandbox_rm(&name),
             Request::SandboxLs => self.sandbox_ls(),
             Request::Trace {
@@ -325,6 +336,33 @@ impl Daemon {
         match result {
             Ok(v) => Response::ok(v),
             Err(e) => e.into(),
+        }
+    }
+
+    /// Answers `sandbox create NAME --netns PATH` with PATH's namespace already opened and
+    /// checked ([`crate::netns::open_foreign_netns`]), which the API server does before it
+    /// takes the daemon's lock.
+    pub fn sandbox_adopt(&mut self, name: &str, path: &str, ns: std::fs::File) -> Response {
+        match self.sandbox_create(name, Some((path, ns))) {
+            Ok(v) => Response::ok(v),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// The alias of the interfaces this daemon makes: `vswitch:` and the state dir's ID.
+    fn owner_alias(&self) -> String {
+        format!("vswitch:{}", self.instance_id)
+    }
+
+    /// Marks a TAP we made as ours (alias) and turns its IPv6 autoconfiguration off (hundreds
+    /// of TAPs soliciting routers would keep the datapath busy). Failures are only logged.
+    fn mark_tap(&self, name: &str) {
+        let marked = crate::netlink::Netlink::new().and_then(|mut nl| {
+            nl.disable_ipv6_autoconf(name)?;
+            nl.set_alias(name, &self.owner_alias())
+        });
+        if let Err(e) = marked {
+            tracing::warn!(tap = name, error = %e, "cannot mark the TAP");
         }
     }
 

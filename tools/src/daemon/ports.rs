@@ -60,6 +60,7 @@ impl Daemon {
                 }
                 let tap = TapPort::create(&rec.name, net.record.spec.mtu)
                     .map_err(|e| ApiError::internal(format!("creating TAP {}: {e}", rec.name)))?;
+                self.mark_tap(&rec.name);
                 if let Some(addr) = &rec.address {
                     super::endpoints::set_gateway_address(&rec.name, addr)?;
                 }

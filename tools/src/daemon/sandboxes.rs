@@ -40,7 +40,7 @@ impl Daemon {
     pub(super) fn sandbox_create(
         &mut self,
         name: &str,
-        adopt: Option<&str>,
+        adopt: Option<(&str, std::fs::File)>,
     ) -> Result<serde_json::Value, ApiError> {
         netns::validate_netns_name(name).map_err(ns_err)?;
         if self.sandboxes.contains_key(name) {
@@ -48,12 +48,9 @@ impl Daemon {
         }
         let own_path = netns::netns_path(name).map_err(ns_err)?;
         let (path, adopted, bound) = match adopt {
-            Some(src) if std::path::Path::new(src) == own_path => {
-                netns::adopt_netns(src).map_err(ns_err)?;
-                (own_path, true, false)
-            }
-            Some(src) => (
-                netns::bind_named_netns(name, src).map_err(ns_err)?,
+            Some((src, _)) if std::path::Path::new(src) == own_path => (own_path, true, false),
+            Some((_, ns)) => (
+                netns::bind_named_netns_file(name, &ns).map_err(ns_err)?,
                 true,
                 true,
             ),

@@ -412,6 +412,16 @@ impl Daemon {
 
     /// [`Daemon::start`] with `extra` arguments for vswitchd (e.g. `--trace`).
     pub fn start_with(netns: &Netns, dir: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_with_umask(netns, dir, extra, None)
+    }
+
+    /// [`Daemon::start_with`], the daemon started under `umask` when given.
+    pub fn start_with_umask(
+        netns: &Netns,
+        dir: &Path,
+        extra: &[&str],
+        umask: Option<libc::mode_t>,
+    ) -> Daemon {
         fs::create_dir_all(dir).expect("create the daemon's dir");
         let socket = dir.join("vswitchd.sock");
         let state_dir = dir.join("state");
@@ -424,7 +434,18 @@ impl Daemon {
             .expect("some log name is free");
         let err = File::create(&log).expect("create the daemon's log");
         let net = format!("--net={}", netns.path().display());
-        let child = Command::new("nsenter")
+        let mut cmd = Command::new("nsenter");
+        if let Some(mask) = umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask is async-signal-safe and touches only the child's own mask.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args([net.as_str(), "--", VSWITCHD, "--socket"])
             .arg(&socket)
             .arg("--state-dir")
