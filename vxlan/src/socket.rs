@@ -55,6 +55,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
 use switch::wire::ethernet;
+use switch::port::sockopt::{self, set_int_opt};
 
 /// Number of send sockets (source ports) in the pool.
 pub const SOURCE_PORT_BUCKETS: usize = 64;
@@ -347,14 +348,8 @@ impl VtepSocket {
         let socket = udp_socket().map_err(|e| context(addr, "socket(AF_INET, SOCK_DGRAM)", e))?;
         // Buffers: forced past net.core.{r,w}mem_max when we may (CAP_NET_ADMIN), else a wish
         // the kernel caps. A burst of small datagrams must not overflow a 208 KB default.
-        let size = SOCKET_BUFFER as libc::c_int;
-        if set_int_opt(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
-            let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-        }
-        if set_int_opt(&socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
-            let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-        }
-        let gro = set_int_opt(&socket, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+        sockopt::set_buffer_sizes(&socket, SOCKET_BUFFER);
+        let gro = set_int_opt(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         socket
             .bind(&SockAddr::from(addr))
             .map_err(|e| context(addr, "bind", e))?;
@@ -625,7 +620,7 @@ fn udp_socket() -> io::Result<Socket> {
         Some(Protocol::UDP),
     )?;
     set_int_opt(
-        &socket,
+        socket.as_raw_fd(),
         libc::IPPROTO_IP,
         libc::IP_MTU_DISCOVER,
         libc::IP_PMTUDISC_DO,
@@ -765,31 +760,9 @@ fn sockaddr_to(s: &libc::sockaddr_in) -> SocketAddrV4 {
     )
 }
 
-fn set_int_opt(
-    socket: &Socket,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` outlives the call and its size is passed; the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Wraps an error with the VTEP address and the step that failed.
 fn context(addr: SocketAddrV4, what: &str, err: io::Error) -> io::Error {
-    io::Error::new(err.kind(), format!("VTEP socket {addr}: {what}: {err}"))
+    sockopt::context(format_args!("VTEP socket {addr}"), what, err, None)
 }
 
 #[cfg(test)]

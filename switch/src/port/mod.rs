@@ -5,11 +5,12 @@
 //! cannot take is done in software by the datapath before the frame is handed to it.
 //!
 //! Backends: [`memory`] (in-process queues, for tests and benches without root), [`tap`] (a TAP
-//! device with a virtio-net header) and [`afpacket`] (an existing interface through AF_PACKET).
+//! device with a virtio-net header) and [`afpacket`] (an existing interface through AF_PACKET);
+//! [`sockopt`] holds the socket options and error context every socket of the datapath shares.
 
 pub mod afpacket;
 pub mod memory;
-mod ring;
+pub mod sockopt;
 pub mod tap;
 
 use crate::offload::{Offloads, VirtioNetHdr};

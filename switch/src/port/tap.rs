@@ -283,8 +283,8 @@ fn create_error(name: &str, err: io::Error) -> io::Error {
 mod tests {
     use super::*;
     use crate::port::afpacket::interface_exists;
-    use crate::port::afpacket::testutil::{
-        deadline, in_private_netns, interface_mtu, ip, root_or_skip, tso4_frame, wait_readable,
+    use crate::testing::{
+        deadline, in_private_netns, interface_mtu, ip, needs_root, tso4_frame, wait_readable,
     };
     use std::time::Instant;
 
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn tap_exchanges_frames_with_the_kernel() {
-        if !root_or_skip() {
+        if !needs_root() {
             return;
         }
         in_private_netns(|| {
