@@ -288,6 +288,17 @@ impl Datapath {
             .find(|h| self.port(*h).map(|p| p.name()) == Some(name))
     }
 
+    /// True when a frame entering at `handle` claims a source MAC that is a static station on
+    /// another port of its network: the bridge would drop it (`mac_move_refused`). Lets a port
+    /// that learns on its own (the VTEP) refuse the same frames, by the bridge's rule.
+    pub fn refuses_source(&self, now: Instant, handle: PortHandle, frame: FrameRef<'_>) -> bool {
+        let Some((network, local)) = self.port_location(handle) else {
+            return false;
+        };
+        self.bridge(network)
+            .is_some_and(|b| b.refuses_source(now, local, frame))
+    }
+
     /// Starts (or with `None` stops) capturing a port's frames. Returns false for an unknown
     /// port.
     pub fn set_capture(&mut self, handle: PortHandle, sink: Option<CaptureSink>) -> bool {
@@ -333,9 +344,11 @@ impl Datapath {
             net.bridge.fdb_mut().age(now);
         }
         for slot in self.ports.iter_mut().flatten() {
-            let refused = slot.port.take_drops();
+            let refused = slot.port.take_tx_refused();
             slot.counters
                 .count_drops(DropReason::RefusedByPort, refused);
+            let bad = slot.port.take_rx_bad();
+            slot.counters.count_drops(DropReason::BadRxFrame, bad);
             let overruns = slot.port.take_rx_overruns();
             slot.counters.count_drops(DropReason::RxQueueFull, overruns);
             // The interface's MTU may have changed (`ip link set … mtu …`).
@@ -673,9 +686,9 @@ mod tests {
     use super::*;
     use crate::port::memory;
 
-    /// A port that reports frames its kernel refused, and frames its kernel lost before they
-    /// could be read.
-    struct Refusing(memory::MemoryPort, u64, u64);
+    /// A port that reports frames its kernel refused, frames its kernel lost before they
+    /// could be read, and frames it received bad.
+    struct Refusing(memory::MemoryPort, u64, u64, u64);
 
     impl Port for Refusing {
         fn name(&self) -> &str {
@@ -693,8 +706,11 @@ mod tests {
         fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
             None
         }
-        fn take_drops(&mut self) -> u64 {
+        fn take_tx_refused(&mut self) -> u64 {
             std::mem::take(&mut self.1)
+        }
+        fn take_rx_bad(&mut self) -> u64 {
+            std::mem::take(&mut self.3)
         }
         fn take_rx_overruns(&mut self) -> u64 {
             std::mem::take(&mut self.2)
@@ -733,7 +749,7 @@ mod tests {
         let net = dp.add_network(BridgeConfig::default());
         let (port, _peer) = memory::wire("r0", memory::plain_caps());
         let h = dp
-            .add_port(net, Box::new(Refusing(port, 3, 5)), PortMode::DEFAULT)
+            .add_port(net, Box::new(Refusing(port, 3, 5, 7)), PortMode::DEFAULT)
             .map_err(|_| ())
             .unwrap();
         dp.age(Instant::from_secs(10));
@@ -743,6 +759,8 @@ mod tests {
         assert_eq!(c.drops(DropReason::RxQueueFull), 5);
         assert_eq!(c.snapshot().drops["refused_by_port"], 3);
         assert_eq!(c.snapshot().drops["rx_queue_full"], 5);
+        assert_eq!(c.drops(DropReason::BadRxFrame), 7);
+        assert_eq!(c.snapshot().drops["bad_rx_frame"], 7);
     }
 
     #[test]

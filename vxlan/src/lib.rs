@@ -69,9 +69,14 @@ pub enum Error {
     /// The VNI's remote MAC table is at its limit.
     #[error("VNI {0}: remote MAC table full ({1} entries)")]
     TableFull(u32, usize),
+    /// A received inner frame claims a source MAC fixed elsewhere (a static entry behind
+    /// another peer, or a station on a local port): it is dropped and nothing is learned.
+    #[error("VNI {0}: source {1} is a static station elsewhere: it cannot move by learning")]
+    MacMoveRefused(u32, MacAddr),
 }
 
-/// The error [`Vtep::decap`] returns: one of the first five variants of [`Error`].
+/// The error [`Vtep::decap`] returns: one of the first five variants of [`Error`], or
+/// [`Error::MacMoveRefused`].
 pub type DecapError = Error;
 
 impl Error {

@@ -133,6 +133,11 @@ impl Overlay {
         self.fd
     }
 
+    /// The address the VTEP socket is bound to (with the port the kernel picked, if 0).
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.lock().socket.local_addr()
+    }
+
     /// The local UDP port (peers send to the same port).
     pub fn udp_port(&self) -> u16 {
         self.port
@@ -274,7 +279,7 @@ impl Overlay {
         };
         loop {
             // A failed read ends this round; the next readiness brings us back.
-            let (n, limit) = self.read_batch(now, &mut ready);
+            let (n, limit) = self.read_batch(dp, now, &mut ready);
             for h in ready.drain(..) {
                 dp.poll_port(now, h);
             }
@@ -288,11 +293,30 @@ impl Overlay {
 
     /// One receive: decapsulates what it read into the VNI queues and lists the ports with
     /// frames waiting in `ready`. Returns the messages read and how many were asked for.
-    fn read_batch(&self, now: Instant, ready: &mut Vec<PortHandle>) -> (usize, usize) {
+    fn read_batch(
+        &self,
+        dp: &Datapath,
+        now: Instant,
+        ready: &mut Vec<PortHandle>,
+    ) -> (usize, usize) {
         let mut s = self.lock();
         let shared = &mut *s;
         let limit = shared.rx.limit();
-        let n = shared.socket.recv_batch(&mut shared.rx).unwrap_or_default();
+        let read = shared.socket.recv_batch(&mut shared.rx);
+        let truncated = shared.socket.take_recv_truncated();
+        shared
+            .rejected
+            .count_drops(DropReason::RecvTruncated, truncated);
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => {
+                // An ICMP error queued on the socket, or worse: counted, and the next
+                // readiness reads on.
+                tracing::debug!(error = %e, "VTEP socket receive error");
+                shared.rejected.count_drop(DropReason::VtepRecvError);
+                0
+            }
+        };
         if n == 0 {
             return (0, limit);
         }
@@ -309,7 +333,20 @@ impl Overlay {
                     datagram,
                 );
             }
-            match shared.vtep.decap(now, from, datagram) {
+            // A station fixed on a local port of the VNI's bridge is never learned behind a
+            // peer: the bridge's own rule, asked before the VTEP learns.
+            let queues = &shared.queues;
+            let is_local = |vni: u32, inner: &[u8]| {
+                let frame = FrameRef {
+                    meta: switch::VirtioNetHdr::NONE,
+                    data: inner,
+                };
+                queues
+                    .get(&vni)
+                    .and_then(|q| q.handle)
+                    .is_some_and(|h| dp.refuses_source(now, h, frame))
+            };
+            match shared.vtep.decap_guarded(now, from, datagram, is_local) {
                 Ok((vni, inner)) => {
                     let Some(q) = shared.queues.get_mut(&vni) else {
                         shared.rejected.count_drop(DropReason::OverlayRejected);
@@ -327,6 +364,10 @@ impl Overlay {
                     let buf = q.free.pop().unwrap_or_else(new_buffer);
                     q.frames.push_back(Coalesced::start(inner, buf));
                 }
+                Err(Error::MacMoveRefused(vni, _)) => match shared.queues.get(&vni) {
+                    Some(q) => q.counters.count_drop(DropReason::MacMoveRefused),
+                    None => shared.rejected.count_drop(DropReason::MacMoveRefused),
+                },
                 Err(_) => shared.rejected.count_drop(DropReason::OverlayRejected),
             }
         }
@@ -485,5 +526,151 @@ impl Port for VxlanPort {
 fn count_outcome(c: &PortCounters, too_big: usize, queue_full: usize, failed: usize) {
     c.count_drops(DropReason::TooBigForOverlay, too_big as u64);
     c.count_drops(DropReason::QueueFull, queue_full as u64);
-    c.count_drops(DropReason::NoPeer, failed as u64);
+    c.count_drops(DropReason::OverlaySendFailed, failed as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encap_into;
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::time::Duration;
+    use switch::datapath::Datapath;
+    use switch::port::memory::{self, MemoryPeer};
+    use switch::{BridgeConfig, PortMode};
+
+    const VNI: u32 = 42;
+    /// A sandbox on a local port, fixed there by a static entry.
+    const LOCAL: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    /// A station behind the peer.
+    const REMOTE: MacAddr = MacAddr([2, 0, 0, 0, 0, 9]);
+    const PEER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+    fn datagram(src: MacAddr) -> Vec<u8> {
+        let mut inner = MacAddr::BROADCAST.0.to_vec();
+        inner.extend_from_slice(&src.0);
+        inner.extend_from_slice(&[0x88, 0xb5]);
+        inner.resize(60, 0);
+        let mut d = Vec::new();
+        encap_into(&mut d, VNI, &inner);
+        d
+    }
+
+    /// A datapath with one network: the VNI's VXLAN port and a local port `sb` holding LOCAL
+    /// as a static entry. Returns the datapath, the overlay, the VXLAN port's counters and
+    /// the far end of `sb`.
+    fn overlay_with_a_local_station() -> (Datapath, Overlay, Arc<PortCounters>, MemoryPeer) {
+        let mut dp = Datapath::new();
+        let net = dp.add_network(BridgeConfig::default());
+        let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        let overlay = Overlay::bind(local, VtepConfig::default()).unwrap();
+        let (port, counters) = overlay.add_vni(VNI, &[IpAddr::V4(PEER)]).unwrap();
+        let vx = dp
+            .add_port_with_counters(net, Box::new(port), PortMode::DEFAULT, counters.clone())
+            .ok()
+            .unwrap();
+        overlay.set_handle(VNI, vx);
+        let (sb, sb_peer) = memory::wire("sb", memory::plain_caps());
+        let hsb = dp
+            .add_port(net, Box::new(sb), PortMode::DEFAULT)
+            .ok()
+            .unwrap();
+        let (_, at) = dp.port_location(hsb).unwrap();
+        let fdb = dp.bridge_mut(net).unwrap().fdb_mut();
+        fdb.add_static(Instant::ZERO, 1, LOCAL, at).unwrap();
+        (dp, overlay, counters, sb_peer)
+    }
+
+    /// Sends `datagrams` from the peer's address to the overlay.
+    fn send_from_peer(overlay: &Overlay, datagrams: &[Vec<u8>]) {
+        let sender = UdpSocket::bind((PEER, 0)).unwrap();
+        for d in datagrams {
+            sender.send_to(d, overlay.local_addr()).unwrap();
+        }
+    }
+
+    /// Polls the overlay until `done` or 5 s passed.
+    fn poll_until(dp: &mut Datapath, overlay: &Overlay, done: impl Fn(&mut Datapath) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done(dp) {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            let mut pfd = libc::pollfd {
+                fd: overlay.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: `pfd` is a valid pollfd for the duration of the call.
+            unsafe { libc::poll(&mut pfd, 1, 100) };
+            overlay.poll(dp, Instant::now());
+        }
+    }
+
+    #[test]
+    fn a_spoofed_datagram_cannot_move_a_local_station() {
+        let (mut dp, overlay, counters, sb) = overlay_with_a_local_station();
+        // A peer's address with the local sandbox's MAC, then an honest frame behind it.
+        send_from_peer(&overlay, &[datagram(LOCAL), datagram(REMOTE)]);
+        poll_until(&mut dp, &overlay, |_| sb.pending() > 0);
+
+        let got = sb.drain();
+        assert_eq!(got.len(), 1, "only the honest frame reached the sandbox");
+        assert_eq!(got[0][6..12], REMOTE.0);
+        assert_eq!(counters.drops(DropReason::MacMoveRefused), 1);
+        assert_eq!(counters.snapshot().drops["mac_move_refused"], 1);
+        let now = Instant::now();
+        assert_eq!(
+            overlay.remote_of(now, VNI, LOCAL),
+            None,
+            "not learned remote"
+        );
+        assert_eq!(overlay.remote_of(now, VNI, REMOTE), Some(IpAddr::V4(PEER)));
+        let (net, _) = dp.port_location(PortHandle(1)).unwrap();
+        let entry = dp.bridge(net).unwrap().fdb().get(now, 1, LOCAL).unwrap();
+        assert!(entry.is_static);
+        assert_eq!(dp.bridge(net).unwrap().port_name(entry.port), "sb");
+    }
+
+    #[test]
+    fn datagrams_cut_short_on_receive_are_counted() {
+        let (mut dp, overlay, _, _) = overlay_with_a_local_station();
+        overlay.lock().rx = RecvBatch::with_buffers(4, 32);
+        send_from_peer(&overlay, &[datagram(REMOTE)]);
+        let rejected = overlay.rejected();
+        poll_until(&mut dp, &overlay, |_| {
+            rejected.drops(DropReason::RecvTruncated) > 0
+        });
+        assert_eq!(rejected.snapshot().drops["recv_truncated"], 1);
+        assert_eq!(overlay.remote_of(Instant::now(), VNI, REMOTE), None);
+    }
+
+    #[test]
+    fn a_failed_read_of_the_vtep_socket_is_counted() {
+        let (mut dp, overlay, _, _) = overlay_with_a_local_station();
+        // The VTEP's descriptor now names a file, not a socket: recvmmsg fails (ENOTSOCK).
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: both descriptors are open; dup2 only replaces what the overlay's number
+        // names, which the overlay closes when it goes.
+        assert!(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), overlay.fd()) } >= 0);
+        overlay.poll(&mut dp, Instant::now());
+        let rejected = overlay.rejected();
+        assert_eq!(rejected.drops(DropReason::VtepRecvError), 1);
+        assert_eq!(rejected.snapshot().drops["vtep_recv_error"], 1);
+    }
+
+    #[test]
+    fn a_send_the_underlay_refuses_is_not_a_missing_peer() {
+        let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        let overlay = Overlay::bind(local, VtepConfig::default()).unwrap();
+        // An IPv6 peer: the IPv4 VTEP socket cannot send to it.
+        let (mut port, counters) = overlay.add_vni(VNI, &["::1".parse().unwrap()]).unwrap();
+        let d = datagram(LOCAL);
+        let frame = FrameRef {
+            meta: switch::VirtioNetHdr::NONE,
+            data: &d[HEADER_LEN..],
+        };
+        assert_eq!(port.send(&[frame]).unwrap(), 1);
+        assert_eq!(counters.drops(DropReason::OverlaySendFailed), 1);
+        assert_eq!(counters.drops(DropReason::NoPeer), 0);
+        assert_eq!(counters.snapshot().drops["overlay_send_failed"], 1);
+    }
 }

@@ -54,8 +54,9 @@ use std::mem;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
-use switch::wire::ethernet;
 use switch::port::sockopt::{self, set_int_opt};
+use switch::port::Tally;
+use switch::wire::ethernet;
 
 /// Number of send sockets (source ports) in the pool.
 pub const SOURCE_PORT_BUCKETS: usize = 64;
@@ -180,6 +181,12 @@ unsafe impl Send for RecvBatch {}
 impl RecvBatch {
     /// Room for `messages` messages (1 to 1024) of up to 64 KB each.
     pub fn new(messages: usize) -> RecvBatch {
+        RecvBatch::with_buffers(messages, RECV_BUF_LEN)
+    }
+
+    /// A batch of `messages` buffers of `buf_len` bytes each (tests make them small, to see a
+    /// datagram cut short).
+    pub(crate) fn with_buffers(messages: usize, buf_len: usize) -> RecvBatch {
         let n = messages.clamp(1, MAX_MMSG);
         let empty = libc::iovec {
             iov_base: ptr::null_mut(),
@@ -188,7 +195,7 @@ impl RecvBatch {
         RecvBatch {
             limit: n,
             bufs: (0..n)
-                .map(|_| vec![0u8; RECV_BUF_LEN].into_boxed_slice())
+                .map(|_| vec![0u8; buf_len].into_boxed_slice())
                 .collect(),
             received: Vec::with_capacity(n),
             // SAFETY: mmsghdr and sockaddr_in are plain old data; all-zero is a valid value.
@@ -338,7 +345,7 @@ pub struct VtepSocket {
     gro: bool,
     senders: Vec<Sender>,
     send: SendArrays,
-    recv_truncated: u64,
+    recv_truncated: Tally,
 }
 
 impl VtepSocket {
@@ -364,7 +371,7 @@ impl VtepSocket {
             gro,
             senders: (0..SOURCE_PORT_BUCKETS).map(|_| Sender::Untried).collect(),
             send: SendArrays::default(),
-            recv_truncated: 0,
+            recv_truncated: Tally::default(),
         })
     }
 
@@ -380,7 +387,12 @@ impl VtepSocket {
 
     /// Messages dropped because they did not fit a receive buffer (never expected).
     pub fn recv_truncated(&self) -> u64 {
-        self.recv_truncated
+        self.recv_truncated.total()
+    }
+
+    /// Messages dropped as truncated since the last call (for the drop counters).
+    pub fn take_recv_truncated(&mut self) -> u64 {
+        self.recv_truncated.take_new()
     }
 
     /// The source port datagrams of `bucket` leave from (binds the bucket's socket if needed).
@@ -424,7 +436,7 @@ impl VtepSocket {
         for slot in 0..got {
             let msg = &batch.msgs[slot];
             if msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                self.recv_truncated += 1;
+                self.recv_truncated.add();
                 continue;
             }
             batch.received.push(Received {

@@ -321,17 +321,34 @@ impl Vtep {
     ///
     /// Refused, and counted per [`RejectReason`]: a truncated header, a clear I flag, an unknown
     /// VNI, a sender outside the VNI's peer list (nothing is learned from it), an inner frame
-    /// shorter than an Ethernet header. The port counts each as `OverlayRejected`.
+    /// shorter than an Ethernet header. The port counts each as `OverlayRejected`. Refused
+    /// without a reject reason: an inner source MAC that is a static entry behind another peer
+    /// ([`Error::MacMoveRefused`], counted as `mac_move_refused`).
     pub fn decap<'a>(
         &mut self,
         now: Instant,
         from: IpAddr,
         udp_payload: &'a [u8],
     ) -> Result<(u32, &'a [u8]), DecapError> {
+        self.decap_guarded(now, from, udp_payload, |_, _| false)
+    }
+
+    /// [`Vtep::decap`], asking `is_local(vni, inner_frame)` before a source MAC is learned anew
+    /// or moved: true means the MAC is a station fixed on a local port (the bridge's static
+    /// entry), so the datagram is a spoof: refused with [`Error::MacMoveRefused`], and nothing is
+    /// learned (issue: a peer's address and a local sandbox's MAC must not hijack the sandbox).
+    pub fn decap_guarded<'a>(
+        &mut self,
+        now: Instant,
+        from: IpAddr,
+        udp_payload: &'a [u8],
+        is_local: impl FnOnce(u32, &[u8]) -> bool,
+    ) -> Result<(u32, &'a [u8]), DecapError> {
         let from = from.to_canonical();
         match self.check(from, udp_payload) {
             Ok((vni, inner)) => {
-                self.learn(now, vni, MacAddr::from_bytes(&inner[6..]), from);
+                let src = MacAddr::from_bytes(&inner[6..]);
+                self.learn(now, vni, src, from, || is_local(vni, inner))?;
                 Ok((vni, inner))
             }
             Err(e) => {
@@ -359,18 +376,31 @@ impl Vtep {
     }
 
     /// Learns a unicast source MAC behind a peer, unless a static entry names it or the VNI's
-    /// table is full.
-    fn learn(&mut self, now: Instant, vni: u32, mac: MacAddr, from: IpAddr) {
+    /// table is full. A static entry behind another peer, or a MAC `is_local` says is fixed on
+    /// a local port (asked only when the MAC would be learned anew or move), refuses the frame.
+    fn learn(
+        &mut self,
+        now: Instant,
+        vni: u32,
+        mac: MacAddr,
+        from: IpAddr,
+        is_local: impl FnOnce() -> bool,
+    ) -> Result<(), Error> {
         if !mac.is_unicast() {
-            return;
+            return Ok(());
         }
         let max = self.config.max_entries_per_vni;
         let Some(net) = self.networks.get_mut(&vni) else {
-            return;
+            return Ok(());
         };
         let full = net.remotes.len() >= max;
         match net.remotes.get_mut(&mac) {
+            Some(r) if r.is_static && r.peer != from => {
+                return Err(Error::MacMoveRefused(vni, mac))
+            }
             Some(r) if r.is_static => {}
+            Some(r) if r.peer == from => r.last_seen = now,
+            _ if is_local() => return Err(Error::MacMoveRefused(vni, mac)),
             Some(r) => {
                 r.peer = from;
                 r.last_seen = now;
@@ -385,6 +415,7 @@ impl Vtep {
                 net.remotes.insert(mac, entry);
             }
         }
+        Ok(())
     }
 
     /// Datagrams refused for `reason` so far.
@@ -631,9 +662,14 @@ mod tests {
             targets(&v, t(1_000_000), B),
             Ok((EncapKind::Unicast, vec![ip("10.0.0.2")]))
         );
-        // A datagram from another peer claiming B teaches nothing.
-        v.decap(t(5), ip("10.0.0.3"), &datagram(VNI, A, B)).unwrap();
+        // A datagram from another peer claiming B is refused and teaches nothing.
+        assert_eq!(
+            v.decap(t(5), ip("10.0.0.3"), &datagram(VNI, A, B)),
+            Err(Error::MacMoveRefused(VNI, B))
+        );
         assert_eq!(v.lookup(t(5), VNI, B), Some(ip("10.0.0.2")));
+        // From its own peer it passes.
+        assert!(v.decap(t(5), ip("10.0.0.2"), &datagram(VNI, A, B)).is_ok());
         assert_eq!(v.age(t(1_000_000)), 0);
         let e: Vec<_> = v.remote_entries(VNI, t(7)).collect();
         assert_eq!(
@@ -648,6 +684,38 @@ mod tests {
         assert_eq!(v.flush_learned(VNI), Ok(0));
         assert_eq!(v.remove_entry(VNI, B), Ok(true));
         assert_eq!(v.lookup(t(8), VNI, B), None);
+    }
+
+    #[test]
+    fn a_local_station_is_never_learned_behind_a_peer() {
+        let mut v = vtep();
+        // The bridge says B is fixed on a local port: a peer's datagram claiming B is a spoof.
+        let asked = std::cell::Cell::new(0);
+        let b_is_local = |vni: u32, inner: &[u8]| {
+            asked.set(asked.get() + 1);
+            vni == VNI && inner[6..12] == B.0
+        };
+        assert_eq!(
+            v.decap_guarded(t(1), ip("10.0.0.2"), &datagram(VNI, A, B), b_is_local),
+            Err(Error::MacMoveRefused(VNI, B))
+        );
+        assert_eq!(v.lookup(t(1), VNI, B), None, "nothing learned");
+        assert_eq!(RejectReason::ALL.map(|r| v.rejected(r)), [0; 5]);
+        // Other stations are learned as usual, and asked about once: a refresh asks nothing.
+        for _ in 0..3 {
+            let d = datagram(VNI, B, A);
+            assert!(v
+                .decap_guarded(t(1), ip("10.0.0.2"), &d, b_is_local)
+                .is_ok());
+        }
+        assert_eq!(v.lookup(t(1), VNI, A), Some(ip("10.0.0.2")));
+        assert_eq!(asked.get(), 2);
+        // A station learned before it was fixed locally cannot move to another peer either.
+        assert_eq!(
+            v.decap_guarded(t(2), ip("10.0.0.3"), &datagram(VNI, B, A), |_, _| true),
+            Err(Error::MacMoveRefused(VNI, A))
+        );
+        assert_eq!(v.lookup(t(2), VNI, A), Some(ip("10.0.0.2")));
     }
 
     #[test]

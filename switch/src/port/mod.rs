@@ -50,9 +50,12 @@ impl Capabilities {
     /// Largest frame the port takes that is not a super-frame: MTU plus an Ethernet header
     /// with two VLAN tags.
     pub fn max_frame_len(&self) -> usize {
-        self.mtu + 14 + 8
+        self.mtu + MAX_L2_HEADER_LEN
     }
 }
+
+/// The longest link header a frame carries on top of its MTU: Ethernet with two VLAN tags.
+pub const MAX_L2_HEADER_LEN: usize = 14 + 8;
 
 /// Largest frame any port hands over: a 64 KB super-frame plus its link headers.
 pub const MAX_FRAME_LEN: usize = 65535 + 14 + 8;
@@ -122,6 +125,34 @@ impl std::fmt::Debug for Packet {
     }
 }
 
+/// A count a port keeps by itself and hands to the datapath piecemeal: the total so far, and
+/// how much of it the datapath already took.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    total: u64,
+    taken: u64,
+}
+
+impl Tally {
+    /// Counts one.
+    #[inline]
+    pub fn add(&mut self) {
+        self.total += 1;
+    }
+
+    /// Everything counted so far.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// What was counted since the last call.
+    pub fn take_new(&mut self) -> u64 {
+        let new = self.total - self.taken;
+        self.taken = self.total;
+        new
+    }
+}
+
 /// A frame on its way out: metadata plus borrowed bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameRef<'a> {
@@ -154,9 +185,16 @@ pub trait Port: Send {
     /// second; the datapath then takes [`Port::capabilities`] again.
     fn refresh(&mut self) {}
 
-    /// Frames the port dropped by itself (truncated reads, writes its kernel refused) since
-    /// the last call. The datapath counts them as `refused_by_port`, about once a second.
-    fn take_drops(&mut self) -> u64 {
+    /// Frames the port's kernel refused on send since the last call. The datapath counts them
+    /// as `refused_by_port`, about once a second.
+    fn take_tx_refused(&mut self) -> u64 {
+        0
+    }
+
+    /// Frames the port received unusable (truncated, bad offsets or offload metadata) and
+    /// dropped since the last call. The datapath counts them as `bad_rx_frame`, about once a
+    /// second.
+    fn take_rx_bad(&mut self) -> u64 {
         0
     }
 

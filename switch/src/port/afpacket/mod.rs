@@ -40,7 +40,7 @@ mod tests;
 
 pub use ifreq::{interface_exists, interface_mtu, link_is_up};
 
-use super::{Capabilities, FrameRef, Packet, Port};
+use super::{Capabilities, FrameRef, Packet, Port, Tally};
 use crate::offload::{Offloads, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use batch::MsgBatch;
 use ring::RxRing;
@@ -67,10 +67,10 @@ pub struct AfPacketPort {
     ring: Option<RxRing>,
     socket: Socket,
     batch: MsgBatch,
-    bad_frames: u64,
-    rejected_frames: u64,
-    /// `bad_frames + rejected_frames` when the datapath last asked.
-    reported: u64,
+    /// Frames received unusable (truncated, bad offsets or offload metadata).
+    bad_frames: Tally,
+    /// Frames the kernel refused on send.
+    rejected_frames: Tally,
     /// Super-frames the kernel could not queue whole (receive buffer full) since the datapath
     /// last asked; the kernel's own ring-full drops are read from the socket.
     overruns: u64,
@@ -103,9 +103,8 @@ impl AfPacketPort {
             ring: None,
             socket,
             batch: MsgBatch::default(),
-            bad_frames: 0,
-            rejected_frames: 0,
-            reported: 0,
+            bad_frames: Tally::default(),
+            rejected_frames: Tally::default(),
             overruns: 0,
             pending_err: None,
             ring_was_full: false,
@@ -123,7 +122,7 @@ impl AfPacketPort {
     /// Frames received and dropped here: truncated, with offsets out of their ring slot, or
     /// with an unusable virtio-net header.
     pub fn bad_frames(&self) -> u64 {
-        self.bad_frames
+        self.bad_frames.total()
     }
 
     /// Slots in the receive ring (0: no ring yet).
@@ -134,7 +133,7 @@ impl AfPacketPort {
     /// Frames the kernel refused on send (`EINVAL`, `EMSGSIZE`: bad offload metadata, too big,
     /// too short); they count as taken and are dropped.
     pub fn rejected_frames(&self) -> u64 {
-        self.rejected_frames
+        self.rejected_frames.total()
     }
 
     /// Reads the next frame of the socket queue into `pkt` (recvmsg(2) with the virtio-net
@@ -165,7 +164,7 @@ impl AfPacketPort {
                 // The kernel could not express the frame's offload state as a virtio-net
                 // header; it consumed (dropped) that frame.
                 Some(libc::EINVAL) => {
-                    self.bad_frames += 1;
+                    self.bad_frames.add();
                     return Ok(Some(false));
                 }
                 // ENETDOWN (interface down or deleted) and anything else: the port failed.
@@ -184,7 +183,7 @@ impl AfPacketPort {
                 Ok(Some(true))
             }
             _ => {
-                self.bad_frames += 1;
+                self.bad_frames.add();
                 Ok(Some(false))
             }
         }
@@ -204,11 +203,12 @@ impl Port for AfPacketPort {
         self.grow_ring_when_busy();
     }
 
-    fn take_drops(&mut self) -> u64 {
-        let total = self.bad_frames + self.rejected_frames;
-        let new = total - self.reported;
-        self.reported = total;
-        new
+    fn take_tx_refused(&mut self) -> u64 {
+        self.rejected_frames.take_new()
+    }
+
+    fn take_rx_bad(&mut self) -> u64 {
+        self.bad_frames.take_new()
     }
 
     fn name(&self) -> &str {
@@ -297,7 +297,7 @@ impl Port for AfPacketPort {
                     // Too big for a slot, and the socket's receive buffer had no room for the
                     // whole frame: the kernel could not queue it.
                     SlotOutcome::Cut => self.overruns += 1,
-                    SlotOutcome::Bad => self.bad_frames += 1,
+                    SlotOutcome::Bad => self.bad_frames.add(),
                 }
             }
             if let Some(ring) = self.ring.as_mut() {
@@ -352,7 +352,7 @@ impl Port for AfPacketPort {
                     Some(libc::EAGAIN) | Some(libc::ENOBUFS) => return Ok(done + off),
                     // This frame is refused; skip it and send the rest.
                     Some(libc::EINVAL) | Some(libc::EMSGSIZE) => {
-                        self.rejected_frames += 1;
+                        self.rejected_frames.add();
                         off += 1;
                     }
                     // ENXIO (interface deleted), ENETDOWN (interface down) and anything else:

@@ -126,7 +126,7 @@ impl AfPacketPort {
                 match take_slot(&slot, &mut scratch) {
                     SlotOutcome::Kept => keep(&mut self.backlog, &scratch),
                     SlotOutcome::Cut => self.overruns += 1,
-                    SlotOutcome::Bad => self.bad_frames += 1,
+                    SlotOutcome::Bad => self.bad_frames.add(),
                 }
             }
             if let Some(ring) = self.ring.as_mut() {
