@@ -11,7 +11,7 @@
 use crate::bridge::{retag, Bridge, BridgeConfig, BridgePort, Decision, PortMode};
 use crate::counters::{DropReason, PortCounters};
 use crate::gso::Segmenter;
-use crate::port::{Capabilities, FrameRef, Packet, Port, PortId};
+use crate::port::{Capabilities, FrameRef, Packet, Port, PortId, TunnelOutput};
 use crate::time::Instant;
 use crate::trace::Trace;
 use crate::wire::L2Header;
@@ -60,6 +60,8 @@ pub struct TraceEvent {
     pub outputs: Vec<String>,
     /// Why it was dropped, if it was.
     pub drop: Option<DropReason>,
+    /// Where tunnel ports among the outputs send it (one entry per remote).
+    pub tunnels: Vec<TunnelOutput>,
 }
 
 /// Receives trace events while tracing is on.
@@ -311,6 +313,39 @@ impl Datapath {
         }
     }
 
+    /// Records in `trace` what each of `outputs` (ports of `network`'s bridge) would do with
+    /// `frame` beyond sending it (an overlay's encap), without sending anything; returns where
+    /// tunnel ports would send it. For one-shot traces, after [`Bridge::decide`]; the live
+    /// trace does the same for every frame.
+    pub fn trace_egress(
+        &self,
+        now: Instant,
+        network: NetworkId,
+        outputs: &[PortId],
+        frame: FrameRef<'_>,
+        trace: &mut Trace,
+    ) -> Result<Vec<TunnelOutput>, DropReason> {
+        let Some(Some(net)) = self.networks.get(network.0 as usize) else {
+            return Ok(Vec::new());
+        };
+        let mut tunnels = Vec::new();
+        let mut refused = None;
+        for p in outputs {
+            let egress = net.handles.get(p.index()).copied().flatten();
+            let Some(Some(slot)) = egress.and_then(|h| self.ports.get(h.0)) else {
+                continue;
+            };
+            match slot.port.trace_send(now, frame, trace) {
+                Ok(t) => tunnels.extend(t),
+                Err(reason) => refused = Some(reason),
+            }
+        }
+        match refused {
+            Some(reason) if tunnels.is_empty() => Err(reason),
+            _ => Ok(tunnels),
+        }
+    }
+
     /// Turns tracing on (every frame's path goes to `sink`) or off.
     pub fn set_trace_sink(&mut self, sink: Option<TraceSink>) {
         self.trace_sink = sink;
@@ -471,10 +506,26 @@ impl Datapath {
             let d: Decision = match self.trace_sink.as_mut() {
                 None => net.bridge.process(now, local, frame, &mut self.out),
                 Some(sink) => {
-                    let mut trace = Trace::new();
+                    // What the ingress port did before the bridge (an overlay's decap) comes
+                    // first; then the bridge's stages; then what each egress port will do
+                    // beyond sending (an overlay's encap), recorded by the ports themselves.
+                    let mut trace = match self.ports.get_mut(handle.0) {
+                        Some(Some(slot)) => slot.port.take_rx_trace(i).unwrap_or_default(),
+                        _ => Trace::new(),
+                    };
                     let d = net
                         .bridge
                         .process_traced(now, local, frame, &mut self.out, &mut trace);
+                    let mut tunnels = Vec::new();
+                    for p in &self.out {
+                        let egress = net.handles.get(p.index()).copied().flatten();
+                        let Some(Some(slot)) = egress.and_then(|h| self.ports.get(h.0)) else {
+                            continue;
+                        };
+                        if let Ok(t) = slot.port.trace_send(now, frame, &mut trace) {
+                            tunnels.extend(t);
+                        }
+                    }
                     let event = TraceEvent {
                         now,
                         in_port: net.bridge.port_name(local).to_string(),
@@ -488,6 +539,7 @@ impl Datapath {
                             .map(|p| net.bridge.port_name(*p).to_string())
                             .collect(),
                         drop: d.verdict.err(),
+                        tunnels,
                     };
                     sink(&event);
                     d

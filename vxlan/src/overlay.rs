@@ -31,7 +31,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use switch::datapath::{Datapath, Direction, PortHandle};
 use switch::gro::Coalesced;
 use switch::gso::Segmenter;
-use switch::port::{Capabilities, FrameRef, Packet, Port};
+use switch::port::{Capabilities, FrameRef, Packet, Port, TunnelOutput};
+use switch::trace::{NoTrace, Observer, Stage, Trace};
 use switch::{DropReason, Instant, MacAddr, Offloads, PortCounters};
 
 /// Most decapsulated frames waiting per VNI before new ones are dropped (`QueueFull`); the
@@ -47,11 +48,19 @@ const RECV_BATCH: usize = 64;
 /// Bytes one receive aims for when messages are large (coalesced by UDP GRO).
 const BATCH_BYTES: usize = 256 << 10;
 
+/// One decapsulated frame (or super-frame) waiting for the datapath, with its decap stage
+/// while the datapath traces.
+#[derive(Debug)]
+struct Waiting {
+    frame: Coalesced,
+    trace: Option<Trace>,
+}
+
 /// Frames decapsulated for one VNI, waiting for the datapath, and buffers to reuse.
 #[derive(Debug, Default)]
 struct VniQueue {
     /// Consecutive TCP segments of one flow are coalesced into super-frames as they arrive.
-    frames: VecDeque<Coalesced>,
+    frames: VecDeque<Waiting>,
     /// Frame buffers to reuse: they travel to the datapath's packets and back without copies.
     free: Vec<Box<[u8]>>,
     handle: Option<PortHandle>,
@@ -206,6 +215,7 @@ impl Overlay {
             overlay: self.clone(),
             counters: counters.clone(),
             mtu,
+            rx_traces: Vec::new(),
         };
         Ok((port, counters))
     }
@@ -247,21 +257,6 @@ impl Overlay {
     /// The peers of `vni`.
     pub fn peers(&self, vni: u32) -> Vec<IpAddr> {
         self.lock().vtep.peers(vni).to_vec()
-    }
-
-    /// Where a frame entering `vni`'s port would go, and from which UDP source port (for
-    /// traces): the target peers, or why it would be dropped.
-    pub fn explain(
-        &self,
-        now: Instant,
-        vni: u32,
-        frame: &[u8],
-    ) -> Result<(Vec<IpAddr>, u16), DropReason> {
-        let s = self.lock();
-        let mut out = Vec::new();
-        s.vtep.targets(now, vni, frame, &mut out)?;
-        let bucket = bucket_of(source_port(frame));
-        Ok((out, crate::socket::bucket_port(bucket)))
     }
 
     /// The poller: reads every waiting datagram, decapsulating each into its VNI's queue and
@@ -321,6 +316,7 @@ impl Overlay {
             return (0, limit);
         }
         let local = SocketAddr::V4(shared.local);
+        let tracing = dp.tracing();
         let mut bytes = 0;
         for (from, datagram) in shared.rx.datagrams() {
             bytes += datagram.len();
@@ -346,14 +342,23 @@ impl Overlay {
                     .and_then(|q| q.handle)
                     .is_some_and(|h| dp.refuses_source(now, h, frame))
             };
-            match shared.vtep.decap_guarded(now, from, datagram, is_local) {
+            // While the datapath traces, the decap stage is recorded here and heads the
+            // frame's trace: the same decap, with the observer on.
+            let mut trace = tracing.then(Trace::new);
+            let decapped = match trace.as_mut() {
+                Some(tr) => shared.vtep.decap_guarded(now, from, datagram, is_local, tr),
+                None => shared
+                    .vtep
+                    .decap_guarded(now, from, datagram, is_local, &mut NoTrace),
+            };
+            match decapped {
                 Ok((vni, inner)) => {
                     let Some(q) = shared.queues.get_mut(&vni) else {
                         shared.rejected.count_drop(DropReason::OverlayRejected);
                         continue;
                     };
                     if let Some(last) = q.frames.back_mut() {
-                        if last.try_append(inner) {
+                        if last.frame.try_append(inner) {
                             continue;
                         }
                     }
@@ -362,7 +367,8 @@ impl Overlay {
                         continue;
                     }
                     let buf = q.free.pop().unwrap_or_else(new_buffer);
-                    q.frames.push_back(Coalesced::start(inner, buf));
+                    let frame = Coalesced::start(inner, buf);
+                    q.frames.push_back(Waiting { frame, trace });
                 }
                 Err(Error::MacMoveRefused(vni, _)) => match shared.queues.get(&vni) {
                     Some(q) => q.counters.count_drop(DropReason::MacMoveRefused),
@@ -391,6 +397,8 @@ pub struct VxlanPort {
     overlay: Overlay,
     counters: Arc<PortCounters>,
     mtu: usize,
+    /// The decap stage of each frame of the last `recv` batch (`None` unless tracing).
+    rx_traces: Vec<Option<Trace>>,
 }
 
 impl VxlanPort {
@@ -420,10 +428,16 @@ impl Port for VxlanPort {
             return Ok(0);
         };
         let mut n = 0;
+        self.rx_traces.clear();
         while n < pkts.len() {
-            let Some(mut c) = q.frames.pop_front() else {
+            let Some(Waiting {
+                frame: mut c,
+                trace,
+            }) = q.frames.pop_front()
+            else {
                 break;
             };
+            self.rx_traces.push(trace);
             c.finish();
             // Hand the buffer over and keep the packet's old one: no copy.
             if c.buf.len() == pkts[n].buf.len() {
@@ -449,13 +463,15 @@ impl Port for VxlanPort {
         s.tx_index.clear();
         for f in frames {
             let mut targets = std::mem::take(&mut s.targets);
-            let verdict = s.vtep.targets(now, vni, f.data, &mut targets);
-            if let Err(reason) = verdict {
-                self.counters.count_drop(reason);
-                s.targets = targets;
-                continue;
-            }
-            let bucket = bucket_of(source_port(f.data));
+            let bucket =
+                match encap_plan(&s.vtep, now, vni, port, f.data, &mut targets, &mut NoTrace) {
+                    Ok(bucket) => bucket,
+                    Err(reason) => {
+                        self.counters.count_drop(reason);
+                        s.targets = targets;
+                        continue;
+                    }
+                };
             if f.meta.is_gso() || f.meta.needs_csum() {
                 // Segment (or complete the checksum) once, then one UDP_SEGMENT send per peer.
                 match encap_segments(&mut s.segmenter, vni, f.data, &f.meta, &mut s.seg) {
@@ -521,6 +537,70 @@ impl Port for VxlanPort {
     fn oversize_reason(&self) -> DropReason {
         DropReason::TooBigForOverlay
     }
+
+    fn take_rx_trace(&mut self, i: usize) -> Option<Trace> {
+        self.rx_traces.get_mut(i)?.take()
+    }
+
+    fn trace_send(
+        &self,
+        now: Instant,
+        frame: FrameRef<'_>,
+        trace: &mut Trace,
+    ) -> Result<Vec<TunnelOutput>, DropReason> {
+        let s = self.overlay.lock();
+        let mut targets = Vec::new();
+        let port = self.overlay.port;
+        let bucket = encap_plan(
+            &s.vtep,
+            now,
+            self.vni,
+            port,
+            frame.data,
+            &mut targets,
+            trace,
+        )?;
+        let src_port = crate::socket::bucket_port(bucket);
+        let tunnel = |remote| TunnelOutput {
+            remote,
+            vni: self.vni,
+            src_port,
+        };
+        Ok(targets.into_iter().map(tunnel).collect())
+    }
+}
+
+/// Where an inner frame of `vni` goes and from which source-port bucket: fills `targets` with
+/// the peers (RFC 7348 § 4.2) and records the frame's VXLAN stage in `obs` (encap to which
+/// peers, VNI, UDP ports). The send path runs it with [`NoTrace`], traces with a [`Trace`].
+fn encap_plan<O: Observer>(
+    vtep: &Vtep,
+    now: Instant,
+    vni: u32,
+    dst_port: u16,
+    frame: &[u8],
+    targets: &mut Vec<IpAddr>,
+    obs: &mut O,
+) -> Result<usize, DropReason> {
+    let result = vtep.targets(now, vni, frame, targets);
+    let bucket = bucket_of(source_port(frame));
+    if O::ON {
+        match result {
+            Ok(_) => {
+                let list: Vec<String> = targets.iter().map(IpAddr::to_string).collect();
+                obs.record(
+                    Stage::Vxlan,
+                    format_args!(
+                        "encap vni {vni}, udp {} -> {dst_port}, to {}",
+                        crate::socket::bucket_port(bucket),
+                        list.join(", ")
+                    ),
+                );
+            }
+            Err(reason) => obs.record(Stage::Vxlan, format_args!("drop: {reason}")),
+        }
+    }
+    result.map(|_| bucket)
 }
 
 fn count_outcome(c: &PortCounters, too_big: usize, queue_full: usize, failed: usize) {
@@ -628,6 +708,74 @@ mod tests {
         let entry = dp.bridge(net).unwrap().fdb().get(now, 1, LOCAL).unwrap();
         assert!(entry.is_static);
         assert_eq!(dp.bridge(net).unwrap().port_name(entry.port), "sb");
+    }
+
+    #[test]
+    fn the_overlay_records_its_own_stage_in_live_and_one_shot_traces() {
+        let (mut dp, overlay, _, sb) = overlay_with_a_local_station();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        dp.set_trace_sink(Some(Box::new(move |ev: &switch::datapath::TraceEvent| {
+            sink.lock().unwrap().push(ev.clone());
+        })));
+
+        // In from the peer: the decap stage heads the frame's trace.
+        send_from_peer(&overlay, &[datagram(REMOTE)]);
+        poll_until(&mut dp, &overlay, |_| sb.pending() > 0);
+        let ev = events.lock().unwrap().pop().expect("a trace event");
+        assert_eq!(ev.in_port, "vxlan");
+        let first = &ev.trace.stages[0];
+        assert_eq!(first.stage, Stage::Vxlan);
+        assert_eq!(
+            first.result,
+            format!("decap vni {VNI} from {PEER}; learned {REMOTE} behind {PEER}")
+        );
+
+        // Out to the peer: the encap stage, and where it goes, from the port itself.
+        let mut out = MacAddr::BROADCAST.0.to_vec();
+        out.extend_from_slice(&LOCAL.0);
+        out.extend_from_slice(&[0x88, 0xb5]);
+        out.resize(60, 0);
+        sb.inject(&out);
+        dp.poll_all(Instant::now());
+        let ev = events.lock().unwrap().pop().expect("a trace event");
+        assert_eq!(
+            (ev.in_port.as_str(), &ev.outputs[..]),
+            ("sb", &["vxlan".to_string()][..])
+        );
+        let sport = crate::socket::bucket_port(bucket_of(source_port(&out)));
+        let want = TunnelOutput {
+            remote: IpAddr::V4(PEER),
+            vni: VNI,
+            src_port: sport,
+        };
+        assert_eq!(ev.tunnels, [want]);
+        let port = overlay.udp_port();
+        assert_eq!(
+            ev.trace.result(Stage::Vxlan),
+            Some(format!("encap vni {VNI}, udp {sport} -> {port}, to {PEER}").as_str())
+        );
+
+        // A one-shot trace of the same frame: the same stage, through the same code.
+        let (net, local) = dp.port_location(PortHandle(1)).unwrap();
+        let frame = FrameRef {
+            meta: switch::VirtioNetHdr::NONE,
+            data: &out,
+        };
+        let mut outs = Vec::new();
+        let mut trace = Trace::new();
+        let bridge = dp.bridge(net).unwrap();
+        bridge.decide(Instant::now(), local, frame, &mut outs, &mut trace);
+        let tunnels = dp.trace_egress(Instant::now(), net, &outs, frame, &mut trace);
+        assert_eq!(tunnels, Ok(vec![want]));
+        assert_eq!(trace.result(Stage::Vxlan), ev.trace.result(Stage::Vxlan));
+
+        // A VNI without peers: the stage says why it would drop.
+        overlay.remove_peer(VNI, IpAddr::V4(PEER)).unwrap();
+        let mut trace = Trace::new();
+        let tunnels = dp.trace_egress(Instant::now(), net, &outs, frame, &mut trace);
+        assert_eq!(tunnels, Err(DropReason::NoPeer));
+        assert_eq!(trace.result(Stage::Vxlan), Some("drop: no_peer"));
     }
 
     #[test]

@@ -34,6 +34,7 @@ use switch::fdb::KeyHasher;
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 use std::net::IpAddr;
 use std::time::Duration;
+use switch::trace::{NoTrace, Observer, Stage};
 use switch::wire::{EtherType, L2Header};
 use switch::{DropReason, Instant, MacAddr};
 
@@ -330,34 +331,44 @@ impl Vtep {
         from: IpAddr,
         udp_payload: &'a [u8],
     ) -> Result<(u32, &'a [u8]), DecapError> {
-        self.decap_guarded(now, from, udp_payload, |_, _| false)
+        self.decap_guarded(now, from, udp_payload, |_, _| false, &mut NoTrace)
     }
 
     /// [`Vtep::decap`], asking `is_local(vni, inner_frame)` before a source MAC is learned anew
     /// or moved: true means the MAC is a station fixed on a local port (the bridge's static
     /// entry), so the datagram is a spoof: refused with [`Error::MacMoveRefused`], and nothing is
     /// learned (issue: a peer's address and a local sandbox's MAC must not hijack the sandbox).
-    pub fn decap_guarded<'a>(
+    /// The outcome is recorded in `obs` as the frame's VXLAN stage (decap from which peer).
+    pub fn decap_guarded<'a, O: Observer>(
         &mut self,
         now: Instant,
         from: IpAddr,
         udp_payload: &'a [u8],
         is_local: impl FnOnce(u32, &[u8]) -> bool,
+        obs: &mut O,
     ) -> Result<(u32, &'a [u8]), DecapError> {
         let from = from.to_canonical();
-        match self.check(from, udp_payload) {
-            Ok((vni, inner)) => {
-                let src = MacAddr::from_bytes(&inner[6..]);
-                self.learn(now, vni, src, from, || is_local(vni, inner))?;
-                Ok((vni, inner))
+        let result = self.check(from, udp_payload).and_then(|(vni, inner)| {
+            let src = MacAddr::from_bytes(&inner[6..]);
+            let learned = self.learn(now, vni, src, from, || is_local(vni, inner))?;
+            if O::ON {
+                let what = if learned { "learned" } else { "not learned:" };
+                obs.record(
+                    Stage::Vxlan,
+                    format_args!("decap vni {vni} from {from}; {what} {src} behind {from}"),
+                );
             }
-            Err(e) => {
-                if let Some(reason) = e.reject_reason() {
-                    self.rejected[reason as usize] += 1;
-                }
-                Err(e)
+            Ok((vni, inner))
+        });
+        if let Err(e) = &result {
+            if let Some(reason) = e.reject_reason() {
+                self.rejected[reason as usize] += 1;
+            }
+            if O::ON {
+                obs.record(Stage::Vxlan, format_args!("drop: {e}"));
             }
         }
+        result
     }
 
     /// The checks of [`Vtep::decap`], in order, without side effects.
@@ -378,6 +389,7 @@ impl Vtep {
     /// Learns a unicast source MAC behind a peer, unless a static entry names it or the VNI's
     /// table is full. A static entry behind another peer, or a MAC `is_local` says is fixed on
     /// a local port (asked only when the MAC would be learned anew or move), refuses the frame.
+    /// `Ok(true)`: the MAC is known behind `from` now.
     fn learn(
         &mut self,
         now: Instant,
@@ -385,13 +397,13 @@ impl Vtep {
         mac: MacAddr,
         from: IpAddr,
         is_local: impl FnOnce() -> bool,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         if !mac.is_unicast() {
-            return Ok(());
+            return Ok(false);
         }
         let max = self.config.max_entries_per_vni;
         let Some(net) = self.networks.get_mut(&vni) else {
-            return Ok(());
+            return Ok(false);
         };
         let full = net.remotes.len() >= max;
         match net.remotes.get_mut(&mac) {
@@ -405,7 +417,10 @@ impl Vtep {
                 r.peer = from;
                 r.last_seen = now;
             }
-            None if full => self.learn_refused += 1,
+            None if full => {
+                self.learn_refused += 1;
+                return Ok(false);
+            }
             None => {
                 let entry = Remote {
                     peer: from,
@@ -415,7 +430,7 @@ impl Vtep {
                 net.remotes.insert(mac, entry);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Datagrams refused for `reason` so far.
@@ -696,7 +711,13 @@ mod tests {
             vni == VNI && inner[6..12] == B.0
         };
         assert_eq!(
-            v.decap_guarded(t(1), ip("10.0.0.2"), &datagram(VNI, A, B), b_is_local),
+            v.decap_guarded(
+                t(1),
+                ip("10.0.0.2"),
+                &datagram(VNI, A, B),
+                b_is_local,
+                &mut NoTrace
+            ),
             Err(Error::MacMoveRefused(VNI, B))
         );
         assert_eq!(v.lookup(t(1), VNI, B), None, "nothing learned");
@@ -705,17 +726,41 @@ mod tests {
         for _ in 0..3 {
             let d = datagram(VNI, B, A);
             assert!(v
-                .decap_guarded(t(1), ip("10.0.0.2"), &d, b_is_local)
+                .decap_guarded(t(1), ip("10.0.0.2"), &d, b_is_local, &mut NoTrace)
                 .is_ok());
         }
         assert_eq!(v.lookup(t(1), VNI, A), Some(ip("10.0.0.2")));
         assert_eq!(asked.get(), 2);
         // A station learned before it was fixed locally cannot move to another peer either.
         assert_eq!(
-            v.decap_guarded(t(2), ip("10.0.0.3"), &datagram(VNI, B, A), |_, _| true),
+            v.decap_guarded(
+                t(2),
+                ip("10.0.0.3"),
+                &datagram(VNI, B, A),
+                |_, _| true,
+                &mut NoTrace
+            ),
             Err(Error::MacMoveRefused(VNI, A))
         );
         assert_eq!(v.lookup(t(2), VNI, A), Some(ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn a_traced_decap_records_its_stage() {
+        let mut v = vtep();
+        let mut trace = switch::trace::Trace::new();
+        let d = datagram(VNI, A, B);
+        let got = v.decap_guarded(t(1), ip("10.0.0.2"), &d, |_, _| false, &mut trace);
+        assert!(got.is_ok());
+        assert_eq!(
+            trace.result(Stage::Vxlan),
+            Some(format!("decap vni {VNI} from 10.0.0.2; learned {B} behind 10.0.0.2").as_str())
+        );
+        let mut trace = switch::trace::Trace::new();
+        let got = v.decap_guarded(t(1), ip("10.9.9.9"), &d, |_, _| false, &mut trace);
+        assert!(got.is_err());
+        let stage = trace.result(Stage::Vxlan).unwrap();
+        assert!(stage.starts_with("drop: 10.9.9.9 is not a peer"), "{stage}");
     }
 
     #[test]

@@ -125,6 +125,17 @@ impl std::fmt::Debug for Packet {
     }
 }
 
+/// Where a tunnel port (the VXLAN port) sends a frame: one remote endpoint, for traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelOutput {
+    /// The remote endpoint's address.
+    pub remote: std::net::IpAddr,
+    /// The tunnel's network identifier (VXLAN's VNI, RFC 7348 § 5).
+    pub vni: u32,
+    /// The outer UDP source port.
+    pub src_port: u16,
+}
+
 /// A count a port keeps by itself and hands to the datapath piecemeal: the total so far, and
 /// how much of it the datapath already took.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +219,25 @@ pub trait Port: Send {
     /// The drop reason counted when a frame is too big for this port at egress.
     fn oversize_reason(&self) -> crate::counters::DropReason {
         crate::counters::DropReason::TooBigForPort
+    }
+
+    /// The stages this port recorded for frame `i` of its last `recv` batch while the
+    /// datapath traces (an overlay's decap: from which peer), to head that frame's trace.
+    fn take_rx_trace(&mut self, _i: usize) -> Option<crate::trace::Trace> {
+        None
+    }
+
+    /// Records in `trace` what sending `frame` would do beyond handing it over (an overlay's
+    /// encap: to which peers, VNI, source port), by the same code `send` runs, sending
+    /// nothing; returns where a tunnel port sends it, one entry per remote, or why it would
+    /// drop it. Plain ports record nothing.
+    fn trace_send(
+        &self,
+        _now: crate::time::Instant,
+        _frame: FrameRef<'_>,
+        _trace: &mut crate::trace::Trace,
+    ) -> Result<Vec<TunnelOutput>, crate::counters::DropReason> {
+        Ok(Vec::new())
     }
 
     /// After a failure: is the port's link usable again (its interface back up)? Asked about

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use switch::datapath::{Direction, TraceEvent};
-use switch::trace::{Stage, Trace};
+use switch::trace::Trace;
 use switch::{Instant, VirtioNetHdr};
 
 /// Lines a slow listener may fall behind before lines are dropped for it.
@@ -31,9 +31,6 @@ struct Sub {
 pub struct TraceHub {
     subs: Mutex<Vec<Sub>>,
     next: AtomicU64,
-    /// Overlay networks (datapath id → VNI and endpoint), to explain frames that came from
-    /// or go to the overlay.
-    overlays: Mutex<Vec<(switch::datapath::NetworkId, u32, vxlan::Overlay)>>,
 }
 
 impl TraceHub {
@@ -67,75 +64,13 @@ impl TraceHub {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers an overlay network, so its traces show decapsulation and encapsulation.
-    pub fn add_overlay(&self, net: switch::datapath::NetworkId, vni: u32, o: vxlan::Overlay) {
-        let mut ov = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
-        ov.retain(|(n, _, _)| *n != net);
-        ov.push((net, vni, o));
-    }
-
-    /// Adds the VXLAN stage to a frame of an overlay network: where it came from (decap and
-    /// the remote MAC learned), or where it goes (encap to which peers).
-    fn explain_overlay(&self, ev: &TraceEvent) -> Option<(switch::trace::StageRecord, Vec<Value>)> {
-        let from = ev.in_port == "vxlan";
-        let to = ev.outputs.iter().any(|o| o == "vxlan");
-        if !from && !to {
-            return None;
-        }
-        let ov = self.overlays.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, vni, o) = ov.iter().find(|(n, _, _)| *n == ev.network)?;
-        let now = Instant::now();
-        let mut actions = Vec::new();
-        let result = if from {
-            let src = switch::wire::L2Header::parse(&ev.head).ok()?.src;
-            match o.remote_of(now, *vni, src) {
-                Some(peer) => format!("decap vni {vni} from {peer}; learned {src} behind {peer}"),
-                None => format!("decap vni {vni}"),
-            }
-        } else {
-            match o.explain(now, *vni, &ev.head) {
-                Ok((peers, sport)) => {
-                    let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
-                    for p in &list {
-                        actions.push(json!({
-                            "output": "vxlan",
-                            "remote": p,
-                            "vni": vni,
-                            "src_port": sport,
-                        }));
-                    }
-                    format!(
-                        "encap vni {vni}, udp {sport} -> {}, to {}",
-                        o.udp_port(),
-                        list.join(", ")
-                    )
-                }
-                Err(r) => format!("drop: {r}"),
-            }
-        };
-        let stage = switch::trace::StageRecord {
-            stage: Stage::Vxlan,
-            result,
-        };
-        Some((stage, actions))
-    }
+    /// Registers an overlay network. Nothing to do any more: the overlay records its own
+    /// VXLAN stage in the datapath's trace (decap from which peer, encap to which peers).
+    /// Kept until its caller goes.
+    pub fn add_overlay(&self, _net: switch::datapath::NetworkId, _vni: u32, _o: vxlan::Overlay) {}
 
     /// Hands one frame's trace to every listener that wants it (never blocks the datapath).
     pub fn publish(&self, ev: &TraceEvent) {
-        let (ev_with, vxlan_actions);
-        let ev = match self.explain_overlay(ev) {
-            Some((stage, actions)) => {
-                let mut e = ev.clone();
-                e.trace.stages.push(stage);
-                ev_with = e;
-                vxlan_actions = actions;
-                &ev_with
-            }
-            None => {
-                vxlan_actions = Vec::new();
-                ev
-            }
-        };
         let subs = self.lock();
         let mut json_line: Option<String> = None;
         let mut human_line: Option<String> = None;
@@ -152,7 +87,7 @@ impl TraceHub {
                 human_line.get_or_insert_with(|| human(ev)).clone()
             } else {
                 json_line
-                    .get_or_insert_with(|| live_record(ev, &vxlan_actions).to_string())
+                    .get_or_insert_with(|| live_record(ev).to_string())
                     .clone()
             };
             let _ = s.tx.try_send(line);
@@ -162,12 +97,12 @@ impl TraceHub {
 
 /// A live trace record, in the shape of a one-shot trace (DESIGN.md): an output to the overlay
 /// is one action per remote peer, with its VNI and UDP source port.
-fn live_record(ev: &TraceEvent, vxlan_actions: &[Value]) -> Value {
+fn live_record(ev: &TraceEvent) -> Value {
     let summary = switch::summary::summarize(&ev.head);
     let mut actions = Vec::new();
     for o in &ev.outputs {
-        if o == "vxlan" && !vxlan_actions.is_empty() {
-            actions.extend_from_slice(vxlan_actions);
+        if o == "vxlan" && !ev.tunnels.is_empty() {
+            actions.extend(ev.tunnels.iter().map(tunnel_action));
         } else {
             actions.push(json!({ "output": o }));
         }
@@ -180,6 +115,17 @@ fn live_record(ev: &TraceEvent, vxlan_actions: &[Value]) -> Value {
         "stages": ev.trace.stages,
         "actions": actions,
         "drop": ev.drop.map(|d| d.name()),
+    })
+}
+
+/// An output to the overlay, one per remote peer: `{"output": "vxlan", "remote", "vni",
+/// "src_port"}` (DESIGN.md).
+fn tunnel_action(t: &switch::port::TunnelOutput) -> Value {
+    json!({
+        "output": "vxlan",
+        "remote": t.remote.to_string(),
+        "vni": t.vni,
+        "src_port": t.src_port,
     })
 }
 
@@ -317,11 +263,8 @@ impl Daemon {
         };
         let port = self.port(in_port)?;
         let handle = port.handle;
-        let net = self.network(&port.record.network)?;
-        let vni = net.record.spec.vni;
-        let overlay = self.overlay.clone();
         let data = frame.clone();
-        let (trace, decision, outputs) = self
+        let (trace, decision, outputs, tunnels) = self
             .call(move |ctl| {
                 let (net, local) = ctl.dp.port_location(handle)?;
                 let bridge = ctl.dp.bridge(net)?;
@@ -340,46 +283,19 @@ impl Daemon {
                         (bp.name.clone(), bp.mode.egress_tag(d.vlan))
                     })
                     .collect();
-                Some((trace, d, outputs))
+                // The overlay records its own stage, as the live trace does.
+                let tunnels = ctl.dp.trace_egress(now, net, &out, fr, &mut trace);
+                Some((trace, d, outputs, tunnels))
             })?
             .ok_or_else(|| ApiError(format!("port {in_port} vanished")))?;
-        let mut trace = trace;
         let mut actions = Vec::new();
         let mut drop = decision.verdict.err().map(|r| r.name().to_string());
         for (name, tag) in outputs {
             if name == "vxlan" {
-                let (Some(o), Some(vni)) = (&overlay, vni) else {
-                    continue;
-                };
-                match o.explain(Instant::now(), vni, &frame) {
-                    Ok((remotes, src_port)) => {
-                        let list: Vec<String> = remotes.iter().map(|r| r.to_string()).collect();
-                        trace.stages.push(switch::trace::StageRecord {
-                            stage: Stage::Vxlan,
-                            result: format!(
-                                "encap vni {vni}, udp {src_port} -> {}, to {}",
-                                o.udp_port(),
-                                list.join(", ")
-                            ),
-                        });
-                        for r in remotes {
-                            actions.push(json!({
-                                "output": "vxlan",
-                                "remote": r.to_string(),
-                                "vni": vni,
-                                "src_port": src_port,
-                            }));
-                        }
-                    }
-                    Err(reason) => {
-                        trace.stages.push(switch::trace::StageRecord {
-                            stage: Stage::Vxlan,
-                            result: format!("drop: {reason}"),
-                        });
-                        if actions.is_empty() {
-                            drop = Some(reason.name().to_string());
-                        }
-                    }
+                match &tunnels {
+                    Ok(remotes) => actions.extend(remotes.iter().map(tunnel_action)),
+                    Err(reason) if actions.is_empty() => drop = Some(reason.name().to_string()),
+                    Err(_) => {}
                 }
             } else {
                 let mut a = json!({ "output": name });
