@@ -18,6 +18,10 @@
 //! segmented once in software and sent as equal-size datagrams with UDP segmentation offload to
 //! each target peer; other frames are batched into one sendmmsg. A frame that would not fit the
 //! underlay MTU is dropped and counted: VXLAN never fragments (RFC 7348 § 4.3).
+//!
+//! Traces: while the datapath traces, each decapsulated frame carries its VXLAN stage (from
+//! which peer) into the datapath's trace, and [`VxlanPort`]'s `trace_send` records the encap
+//! stage (peers, VNI, UDP ports) through the same plan `send` runs.
 
 use crate::encap::{encap_into, encap_segments};
 use crate::socket::{bucket_of, Queued, RecvBatch, VtepSocket};

@@ -9,7 +9,9 @@
 //! - a **remote MAC table**: inner MAC → peer. RFC 7348 § 4.1: a VTEP learns "the mapping of
 //!   inner source MAC to outer source IP address" from what it decapsulates. Learned entries age
 //!   out (default 300 s, like the Linux bridge); static entries (the control plane's, like
-//!   Docker's peer entries) never age and are never overwritten by learning. A limit per VNI
+//!   Docker's peer entries) never age and are never overwritten by learning: a datagram from
+//!   another peer claiming one is dropped (`mac_move_refused`), and so is one claiming a
+//!   station fixed on a local port ([`Vtep::decap_guarded`] asks the bridge). A limit per VNI
 //!   (default 8192) bounds what a flood of random source MACs can take; past it, new stations
 //!   are not learned (their frames still flood).
 //!
