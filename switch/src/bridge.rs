@@ -157,6 +157,15 @@ pub struct BridgePort {
     pub counters: Arc<PortCounters>,
 }
 
+impl BridgePort {
+    /// The port's MTU: the most a frame carries after its Ethernet header and tags
+    /// (`max_frame_len` allows for two tags on top of it).
+    pub fn mtu(&self) -> usize {
+        self.max_frame_len
+            .saturating_sub(crate::port::MAX_L2_HEADER_LEN)
+    }
+}
+
 /// Where a frame's destination was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
@@ -397,8 +406,15 @@ impl Bridge {
             WireError::Runt(_) => DropReason::Runt,
             WireError::TruncatedTag | WireError::TooManyTags => DropReason::Malformed,
         })?;
-        if frame.data.len() > port.max_frame_len && !frame.meta.is_gso() {
-            return Err(DropReason::Oversize);
+        // Super-frames (a GSO virtio-net header) are big by design: segmented, each piece fits.
+        if !frame.meta.is_gso() {
+            if frame.data.len() > port.max_frame_len {
+                return Err(DropReason::Oversize);
+            }
+            // More than the MTU carries: every egress port would refuse it; drop it once here.
+            if frame.data.len() - hdr.payload_offset > port.mtu() {
+                return Err(DropReason::TooBigForIngressPort);
+            }
         }
         // Classify by the outermost tag; VLAN 0 is a priority tag, not a VLAN.
         let tag = hdr.outer.or(hdr.vlan);
@@ -444,6 +460,25 @@ impl Bridge {
             return Err(DropReason::InvalidSource);
         }
         let learn = self.fdb.check_learn(now, vlan, hdr.src, in_port);
+        if let Learn::Static { port } = learn {
+            if port != in_port {
+                // A station the control plane fixed on a port never moves: a frame claiming
+                // its address elsewhere is spoofed (or the station was moved without telling us).
+                if O::ON {
+                    obs.record(
+                        Stage::Learn,
+                        format_args!(
+                            "drop: {} is fixed on {}, not {}: {}",
+                            hdr.src,
+                            self.port_name(port),
+                            self.port_name(in_port),
+                            DropReason::MacMoveRefused
+                        ),
+                    );
+                }
+                return Err(DropReason::MacMoveRefused);
+            }
+        }
         if O::ON {
             let name = |p: PortId| self.port_name(p);
             match learn {
@@ -564,6 +599,19 @@ impl Bridge {
         verdict
     }
 
+    /// True when the frame's source MAC is a static station on another port of this bridge (in
+    /// the VLAN `in_port` admits the frame to): the learn stage would drop the frame as
+    /// `mac_move_refused`. For the VTEP, which learns remote MACs before the bridge sees the frame.
+    pub fn refuses_source(&self, now: Instant, in_port: PortId, frame: FrameRef<'_>) -> bool {
+        let Ok(a) = self.admit_inner(in_port, frame) else {
+            return false;
+        };
+        matches!(
+            self.learn(now, in_port, &a.hdr, a.vlan, &mut NoTrace),
+            Err(DropReason::MacMoveRefused)
+        )
+    }
+
     /// A port's name, or `?N` for an unknown id.
     pub fn port_name(&self, id: PortId) -> &str {
         self.port(id).map(|p| p.name.as_str()).unwrap_or("?")
@@ -624,5 +672,137 @@ pub fn retag<'a>(
                 data: scratch,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::Datapath;
+    use crate::port::memory;
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([0x02, 0, 0, 0, 0, n])
+    }
+
+    fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+        let mut f = dst.0.to_vec();
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&[0x88, 0xb5]);
+        f.resize(60, 0);
+        f
+    }
+
+    fn port(name: &str) -> BridgePort {
+        BridgePort {
+            name: name.into(),
+            mode: PortMode::DEFAULT,
+            max_frame_len: 1522,
+            up: true,
+            counters: Arc::default(),
+        }
+    }
+
+    fn plain(data: &[u8]) -> FrameRef<'_> {
+        FrameRef {
+            meta: VirtioNetHdr::NONE,
+            data,
+        }
+    }
+
+    #[test]
+    fn a_static_station_cannot_move_and_frames_claiming_it_elsewhere_drop() {
+        let mut b = Bridge::new(BridgeConfig::default());
+        let (p0, p1, p2) = (
+            b.add_port(port("p0")),
+            b.add_port(port("p1")),
+            b.add_port(port("p2")),
+        );
+        let now = Instant::from_secs(1);
+        b.fdb_mut().add_static(now, 1, mac(1), p0).unwrap();
+        let spoof = frame(MacAddr::BROADCAST, mac(1));
+        let mut out = Vec::new();
+
+        let mut trace = Trace::new();
+        let d = b.decide(now, p1, plain(&spoof), &mut out, &mut trace);
+        assert_eq!(d.verdict, Err(DropReason::MacMoveRefused));
+        assert!(out.is_empty());
+        let learn = trace.result(Stage::Learn).unwrap();
+        assert!(
+            learn.contains("mac_move_refused") && learn.contains("p0"),
+            "{learn}"
+        );
+        assert!(b.refuses_source(now, p1, plain(&spoof)));
+
+        let d = b.process(now, p1, plain(&spoof), &mut out);
+        assert_eq!(d.verdict, Err(DropReason::MacMoveRefused));
+        let e = b.fdb().get(now, 1, mac(1)).unwrap();
+        assert_eq!((e.port, e.is_static), (p0, true), "the entry did not move");
+
+        // From its own port the station speaks as usual.
+        assert!(!b.refuses_source(now, p0, plain(&spoof)));
+        let d = b.process(now, p0, plain(&spoof), &mut out);
+        assert_eq!(d.verdict, Ok(true));
+        assert_eq!(out, [p1, p2]);
+
+        // A learned station still moves: the rule is for static entries only.
+        b.process(now, p1, plain(&frame(MacAddr::BROADCAST, mac(2))), &mut out);
+        let d = b.process(now, p2, plain(&frame(MacAddr::BROADCAST, mac(2))), &mut out);
+        assert_eq!(d.learn, Some(Learn::Moved { from: p1 }));
+        assert!(!b.refuses_source(now, p1, plain(&frame(MacAddr::BROADCAST, mac(2)))));
+    }
+
+    #[test]
+    fn a_refused_move_is_counted_on_the_ingress_port() {
+        let mut dp = Datapath::new();
+        let net = dp.add_network(BridgeConfig::default());
+        let (a, a_peer) = memory::wire("a", memory::plain_caps());
+        let (s, s_peer) = memory::wire("s", memory::plain_caps());
+        let ha = dp
+            .add_port(net, Box::new(a), PortMode::DEFAULT)
+            .ok()
+            .unwrap();
+        let hs = dp
+            .add_port(net, Box::new(s), PortMode::DEFAULT)
+            .ok()
+            .unwrap();
+        let now = Instant::from_secs(1);
+        let (_, local_s) = dp.port_location(hs).unwrap();
+        let bridge = dp.bridge_mut(net).unwrap();
+        bridge
+            .fdb_mut()
+            .add_static(now, 1, mac(1), local_s)
+            .unwrap();
+
+        a_peer.inject(&frame(MacAddr::BROADCAST, mac(1)));
+        dp.poll_all(now);
+        let c = dp.counters(ha).unwrap().snapshot();
+        assert_eq!(c.drops["mac_move_refused"], 1);
+        assert_eq!(c.total_drops(), 1);
+        assert!(s_peer.drain().is_empty(), "the spoofed frame went nowhere");
+        assert!(dp.refuses_source(now, ha, plain(&frame(MacAddr::BROADCAST, mac(1)))));
+        assert!(!dp.refuses_source(now, hs, plain(&frame(MacAddr::BROADCAST, mac(1)))));
+    }
+
+    #[test]
+    fn a_frame_over_the_ingress_mtu_is_refused_at_admission() {
+        let mut b = Bridge::new(BridgeConfig::default());
+        let (p0, _p1) = (b.add_port(port("p0")), b.add_port(port("p1")));
+        let now = Instant::from_secs(1);
+        let mut out = Vec::new();
+        let mut f = frame(MacAddr::BROADCAST, mac(1));
+        f.resize(14 + 1500, 0);
+        assert_eq!(
+            b.decide(now, p0, plain(&f), &mut out, &mut NoTrace).verdict,
+            Ok(true)
+        );
+        f.push(0);
+        let mut trace = Trace::new();
+        let d = b.decide(now, p0, plain(&f), &mut out, &mut trace);
+        assert_eq!(d.verdict, Err(DropReason::TooBigForIngressPort));
+        assert_eq!(
+            trace.result(Stage::Admit),
+            Some("drop: too_big_for_ingress_port")
+        );
     }
 }

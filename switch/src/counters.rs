@@ -13,14 +13,21 @@ pub enum DropReason {
     Runt = 0,
     /// A VLAN tag cut short, or too many tags.
     Malformed,
-    /// Longer than the ingress port's MTU allows (and not a super-frame).
+    /// Longer than any frame the ingress port carries: its MTU plus an Ethernet header and two
+    /// VLAN tags (and not a super-frame).
     Oversize,
+    /// More than the ingress port's MTU after the Ethernet header and the tags the frame wears
+    /// (and not a super-frame): dropped once where it enters, not at every egress port.
+    TooBigForIngressPort,
     /// Longer than the egress port's MTU allows, as it would leave (tag included).
     TooBigForPort,
     /// The frame's VLAN is not allowed on the port (or a tagged frame on an access port).
     VlanNotAllowed,
     /// Source MAC is multicast, broadcast or zero.
     InvalidSource,
+    /// Source MAC is a static station on another port: it cannot move by learning, and the
+    /// frame claiming it is dropped (a spoofed source).
+    MacMoveRefused,
     /// The destination sits on the port the frame came in on.
     SamePort,
     /// Nowhere to send: flooded, but no other port is in the VLAN.
@@ -31,14 +38,23 @@ pub enum DropReason {
     QueueFull,
     /// Offload metadata unusable, or software segmentation failed.
     BadOffload,
-    /// The port's own kernel interface refused or mangled the frame (a truncated read, a write
-    /// refused as invalid).
+    /// The port's own kernel interface refused the frame on send (invalid offload metadata, too
+    /// big or too short).
     RefusedByPort,
+    /// Received from the port's kernel interface unusable: truncated, outside its ring slot, or
+    /// with a virtio-net header that cannot be used.
+    BadRxFrame,
     /// The port's kernel receive queue or ring was full: the kernel dropped the frame before the
     /// switch saw it.
     RxQueueFull,
     /// Overlay: no peer to send to.
     NoPeer,
+    /// Overlay: the underlay refused to send the datagram (no route, unreachable, socket error).
+    OverlaySendFailed,
+    /// Overlay: reading the VTEP socket failed (the datagrams behind the error are not seen).
+    VtepRecvError,
+    /// Overlay: a datagram larger than the receive buffer, cut short by the kernel.
+    RecvTruncated,
     /// Overlay: frame does not fit the underlay MTU (VXLAN never fragments).
     TooBigForOverlay,
     /// Overlay: malformed VXLAN packet, unknown VNI or sender not a peer.
@@ -47,23 +63,29 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 22;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
         DropReason::Malformed,
         DropReason::Oversize,
+        DropReason::TooBigForIngressPort,
         DropReason::TooBigForPort,
         DropReason::VlanNotAllowed,
         DropReason::InvalidSource,
+        DropReason::MacMoveRefused,
         DropReason::SamePort,
         DropReason::NoOutput,
         DropReason::PortDown,
         DropReason::QueueFull,
         DropReason::BadOffload,
         DropReason::RefusedByPort,
+        DropReason::BadRxFrame,
         DropReason::RxQueueFull,
         DropReason::NoPeer,
+        DropReason::OverlaySendFailed,
+        DropReason::VtepRecvError,
+        DropReason::RecvTruncated,
         DropReason::TooBigForOverlay,
         DropReason::OverlayRejected,
     ];
@@ -74,17 +96,23 @@ impl DropReason {
             DropReason::Runt => "runt",
             DropReason::Malformed => "malformed",
             DropReason::Oversize => "oversize",
+            DropReason::TooBigForIngressPort => "too_big_for_ingress_port",
             DropReason::TooBigForPort => "too_big_for_port",
             DropReason::VlanNotAllowed => "vlan_not_allowed",
             DropReason::InvalidSource => "invalid_source_mac",
+            DropReason::MacMoveRefused => "mac_move_refused",
             DropReason::SamePort => "same_port",
             DropReason::NoOutput => "no_output",
             DropReason::PortDown => "port_down",
             DropReason::QueueFull => "queue_full",
             DropReason::BadOffload => "bad_offload",
             DropReason::RefusedByPort => "refused_by_port",
+            DropReason::BadRxFrame => "bad_rx_frame",
             DropReason::RxQueueFull => "rx_queue_full",
             DropReason::NoPeer => "no_peer",
+            DropReason::OverlaySendFailed => "overlay_send_failed",
+            DropReason::VtepRecvError => "vtep_recv_error",
+            DropReason::RecvTruncated => "recv_truncated",
             DropReason::TooBigForOverlay => "too_big_for_overlay",
             DropReason::OverlayRejected => "overlay_rejected",
         }
@@ -196,5 +224,8 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(s.drops[r.name()], i as u64 + 1);
         }
+        let names: std::collections::BTreeSet<&str> =
+            DropReason::ALL.iter().map(DropReason::name).collect();
+        assert_eq!(names.len(), DropReason::COUNT, "two reasons share a name");
     }
 }

@@ -11,7 +11,7 @@
 use crate::bridge::{retag, Bridge, BridgeConfig, BridgePort, Decision, PortMode};
 use crate::counters::{DropReason, PortCounters};
 use crate::gso::Segmenter;
-use crate::port::{Capabilities, FrameRef, Packet, Port, PortId};
+use crate::port::{Capabilities, FrameRef, Packet, Port, PortId, TunnelOutput};
 use crate::time::Instant;
 use crate::trace::Trace;
 use crate::wire::L2Header;
@@ -60,6 +60,8 @@ pub struct TraceEvent {
     pub outputs: Vec<String>,
     /// Why it was dropped, if it was.
     pub drop: Option<DropReason>,
+    /// Where tunnel ports among the outputs send it (one entry per remote).
+    pub tunnels: Vec<TunnelOutput>,
 }
 
 /// Receives trace events while tracing is on.
@@ -288,6 +290,17 @@ impl Datapath {
             .find(|h| self.port(*h).map(|p| p.name()) == Some(name))
     }
 
+    /// True when a frame entering at `handle` claims a source MAC that is a static station on
+    /// another port of its network: the bridge would drop it (`mac_move_refused`). Lets a port
+    /// that learns on its own (the VTEP) refuse the same frames, by the bridge's rule.
+    pub fn refuses_source(&self, now: Instant, handle: PortHandle, frame: FrameRef<'_>) -> bool {
+        let Some((network, local)) = self.port_location(handle) else {
+            return false;
+        };
+        self.bridge(network)
+            .is_some_and(|b| b.refuses_source(now, local, frame))
+    }
+
     /// Starts (or with `None` stops) capturing a port's frames. Returns false for an unknown
     /// port.
     pub fn set_capture(&mut self, handle: PortHandle, sink: Option<CaptureSink>) -> bool {
@@ -297,6 +310,39 @@ impl Datapath {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Records in `trace` what each of `outputs` (ports of `network`'s bridge) would do with
+    /// `frame` beyond sending it (an overlay's encap), without sending anything; returns where
+    /// tunnel ports would send it. For one-shot traces, after [`Bridge::decide`]; the live
+    /// trace does the same for every frame.
+    pub fn trace_egress(
+        &self,
+        now: Instant,
+        network: NetworkId,
+        outputs: &[PortId],
+        frame: FrameRef<'_>,
+        trace: &mut Trace,
+    ) -> Result<Vec<TunnelOutput>, DropReason> {
+        let Some(Some(net)) = self.networks.get(network.0 as usize) else {
+            return Ok(Vec::new());
+        };
+        let mut tunnels = Vec::new();
+        let mut refused = None;
+        for p in outputs {
+            let egress = net.handles.get(p.index()).copied().flatten();
+            let Some(Some(slot)) = egress.and_then(|h| self.ports.get(h.0)) else {
+                continue;
+            };
+            match slot.port.trace_send(now, frame, trace) {
+                Ok(t) => tunnels.extend(t),
+                Err(reason) => refused = Some(reason),
+            }
+        }
+        match refused {
+            Some(reason) if tunnels.is_empty() => Err(reason),
+            _ => Ok(tunnels),
         }
     }
 
@@ -333,9 +379,11 @@ impl Datapath {
             net.bridge.fdb_mut().age(now);
         }
         for slot in self.ports.iter_mut().flatten() {
-            let refused = slot.port.take_drops();
+            let refused = slot.port.take_tx_refused();
             slot.counters
                 .count_drops(DropReason::RefusedByPort, refused);
+            let bad = slot.port.take_rx_bad();
+            slot.counters.count_drops(DropReason::BadRxFrame, bad);
             let overruns = slot.port.take_rx_overruns();
             slot.counters.count_drops(DropReason::RxQueueFull, overruns);
             // The interface's MTU may have changed (`ip link set … mtu …`).
@@ -458,10 +506,26 @@ impl Datapath {
             let d: Decision = match self.trace_sink.as_mut() {
                 None => net.bridge.process(now, local, frame, &mut self.out),
                 Some(sink) => {
-                    let mut trace = Trace::new();
+                    // What the ingress port did before the bridge (an overlay's decap) comes
+                    // first; then the bridge's stages; then what each egress port will do
+                    // beyond sending (an overlay's encap), recorded by the ports themselves.
+                    let mut trace = match self.ports.get_mut(handle.0) {
+                        Some(Some(slot)) => slot.port.take_rx_trace(i).unwrap_or_default(),
+                        _ => Trace::new(),
+                    };
                     let d = net
                         .bridge
                         .process_traced(now, local, frame, &mut self.out, &mut trace);
+                    let mut tunnels = Vec::new();
+                    for p in &self.out {
+                        let egress = net.handles.get(p.index()).copied().flatten();
+                        let Some(Some(slot)) = egress.and_then(|h| self.ports.get(h.0)) else {
+                            continue;
+                        };
+                        if let Ok(t) = slot.port.trace_send(now, frame, &mut trace) {
+                            tunnels.extend(t);
+                        }
+                    }
                     let event = TraceEvent {
                         now,
                         in_port: net.bridge.port_name(local).to_string(),
@@ -475,6 +539,7 @@ impl Datapath {
                             .map(|p| net.bridge.port_name(*p).to_string())
                             .collect(),
                         drop: d.verdict.err(),
+                        tunnels,
                     };
                     sink(&event);
                     d
@@ -673,9 +738,9 @@ mod tests {
     use super::*;
     use crate::port::memory;
 
-    /// A port that reports frames its kernel refused, and frames its kernel lost before they
-    /// could be read.
-    struct Refusing(memory::MemoryPort, u64, u64);
+    /// A port that reports frames its kernel refused, frames its kernel lost before they
+    /// could be read, and frames it received bad.
+    struct Refusing(memory::MemoryPort, u64, u64, u64);
 
     impl Port for Refusing {
         fn name(&self) -> &str {
@@ -693,8 +758,11 @@ mod tests {
         fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
             None
         }
-        fn take_drops(&mut self) -> u64 {
+        fn take_tx_refused(&mut self) -> u64 {
             std::mem::take(&mut self.1)
+        }
+        fn take_rx_bad(&mut self) -> u64 {
+            std::mem::take(&mut self.3)
         }
         fn take_rx_overruns(&mut self) -> u64 {
             std::mem::take(&mut self.2)
@@ -733,7 +801,7 @@ mod tests {
         let net = dp.add_network(BridgeConfig::default());
         let (port, _peer) = memory::wire("r0", memory::plain_caps());
         let h = dp
-            .add_port(net, Box::new(Refusing(port, 3, 5)), PortMode::DEFAULT)
+            .add_port(net, Box::new(Refusing(port, 3, 5, 7)), PortMode::DEFAULT)
             .map_err(|_| ())
             .unwrap();
         dp.age(Instant::from_secs(10));
@@ -743,6 +811,8 @@ mod tests {
         assert_eq!(c.drops(DropReason::RxQueueFull), 5);
         assert_eq!(c.snapshot().drops["refused_by_port"], 3);
         assert_eq!(c.snapshot().drops["rx_queue_full"], 5);
+        assert_eq!(c.drops(DropReason::BadRxFrame), 7);
+        assert_eq!(c.snapshot().drops["bad_rx_frame"], 7);
     }
 
     #[test]

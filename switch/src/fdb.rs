@@ -56,7 +56,8 @@ pub enum Learn {
     Refresh,
     /// Known on another port: the station moved.
     Moved { from: PortId },
-    /// A static entry names this address; learning leaves it alone.
+    /// A static entry names this address; learning leaves it alone (a frame claiming it on
+    /// another port is dropped by the bridge as `mac_move_refused`).
     Static { port: PortId },
     /// Not learned: the table or the port is at its limit.
     Refused { per_port: bool },

@@ -10,6 +10,7 @@
 //! - [`trace`]: the record of what each stage decided, for one frame (off costs nothing).
 //! - [`counters`]: per-port packet, byte and drop counters (atomics, read by the control plane).
 //! - [`port`]: the `Port` trait and its backends (in-memory, TAP, AF_PACKET).
+//! - `testing` (hidden): support for tests that need root, namespaces and veths.
 
 pub mod bridge;
 pub mod counters;
@@ -23,6 +24,8 @@ pub mod offload;
 pub mod pcap;
 pub mod port;
 pub mod summary;
+#[doc(hidden)]
+pub mod testing;
 pub mod time;
 pub mod trace;
 pub mod wire;

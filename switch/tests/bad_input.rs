@@ -172,12 +172,70 @@ fn oversize_frames_are_dropped_at_the_port_mtu() {
     let jumbo = frame(mac(1), mac(7), &[], 9000);
     bench.expect_drop(&bad, &jumbo, DropReason::Oversize, "jumbo frame");
 
-    // The longest frame the port takes goes through.
-    let longest = &too_long[..max];
-    bad.peer.inject(longest);
+    // The longest frame the port takes goes through: the MTU after its header and tags.
+    let mtu = memory::plain_caps().mtu;
+    let longest = frame(mac(1), mac(7), &[], mtu);
+    bad.peer.inject(&longest);
     bench.net.step();
-    assert_eq!(bench.a.peer.drain(), vec![longest.to_vec()]);
+    assert_eq!(bench.a.peer.drain(), vec![longest.clone()]);
+    let tagged = frame(mac(1), mac(7), &[(0x8100, 0)], mtu);
+    bad.peer.inject(&tagged);
+    bench.net.step();
+    assert_eq!(bench.a.peer.drain().len(), 1, "a priority tag rides on top");
     assert_eq!(bench.net.counters(bad.handle).total_drops(), 2);
+}
+
+#[test]
+fn frames_over_the_ingress_mtu_are_dropped_once_where_they_enter() {
+    let mut bench = Bench::new();
+    let bad = bench.bad.clone();
+    let mtu = memory::plain_caps().mtu;
+    // Within the allowance for tags, but untagged: one byte more than the MTU carries.
+    let over = frame(mac(1), mac(7), &[], mtu + 1);
+    assert!(over.len() <= memory::plain_caps().max_frame_len());
+    bench.expect_drop(
+        &bad,
+        &over,
+        DropReason::TooBigForIngressPort,
+        "one byte over the MTU",
+    );
+    let tagged_over = frame(mac(1), mac(7), &[(0x8100, 0)], mtu + 1);
+    bench.expect_drop(
+        &bad,
+        &tagged_over,
+        DropReason::TooBigForIngressPort,
+        "tagged, one byte over the MTU",
+    );
+    // Flooded (unknown destination), it would have been dropped at every egress port; it is
+    // counted once, at the ingress port, and nowhere else.
+    let egress = |bench: &Bench| {
+        [&bench.a, &bench.b, &bench.trunk].map(|p| {
+            let s = bench.net.counters(p.handle);
+            (s.tx_packets, s.total_drops())
+        })
+    };
+    let before = egress(&bench);
+    let flood = frame(mac(99), mac(7), &[], mtu + 2);
+    bad.peer.inject(&flood);
+    bench.net.step();
+    let c = bench.net.counters(bad.handle);
+    assert_eq!(c.drops["too_big_for_ingress_port"], 3);
+    assert_eq!(egress(&bench), before, "no egress port saw it");
+
+    // A super-frame (GSO virtio-net header) is big by design and passes.
+    let (hdr, sup) = switch::testing::tso4_frame(20000);
+    let mut sup = sup;
+    sup[0..6].copy_from_slice(&mac(1).0);
+    sup[6..12].copy_from_slice(&mac(7).0);
+    bad.peer.inject_with(hdr, &sup);
+    bench.net.step();
+    let got: usize = bench.a.peer.drain().iter().map(|f| f.len() - 54).sum();
+    assert_eq!(
+        got,
+        sup.len() - 54,
+        "the super-frame's payload, whole or in segments"
+    );
+    assert_eq!(bench.net.counters(bad.handle).total_drops(), 3);
 }
 
 #[test]
@@ -288,12 +346,14 @@ struct Port {
 }
 
 /// Drops that happen where a frame enters (the others happen at egress).
-const INGRESS: [DropReason; 7] = [
+const INGRESS: [DropReason; 9] = [
     DropReason::Runt,
     DropReason::Malformed,
     DropReason::Oversize,
+    DropReason::TooBigForIngressPort,
     DropReason::VlanNotAllowed,
     DropReason::InvalidSource,
+    DropReason::MacMoveRefused,
     DropReason::SamePort,
     DropReason::NoOutput,
 ];

@@ -324,7 +324,8 @@ fn forged_source_moves_the_entry_until_the_station_speaks() {
     net.ping(b, ip(1), 500).expect("B reaches A again");
 }
 
-/// A static entry sends a MAC to its port whatever the station does, and never ages.
+/// A static entry sends a MAC to its port whatever the station does, refuses frames claiming
+/// the MAC on another port (`mac_move_refused`), and never ages.
 #[test]
 fn static_entry_wins_over_learning_and_survives_aging() {
     let aging = Duration::from_secs(10);
@@ -335,37 +336,50 @@ fn static_entry_wins_over_learning_and_survives_aging() {
     let a = net.add_host(1);
     let b = net.add_host(2);
     let s = net.add_raw_port("veth9", PortMode::DEFAULT);
-    let (pa, pb, ps) = (
-        net.local(net.hosts[a].port),
-        net.local(net.hosts[b].port),
-        net.local(s.handle),
-    );
+    let (pa, ps) = (net.local(net.hosts[a].port), net.local(s.handle));
     let now = net.now;
     net.bridge_mut()
         .fdb_mut()
         .add_static(now, VLAN, mac(1), ps)
         .expect("room for a static entry");
 
-    // A sends from its own port, but the table keeps sending A's MAC to S: B's ARP reply goes
-    // there and A never hears from B.
+    // A sends from its own port, but A's MAC is fixed on S: a frame claiming it elsewhere is a
+    // spoof, dropped and counted (`mac_move_refused`); the entry does not move, and A's ARP
+    // request never reaches B.
     assert_eq!(net.ping(a, ip(2), 300), None);
     let entry = net.bridge().fdb().get(net.now, VLAN, mac(1)).unwrap();
     assert!(entry.is_static);
     assert_eq!(entry.port, ps, "learning did not move a static entry");
-    assert_eq!(net.fdb_port(VLAN, mac(2)), Some(pb), "B learned as usual");
+    let refused = net.counters(net.hosts[a].port).drops["mac_move_refused"];
+    assert!(refused >= 1, "A's frames were refused");
+    assert_eq!(
+        net.fdb_port(VLAN, mac(2)),
+        None,
+        "B never heard A, never spoke"
+    );
+    assert_eq!(
+        net.hosts[b].seen_count(|s| s.src == mac(1)),
+        0,
+        "B got nothing from A's MAC"
+    );
+    assert_eq!(net.counters(net.hosts[a].port).learn_refused, 0);
+
+    // Frames to A's MAC still go to S, where the static entry says.
+    let r = net.add_raw_port("veth8", PortMode::DEFAULT);
+    r.peer.inject(&raw_frame(mac(1), mac(5), 64));
+    net.step();
     let to_a_at_s = s
         .peer
         .drain()
         .iter()
         .filter(|f| f[0..6] == mac(1).0)
         .count();
-    assert!(to_a_at_s >= 1, "B's replies to A went to S");
+    assert_eq!(to_a_at_s, 1, "the frame to A went to S");
     assert_eq!(
-        net.hosts[a].seen_count(|s| s.dst == mac(1)),
-        0,
-        "A got none"
+        net.fdb_port(VLAN, mac(5)),
+        Some(net.local(r.handle)),
+        "others learned as usual"
     );
-    assert_eq!(net.counters(net.hosts[a].port).learn_refused, 0);
 
     // Long past the aging time, the static entry is still there; B's learned one is gone.
     net.advance(aging * 100);

@@ -24,7 +24,7 @@ pub mod vtep;
 
 pub use encap::{encap_into, encap_segments, Datagrams};
 pub use header::{Packet, Repr, DEFAULT_PORT, HEADER_LEN, MAX_VNI, OVERHEAD_V4};
-pub use overlay::{Overlay, VxlanPort};
+pub use overlay::{Overlay, VxlanPort, PORT_NAME};
 pub use socket::{
     bucket_of, bucket_port, segments_per_send, Datagram, Queued, Received, RecvBatch, SendOutcome,
     VtepSocket, SOURCE_PORT_BUCKETS,
@@ -69,9 +69,14 @@ pub enum Error {
     /// The VNI's remote MAC table is at its limit.
     #[error("VNI {0}: remote MAC table full ({1} entries)")]
     TableFull(u32, usize),
+    /// A received inner frame claims a source MAC fixed elsewhere (a static entry behind
+    /// another peer, or a station on a local port): it is dropped and nothing is learned.
+    #[error("VNI {0}: source {1} is a static station elsewhere: it cannot move by learning")]
+    MacMoveRefused(u32, MacAddr),
 }
 
-/// The error [`Vtep::decap`] returns: one of the first five variants of [`Error`].
+/// The error [`Vtep::decap`] returns: one of the first five variants of [`Error`], or
+/// [`Error::MacMoveRefused`].
 pub type DecapError = Error;
 
 impl Error {

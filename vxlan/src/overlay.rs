@@ -18,6 +18,10 @@
 //! segmented once in software and sent as equal-size datagrams with UDP segmentation offload to
 //! each target peer; other frames are batched into one sendmmsg. A frame that would not fit the
 //! underlay MTU is dropped and counted: VXLAN never fragments (RFC 7348 § 4.3).
+//!
+//! Traces: while the datapath traces, each decapsulated frame carries its VXLAN stage (from
+//! which peer) into the datapath's trace, and [`VxlanPort`]'s `trace_send` records the encap
+//! stage (peers, VNI, UDP ports) through the same plan `send` runs.
 
 use crate::encap::{encap_into, encap_segments};
 use crate::socket::{bucket_of, Queued, RecvBatch, VtepSocket};
@@ -31,7 +35,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use switch::datapath::{Datapath, Direction, PortHandle};
 use switch::gro::Coalesced;
 use switch::gso::Segmenter;
-use switch::port::{Capabilities, FrameRef, Packet, Port};
+use switch::port::{Capabilities, FrameRef, Packet, Port, TunnelOutput};
+use switch::trace::{NoTrace, Observer, Stage, Trace};
 use switch::{DropReason, Instant, MacAddr, Offloads, PortCounters};
 
 /// Most decapsulated frames waiting per VNI before new ones are dropped (`QueueFull`); the
@@ -47,11 +52,19 @@ const RECV_BATCH: usize = 64;
 /// Bytes one receive aims for when messages are large (coalesced by UDP GRO).
 const BATCH_BYTES: usize = 256 << 10;
 
+/// One decapsulated frame (or super-frame) waiting for the datapath, with its decap stage
+/// while the datapath traces.
+#[derive(Debug)]
+struct Waiting {
+    frame: Coalesced,
+    trace: Option<Trace>,
+}
+
 /// Frames decapsulated for one VNI, waiting for the datapath, and buffers to reuse.
 #[derive(Debug, Default)]
 struct VniQueue {
     /// Consecutive TCP segments of one flow are coalesced into super-frames as they arrive.
-    frames: VecDeque<Coalesced>,
+    frames: VecDeque<Waiting>,
     /// Frame buffers to reuse: they travel to the datapath's packets and back without copies.
     free: Vec<Box<[u8]>>,
     handle: Option<PortHandle>,
@@ -133,6 +146,11 @@ impl Overlay {
         self.fd
     }
 
+    /// The address the VTEP socket is bound to (with the port the kernel picked, if 0).
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        self.lock().socket.local_addr()
+    }
+
     /// The local UDP port (peers send to the same port).
     pub fn udp_port(&self) -> u16 {
         self.port
@@ -201,6 +219,7 @@ impl Overlay {
             overlay: self.clone(),
             counters: counters.clone(),
             mtu,
+            rx_traces: Vec::new(),
         };
         Ok((port, counters))
     }
@@ -244,21 +263,6 @@ impl Overlay {
         self.lock().vtep.peers(vni).to_vec()
     }
 
-    /// Where a frame entering `vni`'s port would go, and from which UDP source port (for
-    /// traces): the target peers, or why it would be dropped.
-    pub fn explain(
-        &self,
-        now: Instant,
-        vni: u32,
-        frame: &[u8],
-    ) -> Result<(Vec<IpAddr>, u16), DropReason> {
-        let s = self.lock();
-        let mut out = Vec::new();
-        s.vtep.targets(now, vni, frame, &mut out)?;
-        let bucket = bucket_of(source_port(frame));
-        Ok((out, crate::socket::bucket_port(bucket)))
-    }
-
     /// The poller: reads every waiting datagram, decapsulating each into its VNI's queue and
     /// running the VNI ports through the datapath after every batch read (so what was just
     /// copied in is still in cache when it is coalesced and sent on). Also ages remote MACs.
@@ -274,7 +278,7 @@ impl Overlay {
         };
         loop {
             // A failed read ends this round; the next readiness brings us back.
-            let (n, limit) = self.read_batch(now, &mut ready);
+            let (n, limit) = self.read_batch(dp, now, &mut ready);
             for h in ready.drain(..) {
                 dp.poll_port(now, h);
             }
@@ -288,15 +292,35 @@ impl Overlay {
 
     /// One receive: decapsulates what it read into the VNI queues and lists the ports with
     /// frames waiting in `ready`. Returns the messages read and how many were asked for.
-    fn read_batch(&self, now: Instant, ready: &mut Vec<PortHandle>) -> (usize, usize) {
+    fn read_batch(
+        &self,
+        dp: &Datapath,
+        now: Instant,
+        ready: &mut Vec<PortHandle>,
+    ) -> (usize, usize) {
         let mut s = self.lock();
         let shared = &mut *s;
         let limit = shared.rx.limit();
-        let n = shared.socket.recv_batch(&mut shared.rx).unwrap_or_default();
+        let read = shared.socket.recv_batch(&mut shared.rx);
+        let truncated = shared.socket.take_recv_truncated();
+        shared
+            .rejected
+            .count_drops(DropReason::RecvTruncated, truncated);
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => {
+                // An ICMP error queued on the socket, or worse: counted, and the next
+                // readiness reads on.
+                tracing::debug!(error = %e, "VTEP socket receive error");
+                shared.rejected.count_drop(DropReason::VtepRecvError);
+                0
+            }
+        };
         if n == 0 {
             return (0, limit);
         }
         let local = SocketAddr::V4(shared.local);
+        let tracing = dp.tracing();
         let mut bytes = 0;
         for (from, datagram) in shared.rx.datagrams() {
             bytes += datagram.len();
@@ -309,14 +333,36 @@ impl Overlay {
                     datagram,
                 );
             }
-            match shared.vtep.decap(now, from, datagram) {
+            // A station fixed on a local port of the VNI's bridge is never learned behind a
+            // peer: the bridge's own rule, asked before the VTEP learns.
+            let queues = &shared.queues;
+            let is_local = |vni: u32, inner: &[u8]| {
+                let frame = FrameRef {
+                    meta: switch::VirtioNetHdr::NONE,
+                    data: inner,
+                };
+                queues
+                    .get(&vni)
+                    .and_then(|q| q.handle)
+                    .is_some_and(|h| dp.refuses_source(now, h, frame))
+            };
+            // While the datapath traces, the decap stage is recorded here and heads the
+            // frame's trace: the same decap, with the observer on.
+            let mut trace = tracing.then(Trace::new);
+            let decapped = match trace.as_mut() {
+                Some(tr) => shared.vtep.decap_guarded(now, from, datagram, is_local, tr),
+                None => shared
+                    .vtep
+                    .decap_guarded(now, from, datagram, is_local, &mut NoTrace),
+            };
+            match decapped {
                 Ok((vni, inner)) => {
                     let Some(q) = shared.queues.get_mut(&vni) else {
                         shared.rejected.count_drop(DropReason::OverlayRejected);
                         continue;
                     };
                     if let Some(last) = q.frames.back_mut() {
-                        if last.try_append(inner) {
+                        if last.frame.try_append(inner) {
                             continue;
                         }
                     }
@@ -325,8 +371,13 @@ impl Overlay {
                         continue;
                     }
                     let buf = q.free.pop().unwrap_or_else(new_buffer);
-                    q.frames.push_back(Coalesced::start(inner, buf));
+                    let frame = Coalesced::start(inner, buf);
+                    q.frames.push_back(Waiting { frame, trace });
                 }
+                Err(Error::MacMoveRefused(vni, _)) => match shared.queues.get(&vni) {
+                    Some(q) => q.counters.count_drop(DropReason::MacMoveRefused),
+                    None => shared.rejected.count_drop(DropReason::MacMoveRefused),
+                },
                 Err(_) => shared.rejected.count_drop(DropReason::OverlayRejected),
             }
         }
@@ -350,6 +401,8 @@ pub struct VxlanPort {
     overlay: Overlay,
     counters: Arc<PortCounters>,
     mtu: usize,
+    /// The decap stage of each frame of the last `recv` batch (`None` unless tracing).
+    rx_traces: Vec<Option<Trace>>,
 }
 
 impl VxlanPort {
@@ -359,9 +412,13 @@ impl VxlanPort {
     }
 }
 
+/// The name every VXLAN port has on its bridge, and the `output` of its actions in traces and
+/// `fdb show` (DESIGN.md fixes `"port": "vxlan"`).
+pub const PORT_NAME: &str = "vxlan";
+
 impl Port for VxlanPort {
     fn name(&self) -> &str {
-        "vxlan"
+        PORT_NAME
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -379,10 +436,16 @@ impl Port for VxlanPort {
             return Ok(0);
         };
         let mut n = 0;
+        self.rx_traces.clear();
         while n < pkts.len() {
-            let Some(mut c) = q.frames.pop_front() else {
+            let Some(Waiting {
+                frame: mut c,
+                trace,
+            }) = q.frames.pop_front()
+            else {
                 break;
             };
+            self.rx_traces.push(trace);
             c.finish();
             // Hand the buffer over and keep the packet's old one: no copy.
             if c.buf.len() == pkts[n].buf.len() {
@@ -408,13 +471,15 @@ impl Port for VxlanPort {
         s.tx_index.clear();
         for f in frames {
             let mut targets = std::mem::take(&mut s.targets);
-            let verdict = s.vtep.targets(now, vni, f.data, &mut targets);
-            if let Err(reason) = verdict {
-                self.counters.count_drop(reason);
-                s.targets = targets;
-                continue;
-            }
-            let bucket = bucket_of(source_port(f.data));
+            let bucket =
+                match encap_plan(&s.vtep, now, vni, port, f.data, &mut targets, &mut NoTrace) {
+                    Ok(bucket) => bucket,
+                    Err(reason) => {
+                        self.counters.count_drop(reason);
+                        s.targets = targets;
+                        continue;
+                    }
+                };
             if f.meta.is_gso() || f.meta.needs_csum() {
                 // Segment (or complete the checksum) once, then one UDP_SEGMENT send per peer.
                 match encap_segments(&mut s.segmenter, vni, f.data, &f.meta, &mut s.seg) {
@@ -480,10 +545,288 @@ impl Port for VxlanPort {
     fn oversize_reason(&self) -> DropReason {
         DropReason::TooBigForOverlay
     }
+
+    fn take_rx_trace(&mut self, i: usize) -> Option<Trace> {
+        self.rx_traces.get_mut(i)?.take()
+    }
+
+    fn trace_send(
+        &self,
+        now: Instant,
+        frame: FrameRef<'_>,
+        trace: &mut Trace,
+    ) -> Result<Vec<TunnelOutput>, DropReason> {
+        let s = self.overlay.lock();
+        let mut targets = Vec::new();
+        let port = self.overlay.port;
+        let bucket = encap_plan(
+            &s.vtep,
+            now,
+            self.vni,
+            port,
+            frame.data,
+            &mut targets,
+            trace,
+        )?;
+        let src_port = crate::socket::bucket_port(bucket);
+        let tunnel = |remote| TunnelOutput {
+            remote,
+            vni: self.vni,
+            src_port,
+        };
+        Ok(targets.into_iter().map(tunnel).collect())
+    }
+}
+
+/// Where an inner frame of `vni` goes and from which source-port bucket: fills `targets` with
+/// the peers (RFC 7348 § 4.2) and records the frame's VXLAN stage in `obs` (encap to which
+/// peers, VNI, UDP ports). The send path runs it with [`NoTrace`], traces with a [`Trace`].
+fn encap_plan<O: Observer>(
+    vtep: &Vtep,
+    now: Instant,
+    vni: u32,
+    dst_port: u16,
+    frame: &[u8],
+    targets: &mut Vec<IpAddr>,
+    obs: &mut O,
+) -> Result<usize, DropReason> {
+    let result = vtep.targets(now, vni, frame, targets);
+    let bucket = bucket_of(source_port(frame));
+    if O::ON {
+        match result {
+            Ok(_) => {
+                let list: Vec<String> = targets.iter().map(IpAddr::to_string).collect();
+                obs.record(
+                    Stage::Vxlan,
+                    format_args!(
+                        "encap vni {vni}, udp {} -> {dst_port}, to {}",
+                        crate::socket::bucket_port(bucket),
+                        list.join(", ")
+                    ),
+                );
+            }
+            Err(reason) => obs.record(Stage::Vxlan, format_args!("drop: {reason}")),
+        }
+    }
+    result.map(|_| bucket)
 }
 
 fn count_outcome(c: &PortCounters, too_big: usize, queue_full: usize, failed: usize) {
     c.count_drops(DropReason::TooBigForOverlay, too_big as u64);
     c.count_drops(DropReason::QueueFull, queue_full as u64);
-    c.count_drops(DropReason::NoPeer, failed as u64);
+    c.count_drops(DropReason::OverlaySendFailed, failed as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encap_into;
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::time::Duration;
+    use switch::datapath::Datapath;
+    use switch::port::memory::{self, MemoryPeer};
+    use switch::{BridgeConfig, PortMode};
+
+    const VNI: u32 = 42;
+    /// A sandbox on a local port, fixed there by a static entry.
+    const LOCAL: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    /// A station behind the peer.
+    const REMOTE: MacAddr = MacAddr([2, 0, 0, 0, 0, 9]);
+    const PEER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+    fn datagram(src: MacAddr) -> Vec<u8> {
+        let mut inner = MacAddr::BROADCAST.0.to_vec();
+        inner.extend_from_slice(&src.0);
+        inner.extend_from_slice(&[0x88, 0xb5]);
+        inner.resize(60, 0);
+        let mut d = Vec::new();
+        encap_into(&mut d, VNI, &inner);
+        d
+    }
+
+    /// A datapath with one network: the VNI's VXLAN port and a local port `sb` holding LOCAL
+    /// as a static entry. Returns the datapath, the overlay, the VXLAN port's counters and
+    /// the far end of `sb`.
+    fn overlay_with_a_local_station() -> (Datapath, Overlay, Arc<PortCounters>, MemoryPeer) {
+        let mut dp = Datapath::new();
+        let net = dp.add_network(BridgeConfig::default());
+        let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        let overlay = Overlay::bind(local, VtepConfig::default()).unwrap();
+        let (port, counters) = overlay.add_vni(VNI, &[IpAddr::V4(PEER)]).unwrap();
+        let vx = dp
+            .add_port_with_counters(net, Box::new(port), PortMode::DEFAULT, counters.clone())
+            .ok()
+            .unwrap();
+        overlay.set_handle(VNI, vx);
+        let (sb, sb_peer) = memory::wire("sb", memory::plain_caps());
+        let hsb = dp
+            .add_port(net, Box::new(sb), PortMode::DEFAULT)
+            .ok()
+            .unwrap();
+        let (_, at) = dp.port_location(hsb).unwrap();
+        let fdb = dp.bridge_mut(net).unwrap().fdb_mut();
+        fdb.add_static(Instant::ZERO, 1, LOCAL, at).unwrap();
+        (dp, overlay, counters, sb_peer)
+    }
+
+    /// Sends `datagrams` from the peer's address to the overlay.
+    fn send_from_peer(overlay: &Overlay, datagrams: &[Vec<u8>]) {
+        let sender = UdpSocket::bind((PEER, 0)).unwrap();
+        for d in datagrams {
+            sender.send_to(d, overlay.local_addr()).unwrap();
+        }
+    }
+
+    /// Polls the overlay until `done` or 5 s passed.
+    fn poll_until(dp: &mut Datapath, overlay: &Overlay, done: impl Fn(&mut Datapath) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done(dp) {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            let mut pfd = libc::pollfd {
+                fd: overlay.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: `pfd` is a valid pollfd for the duration of the call.
+            unsafe { libc::poll(&mut pfd, 1, 100) };
+            overlay.poll(dp, Instant::now());
+        }
+    }
+
+    #[test]
+    fn a_spoofed_datagram_cannot_move_a_local_station() {
+        let (mut dp, overlay, counters, sb) = overlay_with_a_local_station();
+        // A peer's address with the local sandbox's MAC, then an honest frame behind it.
+        send_from_peer(&overlay, &[datagram(LOCAL), datagram(REMOTE)]);
+        poll_until(&mut dp, &overlay, |_| sb.pending() > 0);
+
+        let got = sb.drain();
+        assert_eq!(got.len(), 1, "only the honest frame reached the sandbox");
+        assert_eq!(got[0][6..12], REMOTE.0);
+        assert_eq!(counters.drops(DropReason::MacMoveRefused), 1);
+        assert_eq!(counters.snapshot().drops["mac_move_refused"], 1);
+        let now = Instant::now();
+        assert_eq!(
+            overlay.remote_of(now, VNI, LOCAL),
+            None,
+            "not learned remote"
+        );
+        assert_eq!(overlay.remote_of(now, VNI, REMOTE), Some(IpAddr::V4(PEER)));
+        let (net, _) = dp.port_location(PortHandle(1)).unwrap();
+        let entry = dp.bridge(net).unwrap().fdb().get(now, 1, LOCAL).unwrap();
+        assert!(entry.is_static);
+        assert_eq!(dp.bridge(net).unwrap().port_name(entry.port), "sb");
+    }
+
+    #[test]
+    fn the_overlay_records_its_own_stage_in_live_and_one_shot_traces() {
+        let (mut dp, overlay, _, sb) = overlay_with_a_local_station();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        dp.set_trace_sink(Some(Box::new(move |ev: &switch::datapath::TraceEvent| {
+            sink.lock().unwrap().push(ev.clone());
+        })));
+
+        // In from the peer: the decap stage heads the frame's trace.
+        send_from_peer(&overlay, &[datagram(REMOTE)]);
+        poll_until(&mut dp, &overlay, |_| sb.pending() > 0);
+        let ev = events.lock().unwrap().pop().expect("a trace event");
+        assert_eq!(ev.in_port, "vxlan");
+        let first = &ev.trace.stages[0];
+        assert_eq!(first.stage, Stage::Vxlan);
+        assert_eq!(
+            first.result,
+            format!("decap vni {VNI} from {PEER}; learned {REMOTE} behind {PEER}")
+        );
+
+        // Out to the peer: the encap stage, and where it goes, from the port itself.
+        let mut out = MacAddr::BROADCAST.0.to_vec();
+        out.extend_from_slice(&LOCAL.0);
+        out.extend_from_slice(&[0x88, 0xb5]);
+        out.resize(60, 0);
+        sb.inject(&out);
+        dp.poll_all(Instant::now());
+        let ev = events.lock().unwrap().pop().expect("a trace event");
+        assert_eq!(
+            (ev.in_port.as_str(), &ev.outputs[..]),
+            ("sb", &["vxlan".to_string()][..])
+        );
+        let sport = crate::socket::bucket_port(bucket_of(source_port(&out)));
+        let want = TunnelOutput {
+            remote: IpAddr::V4(PEER),
+            vni: VNI,
+            src_port: sport,
+        };
+        assert_eq!(ev.tunnels, [want]);
+        let port = overlay.udp_port();
+        assert_eq!(
+            ev.trace.result(Stage::Vxlan),
+            Some(format!("encap vni {VNI}, udp {sport} -> {port}, to {PEER}").as_str())
+        );
+
+        // A one-shot trace of the same frame: the same stage, through the same code.
+        let (net, local) = dp.port_location(PortHandle(1)).unwrap();
+        let frame = FrameRef {
+            meta: switch::VirtioNetHdr::NONE,
+            data: &out,
+        };
+        let mut outs = Vec::new();
+        let mut trace = Trace::new();
+        let bridge = dp.bridge(net).unwrap();
+        bridge.decide(Instant::now(), local, frame, &mut outs, &mut trace);
+        let tunnels = dp.trace_egress(Instant::now(), net, &outs, frame, &mut trace);
+        assert_eq!(tunnels, Ok(vec![want]));
+        assert_eq!(trace.result(Stage::Vxlan), ev.trace.result(Stage::Vxlan));
+
+        // A VNI without peers: the stage says why it would drop.
+        overlay.remove_peer(VNI, IpAddr::V4(PEER)).unwrap();
+        let mut trace = Trace::new();
+        let tunnels = dp.trace_egress(Instant::now(), net, &outs, frame, &mut trace);
+        assert_eq!(tunnels, Err(DropReason::NoPeer));
+        assert_eq!(trace.result(Stage::Vxlan), Some("drop: no_peer"));
+    }
+
+    #[test]
+    fn datagrams_cut_short_on_receive_are_counted() {
+        let (mut dp, overlay, _, _) = overlay_with_a_local_station();
+        overlay.lock().rx = RecvBatch::with_buffers(4, 32);
+        send_from_peer(&overlay, &[datagram(REMOTE)]);
+        let rejected = overlay.rejected();
+        poll_until(&mut dp, &overlay, |_| {
+            rejected.drops(DropReason::RecvTruncated) > 0
+        });
+        assert_eq!(rejected.snapshot().drops["recv_truncated"], 1);
+        assert_eq!(overlay.remote_of(Instant::now(), VNI, REMOTE), None);
+    }
+
+    #[test]
+    fn a_failed_read_of_the_vtep_socket_is_counted() {
+        let (mut dp, overlay, _, _) = overlay_with_a_local_station();
+        // The VTEP's descriptor now names a file, not a socket: recvmmsg fails (ENOTSOCK).
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: both descriptors are open; dup2 only replaces what the overlay's number
+        // names, which the overlay closes when it goes.
+        assert!(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), overlay.fd()) } >= 0);
+        overlay.poll(&mut dp, Instant::now());
+        let rejected = overlay.rejected();
+        assert_eq!(rejected.drops(DropReason::VtepRecvError), 1);
+        assert_eq!(rejected.snapshot().drops["vtep_recv_error"], 1);
+    }
+
+    #[test]
+    fn a_send_the_underlay_refuses_is_not_a_missing_peer() {
+        let local = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        let overlay = Overlay::bind(local, VtepConfig::default()).unwrap();
+        // An IPv6 peer: the IPv4 VTEP socket cannot send to it.
+        let (mut port, counters) = overlay.add_vni(VNI, &["::1".parse().unwrap()]).unwrap();
+        let d = datagram(LOCAL);
+        let frame = FrameRef {
+            meta: switch::VirtioNetHdr::NONE,
+            data: &d[HEADER_LEN..],
+        };
+        assert_eq!(port.send(&[frame]).unwrap(), 1);
+        assert_eq!(counters.drops(DropReason::OverlaySendFailed), 1);
+        assert_eq!(counters.drops(DropReason::NoPeer), 0);
+        assert_eq!(counters.snapshot().drops["overlay_send_failed"], 1);
+    }
 }

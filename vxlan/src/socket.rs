@@ -54,6 +54,8 @@ use std::mem;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
+use switch::port::sockopt::{self, set_int_opt};
+use switch::port::Tally;
 use switch::wire::ethernet;
 
 /// Number of send sockets (source ports) in the pool.
@@ -179,6 +181,12 @@ unsafe impl Send for RecvBatch {}
 impl RecvBatch {
     /// Room for `messages` messages (1 to 1024) of up to 64 KB each.
     pub fn new(messages: usize) -> RecvBatch {
+        RecvBatch::with_buffers(messages, RECV_BUF_LEN)
+    }
+
+    /// A batch of `messages` buffers of `buf_len` bytes each (tests make them small, to see a
+    /// datagram cut short).
+    pub(crate) fn with_buffers(messages: usize, buf_len: usize) -> RecvBatch {
         let n = messages.clamp(1, MAX_MMSG);
         let empty = libc::iovec {
             iov_base: ptr::null_mut(),
@@ -187,7 +195,7 @@ impl RecvBatch {
         RecvBatch {
             limit: n,
             bufs: (0..n)
-                .map(|_| vec![0u8; RECV_BUF_LEN].into_boxed_slice())
+                .map(|_| vec![0u8; buf_len].into_boxed_slice())
                 .collect(),
             received: Vec::with_capacity(n),
             // SAFETY: mmsghdr and sockaddr_in are plain old data; all-zero is a valid value.
@@ -337,7 +345,7 @@ pub struct VtepSocket {
     gro: bool,
     senders: Vec<Sender>,
     send: SendArrays,
-    recv_truncated: u64,
+    recv_truncated: Tally,
 }
 
 impl VtepSocket {
@@ -347,14 +355,8 @@ impl VtepSocket {
         let socket = udp_socket().map_err(|e| context(addr, "socket(AF_INET, SOCK_DGRAM)", e))?;
         // Buffers: forced past net.core.{r,w}mem_max when we may (CAP_NET_ADMIN), else a wish
         // the kernel caps. A burst of small datagrams must not overflow a 208 KB default.
-        let size = SOCKET_BUFFER as libc::c_int;
-        if set_int_opt(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
-            let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-        }
-        if set_int_opt(&socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
-            let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-        }
-        let gro = set_int_opt(&socket, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+        sockopt::set_buffer_sizes(&socket, SOCKET_BUFFER);
+        let gro = set_int_opt(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         socket
             .bind(&SockAddr::from(addr))
             .map_err(|e| context(addr, "bind", e))?;
@@ -369,7 +371,7 @@ impl VtepSocket {
             gro,
             senders: (0..SOURCE_PORT_BUCKETS).map(|_| Sender::Untried).collect(),
             send: SendArrays::default(),
-            recv_truncated: 0,
+            recv_truncated: Tally::default(),
         })
     }
 
@@ -385,7 +387,12 @@ impl VtepSocket {
 
     /// Messages dropped because they did not fit a receive buffer (never expected).
     pub fn recv_truncated(&self) -> u64 {
-        self.recv_truncated
+        self.recv_truncated.total()
+    }
+
+    /// Messages dropped as truncated since the last call (for the drop counters).
+    pub fn take_recv_truncated(&mut self) -> u64 {
+        self.recv_truncated.take_new()
     }
 
     /// The source port datagrams of `bucket` leave from (binds the bucket's socket if needed).
@@ -429,7 +436,7 @@ impl VtepSocket {
         for slot in 0..got {
             let msg = &batch.msgs[slot];
             if msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                self.recv_truncated += 1;
+                self.recv_truncated.add();
                 continue;
             }
             batch.received.push(Received {
@@ -625,7 +632,7 @@ fn udp_socket() -> io::Result<Socket> {
         Some(Protocol::UDP),
     )?;
     set_int_opt(
-        &socket,
+        socket.as_raw_fd(),
         libc::IPPROTO_IP,
         libc::IP_MTU_DISCOVER,
         libc::IP_PMTUDISC_DO,
@@ -765,31 +772,9 @@ fn sockaddr_to(s: &libc::sockaddr_in) -> SocketAddrV4 {
     )
 }
 
-fn set_int_opt(
-    socket: &Socket,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` outlives the call and its size is passed; the kernel only reads it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Wraps an error with the VTEP address and the step that failed.
 fn context(addr: SocketAddrV4, what: &str, err: io::Error) -> io::Error {
-    io::Error::new(err.kind(), format!("VTEP socket {addr}: {what}: {err}"))
+    sockopt::context(format_args!("VTEP socket {addr}"), what, err, None)
 }
 
 #[cfg(test)]

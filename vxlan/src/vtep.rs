@@ -9,7 +9,9 @@
 //! - a **remote MAC table**: inner MAC → peer. RFC 7348 § 4.1: a VTEP learns "the mapping of
 //!   inner source MAC to outer source IP address" from what it decapsulates. Learned entries age
 //!   out (default 300 s, like the Linux bridge); static entries (the control plane's, like
-//!   Docker's peer entries) never age and are never overwritten by learning. A limit per VNI
+//!   Docker's peer entries) never age and are never overwritten by learning: a datagram from
+//!   another peer claiming one is dropped (`mac_move_refused`), and so is one claiming a
+//!   station fixed on a local port ([`Vtep::decap_guarded`] asks the bridge). A limit per VNI
 //!   (default 8192) bounds what a flood of random source MACs can take; past it, new stations
 //!   are not learned (their frames still flood).
 //!
@@ -34,6 +36,7 @@ use switch::fdb::KeyHasher;
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 use std::net::IpAddr;
 use std::time::Duration;
+use switch::trace::{NoTrace, Observer, Stage};
 use switch::wire::{EtherType, L2Header};
 use switch::{DropReason, Instant, MacAddr};
 
@@ -321,26 +324,53 @@ impl Vtep {
     ///
     /// Refused, and counted per [`RejectReason`]: a truncated header, a clear I flag, an unknown
     /// VNI, a sender outside the VNI's peer list (nothing is learned from it), an inner frame
-    /// shorter than an Ethernet header. The port counts each as `OverlayRejected`.
+    /// shorter than an Ethernet header. The port counts each as `OverlayRejected`. Refused
+    /// without a reject reason: an inner source MAC that is a static entry behind another peer
+    /// ([`Error::MacMoveRefused`], counted as `mac_move_refused`).
     pub fn decap<'a>(
         &mut self,
         now: Instant,
         from: IpAddr,
         udp_payload: &'a [u8],
     ) -> Result<(u32, &'a [u8]), DecapError> {
+        self.decap_guarded(now, from, udp_payload, |_, _| false, &mut NoTrace)
+    }
+
+    /// [`Vtep::decap`], asking `is_local(vni, inner_frame)` before a source MAC is learned anew
+    /// or moved: true means the MAC is a station fixed on a local port (the bridge's static
+    /// entry), so the datagram is a spoof: refused with [`Error::MacMoveRefused`], and nothing is
+    /// learned (issue: a peer's address and a local sandbox's MAC must not hijack the sandbox).
+    /// The outcome is recorded in `obs` as the frame's VXLAN stage (decap from which peer).
+    pub fn decap_guarded<'a, O: Observer>(
+        &mut self,
+        now: Instant,
+        from: IpAddr,
+        udp_payload: &'a [u8],
+        is_local: impl FnOnce(u32, &[u8]) -> bool,
+        obs: &mut O,
+    ) -> Result<(u32, &'a [u8]), DecapError> {
         let from = from.to_canonical();
-        match self.check(from, udp_payload) {
-            Ok((vni, inner)) => {
-                self.learn(now, vni, MacAddr::from_bytes(&inner[6..]), from);
-                Ok((vni, inner))
+        let result = self.check(from, udp_payload).and_then(|(vni, inner)| {
+            let src = MacAddr::from_bytes(&inner[6..]);
+            let learned = self.learn(now, vni, src, from, || is_local(vni, inner))?;
+            if O::ON {
+                let what = if learned { "learned" } else { "not learned:" };
+                obs.record(
+                    Stage::Vxlan,
+                    format_args!("decap vni {vni} from {from}; {what} {src} behind {from}"),
+                );
             }
-            Err(e) => {
-                if let Some(reason) = e.reject_reason() {
-                    self.rejected[reason as usize] += 1;
-                }
-                Err(e)
+            Ok((vni, inner))
+        });
+        if let Err(e) = &result {
+            if let Some(reason) = e.reject_reason() {
+                self.rejected[reason as usize] += 1;
+            }
+            if O::ON {
+                obs.record(Stage::Vxlan, format_args!("drop: {e}"));
             }
         }
+        result
     }
 
     /// The checks of [`Vtep::decap`], in order, without side effects.
@@ -359,23 +389,40 @@ impl Vtep {
     }
 
     /// Learns a unicast source MAC behind a peer, unless a static entry names it or the VNI's
-    /// table is full.
-    fn learn(&mut self, now: Instant, vni: u32, mac: MacAddr, from: IpAddr) {
+    /// table is full. A static entry behind another peer, or a MAC `is_local` says is fixed on
+    /// a local port (asked only when the MAC would be learned anew or move), refuses the frame.
+    /// `Ok(true)`: the MAC is known behind `from` now.
+    fn learn(
+        &mut self,
+        now: Instant,
+        vni: u32,
+        mac: MacAddr,
+        from: IpAddr,
+        is_local: impl FnOnce() -> bool,
+    ) -> Result<bool, Error> {
         if !mac.is_unicast() {
-            return;
+            return Ok(false);
         }
         let max = self.config.max_entries_per_vni;
         let Some(net) = self.networks.get_mut(&vni) else {
-            return;
+            return Ok(false);
         };
         let full = net.remotes.len() >= max;
         match net.remotes.get_mut(&mac) {
+            Some(r) if r.is_static && r.peer != from => {
+                return Err(Error::MacMoveRefused(vni, mac))
+            }
             Some(r) if r.is_static => {}
+            Some(r) if r.peer == from => r.last_seen = now,
+            _ if is_local() => return Err(Error::MacMoveRefused(vni, mac)),
             Some(r) => {
                 r.peer = from;
                 r.last_seen = now;
             }
-            None if full => self.learn_refused += 1,
+            None if full => {
+                self.learn_refused += 1;
+                return Ok(false);
+            }
             None => {
                 let entry = Remote {
                     peer: from,
@@ -385,6 +432,7 @@ impl Vtep {
                 net.remotes.insert(mac, entry);
             }
         }
+        Ok(true)
     }
 
     /// Datagrams refused for `reason` so far.
@@ -631,9 +679,14 @@ mod tests {
             targets(&v, t(1_000_000), B),
             Ok((EncapKind::Unicast, vec![ip("10.0.0.2")]))
         );
-        // A datagram from another peer claiming B teaches nothing.
-        v.decap(t(5), ip("10.0.0.3"), &datagram(VNI, A, B)).unwrap();
+        // A datagram from another peer claiming B is refused and teaches nothing.
+        assert_eq!(
+            v.decap(t(5), ip("10.0.0.3"), &datagram(VNI, A, B)),
+            Err(Error::MacMoveRefused(VNI, B))
+        );
         assert_eq!(v.lookup(t(5), VNI, B), Some(ip("10.0.0.2")));
+        // From its own peer it passes.
+        assert!(v.decap(t(5), ip("10.0.0.2"), &datagram(VNI, A, B)).is_ok());
         assert_eq!(v.age(t(1_000_000)), 0);
         let e: Vec<_> = v.remote_entries(VNI, t(7)).collect();
         assert_eq!(
@@ -648,6 +701,68 @@ mod tests {
         assert_eq!(v.flush_learned(VNI), Ok(0));
         assert_eq!(v.remove_entry(VNI, B), Ok(true));
         assert_eq!(v.lookup(t(8), VNI, B), None);
+    }
+
+    #[test]
+    fn a_local_station_is_never_learned_behind_a_peer() {
+        let mut v = vtep();
+        // The bridge says B is fixed on a local port: a peer's datagram claiming B is a spoof.
+        let asked = std::cell::Cell::new(0);
+        let b_is_local = |vni: u32, inner: &[u8]| {
+            asked.set(asked.get() + 1);
+            vni == VNI && inner[6..12] == B.0
+        };
+        assert_eq!(
+            v.decap_guarded(
+                t(1),
+                ip("10.0.0.2"),
+                &datagram(VNI, A, B),
+                b_is_local,
+                &mut NoTrace
+            ),
+            Err(Error::MacMoveRefused(VNI, B))
+        );
+        assert_eq!(v.lookup(t(1), VNI, B), None, "nothing learned");
+        assert_eq!(RejectReason::ALL.map(|r| v.rejected(r)), [0; 5]);
+        // Other stations are learned as usual, and asked about once: a refresh asks nothing.
+        for _ in 0..3 {
+            let d = datagram(VNI, B, A);
+            assert!(v
+                .decap_guarded(t(1), ip("10.0.0.2"), &d, b_is_local, &mut NoTrace)
+                .is_ok());
+        }
+        assert_eq!(v.lookup(t(1), VNI, A), Some(ip("10.0.0.2")));
+        assert_eq!(asked.get(), 2);
+        // A station learned before it was fixed locally cannot move to another peer either.
+        assert_eq!(
+            v.decap_guarded(
+                t(2),
+                ip("10.0.0.3"),
+                &datagram(VNI, B, A),
+                |_, _| true,
+                &mut NoTrace
+            ),
+            Err(Error::MacMoveRefused(VNI, A))
+        );
+        assert_eq!(v.lookup(t(2), VNI, A), Some(ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn a_traced_decap_records_its_stage() {
+        let mut v = vtep();
+        let mut trace = switch::trace::Trace::new();
+        let d = datagram(VNI, A, B);
+        let got = v.decap_guarded(t(1), ip("10.0.0.2"), &d, |_, _| false, &mut trace);
+        assert!(got.is_ok());
+        assert_eq!(
+            trace.result(Stage::Vxlan),
+            Some(format!("decap vni {VNI} from 10.0.0.2; learned {B} behind 10.0.0.2").as_str())
+        );
+        let mut trace = switch::trace::Trace::new();
+        let got = v.decap_guarded(t(1), ip("10.9.9.9"), &d, |_, _| false, &mut trace);
+        assert!(got.is_err());
+        let stage = trace.result(Stage::Vxlan).unwrap();
+        assert!(stage.starts_with("drop: 10.9.9.9 is not a peer"), "{stage}");
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! cannot take is done in software by the datapath before the frame is handed to it.
 //!
 //! Backends: [`memory`] (in-process queues, for tests and benches without root), [`tap`] (a TAP
-//! device with a virtio-net header) and [`afpacket`] (an existing interface through AF_PACKET).
+//! device with a virtio-net header) and [`afpacket`] (an existing interface through AF_PACKET);
+//! [`sockopt`] holds the socket options and error context every socket of the datapath shares.
 
 pub mod afpacket;
 pub mod memory;
-mod ring;
+pub mod sockopt;
 pub mod tap;
 
 use crate::offload::{Offloads, VirtioNetHdr};
@@ -49,9 +50,12 @@ impl Capabilities {
     /// Largest frame the port takes that is not a super-frame: MTU plus an Ethernet header
     /// with two VLAN tags.
     pub fn max_frame_len(&self) -> usize {
-        self.mtu + 14 + 8
+        self.mtu + MAX_L2_HEADER_LEN
     }
 }
+
+/// The longest link header a frame carries on top of its MTU: Ethernet with two VLAN tags.
+pub const MAX_L2_HEADER_LEN: usize = 14 + 8;
 
 /// Largest frame any port hands over: a 64 KB super-frame plus its link headers.
 pub const MAX_FRAME_LEN: usize = 65535 + 14 + 8;
@@ -121,6 +125,45 @@ impl std::fmt::Debug for Packet {
     }
 }
 
+/// Where a tunnel port (the VXLAN port) sends a frame: one remote endpoint, for traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelOutput {
+    /// The remote endpoint's address.
+    pub remote: std::net::IpAddr,
+    /// The tunnel's network identifier (VXLAN's VNI, RFC 7348 § 5).
+    pub vni: u32,
+    /// The outer UDP source port.
+    pub src_port: u16,
+}
+
+/// A count a port keeps by itself and hands to the datapath piecemeal: the total so far, and
+/// how much of it the datapath already took.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    total: u64,
+    taken: u64,
+}
+
+impl Tally {
+    /// Counts one.
+    #[inline]
+    pub fn add(&mut self) {
+        self.total += 1;
+    }
+
+    /// Everything counted so far.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// What was counted since the last call.
+    pub fn take_new(&mut self) -> u64 {
+        let new = self.total - self.taken;
+        self.taken = self.total;
+        new
+    }
+}
+
 /// A frame on its way out: metadata plus borrowed bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameRef<'a> {
@@ -153,9 +196,16 @@ pub trait Port: Send {
     /// second; the datapath then takes [`Port::capabilities`] again.
     fn refresh(&mut self) {}
 
-    /// Frames the port dropped by itself (truncated reads, writes its kernel refused) since
-    /// the last call. The datapath counts them as `refused_by_port`, about once a second.
-    fn take_drops(&mut self) -> u64 {
+    /// Frames the port's kernel refused on send since the last call. The datapath counts them
+    /// as `refused_by_port`, about once a second.
+    fn take_tx_refused(&mut self) -> u64 {
+        0
+    }
+
+    /// Frames the port received unusable (truncated, bad offsets or offload metadata) and
+    /// dropped since the last call. The datapath counts them as `bad_rx_frame`, about once a
+    /// second.
+    fn take_rx_bad(&mut self) -> u64 {
         0
     }
 
@@ -169,6 +219,25 @@ pub trait Port: Send {
     /// The drop reason counted when a frame is too big for this port at egress.
     fn oversize_reason(&self) -> crate::counters::DropReason {
         crate::counters::DropReason::TooBigForPort
+    }
+
+    /// The stages this port recorded for frame `i` of its last `recv` batch while the
+    /// datapath traces (an overlay's decap: from which peer), to head that frame's trace.
+    fn take_rx_trace(&mut self, _i: usize) -> Option<crate::trace::Trace> {
+        None
+    }
+
+    /// Records in `trace` what sending `frame` would do beyond handing it over (an overlay's
+    /// encap: to which peers, VNI, source port), by the same code `send` runs, sending
+    /// nothing; returns where a tunnel port sends it, one entry per remote, or why it would
+    /// drop it. Plain ports record nothing.
+    fn trace_send(
+        &self,
+        _now: crate::time::Instant,
+        _frame: FrameRef<'_>,
+        _trace: &mut crate::trace::Trace,
+    ) -> Result<Vec<TunnelOutput>, crate::counters::DropReason> {
+        Ok(Vec::new())
     }
 
     /// After a failure: is the port's link usable again (its interface back up)? Asked about

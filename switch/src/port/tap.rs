@@ -12,7 +12,7 @@
 //! turns on UDP segmentation (`TUN_F_USO4/6`) where the kernel has it, which our
 //! [`Offloads`] do not describe.
 
-use super::{Capabilities, FrameRef, Packet, Port};
+use super::{Capabilities, FrameRef, Packet, Port, Tally};
 use crate::offload::{Offloads, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, RawFd};
@@ -27,10 +27,10 @@ pub struct TapPort {
     name: String,
     ifindex: u32,
     mtu: usize,
-    bad_frames: u64,
-    rejected_frames: u64,
-    /// `bad_frames + rejected_frames` when the datapath last asked.
-    reported: u64,
+    /// Frames received unusable (truncated, bad offsets or offload metadata).
+    bad_frames: Tally,
+    /// Frames the kernel refused on send.
+    rejected_frames: Tally,
     /// An error met after some frames were read, reported by the next `recv`.
     pending_err: Option<io::Error>,
 }
@@ -95,9 +95,8 @@ impl TapPort {
             name,
             ifindex,
             mtu: usize::from(mtu),
-            bad_frames: 0,
-            rejected_frames: 0,
-            reported: 0,
+            bad_frames: Tally::default(),
+            rejected_frames: Tally::default(),
             pending_err: None,
         })
     }
@@ -115,13 +114,13 @@ impl TapPort {
     /// Frames read and dropped here: truncated (longer than the packet buffer) or with an
     /// unusable virtio-net header.
     pub fn bad_frames(&self) -> u64 {
-        self.bad_frames
+        self.bad_frames.total()
     }
 
     /// Frames the kernel refused on write (`EINVAL`: bad offload metadata or too short); they
     /// count as taken and are dropped.
     pub fn rejected_frames(&self) -> u64 {
-        self.rejected_frames
+        self.rejected_frames.total()
     }
 
     /// Reads the interface's MTU again (it may have changed since the port was created).
@@ -137,11 +136,12 @@ impl Port for TapPort {
         let _ = self.refresh_mtu();
     }
 
-    fn take_drops(&mut self) -> u64 {
-        let total = self.bad_frames + self.rejected_frames;
-        let new = total - self.reported;
-        self.reported = total;
-        new
+    fn take_tx_refused(&mut self) -> u64 {
+        self.rejected_frames.take_new()
+    }
+
+    fn take_rx_bad(&mut self) -> u64 {
+        self.bad_frames.take_new()
     }
 
     fn link_up(&self) -> bool {
@@ -184,7 +184,7 @@ impl Port for TapPort {
                     // The kernel could not express the frame's offload state as a header; it
                     // dropped that frame.
                     Some(libc::EINVAL) => {
-                        self.bad_frames += 1;
+                        self.bad_frames.add();
                         continue;
                     }
                     // EBADFD: the device was deleted under us. Report the frames read so far
@@ -204,7 +204,7 @@ impl Port for TapPort {
                     pkt.len = len;
                     n += 1;
                 }
-                _ => self.bad_frames += 1,
+                _ => self.bad_frames.add(),
             }
         }
         Ok(n)
@@ -227,7 +227,7 @@ impl Port for TapPort {
                     Some(libc::EAGAIN) => break,
                     Some(libc::EINTR) => continue,
                     Some(libc::EINVAL) | Some(libc::EMSGSIZE) => {
-                        self.rejected_frames += 1;
+                        self.rejected_frames.add();
                         n += 1;
                     }
                     // The next call meets the error again and reports it.
@@ -283,8 +283,8 @@ fn create_error(name: &str, err: io::Error) -> io::Error {
 mod tests {
     use super::*;
     use crate::port::afpacket::interface_exists;
-    use crate::port::afpacket::testutil::{
-        deadline, in_private_netns, interface_mtu, ip, root_or_skip, tso4_frame, wait_readable,
+    use crate::testing::{
+        deadline, in_private_netns, interface_mtu, ip, needs_root, tso4_frame, wait_readable,
     };
     use std::time::Instant;
 
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn tap_exchanges_frames_with_the_kernel() {
-        if !root_or_skip() {
+        if !needs_root() {
             return;
         }
         in_private_netns(|| {

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use switch::datapath::{Direction, TraceEvent};
-use switch::trace::{Stage, Trace};
+use switch::trace::Trace;
 use switch::{Instant, VirtioNetHdr};
 
 /// Lines a slow listener may fall behind before lines are dropped for it.
@@ -32,18 +32,6 @@ struct Sub {
 pub struct TraceHub {
     subs: Mutex<Vec<Sub>>,
     next: AtomicU64,
-    /// Overlay networks, to explain frames that came from or go to the overlay.
-    overlays: Mutex<Vec<OverlayNet>>,
-}
-
-/// An overlay network as the hub knows it.
-struct OverlayNet {
-    /// Its bridge in the datapath.
-    net: switch::datapath::NetworkId,
-    vni: u32,
-    /// Its VXLAN port's name on the bridge (as traces name it).
-    port: String,
-    overlay: vxlan::Overlay,
 }
 
 impl TraceHub {
@@ -77,94 +65,8 @@ impl TraceHub {
         self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers an overlay network and the name of its VXLAN port on its bridge, so its
-    /// traces show decapsulation and encapsulation.
-    pub fn add_overlay(
-        &self,
-        net: switch::datapath::NetworkId,
-        vni: u32,
-        port: String,
-        overlay: vxlan::Overlay,
-    ) {
-        let mut ov = lock(&self.overlays);
-        ov.retain(|o| o.net != net);
-        ov.push(OverlayNet {
-            net,
-            vni,
-            port,
-            overlay,
-        });
-    }
-
-    /// Adds the VXLAN stage to a frame of an overlay network: where it came from (decap and
-    /// the remote MAC learned), or where it goes (encap to which peers, one action each, to
-    /// stand for the output to the VXLAN port, whose name is returned).
-    fn explain_overlay(
-        &self,
-        ev: &TraceEvent,
-    ) -> Option<(switch::trace::StageRecord, Vec<Value>, String)> {
-        let ov = lock(&self.overlays);
-        let net = ov.iter().find(|o| o.net == ev.network)?;
-        let from = ev.in_port == net.port;
-        let to = ev.outputs.contains(&net.port);
-        if !from && !to {
-            return None;
-        }
-        let (vni, o) = (&net.vni, &net.overlay);
-        let now = Instant::now();
-        let mut actions = Vec::new();
-        let result = if from {
-            let src = switch::wire::L2Header::parse(&ev.head).ok()?.src;
-            match o.remote_of(now, *vni, src) {
-                Some(peer) => format!("decap vni {vni} from {peer}; learned {src} behind {peer}"),
-                None => format!("decap vni {vni}"),
-            }
-        } else {
-            match o.explain(now, *vni, &ev.head) {
-                Ok((peers, sport)) => {
-                    let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
-                    for p in &list {
-                        actions.push(json!({
-                            "output": net.port,
-                            "remote": p,
-                            "vni": vni,
-                            "src_port": sport,
-                        }));
-                    }
-                    format!(
-                        "encap vni {vni}, udp {sport} -> {}, to {}",
-                        o.udp_port(),
-                        list.join(", ")
-                    )
-                }
-                Err(r) => format!("drop: {r}"),
-            }
-        };
-        let stage = switch::trace::StageRecord {
-            stage: Stage::Vxlan,
-            result,
-        };
-        Some((stage, actions, net.port.clone()))
-    }
-
     /// Hands one frame's trace to every listener that wants it (never blocks the datapath).
     pub fn publish(&self, ev: &TraceEvent) {
-        let (ev_with, vxlan_actions, vxlan_port);
-        let ev = match self.explain_overlay(ev) {
-            Some((stage, actions, port)) => {
-                let mut e = ev.clone();
-                e.trace.stages.push(stage);
-                ev_with = e;
-                vxlan_actions = actions;
-                vxlan_port = Some(port);
-                &ev_with
-            }
-            None => {
-                vxlan_actions = Vec::new();
-                vxlan_port = None;
-                ev
-            }
-        };
         let subs = self.lock();
         let mut json_line: Option<String> = None;
         let mut human_line: Option<String> = None;
@@ -181,9 +83,7 @@ impl TraceHub {
                 human_line.get_or_insert_with(|| human(ev)).clone()
             } else {
                 json_line
-                    .get_or_insert_with(|| {
-                        live_record(ev, vxlan_port.as_deref(), &vxlan_actions).to_string()
-                    })
+                    .get_or_insert_with(|| live_record(ev).to_string())
                     .clone()
             };
             let _ = s.tx.try_send(line);
@@ -192,13 +92,13 @@ impl TraceHub {
 }
 
 /// A live trace record, in the shape of a one-shot trace (DESIGN.md): an output to the overlay
-/// (`vxlan_port`) is one action per remote peer, with its VNI and UDP source port.
-fn live_record(ev: &TraceEvent, vxlan_port: Option<&str>, vxlan_actions: &[Value]) -> Value {
+/// is one action per remote peer, with its VNI and UDP source port.
+fn live_record(ev: &TraceEvent) -> Value {
     let summary = switch::summary::summarize(&ev.head);
     let mut actions = Vec::new();
     for o in &ev.outputs {
-        if Some(o.as_str()) == vxlan_port && !vxlan_actions.is_empty() {
-            actions.extend_from_slice(vxlan_actions);
+        if o == vxlan::PORT_NAME && !ev.tunnels.is_empty() {
+            actions.extend(ev.tunnels.iter().map(tunnel_action));
         } else {
             actions.push(json!({ "output": o }));
         }
@@ -211,6 +111,17 @@ fn live_record(ev: &TraceEvent, vxlan_port: Option<&str>, vxlan_actions: &[Value
         "stages": ev.trace.stages,
         "actions": actions,
         "drop": ev.drop.map(|d| d.name()),
+    })
+}
+
+/// An output to the overlay, one per remote peer: `{"output": "vxlan", "remote", "vni",
+/// "src_port"}` (DESIGN.md).
+fn tunnel_action(t: &switch::port::TunnelOutput) -> Value {
+    json!({
+        "output": vxlan::PORT_NAME,
+        "remote": t.remote.to_string(),
+        "vni": t.vni,
+        "src_port": t.src_port,
     })
 }
 
@@ -354,12 +265,9 @@ impl Daemon {
         };
         let port = self.port(in_port)?;
         let handle = port.handle;
-        let net = self.network(&port.record.network)?;
-        let vni = net.record.spec.vni;
-        let overlay = self.overlay.clone();
         let vxlan = self.vxlan_port(&port.record.network).map(|p| p.handle);
         let data = frame.clone();
-        let (trace, decision, outputs) = self
+        let (trace, decision, outputs, tunnels) = self
             .call(move |ctl| {
                 let (net, local) = ctl.dp.port_location(handle)?;
                 let bridge = ctl.dp.bridge(net)?;
@@ -384,46 +292,19 @@ impl Daemon {
                         ))
                     })
                     .collect();
-                Some((trace, d, outputs))
+                // The overlay records its own stage, as the live trace does.
+                let tunnels = ctl.dp.trace_egress(now, net, &out, fr, &mut trace);
+                Some((trace, d, outputs, tunnels))
             })?
             .ok_or_else(|| ApiError::internal(format!("port {in_port} vanished")))?;
-        let mut trace = trace;
         let mut actions = Vec::new();
         let mut drop = decision.verdict.err().map(|r| r.name().to_string());
         for (name, tag, is_vxlan) in outputs {
             if is_vxlan {
-                let (Some(o), Some(vni)) = (&overlay, vni) else {
-                    continue;
-                };
-                match o.explain(Instant::now(), vni, &frame) {
-                    Ok((remotes, src_port)) => {
-                        let list: Vec<String> = remotes.iter().map(|r| r.to_string()).collect();
-                        trace.stages.push(switch::trace::StageRecord {
-                            stage: Stage::Vxlan,
-                            result: format!(
-                                "encap vni {vni}, udp {src_port} -> {}, to {}",
-                                o.udp_port(),
-                                list.join(", ")
-                            ),
-                        });
-                        for r in remotes {
-                            actions.push(json!({
-                                "output": name,
-                                "remote": r.to_string(),
-                                "vni": vni,
-                                "src_port": src_port,
-                            }));
-                        }
-                    }
-                    Err(reason) => {
-                        trace.stages.push(switch::trace::StageRecord {
-                            stage: Stage::Vxlan,
-                            result: format!("drop: {reason}"),
-                        });
-                        if actions.is_empty() {
-                            drop = Some(reason.name().to_string());
-                        }
-                    }
+                match &tunnels {
+                    Ok(remotes) => actions.extend(remotes.iter().map(tunnel_action)),
+                    Err(reason) if actions.is_empty() => drop = Some(reason.name().to_string()),
+                    Err(_) => {}
                 }
             } else {
                 let mut a = json!({ "output": name });

@@ -38,18 +38,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 
 /// True when running as root. Without root: prints `skipped: needs root` and returns false,
-/// unless `CI=true`, where the test must run and this panics.
-pub fn root_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("this test needs root, and CI=true requires it to run");
-    }
-    println!("skipped: needs root");
-    false
-}
+/// unless `CI=true`, where the test must run and this panics (the rule lives in `switch`).
+pub use switch::testing::needs_root as root_or_skip;
 
 /// Waits until `cond` returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {

@@ -98,6 +98,36 @@ mod tests {
     }
 
     #[test]
+    fn every_drop_reason_is_shown_by_its_name() {
+        let all = StatsArgs { port: None };
+        let drops: serde_json::Map<String, Value> = switch::DropReason::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name().to_string(), json!(i + 1)))
+            .collect();
+        let result = json!([{"port": "vtep", "rx_packets": 0, "rx_bytes": 0, "tx_packets": 0,
+                             "tx_bytes": 0, "learn_refused": 0, "drops": drops}]);
+        let text = all.render(&result);
+        for (i, r) in switch::DropReason::ALL.iter().enumerate() {
+            let line = text
+                .lines()
+                .find(|l| l.split_whitespace().nth(1) == Some(r.name()))
+                .unwrap_or_else(|| panic!("no line for {r}:\n{text}"));
+            assert!(line.ends_with(&format!(" {}", i + 1)), "{line}");
+        }
+        for name in [
+            "recv_truncated",
+            "vtep_recv_error",
+            "overlay_send_failed",
+            "bad_rx_frame",
+            "too_big_for_ingress_port",
+            "mac_move_refused",
+        ] {
+            assert!(text.contains(&format!("drop {name} ")), "{name}:\n{text}");
+        }
+    }
+
+    #[test]
     fn one_port_as_an_object() {
         let one = StatsArgs {
             port: Some("veth1".into()),

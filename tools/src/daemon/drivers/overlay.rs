@@ -143,8 +143,6 @@ pub(in crate::daemon) fn attach_vxlan_port(
         }
     };
     overlay.set_handle(vni, handle);
-    d.hub
-        .add_overlay(network, vni, bridge_name.clone(), overlay.clone());
     d.attached(rec, handle, mtu, bridge_name)
 }
 
