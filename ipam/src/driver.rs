@@ -194,7 +194,10 @@ impl DefaultIpam {
     /// The changes made since tracking started or since the last call, oldest first; empty when
     /// tracking is off. A failed operation records nothing (it changed nothing).
     pub fn take_changes(&mut self) -> Vec<IpamChange> {
-        self.changes.as_mut().map(std::mem::take).unwrap_or_default()
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Every change that would rebuild this driver from nothing: each pool's metadata, then its allocations.

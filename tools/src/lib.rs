@@ -8,3 +8,7 @@ pub mod api;
 pub mod daemon;
 pub mod netlink;
 pub mod netns;
+// The state store lives under daemon/ and is declared here until the daemon is wired to it
+// (then: `pub mod store;` in daemon/mod.rs, and this goes).
+#[path = "daemon/store/mod.rs"]
+pub mod store;
