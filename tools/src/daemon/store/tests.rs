@@ -371,22 +371,19 @@ fn a_corrupt_store_refuses_to_start_with_a_way_out_that_works() {
     assert_eq!(records.len(), 50);
     let len = fs::metadata(&path).unwrap().len();
 
-    let cases: [(&str, Box<dyn Fn()>); 3] = [
-        (
-            "truncated",
-            Box::new(|| {
-                let f = OpenOptions::new().write(true).open(&path).unwrap();
-                f.set_len(len / 2).unwrap();
-            }),
-        ),
-        (
-            "garbage",
-            Box::new(|| fs::write(&path, vec![0x5a; 64 * 1024]).unwrap()),
-        ),
-        ("empty", Box::new(|| fs::write(&path, b"").unwrap())),
+    type Damage = fn(&Path, u64);
+    let cases: [(&str, Damage); 3] = [
+        ("truncated", |path, len| {
+            let f = OpenOptions::new().write(true).open(path).unwrap();
+            f.set_len(len / 2).unwrap();
+        }),
+        ("garbage", |path, _| {
+            fs::write(path, vec![0x5a; 64 * 1024]).unwrap()
+        }),
+        ("empty", |path, _| fs::write(path, b"").unwrap()),
     ];
     for (what, damage) in cases {
-        damage();
+        damage(&path, len);
         let err = Store::start(&dir.0)
             .err()
             .unwrap_or_else(|| panic!("{what}: started"));
