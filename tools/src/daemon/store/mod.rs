@@ -12,6 +12,25 @@
 //! ([`migrate`]). An unreadable store stops the daemon with a message saying how to inspect it
 //! (`vswitchd --state-check`) and how to restore `state.redb.good`, the copy refreshed at each
 //! clean start ([`check`]).
+//!
+//! How the daemon uses it:
+//!
+//! ```text
+//! let (mut store, notes) = Store::start(&state_dir)?;          // migrate, check, good copy
+//! let all: Loaded<NetworkRecord, PortRecord, SandboxRecord, EndpointRecord> = store.load_all()?;
+//! let mut ipam = all.ipam;
+//! ipam.track_changes();                                        // from now on, changes are rows
+//! // one API change = one transaction, written before the kernel is touched:
+//! let ip = ipam.request_address(&pool, &endpoint_id, None)?;
+//! store.write(|tx| {
+//!     tx.put(Table::Endpoints, &endpoint_id, &endpoint)?;
+//!     tx.put(Table::Ports, &host_if, &port)?;
+//!     tx.apply_ipam(&ipam.take_changes())
+//! })?;                                                         // durable when it returns
+//! ```
+//!
+//! When `write` fails (`StoreError::is_no_space` for a full disk), the store holds what it held
+//! before; the in-memory change (here the IPAM allocation) must be undone by the caller.
 
 pub mod check;
 pub mod migrate;

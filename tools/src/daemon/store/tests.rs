@@ -605,3 +605,89 @@ fn a_full_disk_fails_the_write_and_loses_nothing() {
         assert_eq!(store.load::<Rec>(Table::Endpoints).unwrap().len(), 21);
     });
 }
+
+/// The environment variable that turns [`crash_writer_child`] into the writer of [`kill_9_during_writes_loses_nothing_acknowledged`].
+const CRASH_DIR: &str = "VST_STORE_CRASH_DIR";
+
+/// In a child process only (with `VST_STORE_CRASH_DIR` set): connects endpoints one transaction
+/// at a time, printing `acked N` once each commit returned, until it is killed.
+#[test]
+fn crash_writer_child() {
+    let Some(dir) = std::env::var_os(CRASH_DIR) else {
+        return;
+    };
+    let mut store = Store::open(Path::new(&dir)).unwrap();
+    let mut ipam = ipam::DefaultIpam::new();
+    ipam.track_changes();
+    let pool = ipam.request_pool(PoolRequest::default()).unwrap();
+    store
+        .write(|tx| tx.apply_ipam(&ipam.take_changes()))
+        .unwrap();
+    for i in 0u32.. {
+        let key = format!("ep{i:06}");
+        ipam.request_address(&pool, &key, None).unwrap();
+        let changes = ipam.take_changes();
+        store
+            .write(|tx| {
+                tx.put(Table::Endpoints, &key, &rec(&key, i))?;
+                tx.put(Table::Ports, &key, &rec(&key, i))?;
+                tx.apply_ipam(&changes)
+            })
+            .unwrap();
+        println!("acked {i}");
+    }
+}
+
+#[test]
+fn kill_9_during_writes_loses_nothing_acknowledged() {
+    use std::io::BufRead;
+    let dir = TempDir::new("kill9");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::tests::crash_writer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_DIR, &dir.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Kill it at a point that depends on the run: after 40 to 79 acknowledged commits.
+    let stop = 40 + std::process::id() % 40;
+    let mut acked = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(n) = line.strip_prefix("acked ") {
+            let n: u32 = n.trim().parse().unwrap();
+            acked = Some(n);
+            if n >= stop {
+                child.kill().unwrap();
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    let acked = acked.expect("the writer acknowledged commits before it was killed");
+
+    let (mut store, _) = Store::start(&dir.0).unwrap();
+    let endpoints: Vec<(String, Rec)> = store.load(Table::Endpoints).unwrap();
+    let ports: Vec<(String, Rec)> = store.load(Table::Ports).unwrap();
+    let ipam = store.load_ipam().unwrap();
+    // Every acknowledged commit is there (one more may have committed before its line was read).
+    let n = endpoints.len() as u32;
+    assert!(
+        n == acked + 1 || n == acked + 2,
+        "acked {acked}, stored {n}"
+    );
+    // All three tables agree: each commit was all or nothing.
+    assert_eq!(ports.len(), endpoints.len());
+    let (_, pool) = ipam.pools().next().unwrap();
+    assert_eq!(pool.allocated_count(), endpoints.len());
+    for (i, (key, r)) in endpoints.iter().enumerate() {
+        assert_eq!(key, &format!("ep{i:06}"));
+        assert_eq!(r.n, i as u32);
+    }
+}
