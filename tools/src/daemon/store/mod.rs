@@ -30,7 +30,8 @@
 //! ```
 //!
 //! When `write` fails (`StoreError::is_no_space` for a full disk), the store holds what it held
-//! before; the in-memory change (here the IPAM allocation) must be undone by the caller.
+//! before; the in-memory change must be undone by the caller (for IPAM, `Store::load_ipam`
+//! gives back exactly what the store holds).
 
 pub mod check;
 pub mod migrate;
