@@ -2,8 +2,11 @@
 //!
 //! A network driver asks its IPAM driver for a pool (`request_pool`), then for one address per
 //! endpoint (`request_address`), gives them back (`release_address`) and finally drops the pool
-//! (`release_pool`). [`DefaultIpam`] keeps its pools in memory; it is serializable as a whole so
-//! the daemon can save it after every change and restore it on start.
+//! (`release_pool`). [`DefaultIpam`] keeps its pools in memory. It is serializable as a whole
+//! (the daemon's old state file), and it can also say what each operation changed
+//! ([`DefaultIpam::track_changes`], [`IpamChange`]) and be rebuilt from its parts
+//! ([`DefaultIpam::from_pools`], [`Pool::from_parts`]), so a store can write one record per
+//! change instead of the whole driver.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::cidr::Cidr;
 use crate::defaults::choose_default_subnet;
 use crate::error::IpamError;
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolMeta};
 
 /// The id of a pool: the text of its subnet, e.g. `"172.17.0.0/16"`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -82,13 +85,60 @@ pub trait IpamDriver {
     fn pool(&self, id: &PoolId) -> Option<&Pool>;
 }
 
+/// One change an operation made to a [`DefaultIpam`], for a store that writes changes, not snapshots.
+///
+/// Applying a driver's changes in order to its parts as they were before gives its parts after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IpamChange {
+    /// A pool was made, or its metadata changed (the round-robin cursor moved): `meta` is now its metadata.
+    PoolSet {
+        /// The pool.
+        id: PoolId,
+        /// Its metadata after the change.
+        meta: PoolMeta,
+    },
+    /// A pool was dropped with all its allocations.
+    PoolRemoved {
+        /// The pool.
+        id: PoolId,
+    },
+    /// An address was handed out.
+    Allocated {
+        /// The pool it belongs to.
+        pool: PoolId,
+        /// The address.
+        address: Ipv4Addr,
+        /// Who holds it.
+        owner: String,
+    },
+    /// An address was given back.
+    Released {
+        /// The pool it belongs to.
+        pool: PoolId,
+        /// The address.
+        address: Ipv4Addr,
+    },
+}
+
 /// The built-in driver: local pools whose subnets never overlap, default subnets as Docker picks them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(try_from = "IpamState")]
 pub struct DefaultIpam {
     /// The pools by id.
     pools: BTreeMap<PoolId, Pool>,
+    /// The changes made since the last [`DefaultIpam::take_changes`], when tracking is on.
+    #[serde(skip)]
+    changes: Option<Vec<IpamChange>>,
 }
+
+/// Two drivers are equal when their pools are; the change journal is not state.
+impl PartialEq for DefaultIpam {
+    fn eq(&self, other: &DefaultIpam) -> bool {
+        self.pools == other.pools
+    }
+}
+
+impl Eq for DefaultIpam {}
 
 /// The saved form of a [`DefaultIpam`]: its pools as a list (each id is its subnet).
 #[derive(Deserialize)]
@@ -116,12 +166,7 @@ impl TryFrom<IpamState> for DefaultIpam {
 
     /// Rebuilds saved state, refusing pools whose subnets overlap.
     fn try_from(state: IpamState) -> Result<DefaultIpam, IpamError> {
-        let mut ipam = DefaultIpam::new();
-        for pool in state.pools {
-            ipam.check_no_overlap(pool.subnet())?;
-            ipam.pools.insert(PoolId::from_subnet(pool.subnet()), pool);
-        }
-        Ok(ipam)
+        DefaultIpam::from_pools(state.pools)
     }
 }
 
@@ -129,6 +174,57 @@ impl DefaultIpam {
     /// A driver with no pools.
     pub fn new() -> DefaultIpam {
         DefaultIpam::default()
+    }
+
+    /// A driver holding `pools` (each one's id is its subnet), refusing pools whose subnets overlap.
+    pub fn from_pools(pools: impl IntoIterator<Item = Pool>) -> Result<DefaultIpam, IpamError> {
+        let mut ipam = DefaultIpam::new();
+        for pool in pools {
+            ipam.check_no_overlap(pool.subnet())?;
+            ipam.pools.insert(PoolId::from_subnet(pool.subnet()), pool);
+        }
+        Ok(ipam)
+    }
+
+    /// Starts recording every change (see [`IpamChange`]); [`DefaultIpam::take_changes`] hands them over.
+    pub fn track_changes(&mut self) {
+        self.changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes made since tracking started or since the last call, oldest first; empty when
+    /// tracking is off. A failed operation records nothing (it changed nothing).
+    pub fn take_changes(&mut self) -> Vec<IpamChange> {
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Every change that would rebuild this driver from nothing: each pool's metadata, then its allocations.
+    pub fn as_changes(&self) -> Vec<IpamChange> {
+        let mut out = Vec::new();
+        for (id, pool) in &self.pools {
+            out.push(IpamChange::PoolSet {
+                id: id.clone(),
+                meta: pool.meta(),
+            });
+            out.extend(
+                pool.allocated()
+                    .map(|(address, owner)| IpamChange::Allocated {
+                        pool: id.clone(),
+                        address,
+                        owner: owner.to_string(),
+                    }),
+            );
+        }
+        out
+    }
+
+    /// Records `change` if tracking is on.
+    fn record(&mut self, change: impl FnOnce() -> IpamChange) {
+        if let Some(changes) = self.changes.as_mut() {
+            changes.push(change());
+        }
     }
 
     /// All pools with their ids, in id order.
@@ -186,6 +282,10 @@ impl IpamDriver for DefaultIpam {
         let gateway = req.gateway.unwrap_or(Pool::default_gateway(subnet));
         let pool = Pool::new(subnet, Some(gateway), req.ip_range, req.reserved)?;
         let id = PoolId::from_subnet(subnet);
+        self.record(|| IpamChange::PoolSet {
+            id: id.clone(),
+            meta: pool.meta(),
+        });
         self.pools.insert(id.clone(), pool);
         Ok(id)
     }
@@ -193,8 +293,9 @@ impl IpamDriver for DefaultIpam {
     fn release_pool(&mut self, id: &PoolId) -> Result<(), IpamError> {
         self.pools
             .remove(id)
-            .map(drop)
-            .ok_or_else(|| IpamError::UnknownPool { id: id.clone() })
+            .ok_or_else(|| IpamError::UnknownPool { id: id.clone() })?;
+        self.record(|| IpamChange::PoolRemoved { id: id.clone() });
+        Ok(())
     }
 
     fn request_address(
@@ -203,11 +304,33 @@ impl IpamDriver for DefaultIpam {
         owner: &str,
         requested: Option<Ipv4Addr>,
     ) -> Result<Ipv4Addr, IpamError> {
-        self.pool_mut(pool)?.allocate(owner, requested)
+        let tracking = self.changes.is_some();
+        let p = self.pool_mut(pool)?;
+        let cursor = p.last_allocated();
+        let address = p.allocate(owner, requested)?;
+        // The cursor moves on automatic allocation: the pool's metadata changed too.
+        let meta = (tracking && p.last_allocated() != cursor).then(|| p.meta());
+        self.record(|| IpamChange::Allocated {
+            pool: pool.clone(),
+            address,
+            owner: owner.to_string(),
+        });
+        if let Some(meta) = meta {
+            self.record(|| IpamChange::PoolSet {
+                id: pool.clone(),
+                meta,
+            });
+        }
+        Ok(address)
     }
 
     fn release_address(&mut self, pool: &PoolId, ip: Ipv4Addr) -> Result<(), IpamError> {
-        self.pool_mut(pool)?.release(ip).map(drop)
+        self.pool_mut(pool)?.release(ip)?;
+        self.record(|| IpamChange::Released {
+            pool: pool.clone(),
+            address: ip,
+        });
+        Ok(())
     }
 
     fn pool(&self, id: &PoolId) -> Option<&Pool> {
@@ -429,5 +552,118 @@ mod tests {
         ]}"#;
         let err = serde_json::from_str::<DefaultIpam>(json).unwrap_err();
         assert!(err.to_string().contains("overlapping subnets"), "{err}");
+    }
+
+    /// A driver's parts as a store keeps them: each pool's metadata, each allocation.
+    type Parts = (
+        BTreeMap<PoolId, PoolMeta>,
+        BTreeMap<(PoolId, Ipv4Addr), String>,
+    );
+
+    fn apply(parts: &mut Parts, changes: &[IpamChange]) {
+        for change in changes {
+            match change.clone() {
+                IpamChange::PoolSet { id, meta } => {
+                    parts.0.insert(id, meta);
+                }
+                IpamChange::PoolRemoved { id } => {
+                    parts.0.remove(&id);
+                    parts.1.retain(|(pool, _), _| *pool != id);
+                }
+                IpamChange::Allocated {
+                    pool,
+                    address,
+                    owner,
+                } => {
+                    parts.1.insert((pool, address), owner);
+                }
+                IpamChange::Released { pool, address } => {
+                    parts.1.remove(&(pool, address));
+                }
+            }
+        }
+    }
+
+    fn rebuild(parts: &Parts) -> DefaultIpam {
+        let pools = parts.0.iter().map(|(id, meta)| {
+            let allocations = parts
+                .1
+                .iter()
+                .filter(|((pool, _), _)| pool == id)
+                .map(|((_, address), owner)| (*address, owner.clone()));
+            Pool::from_parts(meta.clone(), allocations).unwrap()
+        });
+        DefaultIpam::from_pools(pools.collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn changes_replayed_on_parts_rebuild_the_driver() {
+        let mut ipam = DefaultIpam::new();
+        assert!(ipam.take_changes().is_empty());
+        let untracked = ipam.request_pool(request("10.5.0.0/24")).unwrap();
+        ipam.request_address(&untracked, "old", None).unwrap();
+        assert!(ipam.take_changes().is_empty(), "tracking is off by default");
+
+        let mut parts: Parts = Default::default();
+        apply(&mut parts, &ipam.as_changes());
+        assert_eq!(rebuild(&parts), ipam);
+
+        ipam.track_changes();
+        let a = ipam.request_pool(request("10.0.0.0/29")).unwrap();
+        let b = ipam.request_pool(PoolRequest::default()).unwrap();
+        let first = ipam.request_address(&a, "x", None).unwrap();
+        ipam.request_address(&a, "y", Some(ip("10.0.0.6"))).unwrap();
+        ipam.request_address(&b, "z", None).unwrap();
+        ipam.release_address(&a, first).unwrap();
+        // A failed operation records nothing.
+        assert!(ipam.request_address(&a, "w", Some(ip("10.0.0.6"))).is_err());
+        assert!(ipam.release_address(&a, first).is_err());
+        ipam.release_pool(&untracked).unwrap();
+        let changes = ipam.take_changes();
+        assert_eq!(
+            changes[2],
+            IpamChange::Allocated {
+                pool: a.clone(),
+                address: first,
+                owner: "x".into()
+            }
+        );
+        // The automatic allocation moved the cursor: the pool's metadata follows it.
+        assert!(matches!(&changes[3], IpamChange::PoolSet { id, meta }
+            if *id == a && meta.last_allocated == Some(first)));
+        // An explicit address does not move the cursor: no metadata change.
+        assert!(matches!(&changes[4], IpamChange::Allocated { .. }));
+        assert!(matches!(&changes[5], IpamChange::Allocated { .. }));
+        assert_eq!(changes.len(), 9, "{changes:?}");
+        apply(&mut parts, &changes);
+        let rebuilt = rebuild(&parts);
+        assert_eq!(rebuilt, ipam);
+        // The cursor survived: the next automatic address is the same in both.
+        let mut rebuilt = rebuilt;
+        assert_eq!(
+            rebuilt.request_address(&a, "n", None),
+            ipam.request_address(&a, "n", None)
+        );
+        assert!(ipam.take_changes().len() == 2 && ipam.take_changes().is_empty());
+    }
+
+    #[test]
+    fn from_pools_refuses_overlap_and_from_parts_bad_allocations() {
+        let subnet = cidr("10.0.0.0/24");
+        let pool = Pool::new(subnet, Some(ip("10.0.0.1")), None, []).unwrap();
+        let inner = Pool::new(cidr("10.0.0.128/25"), None, None, []).unwrap();
+        assert!(matches!(
+            DefaultIpam::from_pools([pool.clone(), inner]),
+            Err(IpamError::OverlappingSubnets { .. })
+        ));
+        let meta = pool.meta();
+        assert!(matches!(
+            Pool::from_parts(meta.clone(), [(ip("10.0.0.1"), "a".to_string())]),
+            Err(IpamError::AddressNotUsable { .. })
+        ));
+        assert!(matches!(
+            Pool::from_parts(meta, [(ip("10.0.1.1"), "a".to_string())]),
+            Err(IpamError::AddressOutsideSubnet { .. })
+        ));
     }
 }

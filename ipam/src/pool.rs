@@ -60,14 +60,34 @@ impl TryFrom<PoolState> for Pool {
 
     /// Rebuilds a saved pool, refusing one whose allocations break the pool's rules.
     fn try_from(state: PoolState) -> Result<Pool, IpamError> {
-        let mut pool = Pool::new(state.subnet, state.gateway, state.ip_range, state.reserved)?;
-        for (address, owner) in state.allocated {
-            pool.check_requestable(address)?;
-            pool.allocated.insert(address, owner);
-        }
-        pool.last_allocated = state.last_allocated;
-        Ok(pool)
+        let meta = PoolMeta {
+            subnet: state.subnet,
+            gateway: state.gateway,
+            ip_range: state.ip_range,
+            reserved: state.reserved,
+            last_allocated: state.last_allocated,
+        };
+        Pool::from_parts(meta, state.allocated)
     }
+}
+
+/// A pool without its allocations: what changes only when the pool is made or an address is
+/// handed out automatically (the round-robin cursor). A store keeps it as one record and each
+/// allocation as a record of its own, so one allocation writes a few bytes, not the whole pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolMeta {
+    /// The network the addresses come from.
+    pub subnet: Cidr,
+    /// The gateway address, never handed out.
+    pub gateway: Option<Ipv4Addr>,
+    /// The part of the subnet that automatic allocation draws from.
+    pub ip_range: Option<Cidr>,
+    /// Addresses never handed out.
+    #[serde(default)]
+    pub reserved: BTreeSet<Ipv4Addr>,
+    /// The last address handed out automatically: the no-quick-reuse cursor.
+    #[serde(default)]
+    pub last_allocated: Option<Ipv4Addr>,
 }
 
 impl Pool {
@@ -114,6 +134,38 @@ impl Pool {
             allocated: BTreeMap::new(),
             last_allocated: None,
         })
+    }
+
+    /// Rebuilds a pool from its parts (as [`Pool::meta`] and [`Pool::allocated`] gave them),
+    /// refusing allocations that break the pool's rules (outside the subnet, on the gateway,
+    /// a reserved, network or broadcast address).
+    pub fn from_parts(
+        meta: PoolMeta,
+        allocations: impl IntoIterator<Item = (Ipv4Addr, String)>,
+    ) -> Result<Pool, IpamError> {
+        let mut pool = Pool::new(meta.subnet, meta.gateway, meta.ip_range, meta.reserved)?;
+        for (address, owner) in allocations {
+            pool.check_requestable(address)?;
+            pool.allocated.insert(address, owner);
+        }
+        pool.last_allocated = meta.last_allocated;
+        Ok(pool)
+    }
+
+    /// The pool without its allocations.
+    pub fn meta(&self) -> PoolMeta {
+        PoolMeta {
+            subnet: self.subnet,
+            gateway: self.gateway,
+            ip_range: self.ip_range,
+            reserved: self.reserved.clone(),
+            last_allocated: self.last_allocated,
+        }
+    }
+
+    /// How many addresses are allocated.
+    pub fn allocated_count(&self) -> usize {
+        self.allocated.len()
     }
 
     /// The gateway a pool on `subnet` gets when none is given: its first usable address.

@@ -44,10 +44,16 @@ struct Args {
     /// error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Check the state store in --state-dir, print what it holds, and exit (0: readable, 1: not).
+    #[arg(long)]
+    state_check: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.state_check {
+        return state_check(&args.state_dir);
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -56,6 +62,20 @@ fn main() -> ExitCode {
         .init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vswitchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--state-check`: the store's summary on stdout (exit 0), or what is wrong on stderr (exit 1).
+fn state_check(dir: &std::path::Path) -> ExitCode {
+    match tools::daemon::store::check_state_dir(dir) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("vswitchd: {e}");
             ExitCode::FAILURE

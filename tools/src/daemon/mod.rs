@@ -26,6 +26,7 @@ mod ports;
 mod sandboxes;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod trace;
 mod undo;
 
