@@ -5,6 +5,7 @@
 //! [`DatapathHandle::call`]. Each request is validated completely before anything changes, and a
 //! change is saved to the state directory before the answer goes out.
 
+pub mod cluster;
 mod cnm;
 pub mod server;
 pub mod state;
