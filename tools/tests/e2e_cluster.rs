@@ -294,7 +294,9 @@ fn etcd_killed_and_restarted_the_client_resyncs_and_nothing_is_lost() {
     let mut lab = EtcdLab::start();
     let endpoints = lab.endpoints();
     let ns = lab_ns_file(&lab);
-    let (a, b, watcher) = in_ns(&ns, || {
+    // Everything runs inside the lab's namespace, the clients' threads too; etcd is killed and
+    // restarted from there (the lab's own waits enter the namespace again).
+    in_ns(&ns, || {
         let mut config = ClusterConfig::new(&endpoints, "a", vtep(1));
         config.timeout = Duration::from_millis(500);
         let a = Cluster::connect_with(config).unwrap();
@@ -307,12 +309,9 @@ fn etcd_killed_and_restarted_the_client_resyncs_and_nothing_is_lost() {
                 .unwrap();
         }
         let watcher = synced_watcher(&b);
-        (a, b, watcher)
-    });
-    let before = in_ns(&ns, || a.snapshot().unwrap());
+        let before = a.snapshot().unwrap();
 
-    lab.kill();
-    in_ns(&ns, || {
+        lab.kill();
         wait_event(&watcher.events, "Unreachable", EVENT_WAIT, |e| {
             matches!(e, ClusterEvent::Unreachable { .. })
         });
@@ -326,10 +325,8 @@ fn etcd_killed_and_restarted_the_client_resyncs_and_nothing_is_lost() {
             "{:?}",
             started.elapsed()
         );
-    });
 
-    lab.restart();
-    in_ns(&ns, || {
+        lab.restart();
         // A resync ends with Synced; no change was lost, so it says nothing else.
         let mut between = Vec::new();
         wait_event(
@@ -359,7 +356,7 @@ fn etcd_killed_and_restarted_the_client_resyncs_and_nothing_is_lost() {
             after.nodes.keys().collect::<Vec<_>>(),
             before.nodes.keys().collect::<Vec<_>>()
         );
-        // And the watch is live again.
+        // The watch is live again, and the keep-alive too: both nodes outlive their TTL.
         a.create_network(spec("red", "10.51.0.0/24", None)).unwrap();
         wait_event(
             &watcher.events,
@@ -367,9 +364,62 @@ fn etcd_killed_and_restarted_the_client_resyncs_and_nothing_is_lost() {
             EVENT_WAIT,
             |e| matches!(e, ClusterEvent::NetworkAdded(s) if s.name == "red"),
         );
-        drop(watcher);
-        drop(b);
-        drop(a);
+        let status = b.status().unwrap();
+        assert!(
+            status.nodes.iter().all(|n| n.lease_ttl_secs > 0),
+            "{status:?}"
+        );
+    });
+}
+
+#[test]
+fn a_restarted_node_reconciles_its_endpoints() {
+    if !etcd_or_skip() {
+        return;
+    }
+    let lab = EtcdLab::start();
+    lab.run(|| {
+        let ttl = Duration::from_secs(2);
+        let mut config = ClusterConfig::new(&lab.endpoints(), "a", vtep(1));
+        config.ttl = ttl;
+        let old = Cluster::connect_with(config.clone()).unwrap();
+        old.create_network(spec("blue", "10.70.0.0/24", None))
+            .unwrap();
+        for i in 1..=2 {
+            let ip = old
+                .allocate_address("blue", &format!("e{i}"), None)
+                .unwrap();
+            old.publish_endpoint("blue", &format!("e{i}"), mac(i), ip)
+                .unwrap();
+        }
+        // kill -9: the keep-alive stops, the lease is not revoked.
+        old.halt_keepalive();
+        let old_lease = old.lease();
+        let new = Cluster::connect_with(config).unwrap();
+        assert_ne!(new.lease(), old_lease);
+        // The host still has e1 locally, not e2.
+        let withdrawn = new
+            .reconcile_endpoints(|net, id| net == "blue" && id == "e1")
+            .unwrap();
+        assert_eq!(withdrawn, [("blue".to_string(), "e2".to_string())]);
+        // Once the old lease has expired, e1 and the node are still there, under the new lease.
+        common::wait_for("the old lease to expire", ttl * 4, || {
+            let (left, _) = new.etcd().lease_time_to_live(old_lease).unwrap();
+            (left < 0).then_some(())
+        });
+        let all = new.etcd().range_prefix(new.keys().prefix()).unwrap();
+        let under_new: Vec<&str> = all
+            .kvs
+            .iter()
+            .filter(|kv| kv.lease == new.lease())
+            .map(|kv| kv.key.as_str())
+            .collect();
+        assert_eq!(
+            under_new,
+            [new.keys().endpoint("blue", "e1"), new.keys().node("a")]
+        );
+        assert!(all.kvs.iter().all(|kv| kv.lease != old_lease));
+        drop(old);
     });
 }
 
@@ -420,7 +470,7 @@ fn remove_network_is_refused_while_endpoints_exist_and_leaves_no_key() {
     });
 }
 
-/// The namespace file of the lab, for running parts of a test inside it.
+/// The namespace file of the lab, for running a test that also kills etcd inside it.
 fn lab_ns_file(lab: &EtcdLab) -> std::fs::File {
     lab.run(|| std::fs::File::open("/proc/thread-self/ns/net").expect("open own netns"))
 }

@@ -690,7 +690,8 @@ impl Drop for Cluster {
     }
 }
 
-/// A running watch of the cluster: read [`Watcher::events`]; dropping it stops the thread.
+/// A running watch of the cluster: read [`Watcher::events`]; dropping it ends the thread (at the
+/// next message from etcd or the watch's idle deadline, whichever comes first).
 #[derive(Debug)]
 pub struct Watcher {
     /// The events, in order.
@@ -779,9 +780,9 @@ fn watch_loop(shared: &Shared, events: &Sender<ClusterEvent>, stop: &Receiver<()
         backoff = BACKOFF.0;
         match follow(shared, &mut view, events, stop) {
             Follow::Stop => return,
-            Follow::Resync(reason) => {
-                tracing::info!(error = %reason, "cluster: watch lost, resyncing");
-                if !reported {
+            Follow::Resync { reason, lost } => {
+                tracing::info!(error = %reason, "cluster: watch ended, resyncing");
+                if lost && !reported {
                     reported = true;
                     if events.send(ClusterEvent::Unreachable { reason }).is_err() {
                         return;
@@ -799,8 +800,13 @@ fn watch_loop(shared: &Shared, events: &Sender<ClusterEvent>, stop: &Receiver<()
 enum Follow {
     /// The watcher was dropped.
     Stop,
-    /// The watch broke or was cancelled: re-read everything.
-    Resync(String),
+    /// The watch broke (`lost`: etcd may be gone) or was cancelled: re-read everything.
+    Resync {
+        /// What happened.
+        reason: String,
+        /// Whether etcd was lost (reported as [`ClusterEvent::Unreachable`]).
+        lost: bool,
+    },
 }
 
 /// Follows the watch from `view.revision + 1`, applying each change to `view`; reopens an idle
@@ -820,19 +826,27 @@ fn follow(
             .watch_prefix(shared.keys.prefix(), view.revision + 1)
         {
             Ok(stream) => stream,
-            Err(e) => return Follow::Resync(e.to_string()),
+            Err(e) => {
+                return Follow::Resync {
+                    reason: e.to_string(),
+                    lost: true,
+                }
+            }
         };
         loop {
             let batch = match stream.next_batch() {
                 Ok(batch) => batch,
                 Err(WatchEnd::Idle) => break,
-                Err(WatchEnd::Lost(reason)) => return Follow::Resync(reason),
+                Err(WatchEnd::Lost(reason)) => return Follow::Resync { reason, lost: true },
             };
             if batch.canceled {
-                return Follow::Resync(format!(
-                    "watch cancelled (compacted at revision {})",
-                    batch.compact_revision
-                ));
+                return Follow::Resync {
+                    reason: format!(
+                        "watch cancelled (compacted at revision {})",
+                        batch.compact_revision
+                    ),
+                    lost: false,
+                };
             }
             for event in &batch.events {
                 let changes = if event.deleted {
