@@ -9,7 +9,8 @@
 //! dead etcd member costs one timeout, not a hang.
 
 use std::io::{BufRead, BufReader};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -167,6 +168,17 @@ pub struct Etcd {
     agent: ureq::Agent,
     /// Watch streams: a deadline per read instead, as a watch is meant to stay open.
     watch_agent: ureq::Agent,
+    /// HTTP body bytes sent and received, watch streams included.
+    traffic: Arc<Traffic>,
+}
+
+/// Body bytes exchanged with etcd (request and response bodies; HTTP headers not counted).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Bytes of request bodies sent.
+    pub sent: AtomicU64,
+    /// Bytes of response bodies and watch messages received.
+    pub received: AtomicU64,
 }
 
 impl Etcd {
@@ -205,7 +217,16 @@ impl Etcd {
             current: AtomicUsize::new(0),
             agent,
             watch_agent,
+            traffic: Arc::default(),
         })
+    }
+
+    /// The body bytes sent to and received from etcd so far: `(sent, received)`.
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.traffic.sent.load(Ordering::Relaxed),
+            self.traffic.received.load(Ordering::Relaxed),
+        )
     }
 
     /// The base URLs of the members.
@@ -316,7 +337,9 @@ impl Etcd {
             "prev_kv": true,
         }});
         let mut last = None;
+        let size = body.to_string().len() as u64;
         for url in self.rotation() {
+            self.traffic.sent.fetch_add(size, Ordering::Relaxed);
             match self
                 .watch_agent
                 .post(&format!("{}/v3/watch", self.endpoints[url]))
@@ -337,6 +360,7 @@ impl Etcd {
                     let reader = body.into_with_config().limit(u64::MAX).reader();
                     return Ok(WatchStream {
                         lines: Box::new(BufReader::new(reader)),
+                        traffic: Arc::clone(&self.traffic),
                     });
                 }
                 Err(e) => last = Some(e),
@@ -368,11 +392,16 @@ impl Etcd {
         body: &Value,
     ) -> Result<T, ClusterError> {
         let mut last = None;
+        let body = body.to_string();
         for url in self.rotation() {
+            self.traffic
+                .sent
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
             let response = self
                 .agent
                 .post(&format!("{}{}", self.endpoints[url], path))
-                .send_json(body);
+                .header("content-type", "application/json")
+                .send(body.as_str());
             let mut response = match response {
                 Ok(r) => r,
                 Err(e) => {
@@ -394,6 +423,9 @@ impl Etcd {
                     continue;
                 }
             };
+            self.traffic
+                .received
+                .fetch_add(text.len() as u64, Ordering::Relaxed);
             if status != 200 {
                 return Err(etcd_error(op, status, &text));
             }
@@ -410,6 +442,8 @@ impl Etcd {
 pub struct WatchStream {
     /// The response body, read line by line.
     lines: Box<dyn BufRead + Send>,
+    /// Where received bytes are counted.
+    traffic: Arc<Traffic>,
 }
 
 /// How reading a watch stream ended.
@@ -428,7 +462,9 @@ impl WatchStream {
             let mut line = String::new();
             match self.lines.read_line(&mut line) {
                 Ok(0) => return Err(WatchEnd::Lost("etcd closed the watch".into())),
-                Ok(_) => {}
+                Ok(n) => {
+                    self.traffic.received.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Err(e) if is_timeout(&e) => return Err(WatchEnd::Idle),
                 Err(e) => return Err(WatchEnd::Lost(e.to_string())),
             }

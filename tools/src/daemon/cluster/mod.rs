@@ -64,7 +64,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::Serialize;
 use serde_json::json;
-use switch::MacAddr;
+pub use switch::MacAddr;
 
 pub use error::ClusterError;
 pub use etcd::Etcd;
