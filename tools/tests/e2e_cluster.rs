@@ -113,6 +113,8 @@ fn a_network_created_by_one_host_reaches_another_hosts_watcher() {
         assert_eq!(names, ["a", "b"]);
         assert!(status.nodes.iter().all(|n| n.lease_ttl_secs > 0 && n.lease_granted_secs == 5));
         assert_eq!((status.networks, status.endpoint_count), (1, 1));
+        let text = status.to_string();
+        assert!(text.contains("192.0.2.1:4789") && text.contains("b *"), "{text}");
 
         // A clean leave revokes the lease: node and endpoint go at once.
         drop(a);
@@ -467,6 +469,80 @@ fn remove_network_is_refused_while_endpoints_exist_and_leaves_no_key() {
         // The other network and both nodes are untouched.
         assert!(keys.contains(&a.keys().network("other").as_str()));
         assert!(keys.contains(&a.keys().node("b").as_str()));
+    });
+}
+
+#[test]
+fn a_node_whose_lease_etcd_forgot_registers_again_with_its_endpoints() {
+    if !etcd_or_skip() {
+        return;
+    }
+    let lab = EtcdLab::start();
+    lab.run(|| {
+        let ttl = Duration::from_secs(3);
+        let mut config = ClusterConfig::new(&lab.endpoints(), "a", vtep(1));
+        config.ttl = ttl;
+        let a = Cluster::connect_with(config).unwrap();
+        let b = connect(&lab, "b", 2);
+        a.create_network(spec("blue", "10.80.0.0/24", None))
+            .unwrap();
+        let ip = a.allocate_address("blue", "e1", None).unwrap();
+        a.publish_endpoint("blue", "e1", mac(1), ip).unwrap();
+        let watcher = synced_watcher(&b);
+        let old_lease = a.lease();
+        // An operator (or etcd losing state) revokes a's lease: its keys go at once...
+        b.etcd().lease_revoke(old_lease).unwrap();
+        wait_event(
+            &watcher.events,
+            "NodeDown a",
+            EVENT_WAIT,
+            |e| matches!(e, ClusterEvent::NodeDown { name, .. } if name == "a"),
+        );
+        // ...and a's keep-alive notices within a renewal and writes them again.
+        let back = Instant::now();
+        wait_event(
+            &watcher.events,
+            "NodeUp a",
+            ttl * 2,
+            |e| matches!(e, ClusterEvent::NodeUp { name, .. } if name == "a"),
+        );
+        wait_event(
+            &watcher.events,
+            "EndpointAdded e1",
+            ttl * 2,
+            |e| matches!(e, ClusterEvent::EndpointAdded { id, .. } if id == "e1"),
+        );
+        assert!(back.elapsed() <= ttl, "{:?}", back.elapsed());
+        assert_ne!(a.lease(), old_lease);
+        assert_eq!(b.snapshot().unwrap().nodes["a"].lease, a.lease());
+    });
+}
+
+#[test]
+fn a_live_node_name_with_another_vtep_is_refused() {
+    if !etcd_or_skip() {
+        return;
+    }
+    let lab = EtcdLab::start();
+    lab.run(|| {
+        let _a = connect(&lab, "a", 1);
+        match Cluster::connect(&lab.endpoints(), DEFAULT_PREFIX, "a", vtep(7)) {
+            Err(ClusterError::NodeNameTaken { node, vtep: v }) => {
+                assert_eq!((node.as_str(), v), ("a", vtep(1)));
+            }
+            other => panic!("second node a: {other:?}"),
+        }
+        // Unreachable etcd: a clear error, quickly.
+        let mut config = ClusterConfig::new(&["127.0.0.1:1".to_string()], "z", vtep(3));
+        config.timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        match Cluster::connect_with(config) {
+            Err(e @ ClusterError::Unreachable { .. }) => {
+                assert!(e.to_string().contains("http://127.0.0.1:1"), "{e}");
+            }
+            other => panic!("connect to nothing: {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
     });
 }
 

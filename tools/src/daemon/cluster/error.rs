@@ -1,6 +1,6 @@
 //! The errors of the cluster client: etcd unreachable or refusing, and cluster rules broken.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 /// Why a cluster operation failed. Nothing was changed in etcd unless the variant says so.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +122,14 @@ pub enum ClusterError {
         what: String,
         /// How many transactions were tried.
         attempts: u32,
+    },
+    /// Another live node is registered under this name with another VTEP.
+    #[error("node name {node} is registered by a live node with VTEP {vtep}; choose another name or wait for its lease to expire")]
+    NodeNameTaken {
+        /// The name.
+        node: String,
+        /// The other node's VTEP.
+        vtep: SocketAddr,
     },
     /// This node's lease is gone (etcd forgot it); the keep-alive thread registers anew.
     #[error("the lease of node {node} expired; retry once it is registered again")]

@@ -234,7 +234,7 @@ impl Etcd {
         &self.endpoints
     }
 
-    /// Reads `key` (with `range_end`: every key in `[key, range_end)`).
+    /// Reads `key`.
     pub fn range(&self, key: &str) -> Result<RangeResult, ClusterError> {
         let raw: RawRange = self.call("range", "/v3/kv/range", &json!({"key": b64(key)}))?;
         raw.into_result()

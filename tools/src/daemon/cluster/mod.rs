@@ -162,6 +162,43 @@ pub struct NodeStatus {
     pub lease_granted_secs: i64,
 }
 
+impl std::fmt::Display for ClusterStatus {
+    /// The human form of `vswitchctl cluster status`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "etcd:      {}", self.endpoints.join(","))?;
+        writeln!(f, "revision:  {}", self.revision)?;
+        writeln!(
+            f,
+            "this node: {} (VTEP {}, lease {:x})",
+            self.node, self.vtep, self.lease
+        )?;
+        writeln!(
+            f,
+            "networks:  {}, endpoints: {}",
+            self.networks, self.endpoint_count
+        )?;
+        writeln!(
+            f,
+            "{:<24} {:<22} {:>8} {:>16} {:>10}",
+            "NODE", "VTEP", "AGE", "LEASE", "TTL LEFT"
+        )?;
+        for node in &self.nodes {
+            let me = if node.name == self.node { " *" } else { "" };
+            writeln!(
+                f,
+                "{:<24} {:<22} {:>7}s {:>16x} {:>5}s/{}s",
+                format!("{}{me}", node.name),
+                node.vtep.to_string(),
+                node.age_secs,
+                node.lease,
+                node.lease_ttl_secs,
+                node.lease_granted_secs
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// What the caller's thread, the keep-alive thread and the watchers share.
 #[derive(Debug)]
 struct Shared {
@@ -247,6 +284,19 @@ impl Cluster {
             lease: AtomicI64::new(0),
             own: Mutex::new(BTreeMap::new()),
         });
+        // Another live host with this name but another VTEP: refuse rather than take it over.
+        // The same VTEP is this host restarted (after kill -9): its registration is replaced.
+        let current = shared.etcd.range(&shared.keys.node(&shared.config.node))?;
+        if let Some(kv) = current.kvs.first() {
+            if let Ok(record) = serde_json::from_slice::<NodeRecord>(&kv.value) {
+                if record.vtep != shared.config.vtep {
+                    return Err(ClusterError::NodeNameTaken {
+                        node: shared.config.node.clone(),
+                        vtep: record.vtep,
+                    });
+                }
+            }
+        }
         shared.register()?;
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread_shared = Arc::clone(&shared);

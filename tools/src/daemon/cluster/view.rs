@@ -166,6 +166,58 @@ impl ClusterView {
         view
     }
 
+    /// Applies an event as a consumer sees it (the overlay keeps its own view this way, for
+    /// [`ClusterView::flood_list`]). Events carry no lease, start time, VNI claim or address,
+    /// so those parts stay as they were (a node added here has lease and start 0).
+    pub fn apply(&mut self, event: &ClusterEvent) {
+        match event {
+            ClusterEvent::NetworkAdded(spec) => {
+                self.networks.insert(spec.name.clone(), spec.clone());
+            }
+            ClusterEvent::NetworkRemoved { name, .. } => {
+                self.networks.remove(name);
+            }
+            ClusterEvent::NodeUp { name, vtep } => {
+                let node = self.nodes.entry(name.clone()).or_insert(NodeInfo {
+                    vtep: *vtep,
+                    started: 0,
+                    lease: 0,
+                });
+                node.vtep = *vtep;
+            }
+            ClusterEvent::NodeDown { name, .. } => {
+                self.nodes.remove(name);
+            }
+            ClusterEvent::EndpointAdded {
+                network,
+                id,
+                mac,
+                ip,
+                node,
+            } => {
+                let record = EndpointRecord {
+                    mac: *mac,
+                    ip: *ip,
+                    node: node.clone(),
+                };
+                self.endpoints
+                    .entry(network.clone())
+                    .or_default()
+                    .insert(id.clone(), record);
+            }
+            ClusterEvent::EndpointRemoved { network, id, .. } => {
+                if let Some(map) = self.endpoints.get_mut(network) {
+                    map.remove(id);
+                    if map.is_empty() {
+                        self.endpoints.remove(network);
+                    }
+                }
+            }
+            ClusterEvent::Synced { revision } => self.revision = *revision,
+            ClusterEvent::Unreachable { .. } => {}
+        }
+    }
+
     /// The VTEPs the broadcast and unknown traffic of `network` goes to: every node other than
     /// `except` with at least one endpoint on it, and registered (a node without a lease is gone).
     pub fn flood_list(&self, network: &str, except: &str) -> Vec<SocketAddr> {
@@ -533,5 +585,31 @@ mod tests {
             .collect();
         assert_eq!(names, ["ep-", "node-", "net-", "net+", "ep+"]);
         assert!(new.diff(&new).is_empty());
+    }
+
+    #[test]
+    fn a_consumer_rebuilds_the_view_from_events() {
+        let keys = keys();
+        let old = ClusterView::from_kvs(&keys, 1, &sample());
+        let mut consumer = ClusterView::default();
+        for event in ClusterView::default().diff(&old) {
+            consumer.apply(&event);
+        }
+        assert_eq!(consumer.networks, old.networks);
+        assert_eq!(consumer.endpoints, old.endpoints);
+        assert_eq!(
+            consumer.flood_list("blue", "a"),
+            old.flood_list("blue", "a")
+        );
+        // Then a change: the endpoint's node dies.
+        let mut now = old.clone();
+        let mut events = now.delete(&keys, "/v/endpoints/blue/e1");
+        events.extend(now.delete(&keys, "/v/nodes/b"));
+        for event in &events {
+            consumer.apply(event);
+        }
+        assert!(consumer.flood_list("blue", "a").is_empty());
+        assert!(!consumer.nodes.contains_key("b"));
+        assert!(consumer.endpoints.is_empty());
     }
 }
