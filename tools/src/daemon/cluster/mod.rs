@@ -85,6 +85,8 @@ pub const AUTO_VNIS: (u32, u32) = (4096, 0x00ff_ffff);
 /// The largest VNI: 24 bits (RFC 7348 § 5).
 pub const MAX_VNI: u32 = 0x00ff_ffff;
 
+/// The most operations put in one transaction (etcd's default `--max-txn-ops` is 128).
+const MAX_TXN_OPS: usize = 100;
 /// How many conflicting transactions an operation tries before giving up.
 const MAX_ATTEMPTS: u32 = 500;
 /// The first and the longest pause of a watcher between two attempts to reach etcd.
@@ -221,28 +223,31 @@ impl Shared {
     fn register(&self) -> Result<i64, ClusterError> {
         let ttl = i64::try_from(self.config.ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let (lease, _) = self.etcd.lease_grant(ttl)?;
+        // From now on, new endpoints go under the new lease (if the writes below fail, the
+        // keep-alive finds the lease gone and registers once more).
+        self.lease.store(lease, Ordering::SeqCst);
         let record = NodeRecord {
             vtep: self.config.vtep,
             started: unix_now(),
         };
-        let mut ops = vec![TxnOp::put(
-            &self.keys.node(&self.config.node),
-            &to_json(&record),
-            lease,
-        )];
-        for ((network, id), ep) in self.own().iter() {
-            ops.push(TxnOp::put(
-                &self.keys.endpoint(network, id),
-                &to_json(ep),
-                lease,
-            ));
-        }
-        if let Err(e) = self.etcd.txn(&[], &ops, &[]) {
+        let node = TxnOp::put(&self.keys.node(&self.config.node), &to_json(&record), lease);
+        let endpoints: Vec<TxnOp> = self
+            .own()
+            .iter()
+            .map(|((network, id), ep)| {
+                TxnOp::put(&self.keys.endpoint(network, id), &to_json(ep), lease)
+            })
+            .collect();
+        // The node first, so others know its VTEP before its endpoints; then the endpoints in
+        // chunks, as etcd caps a transaction's operations (--max-txn-ops, 128 by default).
+        let written = std::iter::once(std::slice::from_ref(&node))
+            .chain(endpoints.chunks(MAX_TXN_OPS))
+            .try_for_each(|ops| self.etcd.txn(&[], ops, &[]).map(drop));
+        if let Err(e) = written {
             // Best effort: the lease would expire on its own anyway.
             let _ = self.etcd.lease_revoke(lease);
             return Err(e);
         }
-        self.lease.store(lease, Ordering::SeqCst);
         Ok(lease)
     }
 }
