@@ -14,6 +14,16 @@
 //! a host's lease expiring until every other host dropped it and its endpoints. Traffic is
 //! counted twice: the JSON bodies the clients exchanged (their own counters), and etcd's gRPC
 //! bytes from its `/metrics` (the gateway's protobuf side: what a gRPC client would cost).
+//!
+//! How it grows (the layout in `tools::daemon::cluster`): every host watches the whole prefix,
+//! so each change is sent N times (traffic per change ∝ N: ~300-450 JSON bytes per host per
+//! endpoint change measured); a resync reads everything (∝ M, ~250 bytes per endpoint); an
+//! automatic address allocation reads the network's whole pool per attempt (∝ addresses held)
+//! and racing allocators serialize on the network's cursor key. For thousands of hosts the
+//! watch fan-out and pool reads are what to change first: a watch per network a host has
+//! endpoints on (prefix `endpoints/NET/`) instead of the whole tree, etcd's grpc-proxy to
+//! coalesce identical watches, and address blocks handed to hosts (Calico's IPAM blocks) so
+//! allocations stop contending on one key; etcd itself then scales with writes, not hosts.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
