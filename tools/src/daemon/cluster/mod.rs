@@ -13,8 +13,8 @@
 //! Debian's `protobuf-compiler` installed, and `cargo run` on a fresh machine would fail. It
 //! would also bring tokio and tonic into the daemon for a handful of calls.
 //!
-//! etcd serves the same v3 API as JSON over HTTP on its client URL (its grpc-gateway, present
-//! since 3.3 and at `/v3/` in Debian's etcd-server 3.4): `/v3/kv/range`, `/v3/kv/put`,
+//! etcd serves the same v3 API as JSON over HTTP on its client URL (its grpc-gateway: `/v3/`
+//! since 3.4, as in Debian's etcd-server 3.4.23; `/v3beta/` in 3.3): `/v3/kv/range`, `/v3/kv/put`,
 //! `/v3/kv/deleterange`, `/v3/kv/txn`, `/v3/lease/grant|keepalive|revoke`, and the streaming
 //! `/v3/watch`. [`etcd::Etcd`] speaks it with `ureq` (sync, no TLS, no async runtime), so the
 //! cluster client is a few plain threads: the caller's control-plane thread, one keep-alive
@@ -39,6 +39,23 @@
 //!
 //! The flood list of a network is derived, not stored: the VTEPs of the registered nodes that
 //! have an endpoint on it ([`ClusterView::flood_list`]).
+//!
+//! Removing a network compares the whole `endpoints/NET/` range to `version == 0` in the same
+//! transaction as the deletes (a range compare, etcd ≥ 3.3), so an endpoint published meanwhile
+//! makes the removal fail instead of leaving an orphan.
+//!
+//! # Wiring into the daemon
+//!
+//! With `--cluster`: [`Cluster::connect`] at start-up (refused with
+//! [`ClusterError::NodeNameTaken`] if a live node holds the name with another VTEP), then
+//! [`Cluster::reconcile_endpoints`] against the endpoints restored from the state directory;
+//! [`Cluster::watch`] and hand [`Watcher::events`] to the overlay, which applies them (a new
+//! watcher first sends the whole state as additions, then `Synced`; [`ClusterView::apply`]
+//! keeps a consumer's own view for flood lists). `network create --scope swarm` is
+//! [`Cluster::create_network`]; IPAM on a swarm network is [`Cluster::allocate_address`] and
+//! [`Cluster::release_address`]; connect and disconnect publish and withdraw the endpoint;
+//! `vswitchctl cluster status` shows [`Cluster::status`] (`Display` for people, `Serialize` for
+//! `--json`). Dropping the [`Cluster`] on shutdown revokes the lease, so the node leaves at once.
 //!
 //! # Faults
 //!
