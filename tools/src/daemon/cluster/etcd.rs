@@ -746,6 +746,38 @@ mod tests {
     }
 
     #[test]
+    fn compares_and_ops_take_the_gateway_json_shapes() {
+        // "/v/e/" in base64 is "L3YvZS8=", its range end "/v/e0" is "L3YvZTA=".
+        let c = Compare::prefix_empty("/v/e/").0;
+        assert_eq!(c["key"], "L3YvZS8=");
+        assert_eq!(c["range_end"], "L3YvZTA=");
+        assert_eq!(
+            (c["target"].as_str(), c["version"].as_str()),
+            (Some("VERSION"), Some("0"))
+        );
+        let c = Compare::absent("/v/n").0;
+        assert_eq!(
+            (c["target"].as_str(), c["create_revision"].as_str()),
+            (Some("CREATE"), Some("0"))
+        );
+        assert_eq!(Compare::present("/v/n").0["result"], "GREATER");
+        assert_eq!(Compare::mod_revision("/v/n", 42).0["mod_revision"], "42");
+        let put = TxnOp::put("/v/n", b"x", 7).0;
+        assert_eq!(put["request_put"]["value"], "eA==");
+        assert_eq!(put["request_put"]["lease"], "7");
+        assert!(TxnOp::put("/v/n", b"x", 0).0["request_put"]
+            .get("lease")
+            .is_none());
+        assert_eq!(
+            TxnOp::delete_prefix("/v/e/").0["request_delete_range"]["range_end"],
+            "L3YvZTA="
+        );
+        assert!(TxnOp::get("/v/n").0["request_range"]
+            .get("range_end")
+            .is_none());
+    }
+
+    #[test]
     fn endpoint_urls() {
         assert_eq!(
             endpoint_url("etcd://10.0.0.1:2379").unwrap(),
