@@ -15,6 +15,7 @@
 //! L3 edge on nftables), `dns/` (the embedded resolver) and `cluster/` (the etcd client), each
 //! calling into the [`Daemon`] as the API does.
 
+pub mod cluster;
 pub mod docker;
 mod drivers;
 mod endpoints;

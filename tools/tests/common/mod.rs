@@ -18,6 +18,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod docker;
+pub mod etcd;
 pub mod stream;
 
 use serde_json::Value;
