@@ -733,8 +733,61 @@ fn containers_talk_through_vswitchd() {
     assert!(routes.contains("10.213.13.0/24"), "{routes}");
     assert!(!routes.contains("default"), "{routes}");
 
+    // Published ports are kept on the endpoint (the firewall makes them real once wired), and
+    // a host port taken twice is refused.
+    h.container(
+        "p1",
+        "neta",
+        &["-p", "8080:80", "-p", "127.0.0.1:5353:53/udp"],
+    );
+    let ep = h.net_field("p1", "neta", "EndpointID");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(h.vswitchd.state_dir.join("switch.json")).expect("the state file"),
+    )
+    .expect("the state file is JSON");
+    let rec = state["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["id"] == ep.as_str())
+        .unwrap_or_else(|| panic!("no endpoint {ep} in {state}"));
+    let mut published: Vec<String> = rec["published"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p["host_ip"].as_str().unwrap_or("*"),
+                p["host_port"],
+                p["container_port"],
+                p["protocol"].as_str().unwrap()
+            )
+        })
+        .collect();
+    published.sort();
+    assert_eq!(published, ["*:8080->80/tcp", "127.0.0.1:5353->53/udp"]);
+    let err = h.docker.docker_err(&[
+        "run",
+        "-d",
+        "--network",
+        "neta",
+        "-p",
+        "8080:81",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    assert!(
+        err.contains("host port 8080/tcp is already published"),
+        "{err}"
+    );
+
     // docker network rm removes the vswitch network, its ports and every veth.
-    h.docker.docker_ok(&["rm", "-f", "a1", "a2", "b1"]);
+    let left = h.docker.docker_ok(&["ps", "-aq"]);
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(left.split_whitespace());
+    h.docker.docker_ok(&rm);
     for (name, id) in [("neta", &a), ("netb", &b), ("neti", &i)] {
         h.docker.docker_ok(&["network", "rm", name]);
         assert!(!h.has_network(id), "vswitch still has {name}");
@@ -773,7 +826,17 @@ fn docker_state_survives_faults_of_either_daemon() {
         .map(|p| p["name"].as_str().unwrap().to_string())
         .collect();
 
+    // An endpoint Docker made but never joined (dockerd died in between) does not outlive a
+    // restart of vswitchd.
+    let never = "e".repeat(64);
+    let body = format!(r#"{{"NetworkID":"{a}","EndpointID":"{never}","Interface":{{}}}}"#);
+    let (status, answer) =
+        plugin_call(&h.socket.0, "NetworkDriver.CreateEndpoint", body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(h.endpoints(&a), 3);
+
     h.kill_and_restart_vswitchd();
+    assert!(h.vswitchd.log_text().contains("Docker never joined it"));
     let ports_after: Vec<String> = h
         .vswitchd
         .ports()
