@@ -661,6 +661,24 @@ fn containers_talk_through_vswitchd() {
     ]);
     assert!(err.contains("overlapping subnets"), "{err}");
 
+    // Docker's own IPAM works too: it skips the subnets routed in its namespace (vswitchd's
+    // `bridge` network holds 172.17.0.0/16), and vswitch takes the pool it chose.
+    h.docker
+        .docker_ok(&["network", "create", "-d", &h.plugin, "auto"]);
+    let auto = h.docker.network_id("auto");
+    let subnet = h.docker.docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "auto",
+    ]);
+    assert_eq!(
+        h.inspect(&auto)["IPAM"]["Config"][0]["Subnet"],
+        subnet.as_str()
+    );
+    h.docker.docker_ok(&["network", "rm", "auto"]);
+    assert!(!h.has_network(&auto));
     h.container("a1", "neta", &[]);
     h.container("a2", "neta", &[]);
     let ip2 = h.net_field("a2", "neta", "IPAddress");
