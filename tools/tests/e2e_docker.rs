@@ -706,17 +706,25 @@ fn containers_talk_through_vswitchd() {
     let ipb = h.net_field("b1", "netb", "IPAddress");
     assert!(!h.ping_once("a1", &ipb), "a1 reached b1 across networks");
     // Nor does anything of one network reach the other's bridge: b1's MAC is learned on netb
-    // only, a1's on neta only.
+    // only (a1's was on neta only, above).
     let macb = h.net_field("b1", "netb", "MacAddress");
-    h.ping_until(
-        "b1",
-        &h.inspect(&b)["IPAM"]["Config"][0]["Gateway"]
-            .as_str()
-            .unwrap()
-            .to_string(),
+    let gwb = h.inspect(&b)["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .expect("netb has a gateway")
+        .to_string();
+    h.ping_until("b1", &gwb);
+    let rows: Vec<Value> = h
+        .vswitchd
+        .fdb()
+        .into_iter()
+        .filter(|r| r["mac"].as_str() == Some(macb.as_str()))
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0]["network"],
+        format!("docker-{}", &b[..12]),
+        "{rows:?}"
     );
-    let row = h.vswitchd.fdb_entry(&macb).expect("b1's MAC is learned");
-    assert_eq!(row["network"], format!("docker-{}", &b[..12]), "{row}");
     // A running container joins it, at the address it asks for, and reaches b1 there.
     h.docker
         .docker_ok(&["network", "connect", "--ip", "10.213.12.50", "netb", "a1"]);

@@ -964,6 +964,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn published_ports_clash_on_the_same_host_port() {
+        let p = |proto: &str, ip: Option<&str>, port: u16, end: u16| PublishedPort {
+            protocol: proto.into(),
+            container_port: 80,
+            host_ip: ip.map(|i| i.parse().unwrap()),
+            host_port: port,
+            host_port_end: end,
+        };
+        let any_8080 = p("tcp", None, 8080, 8080);
+        assert!(any_8080.clashes(&p("tcp", None, 8080, 0)));
+        assert!(any_8080.clashes(&p("tcp", Some("127.0.0.1"), 8080, 8080)));
+        assert!(
+            any_8080.clashes(&p("tcp", None, 8000, 9000)),
+            "a range covering it"
+        );
+        assert!(
+            !any_8080.clashes(&p("udp", None, 8080, 8080)),
+            "another protocol"
+        );
+        assert!(!any_8080.clashes(&p("tcp", None, 8081, 8090)));
+        assert!(
+            !any_8080.clashes(&p("tcp", None, 0, 0)),
+            "any port: chosen later"
+        );
+        let local = p("tcp", Some("127.0.0.1"), 53, 53);
+        assert!(!local.clashes(&p("tcp", Some("127.0.0.2"), 53, 53)));
+    }
+
+    #[test]
     fn macs_and_names() {
         assert_eq!(
             mac_text(mac_for("172.17.0.2".parse().unwrap())),

@@ -672,3 +672,99 @@ fn host_routes() -> Vec<Cidr> {
         .filter(|c| c.prefix_len() > 0)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docker_spec() -> DockerNetworkSpec {
+        DockerNetworkSpec {
+            docker_id: "0123456789abcdef".repeat(4),
+            name: "docker-0123456789ab".into(),
+            driver: DockerDriver::Bridge,
+            addressing: Addressing::Vswitch,
+            subnet: Some("10.30.0.0/24".parse().unwrap()),
+            gateway: Some(Ipv4Addr::new(10, 30, 0, 1)),
+            reserved: vec![],
+            vni: None,
+            peers: vec![],
+            parent: None,
+            mtu: Some(1400),
+            internal: true,
+            enable_icc: None,
+            enable_ip_masquerade: None,
+            host_binding_ipv4: None,
+            scope: Scope::Local,
+        }
+    }
+
+    #[test]
+    fn a_docker_network_is_a_vswitch_network() {
+        let spec = docker_api_spec(&docker_spec()).unwrap();
+        assert_eq!(spec.name, "docker-0123456789ab");
+        assert_eq!(spec.driver.as_deref(), Some("bridge"));
+        assert_eq!(spec.subnet.as_deref(), Some("10.30.0.0/24"));
+        assert_eq!(spec.gateway.as_deref(), Some("10.30.0.1"));
+        assert_eq!(spec.mtu, Some(1400));
+        assert!(spec.internal);
+        // `-o parent` alone means macvlan.
+        let macvlan = DockerNetworkSpec {
+            parent: Some("eth1".into()),
+            ..docker_spec()
+        };
+        let spec = docker_api_spec(&macvlan).unwrap();
+        assert_eq!(spec.driver.as_deref(), Some("macvlan"));
+        assert_eq!(spec.parent.as_deref(), Some("eth1"));
+        let overlay = DockerNetworkSpec {
+            driver: DockerDriver::Overlay,
+            vni: Some(42),
+            peers: vec![Ipv4Addr::new(192, 0, 2, 2)],
+            ..docker_spec()
+        };
+        let spec = docker_api_spec(&overlay).unwrap();
+        assert_eq!(spec.driver.as_deref(), Some("overlay"));
+        assert_eq!(spec.vni, Some(42));
+        assert_eq!(spec.peers, ["192.0.2.2"]);
+    }
+
+    #[test]
+    fn what_vswitch_cannot_do_is_refused_clearly() {
+        let cases = [
+            (
+                DockerNetworkSpec {
+                    driver: DockerDriver::Overlay,
+                    ..docker_spec()
+                },
+                "vswitch.vni",
+            ),
+            (
+                DockerNetworkSpec {
+                    driver: DockerDriver::Overlay,
+                    vni: Some(1),
+                    parent: Some("eth1".into()),
+                    ..docker_spec()
+                },
+                "-o parent is for macvlan",
+            ),
+            (
+                DockerNetworkSpec {
+                    scope: Scope::Swarm,
+                    ..docker_spec()
+                },
+                "vswitch.scope=swarm",
+            ),
+            (
+                DockerNetworkSpec {
+                    enable_icc: Some(false),
+                    ..docker_spec()
+                },
+                "enable_icc=false",
+            ),
+        ];
+        for (spec, want) in cases {
+            let e = docker_api_spec(&spec).unwrap_err();
+            assert_eq!(e.kind, crate::api::ErrorKind::Invalid);
+            assert!(e.message.contains(want), "{e} lacks {want:?}");
+        }
+    }
+}
