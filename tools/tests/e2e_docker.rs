@@ -699,6 +699,37 @@ fn containers_talk_through_vswitchd() {
         assert!(row["port"].as_str().unwrap().starts_with("vse"), "{row}");
     }
     assert_eq!(h.endpoints(&a), 2);
+    // trace works on the endpoints' ports: a frame from a1 to a2 goes out on a2's port only.
+    let (ep1, ep2) = (
+        h.net_field("a1", "neta", "EndpointID"),
+        h.net_field("a2", "neta", "EndpointID"),
+    );
+    let (p1, p2) = (host_end(&h, &a, &ep1), host_end(&h, &a, &ep2));
+    let flow = format!(
+        "dl_src={},dl_dst={},ip,nw_src={},nw_dst={ip2},icmp",
+        h.net_field("a1", "neta", "MacAddress"),
+        h.net_field("a2", "neta", "MacAddress"),
+        h.net_field("a1", "neta", "IPAddress"),
+    );
+    let trace = h
+        .vswitchd
+        .ctl_ok(&["trace", "--in-port", &p1, "--flow", &flow]);
+    assert!(
+        trace.contains(&format!("result:  output:{p2}\n")),
+        "{trace}"
+    );
+    // The network and its endpoints are Docker's: vswitchctl leaves them to it.
+    let err = h
+        .vswitchd
+        .ctl_err(&["network", "rm", &format!("docker-{}", &a[..12])]);
+    assert!(err.contains("docker network rm"), "{err}");
+    let err = h.vswitchd.ctl_err(&[
+        "network",
+        "disconnect",
+        &format!("docker-{}", &a[..12]),
+        &format!("docker:{}", &ep1[..12]),
+    ]);
+    assert!(err.contains("docker network disconnect"), "{err}");
 
     // A second network: isolated from the first.
     let b = h.network("netb", "10.213.12.0/24", &[]);

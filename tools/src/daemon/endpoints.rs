@@ -385,6 +385,11 @@ impl Daemon {
             .ok_or_else(|| {
                 ApiError::not_found(format!("sandbox {sandbox} is not connected to {network}"))
             })?;
+        if self.endpoints[i].docker.is_some() {
+            return Err(ApiError::conflict(format!(
+                "{sandbox} is a Docker container's endpoint: use docker network disconnect"
+            )));
+        }
         let ep = self.endpoints[i].clone();
         let mut problems = Vec::new();
         if let Err(e) = self.unplumb(&ep) {
@@ -830,6 +835,9 @@ impl Daemon {
             .filter(|e| !switch::port::afpacket::interface_exists(&e.host_interface))
             .cloned()
             .collect();
+        if gone.is_empty() {
+            return;
+        }
         for ep in gone {
             if self.ports.contains_key(&ep.host_interface) {
                 let _ = self.detach(&ep.host_interface);

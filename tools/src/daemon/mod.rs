@@ -308,7 +308,7 @@ impl Daemon {
             Request::FdbFlush { network } => self.fdb_flush(network.as_deref()),
             Request::Stats { port } => self.stats(port.as_deref()),
             Request::NetworkCreate(spec) => self.create_network(spec),
-            Request::NetworkRm { name } => self.network_rm(&name),
+            Request::NetworkRm { name } => self.network_rm_api(&name),
             Request::NetworkLs => self.network_ls(),
             Request::NetworkInspect { name } => self.network_inspect(&name),
             Request::NetworkConnect {

@@ -175,6 +175,16 @@ impl Daemon {
         ApiError::unless_problems(&problems, &what, json!({ "removed": name }))
     }
 
+    /// `network rm` as the API asks it: a network Docker made is Docker's to remove.
+    pub(super) fn network_rm_api(&mut self, name: &str) -> Result<serde_json::Value, ApiError> {
+        if let Some(id) = &self.network(name)?.record.docker_id {
+            return Err(ApiError::conflict(format!(
+                "network {name} was made by Docker (id {id}): remove it with docker network rm"
+            )));
+        }
+        self.network_rm(name)
+    }
+
     /// Refuses to remove a default network, or one with endpoints or ports of users.
     fn check_unused(&self, name: &str) -> Result<(), ApiError> {
         self.network(name)?;
