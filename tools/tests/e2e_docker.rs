@@ -936,6 +936,16 @@ fn docker_state_survives_faults_of_either_daemon() {
     h.docker.docker_ok(&["start", "a1", "a2"]);
     h.ping_until("a1", "a2");
     assert_eq!(h.endpoints(&a), 2);
+    // dockerd crashed (SIGKILL, its containers left running): on its start it kills them and
+    // cleans up their endpoints (Leave, DeleteEndpoint); started again, one endpoint each.
+    h.docker.crash_and_restart();
+    wait_for("dockerd to clean up its old endpoints", FLOW_WAIT, || {
+        (h.endpoints(&a) == 0).then_some(())
+    });
+    assert_eq!(h.links(&["vse", "vsc"]), Vec::<String>::new());
+    h.docker.docker_ok(&["start", "a1", "a2"]);
+    h.ping_until("a1", "a2");
+    assert_eq!(h.endpoints(&a), 2);
     let nets: Vec<Value> = match h.vswitchd.ctl_json(&["network", "ls"]) {
         Value::Array(rows) => rows,
         other => panic!("{other}"),

@@ -354,8 +354,27 @@ impl Dockerd {
         }
         let _ = child.kill();
         let _ = child.wait();
+        self.kill_containerd();
+    }
+
+    /// Kills dockerd and its containerd with SIGKILL, as a crash does (the containers' shims
+    /// live on), and starts dockerd again on the same state, waiting until it answers.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_containerd();
+        self.spawn();
+    }
+
+    /// SIGKILLs the containerd this dockerd started, if it still runs, and removes its pid file
+    /// once it is dead: dockerd starts it with a parent-death SIGKILL, so after a crash of
+    /// dockerd it is often a zombie nobody reaps (PID 1 of a container may not), which still
+    /// answers kill(pid, 0); without the pid file the next dockerd does not wait for it.
+    fn kill_containerd(&self) {
         let pidfile = self.dir.join("exec/containerd/containerd.pid");
-        let Some(pid) = fs::read_to_string(pidfile)
+        let Some(pid) = fs::read_to_string(&pidfile)
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
         else {
@@ -367,6 +386,22 @@ impl Dockerd {
         if String::from_utf8_lossy(&cmdline).contains(dir.as_ref()) {
             // SAFETY: kill has no memory effects; the pid is the containerd of this test's dockerd.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let dead = || {
+            fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+                st.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        };
+        let deadline = Instant::now() + STOP_WAIT;
+        while !dead() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if dead() {
+            let _ = fs::remove_file(&pidfile);
         }
     }
 }
