@@ -679,6 +679,58 @@ fn containers_talk_through_vswitchd() {
     );
     h.docker.docker_ok(&["network", "rm", "auto"]);
     assert!(!h.has_network(&auto));
+    // Our IPAM without --subnet: the first default pool in Docker's order that is free
+    // (172.17.0.0/16 is vswitchd's `bridge`).
+    h.docker.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        &h.plugin,
+        "--ipam-driver",
+        &h.plugin,
+        "auto",
+    ]);
+    let auto = h.docker.network_id("auto");
+    assert_eq!(
+        h.inspect(&auto)["IPAM"]["Config"][0]["Subnet"],
+        "172.18.0.0/16"
+    );
+    h.docker.docker_ok(&["network", "rm", "auto"]);
+
+    // macvlan (`-o parent`) with Docker's MTU option: the parent is the network's uplink, the
+    // container's eth0 has the MTU.
+    ip(&[
+        "-n", &h.ns.name, "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+    ]);
+    let m = h.network(
+        "netm",
+        "10.213.14.0/24",
+        &[
+            "-o",
+            "parent=up0",
+            "-o",
+            "com.docker.network.driver.mtu=1400",
+        ],
+    );
+    let net = h.inspect(&m);
+    assert_eq!(net["Driver"], "macvlan", "{net}");
+    assert_eq!(net["Options"]["parent"], "up0", "{net}");
+    assert!(
+        net["Ports"].as_array().unwrap().iter().any(|p| p == "up0"),
+        "{net}"
+    );
+    let mtu = h.docker.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "netm",
+        IMAGE,
+        "cat",
+        "/sys/class/net/eth0/mtu",
+    ]);
+    assert_eq!(mtu, "1400");
+    h.docker.docker_ok(&["network", "rm", "netm"]);
+    assert!(!h.has_network(&m));
     h.container("a1", "neta", &[]);
     h.container("a2", "neta", &[]);
     let ip2 = h.net_field("a2", "neta", "IPAddress");
