@@ -1174,3 +1174,47 @@ fn host_end(h: &DockerHost, network: &str, endpoint: &str) -> String {
         .unwrap_or_else(|| panic!("no endpoint {endpoint} in {state}"))
         .to_string()
 }
+
+/// `--docker-plugin none` serves no plugin; a path vswitchd cannot serve stops it with a clear
+/// message (only the default path, when not given, is allowed to fail with a warning).
+#[test]
+fn docker_plugin_flag() {
+    if !root_or_skip() {
+        return;
+    }
+    let name = unique_plugin_name();
+    let ns = docker_netns(&name);
+    let dir = TempDir::new(&name);
+    let d = Daemon::start_with(&ns, &dir.path.join("off"), &["--docker-plugin", "none"]);
+    assert!(
+        d.log_text().contains("docker plugin off"),
+        "{}",
+        d.log_text()
+    );
+    drop(d);
+    let net = format!("--net={}", ns.path().display());
+    let socket = dir.path.join("bad.sock");
+    let state = dir.path.join("bad-state");
+    let out = run_with_timeout(
+        "nsenter",
+        &[
+            &net,
+            "--",
+            VSWITCHD,
+            "--socket",
+            &socket.to_string_lossy(),
+            "--state-dir",
+            &state.to_string_lossy(),
+            "--docker-plugin",
+            "/dev/null/vswitch.sock",
+        ],
+        WAIT,
+    )
+    .expect("vswitchd exits by itself");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("serving the docker plugin at /dev/null/vswitch.sock"),
+        "{err}"
+    );
+}
