@@ -3,6 +3,10 @@
 //! the sandbox end `ethN` with a MAC derived from its address, the address from IPAM, the
 //! default route via the gateway on the sandbox's first network, and the host end a port of
 //! the network's bridge. After a restart, endpoints are checked against the system.
+//!
+//! Docker's endpoints (the plugin's `CreateEndpoint`, `Join`, `Leave`, `DeleteEndpoint`) are
+//! endpoints without a sandbox record: Docker moves the free end of the veth into the container
+//! itself. Published ports of either kind go through [`Daemon::publish_ports`].
 
 use super::docker::{EndpointInfo, EndpointSpec, IfAddr, JoinInfo};
 use super::sandboxes::SandboxRecord;

@@ -1,6 +1,8 @@
 //! The `network` API group: create (validate → reserve the pool → open the driver → make the
 //! bridge → the driver's port → save, each step undone on failure), remove (going on past a
-//! failure and reporting every problem), list, inspect, and the overlay's peers.
+//! failure and reporting every problem), list, inspect, and the overlay's peers; and the same
+//! for Docker's networks and address pools (the plugin's `CreateNetwork`, `DeleteNetwork`,
+//! `RequestPool`, `RequestAddress` and their releases).
 
 use super::docker::{
     AddressKind, Addressing, IfAddr, NetworkDriver as DockerDriver,
