@@ -1096,6 +1096,21 @@ fn docker_state_survives_faults_of_either_daemon() {
     assert!(before == after, "a refused call changed the stored state");
     assert_eq!(h.endpoints(&a), 2);
     h.ping_until("a1", "a2");
+
+    // While vswitchd runs: a container whose veth vanished behind Docker's back is forgotten
+    // (and logged) when Docker next asks for an endpoint; its port goes with it.
+    let ep2 = h.net_field("a2", "neta", "EndpointID");
+    let port2 = host_end(&h, &a, &ep2);
+    ip(&["-n", &h.ns.name, "link", "del", &port2]);
+    h.container("a3", "neta", &[]);
+    assert_eq!(h.endpoints(&a), 2, "a1 and a3");
+    assert!(h.vswitchd.port(&port2).is_none(), "{port2} is still a port");
+    let log = h.vswitchd.log_text();
+    assert!(
+        log.contains(&format!("docker endpoint {}", &ep2[..12])),
+        "{log}"
+    );
+    h.ping_until("a3", "a1");
 }
 
 /// An overlay network across two hosts, each with its own dockerd and vswitchd, joined by an
