@@ -2,18 +2,23 @@
 //! temp dir, inside a namespace the test made; see `common::docker`) talking to vswitch's Docker
 //! plugin endpoint over `/run/docker/plugins/vswitch-<unique>.sock`.
 //!
-//! These tests serve the plugin with an in-memory backend (no vswitchd yet), which checks the
-//! protocol end to end: dockerd discovers the socket, activates the plugin, and drives networks,
-//! pools, endpoints and joins through it. Without root each test prints `skipped: needs root`,
-//! without dockerd `skipped: needs dockerd (apt-get install docker.io)`; both fail under
-//! `CI=true`.
+//! The first tests serve the plugin with an in-memory backend, which checks the protocol end to
+//! end: dockerd discovers the socket, activates the plugin, and drives networks, pools,
+//! endpoints and joins through it. The others run a real vswitchd beside the dockerd, in the
+//! same namespace (`--docker-plugin /run/docker/plugins/vswitch-<unique>.sock`, its state in the
+//! test's temp dir): containers talk through the switch, and survive faults of either daemon.
+//! Without root each test prints `skipped: needs root`, without dockerd `skipped: needs dockerd
+//! (apt-get install docker.io)`; both fail under `CI=true`.
 
 mod common;
 
 use common::docker::*;
 use common::*;
+use serde_json::Value;
 use std::net::Ipv4Addr;
+use std::process::Output;
 use std::sync::Arc;
+use std::time::Duration;
 use tools::daemon::docker::memory::MemoryBackend;
 use tools::daemon::docker::{
     AddressKind, BackendError, BackendResult, DockerBackend, DockerPlugin, EndpointInfo,
@@ -459,4 +464,772 @@ fn dockerd_restart_replays_nothing_twice() {
     d.docker_ok(&["rm", "-f", &cid]);
     d.docker_ok(&["network", "rm", &net]);
     assert!(backend.inner.network(&id).is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against a real vswitchd
+
+/// How long traffic may take to flow (debug daemons, two cores shared by several tests).
+const FLOW_WAIT: Duration = Duration::from_secs(30);
+
+/// One host of these tests: a namespace running vswitchd (its Docker plugin on a socket of
+/// its own) and a dockerd. Fields drop in declaration order: dockerd first (while the plugin
+/// still answers its last calls), then vswitchd, the socket file, the temp dir, the namespace.
+struct DockerHost {
+    docker: Dockerd,
+    vswitchd: Daemon,
+    /// The plugin's name: the `-d` and `--ipam-driver` of this host's networks.
+    plugin: String,
+    socket: RemoveOnDrop,
+    dir: TempDir,
+    ns: Netns,
+    /// vswitchd's extra arguments, for a restart with the same ones.
+    args: Vec<String>,
+}
+
+impl DockerHost {
+    /// A namespace with vswitchd (plugin on) and dockerd, and the busybox image.
+    fn start() -> DockerHost {
+        DockerHost::start_with(None, &[])
+    }
+
+    /// As [`DockerHost::start`], in namespace `ns` if given, with vswitchd's `extra` arguments.
+    fn start_with(ns: Option<Netns>, extra: &[&str]) -> DockerHost {
+        let plugin = unique_plugin_name();
+        let ns = ns.unwrap_or_else(|| docker_netns(&plugin));
+        let dir = TempDir::new(&plugin);
+        let socket = plugin_socket(&plugin);
+        let guard = RemoveOnDrop(socket.clone());
+        let mut args: Vec<String> = vec!["--docker-plugin".into(), socket.display().to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let vswitchd = Daemon::start_with(&ns, &dir.path.join("vswitchd"), &argv);
+        assert!(
+            socket.exists(),
+            "vswitchd serves the plugin at {}",
+            socket.display()
+        );
+        let docker = Dockerd::start(&ns);
+        docker.import_busybox();
+        DockerHost {
+            docker,
+            vswitchd,
+            plugin,
+            socket: guard,
+            dir,
+            ns,
+            args,
+        }
+    }
+
+    /// `docker network create -d PLUGIN --ipam-driver PLUGIN --subnet SUBNET EXTRA… NAME`;
+    /// returns Docker's id.
+    fn network(&self, name: &str, subnet: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "network",
+            "create",
+            "-d",
+            &self.plugin,
+            "--ipam-driver",
+            &self.plugin,
+            "--subnet",
+            subnet,
+        ];
+        args.extend_from_slice(extra);
+        args.push(name);
+        self.docker.docker_ok(&args);
+        self.docker.network_id(name)
+    }
+
+    /// `docker run -d --name NAME --network NET EXTRA… IMAGE sleep 600`.
+    fn container(&self, name: &str, network: &str, extra: &[&str]) {
+        let mut args = vec!["run", "-d", "--stop-timeout", "1", "--name", name];
+        args.extend_from_slice(&["--network", network]);
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[IMAGE, "sleep", "600"]);
+        self.docker.docker_ok(&args);
+    }
+
+    /// `docker exec C ARGS…`.
+    fn exec(&self, c: &str, args: &[&str]) -> Output {
+        let mut all = vec!["exec", c];
+        all.extend_from_slice(args);
+        self.docker.docker(&all)
+    }
+
+    /// One ping from container `c` to `target` (an address or a name).
+    fn ping_once(&self, c: &str, target: &str) -> bool {
+        self.exec(c, &["ping", "-c", "1", "-W", "1", target])
+            .status
+            .success()
+    }
+
+    /// Pings from `c` until `target` answers, or panics after [`FLOW_WAIT`].
+    fn ping_until(&self, c: &str, target: &str) {
+        wait_for(&format!("{c} to reach {target}"), FLOW_WAIT, || {
+            self.ping_once(c, target).then_some(())
+        });
+    }
+
+    /// A field of container `c` on network `net` (`IPAddress`, `MacAddress`, `EndpointID`).
+    fn net_field(&self, c: &str, net: &str, field: &str) -> String {
+        let format = format!("{{{{(index .NetworkSettings.Networks \"{net}\").{field}}}}}");
+        self.docker.docker_ok(&["inspect", "--format", &format, c])
+    }
+
+    /// The vswitch network of Docker network `id`, as `vswitchctl network inspect` shows it.
+    fn inspect(&self, id: &str) -> Value {
+        let v = self
+            .vswitchd
+            .ctl_json(&["network", "inspect", &format!("docker-{}", &id[..12])]);
+        v[0].clone()
+    }
+
+    /// Whether vswitchd has the network of Docker network `id`.
+    fn has_network(&self, id: &str) -> bool {
+        let name = format!("docker-{}", &id[..12]);
+        match self.vswitchd.ctl_json(&["network", "ls"]) {
+            Value::Array(rows) => rows.iter().any(|r| r["name"] == name.as_str()),
+            other => panic!("network ls --json: {other}"),
+        }
+    }
+
+    /// The endpoints vswitchd has on the network of Docker network `id`.
+    fn endpoints(&self, id: &str) -> usize {
+        self.inspect(id)["Containers"]
+            .as_object()
+            .map_or(0, |c| c.len())
+    }
+
+    /// The links of the namespace whose names start with one of `prefixes`.
+    fn links(&self, prefixes: &[&str]) -> Vec<String> {
+        ns_link_names(&self.ns.name)
+            .into_iter()
+            .filter(|l| prefixes.iter().any(|p| l.starts_with(p)))
+            .collect()
+    }
+
+    /// Kills vswitchd (SIGKILL) and starts it again with the same arguments and state.
+    fn kill_and_restart_vswitchd(&mut self) {
+        let status = self.vswitchd.signal(libc::SIGKILL, WAIT);
+        assert!(status.is_some(), "vswitchd did not die of SIGKILL");
+        let argv: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.vswitchd = Daemon::start_with(&self.ns, &self.dir.path.join("vswitchd"), &argv);
+    }
+}
+
+/// Two containers on a vswitch network talk by address and by name, through the switch; a
+/// second network is isolated from the first; a running container joins it (with `--ip`) and
+/// leaves it; `--internal` gives no way out; our IPAM refuses an overlap; `docker network rm`
+/// removes the vswitch network with every port and veth it had.
+#[test]
+fn containers_talk_through_vswitchd() {
+    if !root_or_skip() || !dockerd_or_skip() {
+        return;
+    }
+    let h = DockerHost::start();
+    let a = h.network("neta", "10.213.11.0/24", &[]);
+    // The Docker network is a vswitch network, found from Docker's id.
+    let net = h.inspect(&a);
+    assert_eq!(net["Id"], a.as_str(), "{net}");
+    assert_eq!(
+        net["IPAM"]["Config"][0]["Subnet"], "10.213.11.0/24",
+        "{net}"
+    );
+    // Our IPAM refuses an overlap, and docker prints why.
+    let err = h.docker.docker_err(&[
+        "network",
+        "create",
+        "-d",
+        &h.plugin,
+        "--ipam-driver",
+        &h.plugin,
+        "--subnet",
+        "10.213.11.128/25",
+        "clash",
+    ]);
+    assert!(err.contains("overlapping subnets"), "{err}");
+    // So does Docker's own IPAM with a subnet vswitch has.
+    let err = h.docker.docker_err(&[
+        "network",
+        "create",
+        "-d",
+        &h.plugin,
+        "--subnet",
+        "10.213.11.0/24",
+        "clash2",
+    ]);
+    assert!(err.contains("overlapping subnets"), "{err}");
+
+    // Docker's own IPAM works too: it skips the subnets routed in its namespace (vswitchd's
+    // `bridge` network holds 172.17.0.0/16), and vswitch takes the pool it chose.
+    h.docker
+        .docker_ok(&["network", "create", "-d", &h.plugin, "auto"]);
+    let auto = h.docker.network_id("auto");
+    let subnet = h.docker.docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "auto",
+    ]);
+    assert_eq!(
+        h.inspect(&auto)["IPAM"]["Config"][0]["Subnet"],
+        subnet.as_str()
+    );
+    h.docker.docker_ok(&["network", "rm", "auto"]);
+    assert!(!h.has_network(&auto));
+    // Our IPAM without --subnet: the first default pool in Docker's order that is free
+    // (172.17.0.0/16 is vswitchd's `bridge`).
+    h.docker.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        &h.plugin,
+        "--ipam-driver",
+        &h.plugin,
+        "auto",
+    ]);
+    let auto = h.docker.network_id("auto");
+    assert_eq!(
+        h.inspect(&auto)["IPAM"]["Config"][0]["Subnet"],
+        "172.18.0.0/16"
+    );
+    h.docker.docker_ok(&["network", "rm", "auto"]);
+
+    // macvlan (`-o parent`) with Docker's MTU option: the parent is the network's uplink, the
+    // container's eth0 has the MTU.
+    ip(&[
+        "-n", &h.ns.name, "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+    ]);
+    let m = h.network(
+        "netm",
+        "10.213.14.0/24",
+        &[
+            "-o",
+            "parent=up0",
+            "-o",
+            "com.docker.network.driver.mtu=1400",
+        ],
+    );
+    let net = h.inspect(&m);
+    assert_eq!(net["Driver"], "macvlan", "{net}");
+    assert_eq!(net["Options"]["parent"], "up0", "{net}");
+    assert!(
+        net["Ports"].as_array().unwrap().iter().any(|p| p == "up0"),
+        "{net}"
+    );
+    let mtu = h.docker.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "netm",
+        IMAGE,
+        "cat",
+        "/sys/class/net/eth0/mtu",
+    ]);
+    assert_eq!(mtu, "1400");
+    h.docker.docker_ok(&["network", "rm", "netm"]);
+    assert!(!h.has_network(&m));
+    h.container("a1", "neta", &[]);
+    h.container("a2", "neta", &[]);
+    let ip2 = h.net_field("a2", "neta", "IPAddress");
+    assert!(ip2.starts_with("10.213.11."), "{ip2}");
+    h.ping_until("a1", &ip2);
+    // Docker's embedded DNS answers for the network's containers.
+    h.ping_until("a1", "a2");
+    h.ping_until("a2", "a1");
+    // Both MACs were learned by vswitch's bridge of this network, on their endpoints' ports.
+    let vs_net = format!("docker-{}", &a[..12]);
+    for c in ["a1", "a2"] {
+        let mac = h.net_field(c, "neta", "MacAddress");
+        let row = h
+            .vswitchd
+            .fdb_entry(&mac)
+            .unwrap_or_else(|| panic!("{c}'s MAC {mac} is not in fdb show"));
+        assert_eq!(row["network"], vs_net.as_str(), "{row}");
+        assert!(row["port"].as_str().unwrap().starts_with("vse"), "{row}");
+    }
+    assert_eq!(h.endpoints(&a), 2);
+    // trace works on the endpoints' ports: a frame from a1 to a2 goes out on a2's port only.
+    let (ep1, ep2) = (
+        h.net_field("a1", "neta", "EndpointID"),
+        h.net_field("a2", "neta", "EndpointID"),
+    );
+    let (p1, p2) = (host_end(&h, &a, &ep1), host_end(&h, &a, &ep2));
+    let flow = format!(
+        "dl_src={},dl_dst={},ip,nw_src={},nw_dst={ip2},icmp",
+        h.net_field("a1", "neta", "MacAddress"),
+        h.net_field("a2", "neta", "MacAddress"),
+        h.net_field("a1", "neta", "IPAddress"),
+    );
+    let trace = h
+        .vswitchd
+        .ctl_ok(&["trace", "--in-port", &p1, "--flow", &flow]);
+    assert!(
+        trace.contains(&format!("result:  output:{p2}\n")),
+        "{trace}"
+    );
+    // The network and its endpoints are Docker's: vswitchctl leaves them to it.
+    let err = h
+        .vswitchd
+        .ctl_err(&["network", "rm", &format!("docker-{}", &a[..12])]);
+    assert!(err.contains("docker network rm"), "{err}");
+    let err = h.vswitchd.ctl_err(&[
+        "network",
+        "disconnect",
+        &format!("docker-{}", &a[..12]),
+        &format!("docker:{}", &ep1[..12]),
+    ]);
+    assert!(err.contains("docker network disconnect"), "{err}");
+
+    // A second network: isolated from the first.
+    let b = h.network("netb", "10.213.12.0/24", &[]);
+    h.container("b1", "netb", &[]);
+    let ipb = h.net_field("b1", "netb", "IPAddress");
+    assert!(!h.ping_once("a1", &ipb), "a1 reached b1 across networks");
+    // Nor does anything of one network reach the other's bridge: b1's MAC is learned on netb
+    // only (a1's was on neta only, above).
+    let macb = h.net_field("b1", "netb", "MacAddress");
+    let gwb = h.inspect(&b)["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .expect("netb has a gateway")
+        .to_string();
+    h.ping_until("b1", &gwb);
+    let rows: Vec<Value> = h
+        .vswitchd
+        .fdb()
+        .into_iter()
+        .filter(|r| r["mac"].as_str() == Some(macb.as_str()))
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0]["network"],
+        format!("docker-{}", &b[..12]),
+        "{rows:?}"
+    );
+    // A running container joins it, at the address it asks for, and reaches b1 there.
+    h.docker
+        .docker_ok(&["network", "connect", "--ip", "10.213.12.50", "netb", "a1"]);
+    let out = h.exec("a1", &["ip", "-4", "-o", "addr"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("inet 10.213.12.50/24"), "{text}");
+    h.ping_until("a1", &ipb);
+    assert_eq!(h.endpoints(&b), 2);
+    h.docker.docker_ok(&["network", "disconnect", "netb", "a1"]);
+    assert_eq!(h.endpoints(&b), 1);
+    let out = h.exec("a1", &["ip", "-4", "-o", "addr"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("10.213.12."), "{text}");
+    assert!(
+        !h.ping_once("a1", &ipb),
+        "a1 still reaches b1 after disconnect"
+    );
+
+    // --internal: no gateway, no default route; the vswitch network says it is internal.
+    let i = h.network("neti", "10.213.13.0/24", &["--internal"]);
+    assert_eq!(h.inspect(&i)["Internal"], true);
+    let routes = h.docker.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "neti",
+        IMAGE,
+        "ip",
+        "-4",
+        "route",
+    ]);
+    assert!(routes.contains("10.213.13.0/24"), "{routes}");
+    assert!(!routes.contains("default"), "{routes}");
+
+    // Published ports are kept on the endpoint (the firewall makes them real once wired), and
+    // a host port taken twice is refused.
+    h.container(
+        "p1",
+        "neta",
+        &["-p", "8080:80", "-p", "127.0.0.1:5353:53/udp"],
+    );
+    let ep = h.net_field("p1", "neta", "EndpointID");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(h.vswitchd.state_dir.join("switch.json")).expect("the state file"),
+    )
+    .expect("the state file is JSON");
+    let rec = state["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["id"] == ep.as_str())
+        .unwrap_or_else(|| panic!("no endpoint {ep} in {state}"));
+    let mut published: Vec<String> = rec["published"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p["host_ip"].as_str().unwrap_or("*"),
+                p["host_port"],
+                p["container_port"],
+                p["protocol"].as_str().unwrap()
+            )
+        })
+        .collect();
+    published.sort();
+    assert_eq!(published, ["*:8080->80/tcp", "127.0.0.1:5353->53/udp"]);
+    let err = h.docker.docker_err(&[
+        "run",
+        "-d",
+        "--network",
+        "neta",
+        "-p",
+        "8080:81",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    assert!(
+        err.contains("host port 8080/tcp is already published"),
+        "{err}"
+    );
+
+    // docker network rm removes the vswitch network, its ports and every veth.
+    let left = h.docker.docker_ok(&["ps", "-aq"]);
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(left.split_whitespace());
+    h.docker.docker_ok(&rm);
+    for (name, id) in [("neta", &a), ("netb", &b), ("neti", &i)] {
+        h.docker.docker_ok(&["network", "rm", name]);
+        assert!(!h.has_network(id), "vswitch still has {name}");
+    }
+    let ports: Vec<String> = h
+        .vswitchd
+        .ports()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .filter(|p| p.starts_with("vse") || p.starts_with("vsg"))
+        .collect();
+    assert!(ports.is_empty(), "ports left: {ports:?}");
+    let left = h.links(&["vse", "vsc", "vsg"]);
+    assert!(left.is_empty(), "links left: {left:?}");
+}
+
+/// `kill -9` of vswitchd while containers run: restarted with the same arguments, it attaches
+/// the endpoints' host ends again and the containers talk with nothing recreated by hand. A
+/// restart of dockerd makes no duplicate network or endpoint. Malformed plugin requests are
+/// refused with `{"Err"}` and leave the stored state as it was.
+#[test]
+fn docker_state_survives_faults_of_either_daemon() {
+    if !root_or_skip() || !dockerd_or_skip() {
+        return;
+    }
+    let mut h = DockerHost::start();
+    let a = h.network("neta", "10.213.21.0/24", &[]);
+    h.container("a1", "neta", &[]);
+    h.container("a2", "neta", &[]);
+    let ip2 = h.net_field("a2", "neta", "IPAddress");
+    h.ping_until("a1", &ip2);
+    let ports_before: Vec<String> = h
+        .vswitchd
+        .ports()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+
+    // An endpoint Docker made but never joined (dockerd died in between) does not outlive a
+    // restart of vswitchd.
+    let never = "e".repeat(64);
+    let body = format!(r#"{{"NetworkID":"{a}","EndpointID":"{never}","Interface":{{}}}}"#);
+    let (status, answer) =
+        plugin_call(&h.socket.0, "NetworkDriver.CreateEndpoint", body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(h.endpoints(&a), 3);
+
+    h.kill_and_restart_vswitchd();
+    assert!(h.vswitchd.log_text().contains("Docker never joined it"));
+    let ports_after: Vec<String> = h
+        .vswitchd
+        .ports()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ports_after, ports_before,
+        "the same ports after the restart"
+    );
+    assert_eq!(h.endpoints(&a), 2);
+    h.ping_until("a1", &ip2);
+    h.ping_until("a2", "a1");
+
+    // An endpoint whose veth vanished while vswitchd was down (its container's namespace went
+    // away) is forgotten at the next start, and logged; Docker removing that container later
+    // gets "no endpoint" (it logs it and goes on), and a new container gets a new endpoint.
+    h.vswitchd
+        .signal(libc::SIGKILL, WAIT)
+        .expect("vswitchd dies of SIGKILL");
+    let ep2 = h.net_field("a2", "neta", "EndpointID");
+    let vse: Vec<String> = h.links(&["vse"]);
+    assert_eq!(vse.len(), 2, "{vse:?}");
+    ip(&["-n", &h.ns.name, "link", "del", &host_end(&h, &a, &ep2)]);
+    let argv: Vec<&str> = h.args.iter().map(String::as_str).collect();
+    h.vswitchd = Daemon::start_with(&h.ns, &h.dir.path.join("vswitchd"), &argv);
+    let log = h.vswitchd.log_text();
+    assert!(log.contains("its container is gone"), "{log}");
+    assert_eq!(h.endpoints(&a), 1);
+    h.docker.docker_ok(&["rm", "-f", "a2"]);
+    h.container("a2", "neta", &[]);
+    h.ping_until("a1", "a2");
+    assert_eq!(h.endpoints(&a), 2);
+
+    // dockerd restarted: its containers stop (Leave, DeleteEndpoint), nothing is replayed
+    // twice, and started again they get one endpoint each.
+    h.docker.restart();
+    assert!(h.has_network(&a));
+    assert_eq!(h.endpoints(&a), 0, "dockerd's stop left endpoints");
+    h.docker.docker_ok(&["start", "a1", "a2"]);
+    h.ping_until("a1", "a2");
+    assert_eq!(h.endpoints(&a), 2);
+    // dockerd crashed (SIGKILL, its containers left running): on its start it kills them and
+    // cleans up their endpoints (Leave, DeleteEndpoint); started again, one endpoint each.
+    h.docker.crash_and_restart();
+    wait_for("dockerd to clean up its old endpoints", FLOW_WAIT, || {
+        (h.endpoints(&a) == 0).then_some(())
+    });
+    assert_eq!(h.links(&["vse", "vsc"]), Vec::<String>::new());
+    h.docker.docker_ok(&["start", "a1", "a2"]);
+    h.ping_until("a1", "a2");
+    assert_eq!(h.endpoints(&a), 2);
+    let nets: Vec<Value> = match h.vswitchd.ctl_json(&["network", "ls"]) {
+        Value::Array(rows) => rows,
+        other => panic!("{other}"),
+    };
+    let docker_nets = nets
+        .iter()
+        .filter(|n| n["name"].as_str().unwrap().starts_with("docker-"))
+        .count();
+    assert_eq!(docker_nets, 1, "{nets:?}");
+
+    // Malformed and refused plugin calls: an Err each, the stored state unchanged.
+    let state = h.vswitchd.state_dir.join("switch.json");
+    let before = std::fs::read(&state).expect("the state file");
+    let socket = h.socket.0.clone();
+    let unknown = "f".repeat(64);
+    let ep = h.net_field("a1", "neta", "EndpointID");
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "NetworkDriver.CreateNetwork",
+            "{not json".into(),
+            "malformed",
+        ),
+        (
+            "NetworkDriver.CreateNetwork",
+            format!(
+                r#"{{"NetworkID":"{unknown}","Options":{{"com.docker.network.generic":{{"vswitch.bogus":"1"}}}},"IPv4Data":[{{"AddressSpace":"vswitch-local","Pool":"10.213.29.0/24"}}]}}"#
+            ),
+            "unknown option",
+        ),
+        (
+            "NetworkDriver.CreateNetwork",
+            format!(
+                r#"{{"NetworkID":"{unknown}","Options":{{}},"IPv4Data":[],"IPv6Data":[{{"Pool":"fd00::/64"}}]}}"#
+            ),
+            "IPv6 is not supported",
+        ),
+        (
+            "NetworkDriver.CreateNetwork",
+            format!(
+                r#"{{"NetworkID":"{unknown}","Options":{{}},"IPv4Data":[{{"AddressSpace":"vswitch-local","Pool":"10.213.29.0/24"}}]}}"#
+            ),
+            "no vswitch address pool",
+        ),
+        (
+            "NetworkDriver.DeleteNetwork",
+            format!(r#"{{"NetworkID":"{unknown}"}}"#),
+            "no vswitch network",
+        ),
+        (
+            "NetworkDriver.DeleteNetwork",
+            format!(r#"{{"NetworkID":"{a}"}}"#),
+            "active endpoints",
+        ),
+        (
+            "NetworkDriver.Join",
+            format!(r#"{{"NetworkID":"{a}","EndpointID":"{unknown}","SandboxKey":"/x"}}"#),
+            "no endpoint",
+        ),
+        (
+            "NetworkDriver.Join",
+            format!(r#"{{"NetworkID":"{a}","EndpointID":"{ep}","SandboxKey":"/x"}}"#),
+            "already joined",
+        ),
+        (
+            "NetworkDriver.CreateEndpoint",
+            format!(
+                r#"{{"NetworkID":"{a}","EndpointID":"{unknown}","Interface":{{"Address":"10.99.0.2/24"}}}}"#
+            ),
+            "outside",
+        ),
+        (
+            "NetworkDriver.CreateEndpoint",
+            format!(
+                r#"{{"NetworkID":"{a}","EndpointID":"{unknown}","Interface":{{"AddressIPv6":"fd00::2/64"}}}}"#
+            ),
+            "IPv6 is not supported",
+        ),
+        (
+            "IpamDriver.RequestPool",
+            r#"{"AddressSpace":"vswitch-local","Pool":"10.213.21.0/25"}"#.into(),
+            "overlapping subnets",
+        ),
+        (
+            "IpamDriver.ReleasePool",
+            r#"{"PoolID":"10.250.0.0/24"}"#.into(),
+            "no address pool",
+        ),
+    ];
+    for (call, body, want) in &cases {
+        let (status, answer) = plugin_call(&socket, call, body.as_bytes());
+        assert_eq!(status, 500, "{call} {body}: {answer}");
+        let err = answer["Err"].as_str().unwrap_or_default();
+        assert!(err.contains(want), "{call} {body}: {err:?} lacks {want:?}");
+    }
+    let after = std::fs::read(&state).expect("the state file");
+    assert!(before == after, "a refused call changed the stored state");
+    assert_eq!(h.endpoints(&a), 2);
+    h.ping_until("a1", "a2");
+
+    // While vswitchd runs: a container whose veth vanished behind Docker's back is forgotten
+    // (and logged) when Docker next asks for an endpoint; its port goes with it.
+    let ep2 = h.net_field("a2", "neta", "EndpointID");
+    let port2 = host_end(&h, &a, &ep2);
+    ip(&["-n", &h.ns.name, "link", "del", &port2]);
+    h.container("a3", "neta", &[]);
+    assert_eq!(h.endpoints(&a), 2, "a1 and a3");
+    assert!(h.vswitchd.port(&port2).is_none(), "{port2} is still a port");
+    let log = h.vswitchd.log_text();
+    assert!(
+        log.contains(&format!("docker endpoint {}", &ep2[..12])),
+        "{log}"
+    );
+    h.ping_until("a3", "a1");
+}
+
+/// An overlay network across two hosts, each with its own dockerd and vswitchd, joined by an
+/// underlay veth: containers on either side talk over VXLAN.
+#[test]
+fn overlay_network_across_two_docker_hosts() {
+    if !root_or_skip() || !dockerd_or_skip() {
+        return;
+    }
+    let base = unique_plugin_name();
+    let ns1 = Netns::new(format!("{base}-h1"));
+    let ns2 = Netns::new(format!("{base}-h2"));
+    ip(&[
+        "-n", &ns1.name, "link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns",
+        &ns2.name,
+    ]);
+    for (ns, addr) in [(&ns1, "10.213.30.1/24"), (&ns2, "10.213.30.2/24")] {
+        ip(&["-n", &ns.name, "addr", "add", addr, "dev", "ul0"]);
+        ip(&["-n", &ns.name, "link", "set", "ul0", "up"]);
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+    }
+    let h1 = DockerHost::start_with(Some(ns1), &["--vtep", "10.213.30.1"]);
+    let h2 = DockerHost::start_with(Some(ns2), &["--vtep", "10.213.30.2"]);
+    let mut ids = Vec::new();
+    for (h, peer, range) in [
+        (&h1, "10.213.30.2", "10.213.31.0/26"),
+        (&h2, "10.213.30.1", "10.213.31.64/26"),
+    ] {
+        let peer = format!("vswitch.peer={peer}");
+        ids.push(h.network(
+            "over",
+            "10.213.31.0/24",
+            &[
+                "--ip-range",
+                range,
+                "-o",
+                "vswitch.driver=overlay",
+                "-o",
+                "vswitch.vni=42",
+                "-o",
+                &peer,
+            ],
+        ));
+        let net = h.inspect(ids.last().unwrap());
+        assert_eq!(net["Driver"], "overlay", "{net}");
+        assert_eq!(net["Options"]["vxlan.vni"], "42", "{net}");
+    }
+    h1.container("o1", "over", &["--ip", "10.213.31.11"]);
+    h2.container("o2", "over", &["--ip", "10.213.31.12"]);
+    h1.ping_until("o1", "10.213.31.12");
+    h2.ping_until("o2", "10.213.31.11");
+    // o2's MAC was learned on h1's VXLAN port.
+    let mac = h2.net_field("o2", "over", "MacAddress");
+    let row = h1
+        .vswitchd
+        .fdb_entry(&mac)
+        .unwrap_or_else(|| panic!("o2's MAC {mac} is not in h1's fdb"));
+    assert_eq!(row["remote"], "10.213.30.2", "{row}");
+    h1.docker.docker_ok(&["rm", "-f", "o1"]);
+    h2.docker.docker_ok(&["rm", "-f", "o2"]);
+}
+
+/// The host end of a joined endpoint's veth, from the state vswitchd saved.
+fn host_end(h: &DockerHost, network: &str, endpoint: &str) -> String {
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(h.vswitchd.state_dir.join("switch.json")).expect("the state file"),
+    )
+    .expect("the state file is JSON");
+    let name = format!("docker-{}", &network[..12]);
+    state["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["id"] == endpoint && e["network"] == name.as_str())
+        .and_then(|e| e["host_interface"].as_str())
+        .unwrap_or_else(|| panic!("no endpoint {endpoint} in {state}"))
+        .to_string()
+}
+
+/// `--docker-plugin none` serves no plugin; a path vswitchd cannot serve stops it with a clear
+/// message (only the default path, when not given, is allowed to fail with a warning).
+#[test]
+fn docker_plugin_flag() {
+    if !root_or_skip() {
+        return;
+    }
+    let name = unique_plugin_name();
+    let ns = docker_netns(&name);
+    let dir = TempDir::new(&name);
+    let d = Daemon::start_with(&ns, &dir.path.join("off"), &["--docker-plugin", "none"]);
+    assert!(
+        d.log_text().contains("docker plugin off"),
+        "{}",
+        d.log_text()
+    );
+    drop(d);
+    let net = format!("--net={}", ns.path().display());
+    let socket = dir.path.join("bad.sock");
+    let state = dir.path.join("bad-state");
+    let out = run_with_timeout(
+        "nsenter",
+        &[
+            &net,
+            "--",
+            VSWITCHD,
+            "--socket",
+            &socket.to_string_lossy(),
+            "--state-dir",
+            &state.to_string_lossy(),
+            "--docker-plugin",
+            "/dev/null/vswitch.sock",
+        ],
+        WAIT,
+    )
+    .expect("vswitchd exits by itself");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("serving the docker plugin at /dev/null/vswitch.sock"),
+        "{err}"
+    );
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tools::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use tools::daemon::docker::{self, DaemonBackend, DockerPlugin};
 use tools::daemon::server::{ApiSocket, Limits};
 use tools::daemon::{state, state::StateDir, Daemon};
 
@@ -41,6 +42,10 @@ struct Args {
     /// Print one line per frame: its path through the pipeline.
     #[arg(long)]
     trace: bool,
+    /// The Docker plugin's socket (`none`: no plugin); Docker names the driver after the file.
+    /// [default: /run/docker/plugins/vswitch.sock]
+    #[arg(long, env = "VSWITCH_DOCKER_PLUGIN", value_name = "PATH|none")]
+    docker_plugin: Option<String>,
     /// error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -130,6 +135,7 @@ fn run(args: Args) -> Result<(), String> {
         vtep = %args.vtep,
         "vswitchd ready"
     );
+    let plugin = start_docker_plugin(args.docker_plugin.as_deref(), &daemon)?;
     {
         let daemon = daemon.clone();
         let socket = Arc::new(socket);
@@ -146,6 +152,8 @@ fn run(args: Args) -> Result<(), String> {
         tracing::info!(signal = sig, "stopping");
         drop(socket);
     }
+    // The plugin's thread ends and its socket goes before the datapath stops.
+    drop(plugin);
     daemon.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
     let _ = dp_thread.join();
     // The API socket's file is removed by ApiSocket's Drop once the last clone goes; remove it
@@ -223,6 +231,34 @@ fn raise_fd_limit() {
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 tracing::warn!("cannot raise the open-file limit");
             }
+        }
+    }
+}
+
+/// Serves the Docker plugin on its own thread (never the datapath's): at `arg`, or at the
+/// default socket when no `--docker-plugin` was given. `none` turns it off. A failure at an
+/// explicit path stops the daemon; at the default path (a machine without Docker, another
+/// vswitchd holding it) it is only logged.
+fn start_docker_plugin(
+    arg: Option<&str>,
+    daemon: &Arc<Mutex<Daemon>>,
+) -> Result<Option<DockerPlugin>, String> {
+    let explicit = arg.is_some();
+    let Some(path) = docker::server::socket_from_arg(arg.unwrap_or(docker::server::DEFAULT_SOCKET))
+    else {
+        tracing::info!("docker plugin off (--docker-plugin none)");
+        return Ok(None);
+    };
+    let backend = Arc::new(DaemonBackend::new(daemon.clone()));
+    match DockerPlugin::serve(&path, backend) {
+        Ok(plugin) => Ok(Some(plugin)),
+        Err(e) if explicit => Err(format!(
+            "serving the docker plugin at {}: {e}",
+            path.display()
+        )),
+        Err(e) => {
+            tracing::warn!(socket = %path.display(), error = %e, "docker plugin not started");
+            Ok(None)
         }
     }
 }

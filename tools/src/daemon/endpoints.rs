@@ -3,7 +3,12 @@
 //! the sandbox end `ethN` with a MAC derived from its address, the address from IPAM, the
 //! default route via the gateway on the sandbox's first network, and the host end a port of
 //! the network's bridge. After a restart, endpoints are checked against the system.
+//!
+//! Docker's endpoints (the plugin's `CreateEndpoint`, `Join`, `Leave`, `DeleteEndpoint`) are
+//! endpoints without a sandbox record: Docker moves the free end of the veth into the container
+//! itself. Published ports of either kind go through [`Daemon::publish_ports`].
 
+use super::docker::{EndpointInfo, EndpointSpec, IfAddr, JoinInfo};
 use super::sandboxes::SandboxRecord;
 use super::undo::Undo;
 use super::{random_id, ApiError, Daemon, NetworkRecord, PortOwner, PortRecord};
@@ -19,6 +24,9 @@ use std::os::fd::AsFd;
 
 /// Prefix of the host ends of endpoint veths (so orphans can be found after a crash).
 const ENDPOINT_PREFIX: &str = "vse";
+/// Prefix of the free end of a Docker endpoint's veth, until Docker moves it into the
+/// container (and renames it `ethN`).
+const DOCKER_FREE_PREFIX: &str = "vsc";
 
 /// A network's addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +34,10 @@ pub struct NetworkIpam {
     pub pool: PoolId,
     pub subnet: Cidr,
     pub gateway: Option<Ipv4Addr>,
+    /// The pool was made by Docker's `RequestPool` (`--ipam-driver vswitch`): Docker releases
+    /// it, not the network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub docker_pool: bool,
 }
 
 /// An endpoint as stored.
@@ -44,6 +56,58 @@ pub struct EndpointRecord {
     /// This endpoint set the sandbox's default route.
     #[serde(default)]
     pub default_route: bool,
+    /// For an endpoint Docker made through the plugin: what only such endpoints have. Such an
+    /// endpoint has no sandbox record (`sandbox` is `docker:` and 12 digits of its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerEndpoint>,
+    /// The ports published to the endpoint (Docker's `-p`, `network connect --publish`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<PublishedPort>,
+}
+
+/// What an endpoint made by Docker carries besides the common fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerEndpoint {
+    /// The endpoint took its address from the network's pool itself (and gives it back);
+    /// false when Docker requested it from our IPAM driver (and releases it).
+    pub allocated: bool,
+    /// Docker's sandbox key (its netns path) while joined; None before `Join`, after `Leave`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_key: Option<String>,
+}
+
+/// A port published to an endpoint: `HOST_IP:HOST_PORT[-END] -> PORT/PROTO`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    /// The port inside the sandbox.
+    pub container_port: u16,
+    /// The host address it is reached on; None: every address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<Ipv4Addr>,
+    /// The first host port (0: any).
+    pub host_port: u16,
+    /// The last host port of a range (equal to `host_port`, or 0, for one port).
+    pub host_port_end: u16,
+}
+
+impl PublishedPort {
+    /// The host ports it takes.
+    fn host_ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.host_port..=self.host_port_end.max(self.host_port)
+    }
+
+    /// True when both would take the same host port of the same protocol on one address.
+    fn clashes(&self, other: &PublishedPort) -> bool {
+        let (a, b) = (self.host_ports(), other.host_ports());
+        self.host_port != 0
+            && other.host_port != 0
+            && self.protocol == other.protocol
+            && a.start() <= b.end()
+            && b.start() <= a.end()
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
 }
 
 impl EndpointRecord {
@@ -76,6 +140,8 @@ impl Connect<'_> {
             ip: None,
             prefix_len: 0,
             default_route: false,
+            docker: None,
+            published: Vec::new(),
         }
     }
 }
@@ -218,6 +284,8 @@ impl Daemon {
             ip: Some(addr),
             prefix_len: ipam.subnet.prefix_len(),
             default_route,
+            docker: None,
+            published: Vec::new(),
         })
     }
 
@@ -325,6 +393,11 @@ impl Daemon {
             .ok_or_else(|| {
                 ApiError::not_found(format!("sandbox {sandbox} is not connected to {network}"))
             })?;
+        if self.endpoints[i].docker.is_some() {
+            return Err(ApiError::conflict(format!(
+                "{sandbox} is a Docker container's endpoint: use docker network disconnect"
+            )));
+        }
         let ep = self.endpoints[i].clone();
         let mut problems = Vec::new();
         if let Err(e) = self.unplumb(&ep) {
@@ -480,6 +553,382 @@ impl Daemon {
     }
 }
 
+// ---- Docker's endpoints (the plugin's calls; see `docker/backend.rs`) ----
+//
+// A Docker endpoint is an endpoint without a sandbox record: Docker owns the container's
+// namespace and moves the free end of the veth into it itself. Its life: created (address and
+// MAC reserved) → joined (the veth pair made here, the host end a port of the network, the other
+// end handed to Docker) → left (the pair removed) → deleted (the address given back).
+
+impl Daemon {
+    /// The index of Docker's endpoint `endpoint` on the network Docker knows by `network`.
+    fn docker_endpoint_index(&self, network: &str, endpoint: &str) -> Result<usize, ApiError> {
+        let net = &self.docker_network(network)?.record.name;
+        self.endpoints
+            .iter()
+            .position(|e| e.docker.is_some() && e.network == *net && e.id == endpoint)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no endpoint {endpoint} on the vswitch network {net} (Docker id {network})"
+                ))
+            })
+    }
+
+    /// `EndpointOperInfo`: the endpoint as it is.
+    pub(super) fn docker_endpoint_info(
+        &self,
+        network: &str,
+        endpoint: &str,
+    ) -> Result<EndpointInfo, ApiError> {
+        let i = self.docker_endpoint_index(network, endpoint)?;
+        docker_info(&self.endpoints[i])
+    }
+
+    /// `CreateEndpoint`: reserves the address (the one Docker gives, or the next free one) and
+    /// the MAC (Docker's, or 02:42 and the address), and stores the endpoint. The same request
+    /// again returns what the endpoint has.
+    pub(super) fn docker_endpoint_create(
+        &mut self,
+        spec: &EndpointSpec,
+    ) -> Result<EndpointInfo, ApiError> {
+        let net = self.docker_network(&spec.network)?.record.clone();
+        if let Ok(i) = self.docker_endpoint_index(&spec.network, &spec.endpoint) {
+            let info = docker_info(&self.endpoints[i])?;
+            let same = spec.address.is_none_or(|a| info.address == Some(a))
+                && spec.mac.is_none_or(|m| info.mac == m);
+            return if same {
+                Ok(info)
+            } else {
+                Err(ApiError::conflict(format!(
+                    "endpoint {} exists with another address or MAC",
+                    spec.endpoint
+                )))
+            };
+        }
+        if self.endpoints.iter().any(|e| e.id == spec.endpoint) {
+            return Err(ApiError::conflict(format!(
+                "endpoint {} exists on another network",
+                spec.endpoint
+            )));
+        }
+        let ipam = net.ipam.clone().ok_or_else(|| {
+            ApiError::invalid(format!("network {} has no address pool", net.name))
+        })?;
+        if let Some(a) = spec.address.filter(|a| !ipam.subnet.contains(a.ip())) {
+            return Err(ApiError::invalid(format!(
+                "address {} is outside the network's subnet {}",
+                a.ip(),
+                ipam.subnet
+            )));
+        }
+        self.forget_vanished_docker_endpoints();
+        self.transaction(|d, undo| {
+            let given = spec.address.map(|a| a.ip());
+            let taken_by_docker = given.is_some_and(|ip| {
+                ipam.docker_pool && d.ipam.pool(&ipam.pool).is_some_and(|p| p.is_allocated(ip))
+            });
+            let (ip, allocated) = match given {
+                Some(ip) if taken_by_docker => (ip, false),
+                _ => {
+                    let ip = d
+                        .ipam
+                        .request_address(&ipam.pool, &spec.endpoint, given)
+                        .map_err(ApiError::from_ipam)?;
+                    let pool = ipam.pool.clone();
+                    undo.push(move |d| {
+                        let _ = d.ipam.release_address(&pool, ip);
+                    });
+                    (ip, true)
+                }
+            };
+            let mac = spec.mac.map_or_else(|| mac_for(ip), |m| m.0);
+            let ep = EndpointRecord {
+                id: spec.endpoint.clone(),
+                network: net.name.clone(),
+                sandbox: format!("docker:{}", short_id(&spec.endpoint)),
+                interface: String::new(),
+                host_interface: String::new(),
+                mac: Some(mac_text(mac)),
+                ip: Some(ip),
+                prefix_len: ipam.subnet.prefix_len(),
+                default_route: false,
+                docker: Some(DockerEndpoint {
+                    allocated,
+                    sandbox_key: None,
+                }),
+                published: Vec::new(),
+            };
+            d.endpoints.push(ep.clone());
+            undo.push(|d| {
+                d.endpoints.pop();
+            });
+            d.save()?;
+            docker_info(&ep)
+        })
+    }
+
+    /// `Join`: makes the endpoint's veth pair in the daemon's namespace (the free end with the
+    /// endpoint's MAC), attaches the host end as a port of the network, and returns the free
+    /// end's name, which Docker moves into the container, with the gateway (none on an
+    /// `--internal` network).
+    pub(super) fn docker_endpoint_join(
+        &mut self,
+        network: &str,
+        endpoint: &str,
+        sandbox_key: &str,
+    ) -> Result<JoinInfo, ApiError> {
+        let i = self.docker_endpoint_index(network, endpoint)?;
+        let ep = self.endpoints[i].clone();
+        if !ep.host_interface.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "endpoint {endpoint} is already joined (port {})",
+                ep.host_interface
+            )));
+        }
+        let net = self.network(&ep.network)?.record.clone();
+        let hash = short_hash(&[&net.id, &ep.id]);
+        let host = format!("{ENDPOINT_PREFIX}{hash}");
+        let free = format!("{DOCKER_FREE_PREFIX}{hash}");
+        let ops = net.driver.ops();
+        let mtu = net.spec.mtu.or_else(|| ops.default_mtu(self));
+        let mac = ep
+            .mac
+            .as_deref()
+            .and_then(|m| m.parse::<switch::MacAddr>().ok())
+            .map(|m| m.0);
+        // What a crash left of an earlier pair with these names goes first.
+        for stale in [&host, &free] {
+            if !self.ports.contains_key(stale.as_str())
+                && switch::port::afpacket::interface_exists(stale)
+            {
+                let _ = netlink()?.delete_link(stale);
+            }
+        }
+        let key = sandbox_key.to_string();
+        self.transaction(|d, undo| {
+            netlink()?
+                .create_veth(&host, &free, None, mtu, mac, ops.sandbox_gso_max_segs(mtu))
+                .map_err(|e| {
+                    ApiError::internal(format!("creating the endpoint's veth pair: {e}"))
+                })?;
+            let made = host.clone();
+            undo.push(move |_| {
+                let _ = netlink().map(|mut nl| nl.delete_link(&made));
+            });
+            netlink()?
+                .set_up(&host)
+                .map_err(|e| ApiError::internal(format!("bringing up {host}: {e}")))?;
+            let port = PortRecord::owned(host.clone(), &net, PortType::System, PortOwner::Endpoint);
+            d.attach_owned(port, undo)?;
+            let before = d.endpoints[i].clone();
+            let e = &mut d.endpoints[i];
+            e.host_interface = host.clone();
+            e.interface = free.clone();
+            if let Some(docker) = e.docker.as_mut() {
+                docker.sandbox_key = Some(key);
+            }
+            undo.push(move |d| d.endpoints[i] = before);
+            d.save()
+        })?;
+        let gateway = net
+            .ipam
+            .as_ref()
+            .and_then(|i| i.gateway)
+            .filter(|_| !net.spec.internal);
+        Ok(JoinInfo {
+            ifname: free,
+            gateway,
+            static_routes: Vec::new(),
+        })
+    }
+
+    /// `Leave`: detaches the endpoint's port and removes its veth pair (the end in the
+    /// container goes with it). Problems past that point are logged, not returned: the
+    /// endpoint has left either way.
+    pub(super) fn docker_endpoint_leave(
+        &mut self,
+        network: &str,
+        endpoint: &str,
+    ) -> Result<(), ApiError> {
+        let i = self.docker_endpoint_index(network, endpoint)?;
+        let ep = self.endpoints[i].clone();
+        if ep.host_interface.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "endpoint {endpoint} is not joined"
+            )));
+        }
+        if let Err(e) = self.unplumb(&ep) {
+            tracing::warn!(endpoint, error = %e, "docker: leaving, the veth was not removed cleanly");
+        }
+        let e = &mut self.endpoints[i];
+        e.host_interface.clear();
+        e.interface.clear();
+        if let Some(docker) = e.docker.as_mut() {
+            docker.sandbox_key = None;
+        }
+        self.save()
+    }
+
+    /// `DeleteEndpoint`: leaves if still joined, gives the address back if the endpoint took
+    /// it, and forgets the endpoint.
+    pub(super) fn docker_endpoint_delete(
+        &mut self,
+        network: &str,
+        endpoint: &str,
+    ) -> Result<(), ApiError> {
+        let i = self.docker_endpoint_index(network, endpoint)?;
+        let ep = self.endpoints[i].clone();
+        if !ep.host_interface.is_empty() {
+            if let Err(e) = self.unplumb(&ep) {
+                tracing::warn!(endpoint, error = %e, "docker: deleting, the veth was not removed cleanly");
+            }
+        }
+        if ep.docker.as_ref().is_some_and(|d| d.allocated) {
+            if let Err(e) = self.release(&ep) {
+                tracing::warn!(endpoint, error = %e, "docker: deleting, the address was not released");
+            }
+        }
+        self.endpoints.remove(i);
+        self.save()
+    }
+
+    /// `ProgramExternalConnectivity` / `RevokeExternalConnectivity` (an empty list).
+    pub(super) fn docker_endpoint_publish(
+        &mut self,
+        network: &str,
+        endpoint: &str,
+        ports: Vec<PublishedPort>,
+    ) -> Result<(), ApiError> {
+        self.docker_endpoint_index(network, endpoint)?;
+        self.publish_ports(endpoint, ports)
+    }
+
+    /// Sets the ports published to endpoint `id`, replacing those it had: the one function
+    /// behind Docker's `ProgramExternalConnectivity` and `network connect --publish`. A host
+    /// port another endpoint has is refused. The bindings are kept in the state; the firewall
+    /// service, once wired, makes them real from here.
+    pub(super) fn publish_ports(
+        &mut self,
+        id: &str,
+        ports: Vec<PublishedPort>,
+    ) -> Result<(), ApiError> {
+        let i = self
+            .endpoints
+            .iter()
+            .position(|e| e.id == id)
+            .ok_or_else(|| ApiError::not_found(format!("no such endpoint: {id}")))?;
+        for p in &ports {
+            let other = self
+                .endpoints
+                .iter()
+                .filter(|e| e.id != id)
+                .find(|e| e.published.iter().any(|q| q.clashes(p)));
+            if let Some(other) = other {
+                return Err(ApiError::conflict(format!(
+                    "host port {}/{} is already published to endpoint {} on {}",
+                    p.host_port,
+                    p.protocol,
+                    short_id(&other.id),
+                    other.network
+                )));
+            }
+        }
+        let before = std::mem::replace(&mut self.endpoints[i].published, ports);
+        if let Err(e) = self.save() {
+            self.endpoints[i].published = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// After a restart: forgets the Docker endpoints that cannot be in use, each logged: one
+    /// Docker never joined (it asks for a new endpoint when it starts a container again), one
+    /// whose veth vanished (its container is gone), one whose network is gone. A joined
+    /// endpoint whose veth is there is kept: its port is attached again with the others.
+    pub(super) fn reconcile_docker_endpoints(&mut self) -> Vec<String> {
+        let mut repairs = Vec::new();
+        for ep in self.endpoints.clone() {
+            if ep.docker.is_none() {
+                continue;
+            }
+            let why = if !self.networks.contains_key(&ep.network) {
+                "its network is gone"
+            } else if ep.host_interface.is_empty() {
+                "Docker never joined it"
+            } else if !switch::port::afpacket::interface_exists(&ep.host_interface) {
+                "its container is gone (the veth vanished)"
+            } else {
+                continue;
+            };
+            repairs.push(self.forget_docker_endpoint(&ep, why));
+        }
+        repairs
+    }
+
+    /// While running: forgets the joined Docker endpoints whose veth vanished (the container's
+    /// namespace went away without a `Leave`), each logged.
+    fn forget_vanished_docker_endpoints(&mut self) {
+        let gone: Vec<EndpointRecord> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.docker.is_some() && !e.host_interface.is_empty())
+            .filter(|e| !switch::port::afpacket::interface_exists(&e.host_interface))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for ep in gone {
+            if self.ports.contains_key(&ep.host_interface) {
+                let _ = self.detach(&ep.host_interface);
+            }
+            let line =
+                self.forget_docker_endpoint(&ep, "its container is gone (the veth vanished)");
+            tracing::warn!("repaired: {line}");
+        }
+        if let Err(e) = self.save() {
+            tracing::warn!(error = %e, "saving after forgetting vanished docker endpoints");
+        }
+    }
+
+    /// Drops a Docker endpoint (its address given back if it took it); returns the log line.
+    fn forget_docker_endpoint(&mut self, ep: &EndpointRecord, why: &str) -> String {
+        if ep.docker.as_ref().is_some_and(|d| d.allocated) {
+            let _ = self.release(ep);
+        }
+        self.endpoints.retain(|e| e.id != ep.id);
+        format!(
+            "docker endpoint {} on {}: {why}; removed it",
+            short_id(&ep.id),
+            ep.network
+        )
+    }
+}
+
+/// An endpoint as the Docker plugin reports it.
+fn docker_info(ep: &EndpointRecord) -> Result<EndpointInfo, ApiError> {
+    let mac = ep
+        .mac
+        .as_deref()
+        .unwrap_or_default()
+        .parse::<switch::MacAddr>()
+        .map_err(|e| ApiError::internal(format!("endpoint {}: bad MAC: {e}", ep.id)))?;
+    let address = ep
+        .ip
+        .map(|ip| IfAddr::new(ip, ep.prefix_len).map_err(ApiError::internal))
+        .transpose()?;
+    Ok(EndpointInfo {
+        address,
+        mac,
+        port: (!ep.host_interface.is_empty()).then(|| ep.host_interface.clone()),
+    })
+}
+
+/// The first 12 characters of an id, as Docker prints it.
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 /// Inside the sandbox: loopback up, the address on the sandbox end, that end up, and the
 /// default route via the gateway when the endpoint sets it.
 fn configure_inside(
@@ -561,6 +1010,35 @@ fn netlink() -> Result<Netlink, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn published_ports_clash_on_the_same_host_port() {
+        let p = |proto: &str, ip: Option<&str>, port: u16, end: u16| PublishedPort {
+            protocol: proto.into(),
+            container_port: 80,
+            host_ip: ip.map(|i| i.parse().unwrap()),
+            host_port: port,
+            host_port_end: end,
+        };
+        let any_8080 = p("tcp", None, 8080, 8080);
+        assert!(any_8080.clashes(&p("tcp", None, 8080, 0)));
+        assert!(any_8080.clashes(&p("tcp", Some("127.0.0.1"), 8080, 8080)));
+        assert!(
+            any_8080.clashes(&p("tcp", None, 8000, 9000)),
+            "a range covering it"
+        );
+        assert!(
+            !any_8080.clashes(&p("udp", None, 8080, 8080)),
+            "another protocol"
+        );
+        assert!(!any_8080.clashes(&p("tcp", None, 8081, 8090)));
+        assert!(
+            !any_8080.clashes(&p("tcp", None, 0, 0)),
+            "any port: chosen later"
+        );
+        let local = p("tcp", Some("127.0.0.1"), 53, 53);
+        assert!(!local.clashes(&p("tcp", Some("127.0.0.2"), 53, 53)));
+    }
 
     #[test]
     fn macs_and_names() {

@@ -32,7 +32,7 @@ pub mod trace;
 mod undo;
 
 pub use drivers::Driver;
-pub use endpoints::{EndpointRecord, NetworkIpam};
+pub use endpoints::{DockerEndpoint, EndpointRecord, NetworkIpam, PublishedPort};
 pub use error::ApiError;
 pub use sandboxes::SandboxRecord;
 
@@ -69,6 +69,10 @@ pub struct NetworkRecord {
     /// The network's address pool, for drivers that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam: Option<NetworkIpam>,
+    /// Docker's full network id, for a network made through the Docker plugin (its `id` is
+    /// the same, and its name `docker-` and the first 12 digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_id: Option<String>,
 }
 
 impl NetworkRecord {
@@ -226,6 +230,7 @@ impl Daemon {
             d.create_default_networks().map_err(std::io::Error::other)?;
         }
         let mut repairs = d.reconcile_endpoints();
+        repairs.extend(d.reconcile_docker_endpoints());
         repairs.extend(d.restore_ports(saved.ports));
         repairs.extend(d.remove_orphan_veths());
         d.save().map_err(std::io::Error::other)?;
@@ -267,6 +272,12 @@ impl Daemon {
             if self.ports.contains_key(&name) {
                 continue;
             }
+            let endpoint_gone = rec.owner == Some(PortOwner::Endpoint)
+                && !self.endpoints.iter().any(|e| e.host_interface == name);
+            if endpoint_gone {
+                repairs.push(format!("port {name} dropped: its endpoint is gone"));
+                continue;
+            }
             match self.attach(&rec) {
                 Ok(live) => {
                     self.ports.insert(name, live);
@@ -303,7 +314,7 @@ impl Daemon {
             Request::FdbFlush { network } => self.fdb_flush(network.as_deref()),
             Request::Stats { port } => self.stats(port.as_deref()),
             Request::NetworkCreate(spec) => self.create_network(spec),
-            Request::NetworkRm { name } => self.network_rm(&name),
+            Request::NetworkRm { name } => self.network_rm_api(&name),
             Request::NetworkLs => self.network_ls(),
             Request::NetworkInspect { name } => self.network_inspect(&name),
             Request::NetworkConnect {

@@ -1,13 +1,19 @@
 //! The `network` API group: create (validate → reserve the pool → open the driver → make the
 //! bridge → the driver's port → save, each step undone on failure), remove (going on past a
-//! failure and reporting every problem), list, inspect, and the overlay's peers.
+//! failure and reporting every problem), list, inspect, and the overlay's peers; and the same
+//! for Docker's networks and address pools (the plugin's `CreateNetwork`, `DeleteNetwork`,
+//! `RequestPool`, `RequestAddress` and their releases).
 
+use super::docker::{
+    AddressKind, Addressing, IfAddr, NetworkDriver as DockerDriver,
+    NetworkSpec as DockerNetworkSpec, PoolInfo, PoolSpec, Scope,
+};
 use super::drivers::{parse_peer, Driver};
 use super::endpoints::NetworkIpam;
 use super::undo::Undo;
 use super::{random_id, ApiError, Daemon, NetworkLive, NetworkRecord, DEFAULT_NETWORKS};
 use crate::api::{check_mtu, check_name, NetworkRow, NetworkSpec};
-use ipam::{Cidr, IpamDriver, PoolRequest};
+use ipam::{Cidr, IpamDriver, PoolId, PoolRequest};
 use serde_json::json;
 use std::net::Ipv4Addr;
 
@@ -21,14 +27,27 @@ impl Daemon {
         let driver = self.validate_network(&spec)?;
         self.transaction(|d, undo| {
             let ipam = d.reserve_pool(driver, &spec, undo)?;
-            driver.ops().open(d)?;
-            let net = d.add_network(driver, spec, ipam, undo)?;
-            if let Some(port) = driver.ops().own_port(&net) {
-                d.attach_owned(port, undo)?;
-            }
-            d.save()?;
-            Ok(json!({ "id": net.id, "name": net.name }))
+            d.build_network(driver, spec, ipam, (random_id(), None), undo)
         })
+    }
+
+    /// The steps of a network create after its pool: open what the driver needs → make the
+    /// bridge → attach the driver's port → save. `ids` is the network's id and Docker id.
+    fn build_network(
+        &mut self,
+        driver: Driver,
+        spec: NetworkSpec,
+        ipam: Option<NetworkIpam>,
+        ids: (String, Option<String>),
+        undo: &mut Undo,
+    ) -> Result<serde_json::Value, ApiError> {
+        driver.ops().open(self)?;
+        let net = self.add_network(driver, spec, ipam, ids, undo)?;
+        if let Some(port) = driver.ops().own_port(&net) {
+            self.attach_owned(port, undo)?;
+        }
+        self.save()?;
+        Ok(json!({ "id": net.id, "name": net.name }))
     }
 
     /// Checks everything `network create` asks for before anything changes; returns the driver.
@@ -85,6 +104,7 @@ impl Daemon {
             subnet: p.subnet(),
             gateway: p.gateway(),
             pool,
+            docker_pool: false,
         }))
     }
 
@@ -94,15 +114,17 @@ impl Daemon {
         driver: Driver,
         spec: NetworkSpec,
         ipam: Option<NetworkIpam>,
+        (net_id, docker_id): (String, Option<String>),
         undo: &mut Undo,
     ) -> Result<NetworkRecord, ApiError> {
         let id = self.new_bridge()?;
         let record = NetworkRecord {
-            id: random_id(),
+            id: net_id,
             name: spec.name.clone(),
             driver,
             spec,
             ipam,
+            docker_id,
         };
         let name = record.name.clone();
         self.networks.insert(
@@ -144,7 +166,8 @@ impl Daemon {
             Ok(false) => problems.push(format!("network {name} still has ports in the datapath")),
             Err(e) => problems.push(format!("removing the bridge: {e}")),
         }
-        if let Some(ipam) = &live.record.ipam {
+        // A pool Docker requested is Docker's to release (it does so before DeleteNetwork).
+        if let Some(ipam) = live.record.ipam.as_ref().filter(|i| !i.docker_pool) {
             if let Err(e) = self.ipam.release_pool(&ipam.pool) {
                 problems.push(format!("releasing the pool {}: {e}", ipam.subnet));
             }
@@ -152,6 +175,16 @@ impl Daemon {
         self.save()?;
         let what = format!("network {name} removed");
         ApiError::unless_problems(&problems, &what, json!({ "removed": name }))
+    }
+
+    /// `network rm` as the API asks it: a network Docker made is Docker's to remove.
+    pub(super) fn network_rm_api(&mut self, name: &str) -> Result<serde_json::Value, ApiError> {
+        if let Some(id) = &self.network(name)?.record.docker_id {
+            return Err(ApiError::conflict(format!(
+                "network {name} was made by Docker (id {id}): remove it with docker network rm"
+            )));
+        }
+        self.network_rm(name)
     }
 
     /// Refuses to remove a default network, or one with endpoints or ports of users.
@@ -373,6 +406,245 @@ impl Daemon {
     }
 }
 
+// ---- Docker's networks and pools (the plugin's calls; see `docker/backend.rs`) ----
+
+impl Daemon {
+    /// The network Docker knows by `docker_id`.
+    pub(super) fn docker_network(&self, docker_id: &str) -> Result<&NetworkLive, ApiError> {
+        self.networks
+            .values()
+            .find(|n| n.record.docker_id.as_deref() == Some(docker_id))
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no vswitch network with Docker id {docker_id}"))
+            })
+    }
+
+    /// `CreateNetwork`: a vswitch network named `docker-<12 digits>` with Docker's id as its
+    /// own. Its pool is either the one Docker requested from our IPAM driver, or one made here
+    /// on the subnet Docker's IPAM chose. Creating it again with the same settings (dockerd
+    /// replaying) changes nothing; with others it is a conflict.
+    pub(super) fn docker_network_create(&mut self, d: &DockerNetworkSpec) -> Result<(), ApiError> {
+        let spec = docker_api_spec(d)?;
+        if let Ok(existing) = self.docker_network(&d.docker_id) {
+            return if existing.record.spec == spec {
+                Ok(())
+            } else {
+                Err(ApiError::conflict(format!(
+                    "network {} (Docker id {}) already exists with other settings",
+                    spec.name, d.docker_id
+                )))
+            };
+        }
+        let driver = self.validate_network(&spec)?;
+        let subnet = d.subnet.ok_or_else(|| {
+            ApiError::invalid(
+                "a vswitch network needs an IPv4 subnet (use --ipam-driver vswitch, or --subnet)",
+            )
+        })?;
+        let ids = (d.docker_id.clone(), Some(d.docker_id.clone()));
+        self.transaction(|dm, undo| {
+            let ipam = match d.addressing {
+                Addressing::Vswitch => {
+                    let pool = PoolId::from_subnet(subnet);
+                    let p = dm.ipam.pool(&pool).ok_or_else(|| {
+                        ApiError::not_found(format!(
+                            "no vswitch address pool {subnet}: request it through the vswitch IPAM driver"
+                        ))
+                    })?;
+                    NetworkIpam {
+                        gateway: d.gateway.or(p.gateway()),
+                        subnet,
+                        pool,
+                        docker_pool: true,
+                    }
+                }
+                Addressing::Docker => {
+                    let req = PoolRequest {
+                        subnet: Some(subnet),
+                        gateway: d.gateway,
+                        reserved: d.reserved.clone(),
+                        ..PoolRequest::default()
+                    };
+                    let before = dm.ipam.clone();
+                    let pool = dm.ipam.request_pool(req).map_err(|e| {
+                        let mut e = ApiError::from_ipam(e);
+                        e.message.push_str(
+                            " (Docker's own IPAM chose this subnet; give --subnet, or use --ipam-driver vswitch)",
+                        );
+                        e
+                    })?;
+                    undo.push(move |dm| dm.ipam = before);
+                    let gateway = dm.ipam.pool(&pool).and_then(|p| p.gateway());
+                    NetworkIpam {
+                        gateway,
+                        subnet,
+                        pool,
+                        docker_pool: false,
+                    }
+                }
+            };
+            dm.build_network(driver, spec, Some(ipam), ids, undo)
+        })?;
+        Ok(())
+    }
+
+    /// `DeleteNetwork`: as `network rm` (refused while endpoints are left).
+    pub(super) fn docker_network_delete(&mut self, docker_id: &str) -> Result<(), ApiError> {
+        let name = self.docker_network(docker_id)?.record.name.clone();
+        self.network_rm(&name).map(drop)
+    }
+
+    /// `RequestPool`: a pool of the daemon's IPAM (no overlap; the next default subnet in
+    /// Docker's order when none is given), saved before the answer.
+    pub(super) fn docker_pool_request(&mut self, spec: &PoolSpec) -> Result<PoolInfo, ApiError> {
+        let req = PoolRequest {
+            subnet: spec.subnet,
+            ip_range: spec.ip_range,
+            host_routes: if spec.subnet.is_none() {
+                host_routes()
+            } else {
+                vec![]
+            },
+            ..PoolRequest::default()
+        };
+        self.ipam_step(|ipam| {
+            let id = ipam.request_pool(req).map_err(ApiError::from_ipam)?;
+            let p = ipam
+                .pool(&id)
+                .ok_or_else(|| ApiError::internal(format!("pool {id} vanished")))?;
+            Ok(PoolInfo {
+                id: id.to_string(),
+                subnet: p.subnet(),
+                gateway: p.gateway(),
+            })
+        })
+    }
+
+    /// `ReleasePool`.
+    pub(super) fn docker_pool_release(&mut self, pool: &str) -> Result<(), ApiError> {
+        self.ipam_step(|ipam| {
+            ipam.release_pool(&PoolId::new(pool))
+                .map_err(ApiError::from_ipam)
+        })
+    }
+
+    /// `RequestAddress`: `address` if given and free, else the next free one; for the gateway,
+    /// the pool's gateway (moved to `address` while the pool hands out nothing else).
+    pub(super) fn docker_address_request(
+        &mut self,
+        pool: &str,
+        address: Option<Ipv4Addr>,
+        kind: AddressKind,
+    ) -> Result<IfAddr, ApiError> {
+        let id = PoolId::new(pool);
+        self.ipam_step(|ipam| {
+            let p = ipam
+                .pool(&id)
+                .ok_or_else(|| ApiError::not_found(format!("no address pool {pool}")))?
+                .clone();
+            let subnet = p.subnet();
+            let ip = match (kind, address, p.gateway()) {
+                (AddressKind::Gateway, None, Some(gw)) => gw,
+                (AddressKind::Gateway, Some(want), Some(gw)) if want == gw => gw,
+                (AddressKind::Gateway, want, _) => {
+                    if p.allocated().next().is_some() {
+                        return Err(ApiError::conflict(format!(
+                            "cannot move the gateway of pool {subnet}: it has addresses in use"
+                        )));
+                    }
+                    ipam.release_pool(&id).map_err(ApiError::from_ipam)?;
+                    ipam.request_pool(PoolRequest {
+                        subnet: Some(subnet),
+                        ip_range: p.ip_range(),
+                        gateway: want,
+                        reserved: p.reserved().collect(),
+                        ..PoolRequest::default()
+                    })
+                    .map_err(ApiError::from_ipam)?;
+                    ipam.pool(&id)
+                        .and_then(|p| p.gateway())
+                        .ok_or_else(|| ApiError::internal("the new pool has no gateway"))?
+                }
+                (AddressKind::Endpoint, want, _) => ipam
+                    .request_address(&id, "docker", want)
+                    .map_err(ApiError::from_ipam)?,
+            };
+            Ok(IfAddr::on(ip, subnet))
+        })
+    }
+
+    /// `ReleaseAddress` (releasing the gateway is accepted and keeps it).
+    pub(super) fn docker_address_release(
+        &mut self,
+        pool: &str,
+        address: Ipv4Addr,
+    ) -> Result<(), ApiError> {
+        let id = PoolId::new(pool);
+        self.ipam_step(|ipam| {
+            if ipam.pool(&id).and_then(|p| p.gateway()) == Some(address) {
+                return Ok(());
+            }
+            ipam.release_address(&id, address)
+                .map_err(ApiError::from_ipam)
+        })
+    }
+
+    /// Changes the IPAM state with `f` and saves; when either fails, the IPAM state is as
+    /// before.
+    fn ipam_step<T>(
+        &mut self,
+        f: impl FnOnce(&mut ipam::DefaultIpam) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let before = self.ipam.clone();
+        let result = f(&mut self.ipam).and_then(|v| self.save().map(|()| v));
+        if result.is_err() {
+            self.ipam = before;
+        }
+        result
+    }
+}
+
+/// The vswitch network a Docker network is: its driver (`-o parent` alone means macvlan),
+/// subnet, gateway, overlay and macvlan settings. Refuses what vswitch does not do yet.
+fn docker_api_spec(d: &DockerNetworkSpec) -> Result<NetworkSpec, ApiError> {
+    if d.scope == Scope::Swarm {
+        return Err(ApiError::invalid(
+            "-o vswitch.scope=swarm needs vswitch's cluster store, which this daemon does not use yet; give the overlay's peers with -o vswitch.peer",
+        ));
+    }
+    if d.enable_icc == Some(false) {
+        return Err(ApiError::invalid(
+            "-o com.docker.network.bridge.enable_icc=false is not supported by vswitch yet",
+        ));
+    }
+    let driver = match (d.driver, &d.parent) {
+        (DockerDriver::Bridge, Some(_)) => DockerDriver::Macvlan,
+        (DockerDriver::Overlay, Some(_)) => {
+            return Err(ApiError::invalid(
+                "-o parent is for macvlan networks, not overlays",
+            ))
+        }
+        (other, _) => other,
+    };
+    if driver == DockerDriver::Overlay && d.vni.is_none() {
+        return Err(ApiError::invalid(
+            "an overlay network needs -o vswitch.vni=N (and -o vswitch.peer=IP[,IP…])",
+        ));
+    }
+    Ok(NetworkSpec {
+        name: d.name.clone(),
+        driver: Some(driver.as_str().into()),
+        subnet: d.subnet.map(|s| s.to_string()),
+        gateway: d.gateway.map(|g| g.to_string()),
+        ip_range: None,
+        vni: d.vni,
+        peers: d.peers.iter().map(Ipv4Addr::to_string).collect(),
+        parent: d.parent.clone(),
+        mtu: d.mtu,
+        internal: d.internal,
+    })
+}
+
 /// The pool `network create` asks IPAM for.
 fn pool_request(spec: &NetworkSpec) -> Result<PoolRequest, ApiError> {
     let cidr = |what: &str, v: &Option<String>| -> Result<Option<Cidr>, ApiError> {
@@ -411,4 +683,100 @@ fn host_routes() -> Vec<Cidr> {
         .filter_map(|(ip, len)| Cidr::containing(ip, len).ok())
         .filter(|c| c.prefix_len() > 0)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docker_spec() -> DockerNetworkSpec {
+        DockerNetworkSpec {
+            docker_id: "0123456789abcdef".repeat(4),
+            name: "docker-0123456789ab".into(),
+            driver: DockerDriver::Bridge,
+            addressing: Addressing::Vswitch,
+            subnet: Some("10.30.0.0/24".parse().unwrap()),
+            gateway: Some(Ipv4Addr::new(10, 30, 0, 1)),
+            reserved: vec![],
+            vni: None,
+            peers: vec![],
+            parent: None,
+            mtu: Some(1400),
+            internal: true,
+            enable_icc: None,
+            enable_ip_masquerade: None,
+            host_binding_ipv4: None,
+            scope: Scope::Local,
+        }
+    }
+
+    #[test]
+    fn a_docker_network_is_a_vswitch_network() {
+        let spec = docker_api_spec(&docker_spec()).unwrap();
+        assert_eq!(spec.name, "docker-0123456789ab");
+        assert_eq!(spec.driver.as_deref(), Some("bridge"));
+        assert_eq!(spec.subnet.as_deref(), Some("10.30.0.0/24"));
+        assert_eq!(spec.gateway.as_deref(), Some("10.30.0.1"));
+        assert_eq!(spec.mtu, Some(1400));
+        assert!(spec.internal);
+        // `-o parent` alone means macvlan.
+        let macvlan = DockerNetworkSpec {
+            parent: Some("eth1".into()),
+            ..docker_spec()
+        };
+        let spec = docker_api_spec(&macvlan).unwrap();
+        assert_eq!(spec.driver.as_deref(), Some("macvlan"));
+        assert_eq!(spec.parent.as_deref(), Some("eth1"));
+        let overlay = DockerNetworkSpec {
+            driver: DockerDriver::Overlay,
+            vni: Some(42),
+            peers: vec![Ipv4Addr::new(192, 0, 2, 2)],
+            ..docker_spec()
+        };
+        let spec = docker_api_spec(&overlay).unwrap();
+        assert_eq!(spec.driver.as_deref(), Some("overlay"));
+        assert_eq!(spec.vni, Some(42));
+        assert_eq!(spec.peers, ["192.0.2.2"]);
+    }
+
+    #[test]
+    fn what_vswitch_cannot_do_is_refused_clearly() {
+        let cases = [
+            (
+                DockerNetworkSpec {
+                    driver: DockerDriver::Overlay,
+                    ..docker_spec()
+                },
+                "vswitch.vni",
+            ),
+            (
+                DockerNetworkSpec {
+                    driver: DockerDriver::Overlay,
+                    vni: Some(1),
+                    parent: Some("eth1".into()),
+                    ..docker_spec()
+                },
+                "-o parent is for macvlan",
+            ),
+            (
+                DockerNetworkSpec {
+                    scope: Scope::Swarm,
+                    ..docker_spec()
+                },
+                "vswitch.scope=swarm",
+            ),
+            (
+                DockerNetworkSpec {
+                    enable_icc: Some(false),
+                    ..docker_spec()
+                },
+                "enable_icc=false",
+            ),
+        ];
+        for (spec, want) in cases {
+            let e = docker_api_spec(&spec).unwrap_err();
+            assert_eq!(e.kind, crate::api::ErrorKind::Invalid);
+            assert!(e.message.contains(want), "{e} lacks {want:?}");
+        }
+    }
 }

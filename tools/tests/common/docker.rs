@@ -3,8 +3,8 @@
 //!
 //! [`Dockerd::start`] runs `nsenter --net=/run/netns/NS dockerd --data-root D/data --exec-root
 //! D/exec --pidfile D/pid -H unix://D/sock --bridge=none --iptables=false --ip6tables=false
-//! --storage-driver vfs` (`nsenter --net`, not `ip netns exec`, which remounts /sys and hides the
-//! cgroup mounts dockerd needs) and waits for `docker info` to answer. Every test gets its own D
+//! --storage-driver vfs --ip-forward=false` (`nsenter --net`, not `ip netns exec`, which
+//! remounts /sys and hides the cgroup mounts dockerd needs) and waits for `docker info` to answer. Every test gets its own D
 //! (`/tmp/vsd<pid>n<N>`) and its own plugin name (`vswitch-<pid>n<N>`), so tests running side
 //! by side never share a dockerd, a containerd or a plugin socket. The CLI is the package's
 //! `/usr/bin/docker -H unix://D/sock`, with its config in D.
@@ -147,6 +147,9 @@ impl Dockerd {
             .args(["--pidfile", &p("pid")])
             .args(["-H", &self.host()])
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            // No routing between the gateways of networks: without vswitch's firewall, that is
+            // what keeps two networks apart at layer 3 (layer 2 is the switch's).
+            .arg("--ip-forward=false")
             .args(["--storage-driver", "vfs"])
             .stdin(Stdio::null())
             .stdout(logfile.try_clone().expect("dup the log file"))
@@ -351,8 +354,27 @@ impl Dockerd {
         }
         let _ = child.kill();
         let _ = child.wait();
+        self.kill_containerd();
+    }
+
+    /// Kills dockerd and its containerd with SIGKILL, as a crash does (the containers' shims
+    /// live on), and starts dockerd again on the same state, waiting until it answers.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_containerd();
+        self.spawn();
+    }
+
+    /// SIGKILLs the containerd this dockerd started, if it still runs, and removes its pid file
+    /// once it is dead: dockerd starts it with a parent-death SIGKILL, so after a crash of
+    /// dockerd it is often a zombie nobody reaps (PID 1 of a container may not), which still
+    /// answers kill(pid, 0); without the pid file the next dockerd does not wait for it.
+    fn kill_containerd(&self) {
         let pidfile = self.dir.join("exec/containerd/containerd.pid");
-        let Some(pid) = fs::read_to_string(pidfile)
+        let Some(pid) = fs::read_to_string(&pidfile)
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
         else {
@@ -364,6 +386,22 @@ impl Dockerd {
         if String::from_utf8_lossy(&cmdline).contains(dir.as_ref()) {
             // SAFETY: kill has no memory effects; the pid is the containerd of this test's dockerd.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let dead = || {
+            fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+                st.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        };
+        let deadline = Instant::now() + STOP_WAIT;
+        while !dead() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if dead() {
+            let _ = fs::remove_file(&pidfile);
         }
     }
 }
@@ -423,4 +461,34 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         })
         .filter(|p| p == &dir || p.starts_with(&format!("{dir}/")))
         .collect()
+}
+
+/// Sends one plugin call to the socket at `socket` as Docker does (`POST /CALL` with a JSON
+/// body, HTTP/1.1) and returns the status and the JSON answer (`Null` if the body is not JSON).
+pub fn plugin_call(socket: &Path, call: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connect to the plugin at {}: {e}", socket.display()));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST /{call} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .expect("write the request head");
+    s.write_all(body).expect("write the request body");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)
+        .expect("read the plugin's answer");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::Null),
+    )
 }

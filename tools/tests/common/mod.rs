@@ -445,6 +445,9 @@ impl Daemon {
             .args(extra)
             .env_remove("VSWITCH_SOCKET")
             .env_remove("VSWITCH_STATE_DIR")
+            // No Docker plugin at the machine's default socket; a test wanting one passes
+            // `--docker-plugin PATH` in `extra`, which wins over the environment.
+            .env("VSWITCH_DOCKER_PLUGIN", "none")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)

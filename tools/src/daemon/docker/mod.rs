@@ -12,6 +12,7 @@
 //! - [`ipam`]: the `IpamDriver` calls (address spaces, pools, addresses);
 //! - [`options`]: the `-o` options of `docker network create`, read into a [`NetworkSpec`];
 //! - [`server`]: [`DockerPlugin`], the socket and the HTTP server thread (never the datapath);
+//! - [`backend`]: [`DaemonBackend`], the real backend: the daemon itself;
 //! - [`memory`]: [`memory::MemoryBackend`], an in-memory backend for tests.
 //!
 //! The handlers only translate: Docker's JSON in, one backend call, Docker's JSON out. What a
@@ -20,12 +21,14 @@
 //! for what vswitch cannot do (IPv6, an unknown option) is refused before the backend is called,
 //! or by the backend before it changes anything.
 
+pub mod backend;
 pub mod ipam;
 pub mod memory;
 pub mod network;
 pub mod options;
 pub mod server;
 
+pub use backend::DaemonBackend;
 pub use server::DockerPlugin;
 
 use ::ipam::Cidr;
