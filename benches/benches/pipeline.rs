@@ -159,7 +159,8 @@ fn offload(c: &mut Criterion) {
         })
     });
     let mut segments = Vec::new();
-    seg.segment(&sf, &hdr, |f| segments.push(f.to_vec())).unwrap();
+    seg.segment(&sf, &hdr, |f| segments.push(f.to_vec()))
+        .unwrap();
     let mut buf = Some(vec![0u8; 65_600].into_boxed_slice());
     g.bench_function("gro_tcpv4_45_segments", |bench| {
         bench.iter(|| {

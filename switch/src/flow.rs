@@ -44,7 +44,7 @@
 //! [`parse_hex_frame`] reads the other way of giving a frame to trace: its bytes in hex.
 
 use crate::wire::ethernet::TPID_8021Q;
-use crate::wire::MacAddr;
+use crate::wire::{MacAddr, VlanTag};
 use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, IpNumber, Ipv4Header, Ipv6Header, PacketBuilder,
     TcpHeader,
@@ -336,8 +336,13 @@ impl FlowSpec {
         out.extend_from_slice(&self.dl_dst.0);
         out.extend_from_slice(&self.dl_src.0);
         if let Some(vid) = self.vlan {
-            out.extend_from_slice(&TPID_8021Q.to_be_bytes());
-            out.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+            let tag = VlanTag {
+                tpid: TPID_8021Q,
+                pcp: 0,
+                dei: false,
+                vid,
+            };
+            out.extend_from_slice(&tag.to_bytes());
         }
         // Writing to a Vec cannot fail, and the lengths were checked by `parse_flow`; should a
         // hand-made spec still be refused, the frame keeps the headers written so far.
