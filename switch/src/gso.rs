@@ -372,6 +372,7 @@ mod tests {
         VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
         VIRTIO_NET_HDR_GSO_UDP_L4,
     };
+    use crate::wire::checksum::tests::naive_sum;
     use etherparse as ep;
     use proptest::prelude::*;
 
@@ -384,20 +385,6 @@ mod tests {
     const FLAGS: u8 = 0x10 | tcp::FLAG_PSH | tcp::FLAG_FIN | 0x40 | tcp::FLAG_CWR;
     /// NOP, NOP, timestamps: a 32-byte TCP header, as Linux sends.
     const TCP_OPTIONS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
-
-    /// The RFC 1071 sum done the obvious way: 16-bit big-endian words, folded at each step.
-    /// Independent of the code under test.
-    fn naive_sum(data: &[u8], initial: u32) -> u16 {
-        let mut sum = u64::from(initial);
-        for w in data.chunks(2) {
-            sum += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        sum as u16
-    }
 
     /// What a super-frame was built from, to check the segments against.
     #[derive(Debug, Clone)]

@@ -93,13 +93,13 @@ pub fn pseudo_header_sum_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, l4_
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
     /// The sum done the obvious way: 16-bit big-endian words, folded at each step. Independent
     /// of the code under test.
-    fn naive_sum(data: &[u8], initial: u32) -> u16 {
+    pub(crate) fn naive_sum(data: &[u8], initial: u32) -> u16 {
         let mut sum = u64::from(initial);
         for w in data.chunks(2) {
             sum += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));

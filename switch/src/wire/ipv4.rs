@@ -11,7 +11,7 @@
 //! ```
 
 use super::checksum::{internet_checksum, ones_complement_sum, pseudo_header_sum_v4};
-use super::HeaderError;
+use super::{be_u16, check_header_len, HeaderError};
 use std::net::Ipv4Addr;
 
 /// Byte ranges of the fixed IPv4 header (RFC 791 § 3.1).
@@ -66,25 +66,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if p.version() != 4 {
             return Err(HeaderError::BadVersion(p.version()));
         }
-        let hl = p.header_len();
-        if hl < HEADER_LEN {
-            return Err(HeaderError::BadHeaderLen("IPv4", hl));
-        }
-        if hl > len {
-            return Err(HeaderError::Truncated("IPv4"));
-        }
+        check_header_len("IPv4", p.header_len(), HEADER_LEN, len)?;
         Ok(p)
     }
 
     /// The bytes behind the view.
     pub fn into_inner(self) -> T {
         self.buffer
-    }
-
-    #[inline]
-    fn u16_at(&self, r: std::ops::Range<usize>) -> u16 {
-        let b = &self.buffer.as_ref()[r];
-        u16::from_be_bytes([b[0], b[1]])
     }
 
     /// The version field: 4 for a checked view.
@@ -108,25 +96,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Total length: header and payload, as the header says.
     #[inline]
     pub fn total_len(&self) -> u16 {
-        self.u16_at(field::LENGTH)
+        be_u16(&self.buffer.as_ref()[field::LENGTH])
     }
 
     /// The identification field.
     #[inline]
     pub fn ident(&self) -> u16 {
-        self.u16_at(field::IDENT)
+        be_u16(&self.buffer.as_ref()[field::IDENT])
     }
 
     /// The don't-fragment flag.
     #[inline]
     pub fn dont_frag(&self) -> bool {
-        self.u16_at(field::FLG_OFF) & field::DF != 0
+        be_u16(&self.buffer.as_ref()[field::FLG_OFF]) & field::DF != 0
     }
 
     /// True for any fragment: more-fragments set, or a non-zero fragment offset.
     #[inline]
     pub fn is_fragment(&self) -> bool {
-        self.u16_at(field::FLG_OFF) & field::MF_AND_OFFSET != 0
+        be_u16(&self.buffer.as_ref()[field::FLG_OFF]) & field::MF_AND_OFFSET != 0
     }
 
     /// Time to live.
@@ -144,7 +132,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The header checksum field.
     #[inline]
     pub fn checksum(&self) -> u16 {
-        self.u16_at(field::CHECKSUM)
+        be_u16(&self.buffer.as_ref()[field::CHECKSUM])
     }
 
     /// Source address.

@@ -11,7 +11,7 @@
 //! Extension headers are not walked: [`Packet::next_header`] is what follows the fixed header.
 
 use super::checksum::pseudo_header_sum_v6;
-use super::HeaderError;
+use super::{be_u16, HeaderError};
 use std::net::Ipv6Addr;
 
 /// Byte ranges of the fixed IPv6 header (RFC 8200 § 3).
@@ -69,8 +69,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Payload length: the bytes after the fixed header, extension headers included.
     #[inline]
     pub fn payload_len(&self) -> u16 {
-        let b = &self.buffer.as_ref()[field::LENGTH];
-        u16::from_be_bytes([b[0], b[1]])
+        be_u16(&self.buffer.as_ref()[field::LENGTH])
     }
 
     /// The header after the fixed one: an extension header or the upper-layer protocol.

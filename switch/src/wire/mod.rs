@@ -19,6 +19,36 @@ pub const IPPROTO_TCP: u8 = 6;
 /// IP protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
 
+/// The big-endian number in the two bytes of a field (`b` is the field's range of the buffer).
+#[inline(always)]
+fn be_u16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
+}
+
+/// The big-endian number in the four bytes of a field.
+#[inline(always)]
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Checks the length field of a header whose fixed part (`min` bytes) is known to be there: no
+/// less than `min`, and no more than the `len` bytes present (IPv4's IHL, TCP's data offset).
+#[inline]
+fn check_header_len(
+    proto: &'static str,
+    header_len: usize,
+    min: usize,
+    len: usize,
+) -> Result<(), HeaderError> {
+    if header_len < min {
+        return Err(HeaderError::BadHeaderLen(proto, header_len));
+    }
+    if header_len > len {
+        return Err(HeaderError::Truncated(proto));
+    }
+    Ok(())
+}
+
 /// Why bytes were refused as a frame or header. Small and `Copy`: the datapath counts these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {

@@ -10,7 +10,7 @@
 //!  |   options (data offset > 5)    |
 //! ```
 
-use super::HeaderError;
+use super::{be_u16, be_u32, check_header_len, HeaderError};
 
 /// Byte ranges of the TCP header (RFC 9293 § 3.1).
 mod field {
@@ -70,13 +70,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if len < HEADER_LEN {
             return Err(HeaderError::Truncated("TCP"));
         }
-        let hl = p.header_len();
-        if hl < HEADER_LEN {
-            return Err(HeaderError::BadHeaderLen("TCP", hl));
-        }
-        if hl > len {
-            return Err(HeaderError::Truncated("TCP"));
-        }
+        check_header_len("TCP", p.header_len(), HEADER_LEN, len)?;
         Ok(p)
     }
 
@@ -85,40 +79,28 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer
     }
 
-    #[inline]
-    fn u16_at(&self, r: std::ops::Range<usize>) -> u16 {
-        let b = &self.buffer.as_ref()[r];
-        u16::from_be_bytes([b[0], b[1]])
-    }
-
-    #[inline]
-    fn u32_at(&self, r: std::ops::Range<usize>) -> u32 {
-        let b = &self.buffer.as_ref()[r];
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-    }
-
     /// Source port.
     #[inline]
     pub fn src_port(&self) -> u16 {
-        self.u16_at(field::SRC_PORT)
+        be_u16(&self.buffer.as_ref()[field::SRC_PORT])
     }
 
     /// Destination port.
     #[inline]
     pub fn dst_port(&self) -> u16 {
-        self.u16_at(field::DST_PORT)
+        be_u16(&self.buffer.as_ref()[field::DST_PORT])
     }
 
     /// Sequence number.
     #[inline]
     pub fn seq_number(&self) -> u32 {
-        self.u32_at(field::SEQ_NUM)
+        be_u32(&self.buffer.as_ref()[field::SEQ_NUM])
     }
 
     /// Acknowledgment number.
     #[inline]
     pub fn ack_number(&self) -> u32 {
-        self.u32_at(field::ACK_NUM)
+        be_u32(&self.buffer.as_ref()[field::ACK_NUM])
     }
 
     /// Header length in bytes (data offset × 4), options included.
@@ -136,13 +118,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Receive window.
     #[inline]
     pub fn window_len(&self) -> u16 {
-        self.u16_at(field::WIN_SIZE)
+        be_u16(&self.buffer.as_ref()[field::WIN_SIZE])
     }
 
     /// The checksum field.
     #[inline]
     pub fn checksum(&self) -> u16 {
-        self.u16_at(field::CHECKSUM)
+        be_u16(&self.buffer.as_ref()[field::CHECKSUM])
     }
 
     /// The options, between the fixed header and the payload.

@@ -6,7 +6,7 @@
 //!  |    length     |    checksum    |
 //! ```
 
-use super::HeaderError;
+use super::{be_u16, HeaderError};
 
 /// Byte ranges of the UDP header (RFC 768).
 mod field {
@@ -48,28 +48,22 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer
     }
 
-    #[inline]
-    fn u16_at(&self, r: std::ops::Range<usize>) -> u16 {
-        let b = &self.buffer.as_ref()[r];
-        u16::from_be_bytes([b[0], b[1]])
-    }
-
     /// Source port.
     #[inline]
     pub fn src_port(&self) -> u16 {
-        self.u16_at(field::SRC_PORT)
+        be_u16(&self.buffer.as_ref()[field::SRC_PORT])
     }
 
     /// Destination port.
     #[inline]
     pub fn dst_port(&self) -> u16 {
-        self.u16_at(field::DST_PORT)
+        be_u16(&self.buffer.as_ref()[field::DST_PORT])
     }
 
     /// The length field: header and payload.
     #[inline]
     pub fn len(&self) -> u16 {
-        self.u16_at(field::LENGTH)
+        be_u16(&self.buffer.as_ref()[field::LENGTH])
     }
 
     /// True when the length field says zero (never valid: the header alone is 8 bytes).
@@ -80,7 +74,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// The checksum field (0: none, over IPv4).
     #[inline]
     pub fn checksum(&self) -> u16 {
-        self.u16_at(field::CHECKSUM)
+        be_u16(&self.buffer.as_ref()[field::CHECKSUM])
     }
 
     /// The payload: everything after the header.

@@ -164,7 +164,7 @@ impl TraceHub {
 /// A live trace record, in the shape of a one-shot trace (DESIGN.md): an output to the overlay
 /// is one action per remote peer, with its VNI and UDP source port.
 fn live_record(ev: &TraceEvent, vxlan_actions: &[Value]) -> Value {
-    let summary = switch::summary::summarize(&ev.head);
+    let summary = switch::trace::summary::summarize(&ev.head);
     let mut actions = Vec::new();
     for o in &ev.outputs {
         if o == "vxlan" && !vxlan_actions.is_empty() {
@@ -194,7 +194,7 @@ fn human(ev: &TraceEvent) -> String {
         "in_port={} len={} {} | {} -> {out}",
         ev.in_port,
         ev.len,
-        switch::summary::summarize(&ev.head),
+        switch::trace::summary::summarize(&ev.head),
         ev.trace
     )
 }
@@ -306,12 +306,11 @@ impl Daemon {
         flow: Option<&str>,
     ) -> Result<Value, ApiError> {
         let frame = match (frame_hex, flow) {
-            (Some(h), None) => {
-                switch::flow::parse_hex_frame(h).map_err(|e| ApiError(format!("--frame: {e}")))?
-            }
+            (Some(h), None) => switch::trace::flow::parse_hex_frame(h)
+                .map_err(|e| ApiError(format!("--frame: {e}")))?,
             (None, Some(f)) => {
-                let spec =
-                    switch::flow::parse_flow(f).map_err(|e| ApiError(format!("--flow: {e}")))?;
+                let spec = switch::trace::flow::parse_flow(f)
+                    .map_err(|e| ApiError(format!("--flow: {e}")))?;
                 spec.build_frame()
             }
             _ => return err("give exactly one of --frame HEX or --flow SPEC"),
@@ -390,7 +389,7 @@ impl Daemon {
                 actions.push(a);
             }
         }
-        let summary = switch::summary::summarize(&frame);
+        let summary = switch::trace::summary::summarize(&frame);
         Ok(json!({
             "in_port": in_port,
             "network": port.record.network,
@@ -420,7 +419,7 @@ fn fan_out(fan: &Mutex<Vec<(u64, mpsc::SyncSender<String>)>>, line: String) {
 /// One `capture` line: time, direction, frame.
 fn capture_line(dir: Direction, frame: &[u8]) -> String {
     json!({
-        "ts_ns": switch::pcap::unix_nanos_now(),
+        "ts_ns": switch::trace::pcap::unix_nanos_now(),
         "dir": if dir == Direction::Rx { "rx" } else { "tx" },
         "frame": hex(frame),
     })
