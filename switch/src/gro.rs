@@ -21,11 +21,16 @@ const IP: usize = ipv4::HEADER_LEN;
 /// Largest IPv4 packet a super-frame may hold.
 const MAX_IP_LEN: usize = 65535;
 
-/// A coalescable segment: the views of its IPv4 and TCP headers, and its payload length.
+/// A coalescable segment: views of its IPv4 header and of the fixed part of its TCP header (over
+/// fixed-size arrays, so that reading a field costs no bounds check), its TCP options and payload.
 #[derive(Debug, Clone)]
 struct Seg<'a> {
-    ip: ipv4::Packet<&'a [u8]>,
-    tcp: tcp::Packet<&'a [u8]>,
+    ip: ipv4::Packet<&'a [u8; IP]>,
+    tcp: tcp::Packet<&'a [u8; tcp::HEADER_LEN]>,
+    /// TCP options, between the fixed header and the payload.
+    options: &'a [u8],
+    /// The TCP payload: the rest of the frame.
+    data: &'a [u8],
     /// Payload bytes, as the IPv4 total length counts them.
     payload: usize,
 }
@@ -34,7 +39,7 @@ impl Seg<'_> {
     /// TCP header length.
     #[inline]
     fn thl(&self) -> usize {
-        self.tcp.header_len()
+        tcp::HEADER_LEN + self.options.len()
     }
 }
 
@@ -45,25 +50,36 @@ fn parse(frame: &[u8]) -> Option<Seg<'_>> {
     if eth.ethertype() != EtherType::Ipv4 {
         return None;
     }
-    let ip = ipv4::Packet::new_checked(&frame[ETH..]).ok()?;
-    // No options, TCP, not fragmented, and the frame holds the packet.
-    if ip.header_len() != IP || ip.protocol() != IPPROTO_TCP || ip.is_fragment() {
+    // Exactly the 20 bytes of a header without options: one with options does not fit.
+    let ip = ipv4::Packet::new_checked(fixed::<IP>(frame, ETH)?).ok()?;
+    // TCP, not fragmented, and the frame holds the packet.
+    if ip.protocol() != IPPROTO_TCP || ip.is_fragment() {
         return None;
     }
     let total = usize::from(ip.total_len());
     if total < IP + tcp::HEADER_LEN || ETH + total > frame.len() {
         return None;
     }
-    let tcp = tcp::Packet::new_checked(&frame[ETH + IP..]).ok()?;
+    let l4 = ETH + IP;
+    // The fixed TCP header is within the packet; its options must be too.
+    let tcp = tcp::Packet::new_unchecked(fixed::<{ tcp::HEADER_LEN }>(frame, l4)?);
     let thl = tcp.header_len();
-    if IP + thl > total {
+    if thl < tcp::HEADER_LEN || IP + thl > total {
         return None;
     }
     Some(Seg {
-        payload: total - IP - thl,
         ip,
         tcp,
+        options: &frame[l4 + tcp::HEADER_LEN..l4 + thl],
+        data: &frame[l4 + thl..],
+        payload: total - IP - thl,
     })
+}
+
+/// The `N` bytes of `frame` at `at`, as an array.
+#[inline]
+fn fixed<const N: usize>(frame: &[u8], at: usize) -> Option<&[u8; N]> {
+    frame.get(at..at + N)?.try_into().ok()
 }
 
 /// A frame that later segments of its flow may be appended to.
@@ -139,7 +155,7 @@ impl Coalesced {
         if !ok {
             return false;
         }
-        let add = s.tcp.payload();
+        let add = s.data;
         self.buf[self.len..self.len + add.len()].copy_from_slice(add);
         self.len += add.len();
         let total = a_total + s_payload;
@@ -158,7 +174,7 @@ impl Coalesced {
 
     /// Views of the IPv4 and TCP headers of the frame, to change them. Only for a frame that
     /// [`parse`] took (untagged, 20-byte IPv4 header).
-    #[inline]
+    #[inline(always)]
     fn headers_mut(&mut self) -> (ipv4::Packet<&mut [u8]>, tcp::Packet<&mut [u8]>) {
         let (ip, tcp) = self.buf[ETH..self.len].split_at_mut(IP);
         (
@@ -192,6 +208,7 @@ impl Coalesced {
     }
 
     /// The frame.
+    #[inline]
     pub fn frame(&self) -> &[u8] {
         &self.buf[..self.len]
     }
@@ -204,7 +221,7 @@ impl Coalesced {
 
 /// True when `s` may follow `a` in one super-frame (Linux's `tcp_gro_receive`): same TOS, DF,
 /// TTL, protocol and addresses; same ports, ack number and window; options byte for byte.
-#[inline]
+#[inline(always)]
 fn same_flow(a: &Seg<'_>, s: &Seg<'_>) -> bool {
     let (ai, si, at, st) = (&a.ip, &s.ip, &a.tcp, &s.tcp);
     ai.dscp_ecn() == si.dscp_ecn()
@@ -217,7 +234,7 @@ fn same_flow(a: &Seg<'_>, s: &Seg<'_>) -> bool {
         && at.dst_port() == st.dst_port()
         && at.ack_number() == st.ack_number()
         && at.window_len() == st.window_len()
-        && at.options() == st.options()
+        && a.options == s.options
 }
 
 #[cfg(test)]
