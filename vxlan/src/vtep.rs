@@ -448,16 +448,23 @@ pub fn source_port(inner_frame: &[u8]) -> u16 {
 
 /// Adds an IPv4 header's addresses, protocol and, for TCP/UDP, ports (RFC 791 § 3.1).
 fn hash_ipv4(h: &mut FlowHash, ip: &[u8]) {
-    let Ok(ip) = ipv4::Packet::new_checked(ip) else {
+    // The fixed header alone decides addresses and protocol, whatever the IHL says.
+    let Some(fixed) = ip.get(..ipv4::HEADER_LEN).map(ipv4::Packet::new_unchecked) else {
         return;
     };
-    h.write(&ip.src_addr().octets());
-    h.write(&ip.dst_addr().octets());
-    h.write(&[ip.protocol()]);
+    if fixed.version() != 4 {
+        return;
+    }
+    h.write(&fixed.src_addr().octets());
+    h.write(&fixed.dst_addr().octets());
+    h.write(&[fixed.protocol()]);
     // Only the first fragment carries the ports; leave them out of every fragment so that
-    // all of a datagram's fragments take one path.
-    if !ip.is_fragment() {
-        hash_ports(h, ip.protocol(), ip.payload());
+    // all of a datagram's fragments take one path. The ports follow a whole header.
+    if fixed.is_fragment() {
+        return;
+    }
+    if let Ok(whole) = ipv4::Packet::new_checked(ip) {
+        hash_ports(h, whole.protocol(), whole.payload());
     }
 }
 
@@ -881,6 +888,16 @@ mod tests {
         for bytes in [&[][..], &[1, 2, 3][..], &f[..20], &frame(B, A)[..14]] {
             assert!(source_port(bytes) >= SOURCE_PORT_MIN);
         }
+        // An IPv4 header whose IHL reaches beyond the frame still hashes its addresses, not
+        // its ports.
+        let mut g = ipv4_frame(IPPROTO_TCP, 40000, 5201);
+        ipv4::Packet::new_unchecked(&mut g[14..]).set_version_and_header_len(60);
+        let bad_ihl = source_port(&g);
+        ipv4::Packet::new_unchecked(&mut g[14..]).set_src_addr([10, 1, 0, 9].into());
+        let other_src = source_port(&g);
+        assert_ne!(other_src, bad_ihl, "the addresses count");
+        udp::Packet::new_unchecked(&mut g[34..]).set_src_port(1);
+        assert_eq!(source_port(&g), other_src, "the ports do not");
     }
 
     proptest! {
