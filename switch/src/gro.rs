@@ -12,52 +12,74 @@
 //! PSH, which closes the super-frame) set; no segment longer than the first; a shorter segment
 //! closes it. A super-frame stays under 64 KB.
 
-use crate::gso::{ipv4_header_checksum, ones_complement_sum, pseudo_header_sum_v4};
 use crate::offload::{VirtioNetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
+use crate::wire::checksum::ones_complement_sum;
+use crate::wire::{ethernet, ipv4, tcp, EtherType, Frame, IPPROTO_TCP};
 
-const ETH: usize = 14;
-const IP: usize = 20;
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
+const ETH: usize = ethernet::HEADER_LEN;
+const IP: usize = ipv4::HEADER_LEN;
 /// Largest IPv4 packet a super-frame may hold.
 const MAX_IP_LEN: usize = 65535;
 
-/// Where the TCP segment in an untagged IPv4 frame starts and what it carries.
-#[derive(Debug, Clone, Copy)]
-struct Seg {
-    /// TCP header length.
-    thl: usize,
-    /// Payload bytes.
+/// A coalescable segment: views of its IPv4 header and of the fixed part of its TCP header (over
+/// fixed-size arrays, so that reading a field costs no bounds check), its TCP options and payload.
+#[derive(Debug, Clone)]
+struct Seg<'a> {
+    ip: ipv4::Packet<&'a [u8; IP]>,
+    tcp: tcp::Packet<&'a [u8; tcp::HEADER_LEN]>,
+    /// TCP options, between the fixed header and the payload.
+    options: &'a [u8],
+    /// The TCP payload: the rest of the frame.
+    data: &'a [u8],
+    /// Payload bytes, as the IPv4 total length counts them.
     payload: usize,
-    seq: u32,
-    flags: u8,
+}
+
+impl Seg<'_> {
+    /// TCP header length.
+    #[inline]
+    fn thl(&self) -> usize {
+        tcp::HEADER_LEN + self.options.len()
+    }
 }
 
 /// Parses a frame as a coalescable IPv4/TCP segment (untagged, no IP options, not a fragment).
-fn parse(frame: &[u8]) -> Option<Seg> {
-    if frame.len() < ETH + IP + 20 || frame[12..14] != [0x08, 0x00] {
+#[inline]
+fn parse(frame: &[u8]) -> Option<Seg<'_>> {
+    let eth = Frame::new_checked(frame).ok()?;
+    if eth.ethertype() != EtherType::Ipv4 {
         return None;
     }
-    let ip = &frame[ETH..];
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    // No options, TCP, not fragmented (MF clear, offset zero), and the frame holds the packet.
-    if ip[0] != 0x45 || ip[9] != 6 || ip[6] & 0x3f != 0 || ip[7] != 0 {
+    // Exactly the 20 bytes of a header without options: one with options does not fit.
+    let ip = ipv4::Packet::new_checked(fixed::<IP>(frame, ETH)?).ok()?;
+    // TCP, not fragmented, and the frame holds the packet.
+    if ip.protocol() != IPPROTO_TCP || ip.is_fragment() {
         return None;
     }
-    if total < IP + 20 || ETH + total > frame.len() {
+    let total = usize::from(ip.total_len());
+    if total < IP + tcp::HEADER_LEN || ETH + total > frame.len() {
         return None;
     }
-    let tcp = &ip[IP..];
-    let thl = usize::from(tcp[12] >> 4) * 4;
-    if thl < 20 || IP + thl > total {
+    let l4 = ETH + IP;
+    // The fixed TCP header is within the packet; its options must be too.
+    let tcp = tcp::Packet::new_unchecked(fixed::<{ tcp::HEADER_LEN }>(frame, l4)?);
+    let thl = tcp.header_len();
+    if thl < tcp::HEADER_LEN || IP + thl > total {
         return None;
     }
     Some(Seg {
-        thl,
+        ip,
+        tcp,
+        options: &frame[l4 + tcp::HEADER_LEN..l4 + thl],
+        data: &frame[l4 + thl..],
         payload: total - IP - thl,
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-        flags: tcp[13],
     })
+}
+
+/// The `N` bytes of `frame` at `at`, as an array.
+#[inline]
+fn fixed<const N: usize>(frame: &[u8], at: usize) -> Option<&[u8; N]> {
+    frame.get(at..at + N)?.try_into().ok()
 }
 
 /// A frame that later segments of its flow may be appended to.
@@ -88,9 +110,9 @@ impl Coalesced {
         buf[..len].copy_from_slice(&first[..len]);
         let mss = match parse(first) {
             Some(s)
-                if s.flags == TCP_ACK
+                if s.tcp.flags() == tcp::FLAG_ACK
                     && s.payload > 0
-                    && ETH + IP + s.thl + s.payload == first.len() =>
+                    && ETH + IP + s.thl() + s.payload == first.len() =>
             {
                 s.payload
             }
@@ -116,46 +138,49 @@ impl Coalesced {
         let (Some(a), Some(s)) = (parse(self.frame()), parse(seg)) else {
             return false;
         };
-        let acc = self.frame();
-        let a_total = usize::from(u16::from_be_bytes([acc[ETH + 2], acc[ETH + 3]]));
-        let t = ETH + IP;
-        let ok = s.flags & !(TCP_ACK | TCP_PSH) == 0
-            && s.flags & TCP_ACK != 0
+        let a_total = usize::from(a.ip.total_len());
+        let s_flags = s.tcp.flags();
+        let (a_thl, s_payload) = (a.thl(), s.payload);
+        let ok = s_flags & !(tcp::FLAG_ACK | tcp::FLAG_PSH) == 0
+            && s_flags & tcp::FLAG_ACK != 0
             && s.payload > 0
             && s.payload <= self.mss
-            && ETH + IP + s.thl + s.payload == seg.len()
-            && a.thl == s.thl
+            && ETH + IP + s.thl() + s.payload == seg.len()
+            && a_thl == s.thl()
             && a_total + s.payload <= MAX_IP_LEN
             && self.len + s.payload <= self.buf.len()
-            && a.seq.wrapping_add(a.payload as u32) == s.seq
-            // Same Ethernet header; same TOS, DF, TTL, protocol and addresses.
-            && acc[..ETH] == seg[..ETH]
-            && acc[ETH + 1] == seg[ETH + 1]
-            && acc[ETH + 6] & 0x40 == seg[ETH + 6] & 0x40
-            && acc[ETH + 8..ETH + 10] == seg[ETH + 8..ETH + 10]
-            && acc[ETH + 12..ETH + 20] == seg[ETH + 12..ETH + 20]
-            // Same ports, ack number and window; options byte for byte.
-            && acc[t..t + 4] == seg[t..t + 4]
-            && acc[t + 8..t + 12] == seg[t + 8..t + 12]
-            && acc[t + 14..t + 16] == seg[t + 14..t + 16]
-            && acc[t + 20..t + a.thl] == seg[t + 20..t + s.thl];
+            && a.tcp.seq_number().wrapping_add(a.payload as u32) == s.tcp.seq_number()
+            && same_flow(&a, &s)
+            && self.frame()[..ETH] == seg[..ETH];
         if !ok {
             return false;
         }
-        let add = &seg[t + s.thl..];
+        let add = s.data;
         self.buf[self.len..self.len + add.len()].copy_from_slice(add);
         self.len += add.len();
-        let acc = &mut self.buf[..self.len];
-        acc[t + 13] |= s.flags & TCP_PSH;
-        let total = a_total + s.payload;
-        acc[ETH + 2..ETH + 4].copy_from_slice(&(total as u16).to_be_bytes());
+        let total = a_total + s_payload;
+        let (mut ip, mut tcp) = self.headers_mut();
+        ip.set_total_len(total as u16);
+        let flags = tcp.flags() | (s_flags & tcp::FLAG_PSH);
+        tcp.set_flags(flags);
         self.dirty = true;
-        self.thl = a.thl;
+        self.thl = a_thl;
         // A short segment or PSH closes the super-frame.
-        if s.payload < self.mss || s.flags & TCP_PSH != 0 {
+        if s_payload < self.mss || s_flags & tcp::FLAG_PSH != 0 {
             self.mss = 0;
         }
         true
+    }
+
+    /// Views of the IPv4 and TCP headers of the frame, to change them. Only for a frame that
+    /// [`parse`] took (untagged, 20-byte IPv4 header).
+    #[inline(always)]
+    fn headers_mut(&mut self) -> (ipv4::Packet<&mut [u8]>, tcp::Packet<&mut [u8]>) {
+        let (ip, tcp) = self.buf[ETH..self.len].split_at_mut(IP);
+        (
+            ipv4::Packet::new_unchecked(ip),
+            tcp::Packet::new_unchecked(tcp),
+        )
     }
 
     /// Makes the headers whole after appends (once, when the frame is handed on): the IPv4
@@ -167,20 +192,10 @@ impl Coalesced {
         }
         self.dirty = false;
         let t = ETH + IP;
-        let acc = &mut self.buf[..self.len];
-        let total = usize::from(u16::from_be_bytes([acc[ETH + 2], acc[ETH + 3]]));
-        acc[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
-        let csum = ipv4_header_checksum(&acc[ETH..t]);
-        acc[ETH + 10..ETH + 12].copy_from_slice(&csum.to_be_bytes());
-        let ip = &acc[ETH + 12..ETH + 20];
-        let pseudo = pseudo_header_sum_v4(
-            [ip[0], ip[1], ip[2], ip[3]],
-            [ip[4], ip[5], ip[6], ip[7]],
-            6,
-            (total - IP) as u16,
-        );
-        let partial = ones_complement_sum(&[], pseudo);
-        acc[t + 16..t + 18].copy_from_slice(&partial.to_be_bytes());
+        let (mut ip, mut tcp) = self.headers_mut();
+        ip.fill_checksum();
+        let pseudo = ip.pseudo_header_sum(ip.total_len() - IP as u16);
+        tcp.set_checksum(ones_complement_sum(&[], pseudo));
         let first_payload = self.gso_size();
         self.meta = VirtioNetHdr {
             flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -188,11 +203,12 @@ impl Coalesced {
             hdr_len: (t + self.thl) as u16,
             gso_size: first_payload as u16,
             csum_start: t as u16,
-            csum_offset: 16,
+            csum_offset: tcp::CHECKSUM_OFFSET as u16,
         };
     }
 
     /// The frame.
+    #[inline]
     pub fn frame(&self) -> &[u8] {
         &self.buf[..self.len]
     }
@@ -201,6 +217,24 @@ impl Coalesced {
     fn gso_size(&self) -> usize {
         self.first_payload
     }
+}
+
+/// True when `s` may follow `a` in one super-frame (Linux's `tcp_gro_receive`): same TOS, DF,
+/// TTL, protocol and addresses; same ports, ack number and window; options byte for byte.
+#[inline(always)]
+fn same_flow(a: &Seg<'_>, s: &Seg<'_>) -> bool {
+    let (ai, si, at, st) = (&a.ip, &s.ip, &a.tcp, &s.tcp);
+    ai.dscp_ecn() == si.dscp_ecn()
+        && ai.dont_frag() == si.dont_frag()
+        && ai.ttl() == si.ttl()
+        && ai.protocol() == si.protocol()
+        && ai.src_addr() == si.src_addr()
+        && ai.dst_addr() == si.dst_addr()
+        && at.src_port() == st.src_port()
+        && at.dst_port() == st.dst_port()
+        && at.ack_number() == st.ack_number()
+        && at.window_len() == st.window_len()
+        && a.options == s.options
 }
 
 #[cfg(test)]

@@ -113,25 +113,27 @@ mod tests {
     use super::*;
     use crate::{Vtep, VtepConfig};
     use switch::offload::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
+    use switch::wire::{ipv4, tcp, EtherType, Frame, MacAddr, IPPROTO_TCP};
 
     /// A TCPv4 super-frame of `payload` bytes with a 20-byte TCP header, and its GSO header.
     fn tcp_super_frame(payload: usize, mss: u16) -> (Vec<u8>, VirtioNetHdr) {
         let mut f = vec![0u8; 14 + 20 + 20];
-        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
-        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-        f[12..14].copy_from_slice(&[0x08, 0x00]);
-        let ip = &mut f[14..];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
-        ip[8] = 64;
-        ip[9] = 6;
-        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
-        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
-        let tcp = &mut ip[20..];
-        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-        tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
-        tcp[12] = 5 << 4;
-        tcp[13] = 0x10;
+        let mut eth = Frame::new_unchecked(&mut f[..]);
+        eth.set_dst(MacAddr([2, 0, 0, 0, 0, 2]));
+        eth.set_src(MacAddr([2, 0, 0, 0, 0, 1]));
+        eth.set_ethertype(EtherType::Ipv4);
+        let mut ip = ipv4::Packet::new_unchecked(&mut f[14..34]);
+        ip.set_version_and_header_len(ipv4::HEADER_LEN);
+        ip.set_total_len((40 + payload) as u16);
+        ip.set_ttl(64);
+        ip.set_protocol(IPPROTO_TCP);
+        ip.set_src_addr([10, 0, 0, 1].into());
+        ip.set_dst_addr([10, 0, 0, 2].into());
+        let mut tcp = tcp::Packet::new_unchecked(&mut f[34..]);
+        tcp.set_src_port(40000);
+        tcp.set_dst_port(5201);
+        tcp.set_header_len(tcp::HEADER_LEN);
+        tcp.set_flags(tcp::FLAG_ACK);
         f.extend((0..payload).map(|i| i as u8));
         let hdr = VirtioNetHdr {
             flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,

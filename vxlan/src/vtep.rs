@@ -37,7 +37,7 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 use std::net::IpAddr;
 use std::time::Duration;
 use switch::trace::{NoTrace, Observer, Stage};
-use switch::wire::{EtherType, L2Header};
+use switch::wire::{ipv4, ipv6, udp, EtherType, L2Header};
 use switch::{DropReason, Instant, MacAddr};
 
 /// Length of an untagged Ethernet header: the least an inner frame must hold.
@@ -469,10 +469,6 @@ fn is_broadcast(ip: IpAddr) -> bool {
 // Source port
 // ---------------------------------------------------------------------------------------------
 
-/// IP protocol numbers whose first 4 bytes are source and destination ports.
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-
 /// The UDP source port for an inner frame (RFC 7348 § 5): a hash of its flow in 49152–65535.
 ///
 /// Hashed: the Ethernet addresses and EtherType; for IPv4 and IPv6, the addresses and protocol;
@@ -500,38 +496,42 @@ pub fn source_port(inner_frame: &[u8]) -> u16 {
 
 /// Adds an IPv4 header's addresses, protocol and, for TCP/UDP, ports (RFC 791 § 3.1).
 fn hash_ipv4(h: &mut FlowHash, ip: &[u8]) {
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
+    // The fixed header alone decides addresses and protocol, whatever the IHL says.
+    let Some(fixed) = ip.get(..ipv4::HEADER_LEN).map(ipv4::Packet::new_unchecked) else {
+        return;
+    };
+    if fixed.version() != 4 {
         return;
     }
-    let protocol = ip[9];
-    h.write(&ip[12..20]);
-    h.write(&[protocol]);
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    h.write(&fixed.src_addr().octets());
+    h.write(&fixed.dst_addr().octets());
+    h.write(&[fixed.protocol()]);
     // Only the first fragment carries the ports; leave them out of every fragment so that
-    // all of a datagram's fragments take one path.
-    let fragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-    if !fragmented && ihl >= 20 {
-        hash_ports(h, protocol, ip.get(ihl..).unwrap_or(&[]));
+    // all of a datagram's fragments take one path. The ports follow a whole header.
+    if fixed.is_fragment() {
+        return;
+    }
+    if let Ok(whole) = ipv4::Packet::new_checked(ip) {
+        hash_ports(h, whole.protocol(), whole.payload());
     }
 }
 
 /// Adds an IPv6 header's addresses, next header and, for TCP/UDP right after it, ports
 /// (RFC 8200 § 3). Extension headers are not walked.
 fn hash_ipv6(h: &mut FlowHash, ip: &[u8]) {
-    if ip.len() < 40 || ip[0] >> 4 != 6 {
+    let Ok(ip) = ipv6::Packet::new_checked(ip) else {
         return;
-    }
-    let next = ip[6];
-    h.write(&ip[8..40]);
-    h.write(&[next]);
-    hash_ports(h, next, &ip[40..]);
+    };
+    h.write(&ip.src_addr().octets());
+    h.write(&ip.dst_addr().octets());
+    h.write(&[ip.next_header()]);
+    hash_ports(h, ip.next_header(), ip.payload());
 }
 
 fn hash_ports(h: &mut FlowHash, protocol: u8, l4: &[u8]) {
-    if protocol == IPPROTO_TCP || protocol == IPPROTO_UDP {
-        if let Some(ports) = l4.get(..4) {
-            h.write(ports);
-        }
+    if let Some((src, dst)) = udp::transport_ports(protocol, l4) {
+        h.write(&src.to_be_bytes());
+        h.write(&dst.to_be_bytes());
     }
 }
 
@@ -567,6 +567,7 @@ mod tests {
     use crate::encap::encap_into;
     use proptest::prelude::*;
     use std::collections::HashSet;
+    use switch::wire::{IPPROTO_TCP, IPPROTO_UDP};
 
     const VNI: u32 = 42;
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
@@ -950,16 +951,18 @@ mod tests {
         assert!(!tiny.fits(1));
     }
 
-    /// An untagged IPv4 frame with a TCP or UDP header between the given ports.
+    /// An untagged IPv4 frame with a TCP or UDP header between the given ports (both begin with
+    /// them, so the UDP view writes either).
     fn ipv4_frame(protocol: u8, src_port: u16, dst_port: u16) -> Vec<u8> {
         let mut f = frame(B, A);
-        let ip = &mut f[14..];
-        ip[0] = 0x45;
-        ip[9] = protocol;
-        ip[12..16].copy_from_slice(&[10, 1, 0, 1]);
-        ip[16..20].copy_from_slice(&[10, 1, 0, 2]);
-        ip[20..22].copy_from_slice(&src_port.to_be_bytes());
-        ip[22..24].copy_from_slice(&dst_port.to_be_bytes());
+        let mut ip = ipv4::Packet::new_unchecked(&mut f[14..]);
+        ip.set_version_and_header_len(ipv4::HEADER_LEN);
+        ip.set_protocol(protocol);
+        ip.set_src_addr([10, 1, 0, 1].into());
+        ip.set_dst_addr([10, 1, 0, 2].into());
+        let mut l4 = udp::Packet::new_unchecked(&mut f[14 + ipv4::HEADER_LEN..]);
+        l4.set_src_port(src_port);
+        l4.set_dst_port(dst_port);
         f
     }
 
@@ -990,15 +993,26 @@ mod tests {
     fn source_port_of_ipv6_and_odd_frames() {
         let mut f = vec![0u8; 14 + 40 + 8];
         f[12..14].copy_from_slice(&[0x86, 0xdd]);
-        f[14] = 0x60;
-        f[14 + 6] = IPPROTO_UDP;
+        let mut ip = ipv6::Packet::new_unchecked(&mut f[14..]);
+        ip.set_version();
+        ip.set_next_header(IPPROTO_UDP);
         let p = source_port(&f);
-        f[14 + 40] = 1; // another source port
+        udp::Packet::new_unchecked(&mut f[14 + ipv6::HEADER_LEN..]).set_src_port(256);
         assert_ne!(source_port(&f), p);
         // Short, tagged, truncated: always a port in range.
         for bytes in [&[][..], &[1, 2, 3][..], &f[..20], &frame(B, A)[..14]] {
             assert!(source_port(bytes) >= SOURCE_PORT_MIN);
         }
+        // An IPv4 header whose IHL reaches beyond the frame still hashes its addresses, not
+        // its ports.
+        let mut g = ipv4_frame(IPPROTO_TCP, 40000, 5201);
+        ipv4::Packet::new_unchecked(&mut g[14..]).set_version_and_header_len(60);
+        let bad_ihl = source_port(&g);
+        ipv4::Packet::new_unchecked(&mut g[14..]).set_src_addr([10, 1, 0, 9].into());
+        let other_src = source_port(&g);
+        assert_ne!(other_src, bad_ihl, "the addresses count");
+        udp::Packet::new_unchecked(&mut g[34..]).set_src_port(1);
+        assert_eq!(source_port(&g), other_src, "the ports do not");
     }
 
     proptest! {

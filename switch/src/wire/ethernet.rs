@@ -200,6 +200,16 @@ pub struct VlanTag {
 }
 
 impl VlanTag {
+    /// A tag from its 4 bytes on the wire (TPID, then TCI), whatever the TPID says; `None`
+    /// when fewer bytes are given.
+    pub fn parse(bytes: &[u8]) -> Option<VlanTag> {
+        let b = bytes.get(..field::TAG_LEN)?;
+        Some(VlanTag::from_bytes(
+            u16::from_be_bytes([b[0], b[1]]),
+            [b[2], b[3]],
+        ))
+    }
+
     fn from_bytes(tpid: u16, tci: [u8; 2]) -> VlanTag {
         let tci = u16::from_be_bytes(tci);
         VlanTag {
@@ -259,6 +269,12 @@ impl<T: AsRef<[u8]>> Frame<T> {
     pub fn ethertype(&self) -> EtherType {
         let b = &self.buffer.as_ref()[field::ETHERTYPE];
         EtherType::from(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    /// What follows the untagged header (for a tagged frame, the tags come first).
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::HEADER_LEN..]
     }
 
     /// Parses the header and its tags: see [`L2Header::parse`].
@@ -382,6 +398,7 @@ mod tests {
         let h = f.header().unwrap();
         assert_eq!(h.vlan, None);
         assert_eq!(h.payload_offset, 14);
+        assert_eq!(f.payload(), &[0xaa, 0xbb]);
     }
 
     #[test]
@@ -395,6 +412,8 @@ mod tests {
         assert_eq!(h.ethertype, EtherType::Arp);
         assert_eq!(h.payload_offset, 18);
         assert_eq!(tag.to_bytes(), TAGGED[12..16]);
+        assert_eq!(VlanTag::parse(&TAGGED[12..16]), Some(tag));
+        assert_eq!(VlanTag::parse(&TAGGED[12..15]), None);
     }
 
     #[test]

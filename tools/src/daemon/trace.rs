@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use switch::datapath::{Direction, TraceEvent};
 use switch::trace::Trace;
+use switch::wire::{ethernet, ipv4, udp, EtherType, Frame, MacAddr, IPPROTO_UDP};
 use switch::{Instant, VirtioNetHdr};
 
 /// Lines a slow listener may fall behind before lines are dropped for it.
@@ -94,7 +95,7 @@ impl TraceHub {
 /// A live trace record, in the shape of a one-shot trace (DESIGN.md): an output to the overlay
 /// is one action per remote peer, with its VNI and UDP source port.
 fn live_record(ev: &TraceEvent) -> Value {
-    let summary = switch::summary::summarize(&ev.head);
+    let summary = switch::trace::summary::summarize(&ev.head);
     let mut actions = Vec::new();
     for o in &ev.outputs {
         if o == vxlan::PORT_NAME && !ev.tunnels.is_empty() {
@@ -135,7 +136,7 @@ fn human(ev: &TraceEvent) -> String {
         "in_port={} len={} {} | {} -> {out}",
         ev.in_port,
         ev.len,
-        switch::summary::summarize(&ev.head),
+        switch::trace::summary::summarize(&ev.head),
         ev.trace
     )
 }
@@ -250,10 +251,10 @@ impl Daemon {
         flow: Option<&str>,
     ) -> Result<Value, ApiError> {
         let frame = match (frame_hex, flow) {
-            (Some(h), None) => switch::flow::parse_hex_frame(h)
+            (Some(h), None) => switch::trace::flow::parse_hex_frame(h)
                 .map_err(|e| ApiError::invalid(format!("--frame: {e}")))?,
             (None, Some(f)) => {
-                let spec = switch::flow::parse_flow(f)
+                let spec = switch::trace::flow::parse_flow(f)
                     .map_err(|e| ApiError::invalid(format!("--flow: {e}")))?;
                 spec.build_frame()
             }
@@ -314,7 +315,7 @@ impl Daemon {
                 actions.push(a);
             }
         }
-        let summary = switch::summary::summarize(&frame);
+        let summary = switch::trace::summary::summarize(&frame);
         Ok(json!({
             "in_port": in_port,
             "network": port.record.network,
@@ -344,7 +345,7 @@ fn fan_out(fan: &Mutex<Vec<(u64, mpsc::SyncSender<String>)>>, line: String) {
 /// One `capture` line: time, direction, frame.
 fn capture_line(dir: Direction, frame: &[u8]) -> String {
     json!({
-        "ts_ns": switch::pcap::unix_nanos_now(),
+        "ts_ns": switch::trace::pcap::unix_nanos_now(),
         "dir": if dir == Direction::Rx { "rx" } else { "tx" },
         "frame": hex(frame),
     })
@@ -356,29 +357,33 @@ fn capture_line(dir: Direction, frame: &[u8]) -> String {
 /// allows).
 fn underlay_frame(from: std::net::SocketAddr, to: std::net::SocketAddr, payload: &[u8]) -> Vec<u8> {
     let ip = |a: std::net::SocketAddr| match a.ip() {
-        std::net::IpAddr::V4(v4) => v4.octets(),
-        std::net::IpAddr::V6(_) => [0; 4],
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
     };
-    let udp_len = 8 + payload.len();
-    let total = 20 + udp_len;
-    let mut f = Vec::with_capacity(14 + total);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
-    let mut iph = [0u8; 20];
-    iph[0] = 0x45;
-    iph[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    iph[6] = 0x40; // DF: VXLAN never fragments
-    iph[8] = 64;
-    iph[9] = 17;
-    iph[12..16].copy_from_slice(&ip(from));
-    iph[16..20].copy_from_slice(&ip(to));
-    let csum = switch::gso::ipv4_header_checksum(&iph);
-    iph[10..12].copy_from_slice(&csum.to_be_bytes());
-    f.extend_from_slice(&iph);
-    f.extend_from_slice(&from.port().to_be_bytes());
-    f.extend_from_slice(&to.port().to_be_bytes());
-    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
+    let (l3, l4) = (
+        ethernet::HEADER_LEN,
+        ethernet::HEADER_LEN + ipv4::HEADER_LEN,
+    );
+    let udp_len = udp::HEADER_LEN + payload.len();
+    let mut f = vec![0u8; l4 + udp_len];
+    let mut eth = Frame::new_unchecked(&mut f[..]);
+    eth.set_dst(MacAddr([0x02, 0, 0, 0, 0, 0x02]));
+    eth.set_src(MacAddr([0x02, 0, 0, 0, 0, 0x01]));
+    eth.set_ethertype(EtherType::Ipv4);
+    let mut iph = ipv4::Packet::new_unchecked(&mut f[l3..l4]);
+    iph.set_version_and_header_len(ipv4::HEADER_LEN);
+    iph.set_total_len((ipv4::HEADER_LEN + udp_len) as u16);
+    iph.set_dont_frag(true); // VXLAN never fragments
+    iph.set_ttl(64);
+    iph.set_protocol(IPPROTO_UDP);
+    iph.set_src_addr(ip(from));
+    iph.set_dst_addr(ip(to));
+    iph.fill_checksum();
+    let mut udph = udp::Packet::new_unchecked(&mut f[l4..]);
+    udph.set_src_port(from.port());
+    udph.set_dst_port(to.port());
+    udph.set_len(udp_len as u16);
+    f[l4 + udp::HEADER_LEN..].copy_from_slice(payload);
     f
 }
 
@@ -410,18 +415,16 @@ mod tests {
             "10.0.0.2:4789".parse().unwrap(),
             &payload,
         );
-        let ip = &f[14..34];
-        assert_eq!(
-            switch::gso::ipv4_header_checksum(ip),
-            u16::from_be_bytes([ip[10], ip[11]])
-        );
-        assert_eq!(&ip[12..16], &[10, 0, 0, 1]);
-        assert_eq!(u16::from_be_bytes([f[36], f[37]]), 4789);
-        assert_eq!(
-            u16::from_be_bytes([f[38], f[39]]) as usize,
-            8 + payload.len()
-        );
-        assert_eq!(&f[42..], &payload);
+        let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
+        assert!(ip.verify_checksum());
+        assert!(ip.dont_frag());
+        assert_eq!(ip.protocol(), IPPROTO_UDP);
+        assert_eq!(ip.src_addr(), std::net::Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(usize::from(ip.total_len()), f.len() - 14);
+        let udp = udp::Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!((udp.src_port(), udp.dst_port()), (61440, 4789));
+        assert_eq!(usize::from(udp.len()), 8 + payload.len());
+        assert_eq!(udp.payload(), &payload);
         assert_eq!(hex(&[0x0a, 0xff]), "0aff");
     }
 }

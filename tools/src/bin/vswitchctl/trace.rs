@@ -150,11 +150,11 @@ impl CaptureArgs {
     /// only once the daemon has accepted the capture. Ending before `--count` frames (the port
     /// went away) is an error.
     pub fn run(&self, socket: &Path) -> io::Result<(api::Response, u64)> {
-        let create = || -> io::Result<switch::pcap::PcapWriter<BufWriter<File>>> {
+        let create = || -> io::Result<switch::trace::pcap::PcapWriter<BufWriter<File>>> {
             let file = File::create(&self.file).map_err(|e| {
                 io::Error::new(e.kind(), format!("creating {}: {e}", self.file.display()))
             })?;
-            switch::pcap::PcapWriter::new(BufWriter::new(file))
+            switch::trace::pcap::PcapWriter::new(BufWriter::new(file))
         };
         let mut pcap = None;
         let mut n = 0u64;
@@ -163,7 +163,7 @@ impl CaptureArgs {
             let Ok(f) = serde_json::from_value::<CapturedFrame>(v.clone()) else {
                 return true;
             };
-            let Ok(bytes) = switch::flow::parse_hex_frame(&f.frame) else {
+            let Ok(bytes) = switch::trace::flow::parse_hex_frame(&f.frame) else {
                 return true;
             };
             let written = match pcap.as_mut() {

@@ -3,6 +3,15 @@
 //! The pipeline is generic over an [`Observer`]. The datapath passes [`NoTrace`], whose `ON` is
 //! `false`, so every recording site compiles away; `vswitchctl trace` and `vswitchd --trace` pass
 //! a [`Trace`], which keeps one [`StageRecord`] per stage. Both run the same code.
+//!
+//! Beside the records, what a person needs to trace and capture frames:
+//! - [`flow`]: `ofproto/trace`-style flow specs (and hex frames) turned into the frame to trace;
+//! - [`summary`]: one frame described layer by layer, for trace and capture output;
+//! - [`pcap`]: the pcap file a capture is written to.
+
+pub mod flow;
+pub mod pcap;
+pub mod summary;
 
 use std::fmt;
 

@@ -97,7 +97,7 @@ pub fn unix_nanos_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::parse_flow;
+    use crate::trace::flow::parse_flow;
     use std::process::Command;
 
     fn u32_at(b: &[u8], at: usize) -> u32 {

@@ -10,7 +10,7 @@
 //! [`summarize`] never panics: on truncated or malformed bytes it returns the layers it could read
 //! and says what stopped it in [`FrameSummary::error`].
 
-use crate::wire::{L2Header, MacAddr, WireError};
+use crate::wire::{ethernet, L2Header, MacAddr, VlanTag, WireError};
 use etherparse::err::packet::SliceError;
 use etherparse::{
     ArpPacketSlice, Icmpv4Slice, Icmpv6Slice, IpNumber, LaxIpPayloadSlice, LaxNetSlice,
@@ -173,8 +173,8 @@ pub fn summarize(frame: &[u8]) -> FrameSummary {
             s.error = Some(e.to_string());
             if e != WireError::Runt(frame.len()) {
                 // A truncated or over-stacked tag: still say what the frame announced.
-                s.vlan = vlan_at(frame, 14);
-                s.inner_vlan = s.vlan.and(vlan_at(frame, 18));
+                s.vlan = vlan_at(frame, ethernet::HEADER_LEN - 2);
+                s.inner_vlan = s.vlan.and(vlan_at(frame, ethernet::HEADER_LEN + 2));
             }
             return s;
         }
@@ -229,10 +229,9 @@ pub fn summarize(frame: &[u8]) -> FrameSummary {
     s
 }
 
-/// The VLAN ID of a tag whose TCI starts at `offset`, if the bytes reach that far.
+/// The VLAN ID of a tag (TPID, TCI) at `offset`, if the bytes reach that far.
 fn vlan_at(frame: &[u8], offset: usize) -> Option<u16> {
-    let tci = frame.get(offset..offset + 2)?;
-    Some(u16::from_be_bytes([tci[0], tci[1]]) & 0x0fff)
+    VlanTag::parse(frame.get(offset..)?).map(|t| t.vid)
 }
 
 fn note_incomplete(payload: &LaxIpPayloadSlice<'_>, error: &mut Option<String>) {
@@ -336,9 +335,10 @@ fn udp_summary(udp: &UdpSlice<'_>) -> UdpSummary {
 
 /// Identifier and sequence number from bytes 5 to 8 of an echo message (RFC 792, RFC 4443 § 4).
 fn echo_fields(bytes5to8: [u8; 4]) -> (Option<u16>, Option<u16>) {
+    let [id_hi, id_lo, seq_hi, seq_lo] = bytes5to8;
     (
-        Some(u16::from_be_bytes([bytes5to8[0], bytes5to8[1]])),
-        Some(u16::from_be_bytes([bytes5to8[2], bytes5to8[3]])),
+        Some(u16::from_be_bytes([id_hi, id_lo])),
+        Some(u16::from_be_bytes([seq_hi, seq_lo])),
     )
 }
 
