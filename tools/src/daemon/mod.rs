@@ -6,6 +6,7 @@
 //! change is saved to the state directory before the answer goes out.
 
 mod cnm;
+pub mod dns;
 pub mod server;
 pub mod state;
 pub mod trace;
