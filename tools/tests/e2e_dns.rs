@@ -31,7 +31,11 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// A unique prefix for this test's namespaces.
 fn prefix() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!("vsdns{}t{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "vsdns{}t{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// True if `tool` runs; else prints how to install it (a failure under `CI=true`).
@@ -144,6 +148,16 @@ impl World {
     /// Makes the namespaces, dnsmasq answering `hosts` (a hosts file) when asked, and a service
     /// forwarding to dnsmasq (or to a silent address) with `timeout`.
     fn new(sandboxes: usize, hosts: Option<&str>, timeout: Duration) -> World {
+        World::with_dnsmasq_args(sandboxes, hosts, timeout, &[])
+    }
+
+    /// As [`World::new`], with extra `dnsmasq` arguments.
+    fn with_dnsmasq_args(
+        sandboxes: usize,
+        hosts: Option<&str>,
+        timeout: Duration,
+        dnsmasq_args: &[&str],
+    ) -> World {
         let prefix = prefix();
         let tmp = TempDir::new(&prefix);
         let daemon = Netns::new(format!("{prefix}-d"));
@@ -151,12 +165,38 @@ impl World {
         ip(&["-n", &daemon.name, "link", "set", "lo", "up"]);
         ip(&["-n", &upstream.name, "link", "set", "lo", "up"]);
         ip(&[
-            "-n", &daemon.name, "link", "add", "up0", "type", "veth", "peer", "name", "eth0",
-            "netns", &upstream.name,
+            "-n",
+            &daemon.name,
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &upstream.name,
         ]);
-        ip(&["-n", &daemon.name, "addr", "add", "10.253.0.1/24", "dev", "up0"]);
+        ip(&[
+            "-n",
+            &daemon.name,
+            "addr",
+            "add",
+            "10.253.0.1/24",
+            "dev",
+            "up0",
+        ]);
         ip(&["-n", &daemon.name, "link", "set", "up0", "up"]);
-        ip(&["-n", &upstream.name, "addr", "add", "10.253.0.2/24", "dev", "eth0"]);
+        ip(&[
+            "-n",
+            &upstream.name,
+            "addr",
+            "add",
+            "10.253.0.2/24",
+            "dev",
+            "eth0",
+        ]);
         ip(&["-n", &upstream.name, "link", "set", "eth0", "up"]);
 
         let dnsmasq = hosts.map(|hosts| {
@@ -164,10 +204,24 @@ impl World {
             std::fs::write(&hosts_file, hosts).unwrap();
             let pid_file = tmp.path.join("dnsmasq.pid");
             let child = Command::new("ip")
-                .args(["netns", "exec", &upstream.name, "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts"])
+                .args([
+                    "netns",
+                    "exec",
+                    &upstream.name,
+                    "dnsmasq",
+                    "--no-daemon",
+                    "--no-resolv",
+                    "--no-hosts",
+                ])
                 .arg(format!("--addn-hosts={}", hosts_file.display()))
-                .args(["--listen-address=10.253.0.2", "--bind-interfaces", "--port", "53"])
+                .args([
+                    "--listen-address=10.253.0.2",
+                    "--bind-interfaces",
+                    "--port",
+                    "53",
+                ])
                 .arg(format!("--pid-file={}", pid_file.display()))
+                .args(dnsmasq_args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -179,8 +233,12 @@ impl World {
             wait_for("dnsmasq to answer", WAIT, || {
                 tools::netns::in_netns(&daemon_ns, || {
                     let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-                    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-                    socket.send_to(&query_msg(1, "ready.test", RecordType::A), "10.253.0.2:53").ok()?;
+                    socket
+                        .set_read_timeout(Some(Duration::from_millis(200)))
+                        .unwrap();
+                    socket
+                        .send_to(&query_msg(1, "ready.test", RecordType::A), "10.253.0.2:53")
+                        .ok()?;
                     let mut buf = [0u8; 512];
                     socket.recv(&mut buf).ok().map(|_| ())
                 })
@@ -232,20 +290,41 @@ fn names_and_aliases_within_a_network_and_nxdomain_across() {
     let w = World::new(4, None, Duration::from_millis(500));
     let t = w.service.table();
     // s0 and s1 on "front", s2 on "back", s3 only on the default bridge (no names).
-    t.add_endpoint("front", w.name(0), Ipv4Addr::new(10, 1, 0, 2), &["web".into(), "svc".into()])
-        .unwrap();
-    t.add_endpoint("front", w.name(1), Ipv4Addr::new(10, 1, 0, 3), &["svc".into()])
-        .unwrap();
-    t.add_endpoint("back", w.name(2), Ipv4Addr::new(10, 2, 0, 2), &["db".into()])
-        .unwrap();
+    t.add_endpoint(
+        "front",
+        w.name(0),
+        Ipv4Addr::new(10, 1, 0, 2),
+        &["web".into(), "svc".into()],
+    )
+    .unwrap();
+    t.add_endpoint(
+        "front",
+        w.name(1),
+        Ipv4Addr::new(10, 1, 0, 3),
+        &["svc".into()],
+    )
+    .unwrap();
+    t.add_endpoint(
+        "back",
+        w.name(2),
+        Ipv4Addr::new(10, 2, 0, 2),
+        &["db".into()],
+    )
+    .unwrap();
     let s0 = w.sandbox(0);
     let s1 = w.sandbox(1);
 
     let msg = ask(&s1, "WEB.", RecordType::A);
     assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
     assert_eq!(a_records(&msg), vec![Ipv4Addr::new(10, 1, 0, 2)]);
-    assert_eq!(a_records(&ask(&s1, w.name(0), RecordType::A)), vec![Ipv4Addr::new(10, 1, 0, 2)]);
-    assert_eq!(a_records(&ask(&s0, w.name(1), RecordType::A)), vec![Ipv4Addr::new(10, 1, 0, 3)]);
+    assert_eq!(
+        a_records(&ask(&s1, w.name(0), RecordType::A)),
+        vec![Ipv4Addr::new(10, 1, 0, 2)]
+    );
+    assert_eq!(
+        a_records(&ask(&s0, w.name(1), RecordType::A)),
+        vec![Ipv4Addr::new(10, 1, 0, 3)]
+    );
 
     // Round robin over the two endpoints of "svc".
     let first = a_records(&ask(&s0, "svc", RecordType::A));
@@ -259,13 +338,24 @@ fn names_and_aliases_within_a_network_and_nxdomain_across() {
     assert!(msg.answers.is_empty());
 
     // Another network's names are NXDOMAIN; the default bridge sandbox sees none.
-    assert_eq!(ask(&s1, "db", RecordType::A).metadata.response_code, ResponseCode::NXDomain);
-    assert_eq!(ask(&s1, w.name(2), RecordType::A).metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(
-        ask(&w.sandbox(3), "web", RecordType::A).metadata.response_code,
+        ask(&s1, "db", RecordType::A).metadata.response_code,
         ResponseCode::NXDomain
     );
-    assert_eq!(a_records(&ask(&w.sandbox(2), "db", RecordType::A)), vec![Ipv4Addr::new(10, 2, 0, 2)]);
+    assert_eq!(
+        ask(&s1, w.name(2), RecordType::A).metadata.response_code,
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        ask(&w.sandbox(3), "web", RecordType::A)
+            .metadata
+            .response_code,
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        a_records(&ask(&w.sandbox(2), "db", RecordType::A)),
+        vec![Ipv4Addr::new(10, 2, 0, 2)]
+    );
 
     // PTR for an address we handed out, from the same network only.
     let msg = ask(&s1, "2.0.1.10.in-addr.arpa.", RecordType::PTR);
@@ -277,20 +367,33 @@ fn names_and_aliases_within_a_network_and_nxdomain_across() {
         other => panic!("expected one PTR, got {other:?}"),
     }
     assert_eq!(
-        ask(&s1, "2.0.2.10.in-addr.arpa.", RecordType::PTR).metadata.response_code,
+        ask(&s1, "2.0.2.10.in-addr.arpa.", RecordType::PTR)
+            .metadata
+            .response_code,
         ResponseCode::NXDomain
     );
 
     // TCP.
-    assert_eq!(a_records(&ask_tcp(&s1, "web", RecordType::A)), vec![Ipv4Addr::new(10, 1, 0, 2)]);
+    assert_eq!(
+        a_records(&ask_tcp(&s1, "web", RecordType::A)),
+        vec![Ipv4Addr::new(10, 1, 0, 2)]
+    );
 
     // Disconnect removes the name at once; sandbox removal removes them all.
     assert!(t.remove_endpoint("front", w.name(1)));
-    assert_eq!(a_records(&ask(&s0, "svc", RecordType::A)), vec![Ipv4Addr::new(10, 1, 0, 2)]);
+    assert_eq!(
+        a_records(&ask(&s0, "svc", RecordType::A)),
+        vec![Ipv4Addr::new(10, 1, 0, 2)]
+    );
     w.service.remove_sandbox(w.name(0)).unwrap();
     assert_eq!(t.name_count(), 2, "only back's names are left");
     // s0 is not served any more.
-    assert!(udp_raw(&s0, &query_msg(1, "web", RecordType::A), Duration::from_millis(300)).is_none());
+    assert!(udp_raw(
+        &s0,
+        &query_msg(1, "web", RecordType::A),
+        Duration::from_millis(300)
+    )
+    .is_none());
 
     let stats = w.service.stats();
     assert!(stats.answered_locally >= 10, "{stats:?}");
@@ -308,12 +411,19 @@ fn forwarding_to_an_upstream_and_servfail_when_it_is_down() {
     assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
     assert_eq!(a_records(&msg), vec![Ipv4Addr::new(10, 99, 0, 8)]);
     // TCP queries are forwarded over TCP.
-    assert_eq!(a_records(&ask_tcp(&s0, "far.test", RecordType::A)), vec![Ipv4Addr::new(10, 99, 0, 8)]);
+    assert_eq!(
+        a_records(&ask_tcp(&s0, "far.test", RecordType::A)),
+        vec![Ipv4Addr::new(10, 99, 0, 8)]
+    );
     // Reverse lookups of addresses not ours go upstream too (dnsmasq knows its hosts file).
     let msg = ask(&s0, "8.0.99.10.in-addr.arpa.", RecordType::PTR);
     assert_eq!(msg.answers.len(), 1, "{msg:?}");
     let stats = w.service.stats();
-    assert_eq!((stats.forwarded, stats.forward_answers), (3, 3), "{stats:?}");
+    assert_eq!(
+        (stats.forwarded, stats.forward_answers),
+        (3, 3),
+        "{stats:?}"
+    );
 
     // The upstream goes away: SERVFAIL within the timeout (600 ms), over UDP and TCP.
     w.kill_upstream();
@@ -324,8 +434,16 @@ fn forwarding_to_an_upstream_and_servfail_when_it_is_down() {
         } else {
             ask(&s0, "far.test", RecordType::A)
         };
-        assert_eq!(msg.metadata.response_code, ResponseCode::ServFail, "tcp={tcp}");
-        assert!(started.elapsed() < Duration::from_millis(1500), "took {:?}", started.elapsed());
+        assert_eq!(
+            msg.metadata.response_code,
+            ResponseCode::ServFail,
+            "tcp={tcp}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "took {:?}",
+            started.elapsed()
+        );
     }
     assert_eq!(w.service.stats().failures, 2);
 }
@@ -347,30 +465,95 @@ impl World {
 }
 
 #[test]
+fn a_truncated_upstream_answer_is_asked_again_over_tcp() {
+    if !root_or_skip() || !have_tool("dnsmasq", "dnsmasq") {
+        return;
+    }
+    // 60 addresses for one name: about 1 KB, more than dnsmasq sends over UDP when limited to
+    // 512 bytes, less than the 4096 the client takes.
+    let hosts: String = HOSTS.to_owned()
+        + &(0..60)
+            .map(|i| format!("10.98.0.{i} big.test\n"))
+            .collect::<String>();
+    let w = World::with_dnsmasq_args(
+        1,
+        Some(&hosts),
+        Duration::from_secs(1),
+        &["--edns-packet-max=512"],
+    );
+    let mut msg = Message::new(77, MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(
+        Name::from_str("big.test").unwrap(),
+        RecordType::A,
+    ));
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(4096);
+    msg.set_edns(edns);
+    let answer = udp_raw(&w.sandbox(0), &msg.to_vec().unwrap(), QUERY_TIMEOUT).expect("an answer");
+    let answer = Message::from_vec(&answer).unwrap();
+    assert!(!answer.metadata.truncation, "the full answer came over TCP");
+    assert_eq!(a_records(&answer).len(), 60);
+    // Without EDNS the client takes 512 bytes: it gets the truncated answer (and asks over TCP).
+    let answer = ask(&w.sandbox(0), "big.test", RecordType::A);
+    assert!(answer.metadata.truncation);
+    assert_eq!(
+        a_records(&ask_tcp(&w.sandbox(0), "big.test", RecordType::A)).len(),
+        60
+    );
+}
+
+#[test]
 fn getent_and_dig_work_with_the_written_resolv_conf() {
     if !root_or_skip() || !have_tool("dig", "dnsutils") || !have_tool("dnsmasq", "dnsmasq") {
         return;
     }
     let w = World::new(2, Some(HOSTS), Duration::from_secs(1));
-    let _etc = [EtcNetnsGuard(w.name(0).into()), EtcNetnsGuard(w.name(1).into())];
+    let _etc = [
+        EtcNetnsGuard(w.name(0).into()),
+        EtcNetnsGuard(w.name(1).into()),
+    ];
     let t = w.service.table();
-    t.add_endpoint("n", w.name(0), Ipv4Addr::new(10, 3, 0, 2), &["api".into()]).unwrap();
-    t.add_endpoint("n", w.name(1), Ipv4Addr::new(10, 3, 0, 3), &[]).unwrap();
+    t.add_endpoint("n", w.name(0), Ipv4Addr::new(10, 3, 0, 2), &["api".into()])
+        .unwrap();
+    t.add_endpoint("n", w.name(1), Ipv4Addr::new(10, 3, 0, 3), &[])
+        .unwrap();
     let path = w.service.write_resolv_conf(w.name(1)).unwrap();
-    assert!(std::fs::read_to_string(&path).unwrap().contains("nameserver 127.0.0.11"));
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("nameserver 127.0.0.11"));
 
     let out = ns_exec(w.name(1), &["getent", "hosts", "api"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("10.3.0.2"), "getent hosts api: {text:?} {out:?}");
+    assert!(
+        out.status.success() && text.contains("10.3.0.2"),
+        "getent hosts api: {text:?} {out:?}"
+    );
     let out = ns_exec(w.name(1), &["getent", "hosts", "far.test"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("10.99.0.8"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10.99.0.8"),
+        "{out:?}"
+    );
 
     for extra in ["+notcp", "+tcp"] {
-        let out = ns_exec(w.name(1), &["dig", "+short", "+time=2", "+tries=1", extra, "API"]);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10.3.0.2", "dig {extra}: {out:?}");
+        let out = ns_exec(
+            w.name(1),
+            &["dig", "+short", "+time=2", "+tries=1", extra, "API"],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "10.3.0.2",
+            "dig {extra}: {out:?}"
+        );
     }
-    let out = ns_exec(w.name(1), &["dig", "+short", "+time=2", "+tries=1", "-x", "10.3.0.2"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{}.", w.name(0)));
+    let out = ns_exec(
+        w.name(1),
+        &["dig", "+short", "+time=2", "+tries=1", "-x", "10.3.0.2"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{}.", w.name(0))
+    );
 
     // Removing the sandbox removes its resolv.conf.
     w.service.remove_sandbox(w.name(1)).unwrap();
@@ -387,7 +570,10 @@ fn ten_thousand_queries_from_several_sandboxes_all_answered() {
     let w = World::new(SANDBOXES, Some(HOSTS), Duration::from_secs(2));
     for i in 0..SANDBOXES {
         let addr = Ipv4Addr::new(10, 4, 0, 2 + i as u8);
-        w.service.table().add_endpoint("n", w.name(i), addr, &[]).unwrap();
+        w.service
+            .table()
+            .add_endpoint("n", w.name(i), addr, &[])
+            .unwrap();
     }
     let names: Vec<String> = (0..SANDBOXES).map(|i| w.name(i).to_owned()).collect();
     let answered = AtomicUsize::new(0);
@@ -426,7 +612,11 @@ fn ten_thousand_queries_from_several_sandboxes_all_answered() {
     assert_eq!(answered.load(Ordering::Relaxed), SANDBOXES * PER_SANDBOX);
     let stats = w.service.stats();
     assert_eq!(stats.queries, (SANDBOXES * PER_SANDBOX) as u64, "{stats:?}");
-    assert_eq!(stats.forward_answers, (SANDBOXES * PER_SANDBOX / 10) as u64, "{stats:?}");
+    assert_eq!(
+        stats.forward_answers,
+        (SANDBOXES * PER_SANDBOX / 10) as u64,
+        "{stats:?}"
+    );
 }
 
 #[test]
@@ -468,12 +658,18 @@ fn malformed_packets_get_an_answer_or_a_counted_drop() {
         let answer = udp_raw(&s0, bad, QUERY_TIMEOUT).expect("an error answer");
         let code = Message::from_vec(&answer).unwrap().metadata.response_code;
         assert!(
-            matches!(code, ResponseCode::FormErr | ResponseCode::Refused | ResponseCode::NotImp),
+            matches!(
+                code,
+                ResponseCode::FormErr | ResponseCode::Refused | ResponseCode::NotImp
+            ),
             "{code:?}"
         );
     }
     // Still serving.
-    assert_eq!(a_records(&ask(&s0, "me", RecordType::A)), vec![Ipv4Addr::new(10, 5, 0, 2)]);
+    assert_eq!(
+        a_records(&ask(&s0, "me", RecordType::A)),
+        vec![Ipv4Addr::new(10, 5, 0, 2)]
+    );
     let stats = w.service.stats();
     assert_eq!(stats.dropped_malformed, 2, "{stats:?}");
     assert_eq!(stats.rejected, 5, "{stats:?}");

@@ -99,7 +99,9 @@ pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
-            (words.next() == Some("nameserver")).then(|| words.next()).flatten()
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
         })
         // A scoped IPv6 address (fe80::1%eth0) is not supported: skipped.
         .filter_map(|value| value.parse::<IpAddr>().ok())
@@ -146,7 +148,8 @@ fn tcp_exchange(upstream: SocketAddr, query: &[u8], budget: Duration) -> io::Res
     };
     let mut stream = TcpStream::connect_timeout(&upstream, left()?)?;
     stream.set_nodelay(true)?;
-    let len = u16::try_from(query.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len =
+        u16::try_from(query.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut framed = Vec::with_capacity(query.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(query);
@@ -310,7 +313,13 @@ impl UdpForwarder {
     }
 
     /// Sends pending query `id` to the first usable upstream from `first` on, or fails it.
-    fn send_from(&mut self, id: u16, first: usize, now: Instant, on_done: &mut impl FnMut(Done<'_>)) {
+    fn send_from(
+        &mut self,
+        id: u16,
+        first: usize,
+        now: Instant,
+        on_done: &mut impl FnMut(Done<'_>),
+    ) {
         let Some(p) = self.pending.get_mut(&id) else {
             return;
         };
@@ -362,13 +371,15 @@ impl UdpForwarder {
     }
 
     /// Reads every answer waiting on upstream socket `upstream`.
-    pub fn on_readable(&mut self, upstream: usize, mismatches: &mut u64, on_done: &mut impl FnMut(Done<'_>)) {
+    pub fn on_readable(
+        &mut self,
+        upstream: usize,
+        mismatches: &mut u64,
+        on_done: &mut impl FnMut(Done<'_>),
+    ) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.resize(usize::from(u16::MAX), 0);
-        loop {
-            let Some(Some(socket)) = self.sockets.get(upstream) else {
-                break;
-            };
+        while let Some(Some(socket)) = self.sockets.get(upstream) {
             let len = match socket.recv(&mut buf) {
                 Ok(len) => len,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
@@ -417,11 +428,23 @@ mod tests {
 
     #[test]
     fn upstreams_parse_and_loops_are_refused() {
-        assert_eq!(parse_upstream("10.0.0.1").unwrap(), "10.0.0.1:53".parse().unwrap());
-        assert_eq!(parse_upstream("10.0.0.1:5353").unwrap(), "10.0.0.1:5353".parse().unwrap());
+        assert_eq!(
+            parse_upstream("10.0.0.1").unwrap(),
+            "10.0.0.1:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("10.0.0.1:5353").unwrap(),
+            "10.0.0.1:5353".parse().unwrap()
+        );
         assert_eq!(parse_upstream("::1").unwrap(), "[::1]:53".parse().unwrap());
-        assert_eq!(parse_upstream("[::1]:54").unwrap(), "[::1]:54".parse().unwrap());
-        assert!(matches!(parse_upstream("dns.example"), Err(ForwardError::Invalid(_))));
+        assert_eq!(
+            parse_upstream("[::1]:54").unwrap(),
+            "[::1]:54".parse().unwrap()
+        );
+        assert!(matches!(
+            parse_upstream("dns.example"),
+            Err(ForwardError::Invalid(_))
+        ));
         let err = ForwardConfig::from_args(&["10.0.0.1".into(), "127.0.0.11".into()]).unwrap_err();
         assert!(matches!(err, ForwardError::Loop(_)));
         assert!(err.to_string().contains("127.0.0.11"));

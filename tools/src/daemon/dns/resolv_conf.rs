@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 pub const ETC_NETNS: &str = "/etc/netns";
 
 /// The first line of every resolv.conf we write.
-pub const MARKER: &str = "# written by vswitchd: the sandbox's DNS server is vswitchd at 127.0.0.11";
+pub const MARKER: &str =
+    "# written by vswitchd: the sandbox's DNS server is vswitchd at 127.0.0.11";
 
 /// The name a foreign resolv.conf is kept under while ours is in place.
 const SAVED: &str = "resolv.conf.vswitchd-saved";
@@ -42,13 +43,15 @@ pub fn render(host_resolv_conf: &str) -> String {
 pub fn write_in(dir: &Path, sandbox: &str, host_resolv_conf: &str) -> io::Result<PathBuf> {
     crate::netns::validate_netns_name(sandbox)?;
     let sandbox_dir = dir.join(sandbox);
-    fs::create_dir_all(&sandbox_dir).map_err(|e| context(e, format!("create {}", sandbox_dir.display())))?;
+    fs::create_dir_all(&sandbox_dir)
+        .map_err(|e| context(e, format!("create {}", sandbox_dir.display())))?;
     let path = sandbox_dir.join("resolv.conf");
     if let Ok(existing) = fs::read_to_string(&path) {
         if !existing.starts_with(MARKER) {
             let saved = sandbox_dir.join(SAVED);
-            fs::rename(&path, &saved)
-                .map_err(|e| context(e, format!("keep {} as {}", path.display(), saved.display())))?;
+            fs::rename(&path, &saved).map_err(|e| {
+                context(e, format!("keep {} as {}", path.display(), saved.display()))
+            })?;
         }
     }
     let tmp = sandbox_dir.join(".resolv.conf.vswitchd-tmp");
@@ -78,8 +81,12 @@ pub fn remove_in(dir: &Path, sandbox: &str) -> io::Result<()> {
     }
     let saved = sandbox_dir.join(SAVED);
     if saved.exists() {
-        fs::rename(&saved, &path)
-            .map_err(|e| context(e, format!("restore {} from {}", path.display(), saved.display())))?;
+        fs::rename(&saved, &path).map_err(|e| {
+            context(
+                e,
+                format!("restore {} from {}", path.display(), saved.display()),
+            )
+        })?;
     }
     // Only succeeds if empty: a directory holding other files of the user's stays.
     let _ = fs::remove_dir(&sandbox_dir);
@@ -128,7 +135,10 @@ mod tests {
         // Writing again keeps the first saved copy.
         write_in(&dir, "sb", "").unwrap();
         remove_in(&dir, "sb").unwrap();
-        assert_eq!(fs::read_to_string(sb.join("resolv.conf")).unwrap(), "nameserver 9.9.9.9\n");
+        assert_eq!(
+            fs::read_to_string(sb.join("resolv.conf")).unwrap(),
+            "nameserver 9.9.9.9\n"
+        );
         // Ours alone: the directory goes away.
         write_in(&dir, "fresh", "").unwrap();
         remove_in(&dir, "fresh").unwrap();

@@ -140,12 +140,26 @@ impl Resolver {
             return self.error(id, meta.op_code, ResponseCode::FormErr, None, None, out);
         }
         if edns.as_ref().is_some_and(|e| e.version() > 0) {
-            return self.error(id, meta.op_code, ResponseCode::BADVERS, Some(&query), edns.as_ref(), out);
+            return self.error(
+                id,
+                meta.op_code,
+                ResponseCode::BADVERS,
+                Some(&query),
+                edns.as_ref(),
+                out,
+            );
         }
         if query.query_class() != DNSClass::IN
             || matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR)
         {
-            return self.error(id, meta.op_code, ResponseCode::Refused, Some(&query), edns.as_ref(), out);
+            return self.error(
+                id,
+                meta.op_code,
+                ResponseCode::Refused,
+                Some(&query),
+                edns.as_ref(),
+                out,
+            );
         }
         let udp_limit = match (&edns, transport) {
             (_, Transport::Tcp) => u16::MAX,
@@ -419,7 +433,12 @@ mod tests {
 
     fn ask(r: &mut Resolver, name: &str, qtype: RecordType) -> (Decision, Option<Message>) {
         let mut out = Vec::new();
-        let d = r.resolve("client", &query_bytes(name, qtype), Transport::Udp, &mut out);
+        let d = r.resolve(
+            "client",
+            &query_bytes(name, qtype),
+            Transport::Udp,
+            &mut out,
+        );
         let msg = (d == Decision::Answer).then(|| Message::from_vec(&out).unwrap());
         (d, msg)
     }
@@ -445,7 +464,10 @@ mod tests {
             assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
             assert!(msg.metadata.recursion_desired && msg.metadata.authoritative);
             assert_eq!(a_records(&msg), vec![Ipv4Addr::new(10, 1, 0, 2)]);
-            assert_eq!(msg.queries[0].name().to_ascii().to_ascii_lowercase(), "web.");
+            assert_eq!(
+                msg.queries[0].name().to_ascii().to_ascii_lowercase(),
+                "web."
+            );
         }
         let stats = r.counters.snapshot();
         assert_eq!((stats.queries, stats.answered_locally), (3, 3));
@@ -477,12 +499,19 @@ mod tests {
     #[test]
     fn ptr_for_our_addresses() {
         let mut r = setup();
-        let msg = ask(&mut r, "3.0.1.10.in-addr.arpa.", RecordType::PTR).1.unwrap();
+        let msg = ask(&mut r, "3.0.1.10.in-addr.arpa.", RecordType::PTR)
+            .1
+            .unwrap();
         match &msg.answers[..] {
-            [rec] => assert_eq!(rec.data, RData::PTR(PTR(Name::from_str("client.").unwrap()))),
+            [rec] => assert_eq!(
+                rec.data,
+                RData::PTR(PTR(Name::from_str("client.").unwrap()))
+            ),
             other => panic!("expected one PTR, got {other:?}"),
         }
-        let msg = ask(&mut r, "2.0.2.10.in-addr.arpa.", RecordType::PTR).1.unwrap();
+        let msg = ask(&mut r, "2.0.2.10.in-addr.arpa.", RecordType::PTR)
+            .1
+            .unwrap();
         assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain);
         let (d, _) = ask(&mut r, "9.9.9.9.in-addr.arpa.", RecordType::PTR);
         assert!(matches!(d, Decision::Forward(_)));
@@ -500,7 +529,10 @@ mod tests {
         assert_eq!(fwd.question_end, query.len());
         // The upstream answers with its own id; the client's goes back in.
         let mut answer = Message::response(0x9999, OpCode::Query);
-        answer.add_query(Query::query(Name::from_str("example.com").unwrap(), RecordType::A));
+        answer.add_query(Query::query(
+            Name::from_str("example.com").unwrap(),
+            RecordType::A,
+        ));
         let mut answer = answer.to_vec().unwrap();
         assert!(accept_upstream_answer(&query, &fwd, &mut answer, fwd.id));
         assert_eq!(Message::from_vec(&answer).unwrap().metadata.id, 0x1234);
@@ -508,7 +540,12 @@ mod tests {
         let other = query_bytes("example.org", RecordType::A);
         let mut other_answer = other.clone();
         other_answer[2] |= 0x80;
-        assert!(!accept_upstream_answer(&query, &fwd, &mut other_answer, fwd.id));
+        assert!(!accept_upstream_answer(
+            &query,
+            &fwd,
+            &mut other_answer,
+            fwd.id
+        ));
         assert!(servfail(&query, &mut out));
         let sf = Message::from_vec(&out).unwrap();
         assert_eq!(sf.metadata.response_code, ResponseCode::ServFail);
@@ -520,16 +557,25 @@ mod tests {
         let mut r = setup();
         let mut out = Vec::new();
         // Too short for a header: dropped.
-        assert_eq!(r.resolve("client", &[0; 5], Transport::Udp, &mut out), Decision::Drop);
+        assert_eq!(
+            r.resolve("client", &[0; 5], Transport::Udp, &mut out),
+            Decision::Drop
+        );
         // A response sent as a query: dropped.
         let mut resp = query_bytes("web", RecordType::A);
         resp[2] |= 0x80;
-        assert_eq!(r.resolve("client", &resp, Transport::Udp, &mut out), Decision::Drop);
+        assert_eq!(
+            r.resolve("client", &resp, Transport::Udp, &mut out),
+            Decision::Drop
+        );
         assert_eq!(r.counters.snapshot().dropped_malformed, 2);
 
         let rcode = |r: &mut Resolver, msg: &[u8]| {
             let mut out = Vec::new();
-            assert_eq!(r.resolve("client", msg, Transport::Udp, &mut out), Decision::Answer);
+            assert_eq!(
+                r.resolve("client", msg, Transport::Udp, &mut out),
+                Decision::Answer
+            );
             Message::from_vec(&out).unwrap().metadata.response_code
         };
         // Truncated question.
@@ -557,11 +603,17 @@ mod tests {
         let mut cq = Query::query(Name::from_str("version.bind").unwrap(), RecordType::TXT);
         cq.set_query_class(DNSClass::CH);
         chaos.add_query(cq);
-        assert_eq!(rcode(&mut r, &chaos.to_vec().unwrap()), ResponseCode::Refused);
+        assert_eq!(
+            rcode(&mut r, &chaos.to_vec().unwrap()),
+            ResponseCode::Refused
+        );
         // Another opcode.
         let mut status = Message::new(1, MessageType::Query, OpCode::Status);
         status.add_query(Query::query(Name::from_str("web").unwrap(), RecordType::A));
-        assert_eq!(rcode(&mut r, &status.to_vec().unwrap()), ResponseCode::NotImp);
+        assert_eq!(
+            rcode(&mut r, &status.to_vec().unwrap()),
+            ResponseCode::NotImp
+        );
         // Trailing garbage.
         let mut trailing = q.clone();
         trailing.push(0);
@@ -577,9 +629,15 @@ mod tests {
         edns.set_max_payload(4096);
         msg.set_edns(edns);
         let mut out = Vec::new();
-        assert_eq!(r.resolve("client", &msg.to_vec().unwrap(), Transport::Tcp, &mut out), Decision::Answer);
+        assert_eq!(
+            r.resolve("client", &msg.to_vec().unwrap(), Transport::Tcp, &mut out),
+            Decision::Answer
+        );
         let answer = Message::from_vec(&out).unwrap();
-        assert_eq!(answer.edns.as_ref().map(|e| e.max_payload()), Some(OUR_EDNS_PAYLOAD));
+        assert_eq!(
+            answer.edns.as_ref().map(|e| e.max_payload()),
+            Some(OUR_EDNS_PAYLOAD)
+        );
         assert_eq!(a_records(&answer).len(), 1);
     }
 
@@ -588,17 +646,28 @@ mod tests {
         let table = Arc::new(NameTable::new());
         for i in 0..60u8 {
             table
-                .add_endpoint("n", &format!("s{i}"), Ipv4Addr::new(10, 0, 1, i), &["many".into()])
+                .add_endpoint(
+                    "n",
+                    &format!("s{i}"),
+                    Ipv4Addr::new(10, 0, 1, i),
+                    &["many".into()],
+                )
                 .unwrap();
         }
         let mut r = Resolver::new(table, Arc::new(Counters::default()));
         let q = query_bytes("many", RecordType::A);
         let mut out = Vec::new();
-        assert_eq!(r.resolve("s0", &q, Transport::Udp, &mut out), Decision::Answer);
+        assert_eq!(
+            r.resolve("s0", &q, Transport::Udp, &mut out),
+            Decision::Answer
+        );
         let udp = Message::from_vec(&out).unwrap();
         assert!(udp.metadata.truncation && udp.answers.is_empty());
         assert!(out.len() <= 512);
-        assert_eq!(r.resolve("s0", &q, Transport::Tcp, &mut out), Decision::Answer);
+        assert_eq!(
+            r.resolve("s0", &q, Transport::Tcp, &mut out),
+            Decision::Answer
+        );
         assert_eq!(a_records(&Message::from_vec(&out).unwrap()).len(), 60);
     }
 }

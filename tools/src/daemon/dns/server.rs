@@ -82,7 +82,9 @@ impl DnsService {
     /// thread's network namespace.
     pub fn start(config: ForwardConfig) -> io::Result<DnsService> {
         let poll = Poll::new().map_err(|e| ctx(e, "create the DNS poller"))?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| ctx(e, "create the DNS waker"))?);
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(|e| ctx(e, "create the DNS waker"))?,
+        );
         let table = Arc::new(NameTable::new());
         let counters = Arc::new(Counters::default());
         let mut forwarder = UdpForwarder::new(config.clone());
@@ -266,7 +268,12 @@ impl Worker {
     fn on_commands(&mut self) -> bool {
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Add { name, udp, tcp, ack } => {
+                Command::Add {
+                    name,
+                    udp,
+                    tcp,
+                    ack,
+                } => {
                     let _ = ack.send(self.add(name, udp, tcp));
                 }
                 Command::Remove { name, ack } => {
@@ -281,10 +288,16 @@ impl Worker {
     fn add(&mut self, name: Arc<str>, udp: UdpSocket, tcp: TcpListener) -> io::Result<()> {
         let token = self.next_token;
         let registry = self.poll.registry();
-        registry.register(&mut SourceFd(&udp.as_raw_fd()), Token(token), Interest::READABLE)?;
-        if let Err(err) =
-            registry.register(&mut SourceFd(&tcp.as_raw_fd()), Token(token + 1), Interest::READABLE)
-        {
+        registry.register(
+            &mut SourceFd(&udp.as_raw_fd()),
+            Token(token),
+            Interest::READABLE,
+        )?;
+        if let Err(err) = registry.register(
+            &mut SourceFd(&tcp.as_raw_fd()),
+            Token(token + 1),
+            Interest::READABLE,
+        ) {
             let _ = registry.deregister(&mut SourceFd(&udp.as_raw_fd()));
             return Err(err);
         }
@@ -329,7 +342,10 @@ impl Worker {
                 }
             };
             let query = &self.buf[..len];
-            match self.resolver.resolve(&sandbox.name, query, Transport::Udp, &mut self.out) {
+            match self
+                .resolver
+                .resolve(&sandbox.name, query, Transport::Udp, &mut self.out)
+            {
                 Decision::Answer => {
                     if sandbox.udp.send_to(&self.out, from).is_err() {
                         Counters::bump(&self.counters.dropped_other);
@@ -345,9 +361,11 @@ impl Worker {
                     let counters = &self.counters;
                     let config = self.forwarder.config().clone();
                     let tcp_threads = &self.tcp_threads;
-                    let started = self.forwarder.start(client, query, fwd, Instant::now(), &mut |done| {
-                        deliver(sandboxes, counters, &config, tcp_threads, done)
-                    });
+                    let started =
+                        self.forwarder
+                            .start(client, query, fwd, Instant::now(), &mut |done| {
+                                deliver(sandboxes, counters, &config, tcp_threads, done)
+                            });
                     if !started {
                         Counters::bump(&self.counters.dropped_other);
                     }
@@ -404,9 +422,10 @@ impl Worker {
         let config = self.forwarder.config().clone();
         let tcp_threads = &self.tcp_threads;
         let mut mismatches = 0;
-        self.forwarder.on_readable(upstream, &mut mismatches, &mut |done| {
-            deliver(sandboxes, counters, &config, tcp_threads, done)
-        });
+        self.forwarder
+            .on_readable(upstream, &mut mismatches, &mut |done| {
+                deliver(sandboxes, counters, &config, tcp_threads, done)
+            });
         self.counters
             .upstream_mismatches
             .fetch_add(mismatches, Ordering::Relaxed);
@@ -493,7 +512,9 @@ fn serve_tcp(
     config: &ForwardConfig,
     counters: &Counters,
 ) {
-    if stream.set_read_timeout(Some(TCP_IDLE)).is_err() || stream.set_write_timeout(Some(TCP_IDLE)).is_err() {
+    if stream.set_read_timeout(Some(TCP_IDLE)).is_err()
+        || stream.set_write_timeout(Some(TCP_IDLE)).is_err()
+    {
         return;
     }
     let _ = stream.set_nodelay(true);

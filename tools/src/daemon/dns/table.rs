@@ -278,7 +278,12 @@ impl NameTable {
 
     /// Looks up the name `addr` was handed out to, as seen from `asker` (PTR); calls `f` with
     /// it while the table is locked for reading.
-    pub fn lookup_ptr<R>(&self, asker: &str, addr: Ipv4Addr, f: impl FnOnce(&str) -> R) -> Lookup<R> {
+    pub fn lookup_ptr<R>(
+        &self,
+        asker: &str,
+        addr: Ipv4Addr,
+        f: impl FnOnce(&str) -> R,
+    ) -> Lookup<R> {
         let inner = self.read();
         if !inner.known_addrs.contains_key(&addr) {
             return Lookup::Unknown;
@@ -375,7 +380,8 @@ mod tests {
         let t = NameTable::new();
         t.add_endpoint("front", "web", ip("10.1.0.2"), &["www".into()])
             .unwrap();
-        t.add_endpoint("front", "client", ip("10.1.0.3"), &[]).unwrap();
+        t.add_endpoint("front", "client", ip("10.1.0.3"), &[])
+            .unwrap();
         t.add_endpoint("back", "db", ip("10.2.0.2"), &["Store".into()])
             .unwrap();
         assert_eq!(a(&t, "client", "web"), Lookup::Found(vec![ip("10.1.0.2")]));
@@ -410,8 +416,10 @@ mod tests {
     #[test]
     fn removal_takes_effect_at_once() {
         let t = NameTable::new();
-        t.add_endpoint("n", "a", ip("10.0.0.2"), &["svc".into()]).unwrap();
-        t.add_endpoint("n", "b", ip("10.0.0.3"), &["svc".into()]).unwrap();
+        t.add_endpoint("n", "a", ip("10.0.0.2"), &["svc".into()])
+            .unwrap();
+        t.add_endpoint("n", "b", ip("10.0.0.3"), &["svc".into()])
+            .unwrap();
         t.add_endpoint("m", "b", ip("10.9.0.3"), &[]).unwrap();
         assert!(t.remove_endpoint("n", "b"));
         assert_eq!(a(&t, "a", "svc"), Lookup::Found(vec![ip("10.0.0.2")]));
@@ -428,8 +436,10 @@ mod tests {
     #[test]
     fn re_adding_an_endpoint_replaces_it() {
         let t = NameTable::new();
-        t.add_endpoint("n", "a", ip("10.0.0.2"), &["x".into()]).unwrap();
-        t.add_endpoint("n", "a", ip("10.0.0.5"), &["y".into()]).unwrap();
+        t.add_endpoint("n", "a", ip("10.0.0.2"), &["x".into()])
+            .unwrap();
+        t.add_endpoint("n", "a", ip("10.0.0.5"), &["y".into()])
+            .unwrap();
         assert_eq!(a(&t, "a", "a"), Lookup::Found(vec![ip("10.0.0.5")]));
         assert_eq!(a(&t, "a", "x"), Lookup::Unknown);
         assert_eq!(a(&t, "a", "y"), Lookup::Found(vec![ip("10.0.0.5")]));
@@ -452,9 +462,18 @@ mod tests {
     #[test]
     fn invalid_names_are_refused() {
         let t = NameTable::new();
-        for bad in ["", ".", "a..b", "with space", "é", &"x".repeat(64), &"a.".repeat(128)] {
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "with space",
+            "é",
+            &"x".repeat(64),
+            &"a.".repeat(128),
+        ] {
             assert!(
-                t.add_endpoint("n", "ok", ip("10.0.0.2"), &[bad.to_string()]).is_err(),
+                t.add_endpoint("n", "ok", ip("10.0.0.2"), &[bad.to_string()])
+                    .is_err(),
                 "{bad:?}"
             );
         }
