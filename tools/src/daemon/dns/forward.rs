@@ -62,7 +62,20 @@ impl ForwardConfig {
     pub fn from_args(args: &[String]) -> Result<ForwardConfig, ForwardError> {
         if args.is_empty() {
             let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            return ForwardConfig::new(upstreams_from_resolv_conf(&text));
+            let upstreams = upstreams_from_resolv_conf(&text);
+            let listed = text
+                .lines()
+                .filter(|l| l.split_whitespace().next() == Some("nameserver"))
+                .count();
+            if listed != upstreams.len() {
+                tracing::warn!(
+                    listed,
+                    used = upstreams.len(),
+                    "some nameservers of /etc/resolv.conf are not used as DNS upstreams \
+                     (127.0.0.11, scoped IPv6 or unparsable)"
+                );
+            }
+            return ForwardConfig::new(upstreams);
         }
         let upstreams = args
             .iter()

@@ -85,6 +85,9 @@ impl DnsService {
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER).map_err(|e| ctx(e, "create the DNS waker"))?,
         );
+        if config.upstreams.is_empty() {
+            tracing::warn!("no DNS upstream: names that are not the sandboxes' get SERVFAIL");
+        }
         let table = Arc::new(NameTable::new());
         let counters = Arc::new(Counters::default());
         let mut forwarder = UdpForwarder::new(config.clone());
@@ -103,6 +106,7 @@ impl DnsService {
             resolver: Resolver::new(table.clone(), counters.clone()),
             table: table.clone(),
             forwarder,
+            config: Arc::new(config.clone()),
             counters: counters.clone(),
             tcp_threads: Arc::new(AtomicUsize::new(0)),
             buf: vec![0; usize::from(u16::MAX)],
@@ -223,6 +227,8 @@ struct Worker {
     resolver: Resolver,
     table: Arc<NameTable>,
     forwarder: UdpForwarder,
+    /// The forwarder's configuration, for TCP threads (shared, not copied per query).
+    config: Arc<ForwardConfig>,
     counters: Arc<Counters>,
     tcp_threads: Arc<AtomicUsize>,
     buf: Vec<u8>,
@@ -253,10 +259,10 @@ impl Worker {
             }
             let sandboxes = &self.sandboxes;
             let counters = &self.counters;
-            let config = self.forwarder.config().clone();
+            let config = &self.config;
             let tcp_threads = &self.tcp_threads;
             self.forwarder.on_timers(Instant::now(), &mut |done| {
-                deliver(sandboxes, counters, &config, tcp_threads, done)
+                deliver(sandboxes, counters, config, tcp_threads, done)
             });
             if !self.on_commands() {
                 return;
@@ -359,12 +365,12 @@ impl Worker {
                     };
                     let sandboxes = &self.sandboxes;
                     let counters = &self.counters;
-                    let config = self.forwarder.config().clone();
+                    let config = &self.config;
                     let tcp_threads = &self.tcp_threads;
                     let started =
                         self.forwarder
                             .start(client, query, fwd, Instant::now(), &mut |done| {
-                                deliver(sandboxes, counters, &config, tcp_threads, done)
+                                deliver(sandboxes, counters, config, tcp_threads, done)
                             });
                     if !started {
                         Counters::bump(&self.counters.dropped_other);
@@ -372,12 +378,15 @@ impl Worker {
                 }
             }
         }
-        // Budget spent: more may wait; poll again without blocking so others get a turn.
-        let _ = self.poll.registry().reregister(
-            &mut SourceFd(&self.sandboxes[&token].udp.as_raw_fd()),
-            Token(token),
-            Interest::READABLE,
-        );
+        // Budget spent: more may wait. Re-arming reports the socket again if it is still
+        // readable (epoll_ctl MOD), after the others had their turn.
+        if let Some(sandbox) = self.sandboxes.get(&token) {
+            let _ = self.poll.registry().reregister(
+                &mut SourceFd(&sandbox.udp.as_raw_fd()),
+                Token(token),
+                Interest::READABLE,
+            );
+        }
     }
 
     /// Accepts the connections waiting on a sandbox's TCP listener.
@@ -401,7 +410,7 @@ impl Worker {
             };
             let name = sandbox.name.clone();
             let resolver = Resolver::new(self.table.clone(), self.counters.clone());
-            let config = self.forwarder.config().clone();
+            let config = self.config.clone();
             let counters = self.counters.clone();
             let spawned = std::thread::Builder::new()
                 .name("dns-tcp".into())
@@ -419,12 +428,12 @@ impl Worker {
     fn on_upstream(&mut self, upstream: usize) {
         let sandboxes = &self.sandboxes;
         let counters = &self.counters;
-        let config = self.forwarder.config().clone();
+        let config = &self.config;
         let tcp_threads = &self.tcp_threads;
         let mut mismatches = 0;
         self.forwarder
             .on_readable(upstream, &mut mismatches, &mut |done| {
-                deliver(sandboxes, counters, &config, tcp_threads, done)
+                deliver(sandboxes, counters, config, tcp_threads, done)
             });
         self.counters
             .upstream_mismatches
@@ -436,7 +445,7 @@ impl Worker {
 fn deliver(
     sandboxes: &HashMap<usize, Sandbox>,
     counters: &Counters,
-    config: &ForwardConfig,
+    config: &Arc<ForwardConfig>,
     tcp_threads: &Arc<AtomicUsize>,
     done: Done<'_>,
 ) {
@@ -475,7 +484,7 @@ fn deliver(
                 Counters::bump(&counters.forward_answers);
                 return;
             };
-            let config = config.clone();
+            let config = Arc::clone(config);
             Counters::bump(&counters.forward_answers);
             let _ = std::thread::Builder::new()
                 .name("dns-tcp-retry".into())
