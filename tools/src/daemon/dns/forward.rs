@@ -217,8 +217,9 @@ struct Pending {
     upstream: usize,
     /// When the whole query times out.
     deadline: Instant,
-    /// Changes on every attempt, to tell stale timers.
-    attempt: u32,
+    /// The forwarder-wide number of the current attempt: a timer for another number is stale
+    /// (ids are reused, attempt numbers never).
+    attempt: u64,
 }
 
 /// The UDP forwarder: one connected socket per upstream, the pending queries by id, and their
@@ -228,7 +229,9 @@ pub struct UdpForwarder {
     config: ForwardConfig,
     sockets: Vec<Option<mio::net::UdpSocket>>,
     pending: HashMap<u16, Pending>,
-    timers: VecDeque<(Instant, u16, u32)>,
+    timers: VecDeque<(Instant, u16, u64)>,
+    /// The number of the last attempt made.
+    attempts: u64,
     spare: Vec<Vec<u8>>,
     scratch: Vec<u8>,
 }
@@ -263,6 +266,7 @@ impl UdpForwarder {
             sockets,
             pending: HashMap::new(),
             timers: VecDeque::new(),
+            attempts: 0,
             spare: Vec::new(),
             scratch: Vec::with_capacity(512),
         }
@@ -308,6 +312,20 @@ impl UdpForwarder {
         while self.pending.contains_key(&id) {
             id = id.wrapping_add(1);
         }
+        self.start_as(id, client, query, fwd, now, on_done);
+        true
+    }
+
+    /// Starts forwarding with upstream id `id` (free).
+    fn start_as(
+        &mut self,
+        id: u16,
+        client: Client,
+        query: &[u8],
+        fwd: ForwardQuery,
+        now: Instant,
+        on_done: &mut impl FnMut(Done<'_>),
+    ) {
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(query);
@@ -322,7 +340,6 @@ impl UdpForwarder {
         };
         self.pending.insert(id, pending);
         self.send_from(id, 0, now, on_done);
-        true
     }
 
     /// Sends pending query `id` to the first usable upstream from `first` on, or fails it.
@@ -344,8 +361,9 @@ impl UdpForwarder {
                 continue;
             };
             if socket.send(&p.query).is_ok() {
+                self.attempts += 1;
                 p.upstream = upstream;
-                p.attempt = p.attempt.wrapping_add(1);
+                p.attempt = self.attempts;
                 let at = (now + self.config.attempt_timeout()).min(p.deadline);
                 self.timers.push_back((at, id, p.attempt));
                 return;
@@ -474,6 +492,99 @@ mod tests {
             .map(|s| s.parse().unwrap())
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// A query for `name` with id `id`, and what the resolver says about it.
+    fn forwardable(id: u16, name: &str) -> (Vec<u8>, ForwardQuery) {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::{Name, RecordType};
+        use std::str::FromStr;
+        let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
+        msg.add_query(Query::query(Name::from_str(name).unwrap(), RecordType::A));
+        let bytes = msg.to_vec().unwrap();
+        let fwd = ForwardQuery {
+            id,
+            question_end: bytes.len(),
+            udp_limit: 512,
+        };
+        (bytes, fwd)
+    }
+
+    #[test]
+    fn answers_are_matched_and_stale_timers_of_a_reused_id_are_ignored() {
+        // The upstream is a socket of the test's on loopback.
+        let upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        upstream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let config = ForwardConfig::new(vec![upstream.local_addr().unwrap()]).unwrap();
+        let mut fwd = UdpForwarder::new(config);
+        let client = Client {
+            socket: 1,
+            addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        let outcomes = std::cell::RefCell::new(Vec::new());
+        let mut record = |done: Done<'_>| {
+            outcomes.borrow_mut().push(match done {
+                Done::Answer(_, bytes) => ("answer", u16::from_be_bytes([bytes[0], bytes[1]])),
+                Done::Failed(_, bytes) => ("failed", u16::from_be_bytes([bytes[0], bytes[1]])),
+                Done::Truncated { .. } => ("truncated", 0),
+            })
+        };
+        let now = Instant::now();
+        let mut buf = [0u8; 512];
+        let mut mismatches = 0;
+        // Query 1 goes out with our id 77 and is answered.
+        let (q1, f1) = forwardable(1, "one.test");
+        fwd.start_as(77, client, &q1, f1, now, &mut record);
+        let n = upstream.recv_from(&mut buf).unwrap().0;
+        assert_eq!(&buf[..2], &77u16.to_be_bytes());
+        buf[2] |= 0x80;
+        let our_socket = fwd.sockets[0].as_ref().unwrap().local_addr().unwrap();
+        upstream.send_to(&buf[..n], our_socket).unwrap();
+        wait_readable(&mut fwd, 0, &mut mismatches, &mut record);
+        // Query 2 reuses id 77; the timer of query 1 fires: query 2 must not fail for it.
+        let (q2, f2) = forwardable(2, "two.test");
+        fwd.start_as(
+            77,
+            client,
+            &q2,
+            f2,
+            now + Duration::from_millis(1),
+            &mut record,
+        );
+        fwd.on_timers(now + fwd.config().attempt_timeout(), &mut record);
+        assert_eq!(*outcomes.borrow(), vec![("answer", 1)]);
+        assert_eq!(fwd.pending(), 1);
+        // An answer to another question with the right id is not taken.
+        let (q3, _) = forwardable(77, "three.test");
+        let mut wrong = q3.clone();
+        wrong[2] |= 0x80;
+        upstream.send_to(&wrong, our_socket).unwrap();
+        wait_readable(&mut fwd, 0, &mut mismatches, &mut record);
+        assert_eq!(mismatches, 1);
+        // Query 2's own timer: no other upstream, SERVFAIL material with the client's id.
+        fwd.on_timers(now + fwd.config().timeout * 2, &mut record);
+        assert_eq!(*outcomes.borrow(), vec![("answer", 1), ("failed", 2)]);
+        assert_eq!(fwd.pending(), 0);
+    }
+
+    /// Polls upstream socket `i` until something was read (the datagram is on loopback).
+    fn wait_readable(
+        fwd: &mut UdpForwarder,
+        i: usize,
+        mismatches: &mut u64,
+        on_done: &mut impl FnMut(Done<'_>),
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let before = (*mismatches, fwd.pending());
+        while (*mismatches, fwd.pending()) == before {
+            assert!(
+                Instant::now() < deadline,
+                "nothing arrived from the upstream"
+            );
+            fwd.on_readable(i, mismatches, on_done);
+        }
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! The daemon owns one [`DnsService`]: it calls [`DnsService::add_sandbox`] when a sandbox
 //! joins any network (the default `bridge` too: it still forwards), [`NameTable::add_endpoint`]
 //! on connect to a user-defined network, [`NameTable::remove_endpoint`] on disconnect, and
-//! [`DnsService::remove_sandbox`] when the sandbox goes away.
+//! [`DnsService::remove_sandbox`] when the sandbox goes away (the sockets hold the sandbox's
+//! namespace alive until then), and [`DnsService::write_resolv_conf`] for named sandboxes.
+//! The table answers from the asker's view: a sandbox sees the names of the networks it has an
+//! endpoint on; a name of another network is NXDOMAIN; anything else is forwarded.
 
 pub mod forward;
 pub mod resolv_conf;

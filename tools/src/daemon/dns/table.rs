@@ -19,6 +19,10 @@ pub const MAX_NAME_LEN: usize = 253;
 /// The longest label (RFC 1035 § 2.3.4).
 pub const MAX_LABEL_LEN: usize = 63;
 
+/// The default network: Docker's legacy bridge has no name resolution (users rely on that to
+/// notice they should make a user-defined network); its sandboxes still forward.
+pub const DEFAULT_NETWORK: &str = "bridge";
+
 /// Why a name or endpoint was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TableError {
@@ -134,7 +138,7 @@ impl NameTable {
     /// Adds (or replaces) `sandbox`'s endpoint on `network`: its name and `aliases` resolve to
     /// `addr` for sandboxes on that network, and `addr` resolves back to the sandbox name.
     ///
-    /// Never call this for the default `bridge` network: it has no names.
+    /// On the default network ([`DEFAULT_NETWORK`]) this checks the names and adds nothing.
     pub fn add_endpoint(
         &self,
         network: &str,
@@ -149,6 +153,9 @@ impl NameTable {
             if !keys.contains(&key) {
                 keys.push(key);
             }
+        }
+        if network == DEFAULT_NETWORK {
+            return Ok(());
         }
         let mut inner = self.write();
         inner.remove_endpoint(network, sandbox);
@@ -393,6 +400,13 @@ mod tests {
         // A sandbox on no named network (e.g. only the default bridge) sees no names.
         assert_eq!(a(&t, "on-bridge", "web"), Lookup::Hidden);
         assert_eq!(t.aliases("back", "db"), vec!["store".to_string()]);
+        // The default bridge gets no names, even when asked to.
+        t.add_endpoint(DEFAULT_NETWORK, "client", ip("172.17.0.2"), &["b".into()])
+            .unwrap();
+        t.add_endpoint(DEFAULT_NETWORK, "other", ip("172.17.0.3"), &[])
+            .unwrap();
+        assert_eq!(a(&t, "client", "other"), Lookup::Unknown);
+        assert_eq!(a(&t, "client", "b"), Lookup::Unknown);
     }
 
     #[test]
