@@ -16,6 +16,7 @@
 //! calling into the [`Daemon`] as the API does.
 
 pub mod cluster;
+pub mod dns;
 pub mod docker;
 mod drivers;
 mod endpoints;

@@ -1,0 +1,673 @@
+//! The query path: one DNS message in, and either an answer (local names, or an error code),
+//! a query to forward upstream, or a counted drop. Sans-IO: bytes in, bytes out.
+//!
+//! Messages are read and written with `hickory-proto`. What is answered here:
+//! - `A` for names in the table visible to the asking sandbox (round robin), `AAAA` (and any
+//!   other type) for such names with no records (NOERROR/NODATA, RFC 2308 § 2.2), `PTR` for the
+//!   addresses the table holds;
+//! - NXDOMAIN for a name of ours on a network the asker does not share;
+//! - FORMERR for a message that does not parse or does not hold exactly one question
+//!   (RFC 1035 § 4.1.1), NOTIMP for opcodes other than QUERY, REFUSED for classes other than IN
+//!   and for zone transfers, BADVERS for EDNS versions above 0 (RFC 6891 § 6.1.3).
+//!
+//! Anything shorter than a header, or a response sent to us as a query, is dropped (answering
+//! it could start a loop between two servers) and counted.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+
+use super::table::{Lookup, NameTable};
+use super::Counters;
+
+/// The size of a DNS header (RFC 1035 § 4.1.1).
+pub const HEADER_LEN: usize = 12;
+
+/// The UDP payload size every client may use without EDNS (RFC 1035 § 4.2.1).
+pub const CLASSIC_UDP_LIMIT: u16 = 512;
+
+/// The EDNS UDP payload size we advertise (the DNS flag day 2020 value).
+pub const OUR_EDNS_PAYLOAD: u16 = 1232;
+
+/// The TTL of local answers: 0, so that a change is seen by the next lookup (as dnsmasq's
+/// default `local-ttl`).
+pub const LOCAL_TTL: u32 = 0;
+
+/// At most this many additional records in a query (an OPT and a TSIG are plenty).
+const MAX_ADDITIONALS: u16 = 4;
+
+/// How the query arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A UDP datagram: the answer must fit the client's payload size, else it is truncated.
+    Udp,
+    /// A TCP stream (RFC 7766): no size limit below 65535.
+    Tcp,
+}
+
+/// What to do with a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The answer is in the output buffer.
+    Answer,
+    /// Not ours: forward the query as it came (with an id of the forwarder's choosing).
+    Forward(ForwardQuery),
+    /// Nothing to send; counted as dropped.
+    Drop,
+}
+
+/// What the forwarder needs to know about a query it forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardQuery {
+    /// The client's message id, put back into the upstream's answer.
+    pub id: u16,
+    /// The end of the question section: bytes `12..question_end` must come back unchanged in
+    /// the upstream's answer (RFC 5452 § 9.1 matching).
+    pub question_end: usize,
+    /// The largest UDP answer the client takes (512, or its EDNS payload size).
+    pub udp_limit: u16,
+}
+
+/// Answers queries from the name table; one per thread (it keeps scratch space).
+#[derive(Debug)]
+pub struct Resolver {
+    table: Arc<NameTable>,
+    counters: Arc<Counters>,
+    addrs: Vec<Ipv4Addr>,
+}
+
+impl Resolver {
+    /// A resolver over `table`, counting into `counters`.
+    pub fn new(table: Arc<NameTable>, counters: Arc<Counters>) -> Resolver {
+        Resolver {
+            table,
+            counters,
+            addrs: Vec::with_capacity(8),
+        }
+    }
+
+    /// Handles one query `msg` from sandbox `asker`, writing an answer (if any) into `out`.
+    pub fn resolve(
+        &mut self,
+        asker: &str,
+        msg: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Decision {
+        Counters::bump(&self.counters.queries);
+        out.clear();
+        let mut decoder = BinDecoder::new(msg);
+        let header = match Header::read(&mut decoder) {
+            Ok(header) => header,
+            Err(_) => return self.drop_malformed(),
+        };
+        let meta = header.metadata;
+        if meta.message_type == MessageType::Response {
+            return self.drop_malformed();
+        }
+        let id = meta.id;
+        if meta.op_code != OpCode::Query {
+            return self.error(id, meta.op_code, ResponseCode::NotImp, None, None, out);
+        }
+        let counts = header.counts;
+        if counts.queries != 1
+            || counts.answers != 0
+            || counts.authorities != 0
+            || counts.additionals > MAX_ADDITIONALS
+        {
+            return self.error(id, meta.op_code, ResponseCode::FormErr, None, None, out);
+        }
+        let query = match Query::read(&mut decoder) {
+            Ok(query) => query,
+            Err(_) => return self.error(id, meta.op_code, ResponseCode::FormErr, None, None, out),
+        };
+        let question_end = decoder.index();
+        let edns = match Message::read_records(
+            &mut decoder,
+            usize::from(counts.additionals),
+            true,
+            meta.op_code,
+        ) {
+            Ok((_, edns, _)) => edns,
+            Err(_) => return self.error(id, meta.op_code, ResponseCode::FormErr, None, None, out),
+        };
+        if !decoder.is_empty() {
+            // Trailing bytes after the last record.
+            return self.error(id, meta.op_code, ResponseCode::FormErr, None, None, out);
+        }
+        if edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return self.error(
+                id,
+                meta.op_code,
+                ResponseCode::BADVERS,
+                Some(&query),
+                edns.as_ref(),
+                out,
+            );
+        }
+        if query.query_class() != DNSClass::IN
+            || matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR)
+        {
+            return self.error(
+                id,
+                meta.op_code,
+                ResponseCode::Refused,
+                Some(&query),
+                edns.as_ref(),
+                out,
+            );
+        }
+        let udp_limit = match (&edns, transport) {
+            (_, Transport::Tcp) => u16::MAX,
+            (Some(e), Transport::Udp) => e.max_payload().max(CLASSIC_UDP_LIMIT),
+            (None, Transport::Udp) => CLASSIC_UDP_LIMIT,
+        };
+
+        let reply = Reply {
+            id,
+            recursion_desired: meta.recursion_desired,
+            edns: edns.is_some(),
+            udp_limit,
+        };
+        let local = match query.query_type() {
+            RecordType::PTR => self.ptr(asker, query.name()),
+            qtype => self.forward_name(asker, query.name(), qtype),
+        };
+        match local {
+            Local::Answer(records) => {
+                Counters::bump(&self.counters.answered_locally);
+                reply.emit(ResponseCode::NoError, &query, records, out);
+                Decision::Answer
+            }
+            Local::NxDomain => {
+                Counters::bump(&self.counters.nxdomain);
+                reply.emit(ResponseCode::NXDomain, &query, Vec::new(), out);
+                Decision::Answer
+            }
+            Local::Forward => {
+                Counters::bump(&self.counters.forwarded);
+                Decision::Forward(ForwardQuery {
+                    id,
+                    question_end,
+                    udp_limit,
+                })
+            }
+        }
+    }
+
+    /// The local answer for a name query of any type but PTR.
+    fn forward_name(&mut self, asker: &str, name: &Name, qtype: RecordType) -> Local {
+        let mut buf = [0u8; 256];
+        let Some(len) = name_key(name, &mut buf) else {
+            return Local::Forward;
+        };
+        match self.table.lookup_a(asker, &buf[..len], &mut self.addrs) {
+            Lookup::Unknown => Local::Forward,
+            Lookup::Hidden => Local::NxDomain,
+            Lookup::Found(()) => {
+                if matches!(qtype, RecordType::A | RecordType::ANY) {
+                    let records = self
+                        .addrs
+                        .iter()
+                        .map(|addr| Record::from_rdata(name.clone(), LOCAL_TTL, RData::A(A(*addr))))
+                        .collect();
+                    Local::Answer(records)
+                } else {
+                    // AAAA until IPv6 exists, and every other type: the name exists, no data.
+                    Local::Answer(Vec::new())
+                }
+            }
+        }
+    }
+
+    /// The local answer for a PTR query.
+    fn ptr(&mut self, asker: &str, name: &Name) -> Local {
+        let addr = match name.parse_arpa_name() {
+            Ok(net) if net.prefix_len() == 32 => match net.addr() {
+                IpAddr::V4(addr) => addr,
+                IpAddr::V6(_) => return Local::Forward,
+            },
+            _ => return Local::Forward,
+        };
+        let found = self.table.lookup_ptr(asker, addr, |target| {
+            let mut target = Name::from_ascii(target).ok()?;
+            target.set_fqdn(true);
+            Some(target)
+        });
+        match found {
+            Lookup::Unknown => Local::Forward,
+            Lookup::Hidden => Local::NxDomain,
+            Lookup::Found(None) => Local::Answer(Vec::new()),
+            Lookup::Found(Some(target)) => Local::Answer(vec![Record::from_rdata(
+                name.clone(),
+                LOCAL_TTL,
+                RData::PTR(PTR(target)),
+            )]),
+        }
+    }
+
+    /// Counts and drops a message that cannot be answered.
+    fn drop_malformed(&self) -> Decision {
+        Counters::bump(&self.counters.dropped_malformed);
+        Decision::Drop
+    }
+
+    /// Writes an error answer (with the question when it was read).
+    fn error(
+        &self,
+        id: u16,
+        op_code: OpCode,
+        code: ResponseCode,
+        query: Option<&Query>,
+        edns: Option<&Edns>,
+        out: &mut Vec<u8>,
+    ) -> Decision {
+        Counters::bump(&self.counters.rejected);
+        let mut msg = Message::error_msg(id, op_code, code);
+        if let Some(query) = query {
+            msg.add_query(query.clone());
+        }
+        if edns.is_some() || code == ResponseCode::BADVERS {
+            msg.set_edns(our_edns());
+        }
+        if encode(&msg, out) {
+            Decision::Answer
+        } else {
+            Decision::Drop
+        }
+    }
+}
+
+/// A local result before it is written.
+enum Local {
+    Answer(Vec<Record>),
+    NxDomain,
+    Forward,
+}
+
+/// How to write a local answer.
+struct Reply {
+    id: u16,
+    recursion_desired: bool,
+    edns: bool,
+    udp_limit: u16,
+}
+
+impl Reply {
+    /// Writes the answer; if it exceeds the client's UDP limit, writes it without records and
+    /// with TC set (RFC 2181 § 9), so the client asks again over TCP.
+    fn emit(&self, code: ResponseCode, query: &Query, answers: Vec<Record>, out: &mut Vec<u8>) {
+        let mut msg = Message::response(self.id, OpCode::Query);
+        msg.metadata.authoritative = true;
+        msg.metadata.recursion_desired = self.recursion_desired;
+        msg.metadata.recursion_available = true;
+        msg.metadata.response_code = code;
+        msg.add_query(query.clone());
+        msg.answers = answers;
+        if self.edns {
+            msg.set_edns(our_edns());
+        }
+        if encode(&msg, out) && out.len() <= usize::from(self.udp_limit) {
+            return;
+        }
+        msg.answers.clear();
+        msg.metadata.truncation = true;
+        encode(&msg, out);
+    }
+}
+
+/// The OPT record we put in answers to EDNS queries (RFC 6891 § 6.1.1).
+fn our_edns() -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(OUR_EDNS_PAYLOAD);
+    edns
+}
+
+/// Encodes `msg` into `out` (cleared first); false if it could not be encoded.
+fn encode(msg: &Message, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut encoder = BinEncoder::new(out);
+    if msg.emit(&mut encoder).is_ok() {
+        return true;
+    }
+    out.clear();
+    false
+}
+
+/// Writes the lower-case key of `name` (labels joined by `.`, no trailing dot) into `buf`;
+/// `None` for the root, a label holding a `.`, or a name too long for the table.
+fn name_key(name: &Name, buf: &mut [u8; 256]) -> Option<usize> {
+    let mut len = 0;
+    for label in name.iter() {
+        if label.contains(&b'.') {
+            return None;
+        }
+        let sep = usize::from(len > 0);
+        if len + sep + label.len() > super::table::MAX_NAME_LEN {
+            return None;
+        }
+        if sep == 1 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        for (dst, src) in buf[len..len + label.len()].iter_mut().zip(label) {
+            *dst = src.to_ascii_lowercase();
+        }
+        len += label.len();
+    }
+    (len > 0).then_some(len)
+}
+
+/// Builds the answer to send when forwarding failed: SERVFAIL for the query `msg`, with its
+/// question when it parses (RFC 1035 § 4.1.1); false if `msg` has no header.
+pub fn servfail(msg: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let mut decoder = BinDecoder::new(msg);
+    let Ok(header) = Header::read(&mut decoder) else {
+        return false;
+    };
+    let mut answer = Message::error_msg(header.metadata.id, OpCode::Query, ResponseCode::ServFail);
+    answer.metadata.recursion_desired = header.metadata.recursion_desired;
+    answer.metadata.recursion_available = true;
+    if header.counts.queries == 1 {
+        if let Ok(query) = Query::read(&mut decoder) {
+            answer.add_query(query);
+        }
+    }
+    encode(&answer, out)
+}
+
+/// Checks that `answer` is a response to the forwarded query `query` (same question bytes,
+/// QR set) and puts the client's id `client_id` into it (RFC 5452 § 9.1).
+pub fn accept_upstream_answer(
+    query: &[u8],
+    fwd: &ForwardQuery,
+    answer: &mut [u8],
+    client_id: u16,
+) -> bool {
+    let q = fwd.question_end;
+    if answer.len() < q.max(HEADER_LEN) || query.len() < q {
+        return false;
+    }
+    let is_response = answer[2] & 0x80 != 0;
+    let one_question = answer[4..6] == [0, 1];
+    if !is_response || !one_question || answer[HEADER_LEN..q] != query[HEADER_LEN..q] {
+        return false;
+    }
+    answer[..2].copy_from_slice(&client_id.to_be_bytes());
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn setup() -> Resolver {
+        let table = Arc::new(NameTable::new());
+        table
+            .add_endpoint("front", "web", Ipv4Addr::new(10, 1, 0, 2), &["www".into()])
+            .unwrap();
+        table
+            .add_endpoint("front", "web2", Ipv4Addr::new(10, 1, 0, 4), &["www".into()])
+            .unwrap();
+        table
+            .add_endpoint("front", "client", Ipv4Addr::new(10, 1, 0, 3), &[])
+            .unwrap();
+        table
+            .add_endpoint("back", "db", Ipv4Addr::new(10, 2, 0, 2), &[])
+            .unwrap();
+        Resolver::new(table, Arc::new(Counters::default()))
+    }
+
+    fn query_bytes(name: &str, qtype: RecordType) -> Vec<u8> {
+        let mut msg = Message::new(0x1234, MessageType::Query, OpCode::Query);
+        msg.metadata.recursion_desired = true;
+        msg.add_query(Query::query(Name::from_str(name).unwrap(), qtype));
+        msg.to_vec().unwrap()
+    }
+
+    fn ask(r: &mut Resolver, name: &str, qtype: RecordType) -> (Decision, Option<Message>) {
+        let mut out = Vec::new();
+        let d = r.resolve(
+            "client",
+            &query_bytes(name, qtype),
+            Transport::Udp,
+            &mut out,
+        );
+        let msg = (d == Decision::Answer).then(|| Message::from_vec(&out).unwrap());
+        (d, msg)
+    }
+
+    fn a_records(msg: &Message) -> Vec<Ipv4Addr> {
+        msg.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn local_names_are_answered_case_insensitively() {
+        let mut r = setup();
+        for name in ["web", "WEB.", "Web"] {
+            let (d, msg) = ask(&mut r, name, RecordType::A);
+            assert_eq!(d, Decision::Answer, "{name}");
+            let msg = msg.unwrap();
+            assert_eq!(msg.metadata.id, 0x1234);
+            assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
+            assert!(msg.metadata.recursion_desired && msg.metadata.authoritative);
+            assert_eq!(a_records(&msg), vec![Ipv4Addr::new(10, 1, 0, 2)]);
+            assert_eq!(
+                msg.queries[0].name().to_ascii().to_ascii_lowercase(),
+                "web."
+            );
+        }
+        let stats = r.counters.snapshot();
+        assert_eq!((stats.queries, stats.answered_locally), (3, 3));
+    }
+
+    #[test]
+    fn shared_alias_rotates() {
+        let mut r = setup();
+        let first = |r: &mut Resolver| a_records(&ask(r, "www", RecordType::A).1.unwrap());
+        let one = first(&mut r);
+        let two = first(&mut r);
+        assert_eq!(one.len(), 2);
+        assert_ne!(one, two, "the order rotates");
+    }
+
+    #[test]
+    fn aaaa_is_empty_and_other_networks_are_nxdomain() {
+        let mut r = setup();
+        let msg = ask(&mut r, "web", RecordType::AAAA).1.unwrap();
+        assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
+        assert!(msg.answers.is_empty());
+        let msg = ask(&mut r, "db", RecordType::A).1.unwrap();
+        assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain);
+        let msg = ask(&mut r, "db", RecordType::AAAA).1.unwrap();
+        assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(r.counters.snapshot().nxdomain, 2);
+    }
+
+    #[test]
+    fn ptr_for_our_addresses() {
+        let mut r = setup();
+        let msg = ask(&mut r, "3.0.1.10.in-addr.arpa.", RecordType::PTR)
+            .1
+            .unwrap();
+        match &msg.answers[..] {
+            [rec] => assert_eq!(
+                rec.data,
+                RData::PTR(PTR(Name::from_str("client.").unwrap()))
+            ),
+            other => panic!("expected one PTR, got {other:?}"),
+        }
+        let msg = ask(&mut r, "2.0.2.10.in-addr.arpa.", RecordType::PTR)
+            .1
+            .unwrap();
+        assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain);
+        let (d, _) = ask(&mut r, "9.9.9.9.in-addr.arpa.", RecordType::PTR);
+        assert!(matches!(d, Decision::Forward(_)));
+    }
+
+    #[test]
+    fn unknown_names_are_forwarded_and_matched() {
+        let mut r = setup();
+        let query = query_bytes("example.com", RecordType::A);
+        let mut out = Vec::new();
+        let Decision::Forward(fwd) = r.resolve("client", &query, Transport::Udp, &mut out) else {
+            panic!("not forwarded")
+        };
+        assert_eq!((fwd.id, fwd.udp_limit), (0x1234, 512));
+        assert_eq!(fwd.question_end, query.len());
+        // The upstream answers with its own id; the client's goes back in.
+        let mut answer = Message::response(0x9999, OpCode::Query);
+        answer.add_query(Query::query(
+            Name::from_str("example.com").unwrap(),
+            RecordType::A,
+        ));
+        let mut answer = answer.to_vec().unwrap();
+        assert!(accept_upstream_answer(&query, &fwd, &mut answer, fwd.id));
+        assert_eq!(Message::from_vec(&answer).unwrap().metadata.id, 0x1234);
+        // A different question is not an answer to this query.
+        let other = query_bytes("example.org", RecordType::A);
+        let mut other_answer = other.clone();
+        other_answer[2] |= 0x80;
+        assert!(!accept_upstream_answer(
+            &query,
+            &fwd,
+            &mut other_answer,
+            fwd.id
+        ));
+        assert!(servfail(&query, &mut out));
+        let sf = Message::from_vec(&out).unwrap();
+        assert_eq!(sf.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(sf.metadata.id, 0x1234);
+    }
+
+    #[test]
+    fn bad_queries_get_an_error_or_a_counted_drop() {
+        let mut r = setup();
+        let mut out = Vec::new();
+        // Too short for a header: dropped.
+        assert_eq!(
+            r.resolve("client", &[0; 5], Transport::Udp, &mut out),
+            Decision::Drop
+        );
+        // A response sent as a query: dropped.
+        let mut resp = query_bytes("web", RecordType::A);
+        resp[2] |= 0x80;
+        assert_eq!(
+            r.resolve("client", &resp, Transport::Udp, &mut out),
+            Decision::Drop
+        );
+        assert_eq!(r.counters.snapshot().dropped_malformed, 2);
+
+        let rcode = |r: &mut Resolver, msg: &[u8]| {
+            let mut out = Vec::new();
+            assert_eq!(
+                r.resolve("client", msg, Transport::Udp, &mut out),
+                Decision::Answer
+            );
+            Message::from_vec(&out).unwrap().metadata.response_code
+        };
+        // Truncated question.
+        let q = query_bytes("web", RecordType::A);
+        assert_eq!(rcode(&mut r, &q[..q.len() - 2]), ResponseCode::FormErr);
+        // Two questions.
+        let mut two = Message::new(1, MessageType::Query, OpCode::Query);
+        two.add_query(Query::query(Name::from_str("web").unwrap(), RecordType::A));
+        two.add_query(Query::query(Name::from_str("db").unwrap(), RecordType::A));
+        assert_eq!(rcode(&mut r, &two.to_vec().unwrap()), ResponseCode::FormErr);
+        // A compression pointer to itself.
+        let mut looped = q[..HEADER_LEN].to_vec();
+        looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        assert_eq!(rcode(&mut r, &looped), ResponseCode::FormErr);
+        // A label longer than 63 bytes / a name longer than 255 bytes.
+        let mut huge = q[..HEADER_LEN].to_vec();
+        for _ in 0..5 {
+            huge.push(63);
+            huge.extend_from_slice(&[b'a'; 63]);
+        }
+        huge.extend_from_slice(&[0, 0, 1, 0, 1]);
+        assert_eq!(rcode(&mut r, &huge), ResponseCode::FormErr);
+        // CHAOS class.
+        let mut chaos = Message::new(1, MessageType::Query, OpCode::Query);
+        let mut cq = Query::query(Name::from_str("version.bind").unwrap(), RecordType::TXT);
+        cq.set_query_class(DNSClass::CH);
+        chaos.add_query(cq);
+        assert_eq!(
+            rcode(&mut r, &chaos.to_vec().unwrap()),
+            ResponseCode::Refused
+        );
+        // Another opcode.
+        let mut status = Message::new(1, MessageType::Query, OpCode::Status);
+        status.add_query(Query::query(Name::from_str("web").unwrap(), RecordType::A));
+        assert_eq!(
+            rcode(&mut r, &status.to_vec().unwrap()),
+            ResponseCode::NotImp
+        );
+        // Trailing garbage.
+        let mut trailing = q.clone();
+        trailing.push(0);
+        assert_eq!(rcode(&mut r, &trailing), ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn edns_queries_get_edns_answers_and_tcp_has_no_limit() {
+        let mut r = setup();
+        let mut msg = Message::new(7, MessageType::Query, OpCode::Query);
+        msg.add_query(Query::query(Name::from_str("web").unwrap(), RecordType::A));
+        let mut edns = Edns::new();
+        edns.set_max_payload(4096);
+        msg.set_edns(edns);
+        let mut out = Vec::new();
+        assert_eq!(
+            r.resolve("client", &msg.to_vec().unwrap(), Transport::Tcp, &mut out),
+            Decision::Answer
+        );
+        let answer = Message::from_vec(&out).unwrap();
+        assert_eq!(
+            answer.edns.as_ref().map(|e| e.max_payload()),
+            Some(OUR_EDNS_PAYLOAD)
+        );
+        assert_eq!(a_records(&answer).len(), 1);
+    }
+
+    #[test]
+    fn too_many_addresses_for_udp_truncate() {
+        let table = Arc::new(NameTable::new());
+        for i in 0..60u8 {
+            table
+                .add_endpoint(
+                    "n",
+                    &format!("s{i}"),
+                    Ipv4Addr::new(10, 0, 1, i),
+                    &["many".into()],
+                )
+                .unwrap();
+        }
+        let mut r = Resolver::new(table, Arc::new(Counters::default()));
+        let q = query_bytes("many", RecordType::A);
+        let mut out = Vec::new();
+        assert_eq!(
+            r.resolve("s0", &q, Transport::Udp, &mut out),
+            Decision::Answer
+        );
+        let udp = Message::from_vec(&out).unwrap();
+        assert!(udp.metadata.truncation && udp.answers.is_empty());
+        assert!(out.len() <= 512);
+        assert_eq!(
+            r.resolve("s0", &q, Transport::Tcp, &mut out),
+            Decision::Answer
+        );
+        assert_eq!(a_records(&Message::from_vec(&out).unwrap()).len(), 60);
+    }
+}
