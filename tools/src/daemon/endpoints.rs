@@ -44,6 +44,9 @@ pub struct EndpointRecord {
     /// This endpoint set the sandbox's default route.
     #[serde(default)]
     pub default_route: bool,
+    /// Published ports (`--publish`, `docker run -p`), programmed by `publish.rs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<super::firewall::PortBinding>,
 }
 
 impl EndpointRecord {
@@ -76,6 +79,7 @@ impl Connect<'_> {
             ip: None,
             prefix_len: 0,
             default_route: false,
+            publish: Vec::new(),
         }
     }
 }
@@ -87,6 +91,7 @@ impl Daemon {
         network: &str,
         sandbox: &str,
         ip: Option<&str>,
+        publish: &[String],
     ) -> Result<serde_json::Value, ApiError> {
         let (net, sb) = self.check_connect(network, sandbox)?;
         let requested = ip.map(parse_ipv4).transpose()?;
@@ -97,6 +102,9 @@ impl Daemon {
                 net.driver
             )));
         }
+        // Published ports are checked before anything changes (publish.rs).
+        let specs = self.check_publish(&net, publish, requested)?;
+        let icc_off = super::edge::icc_off(&net.spec);
         let c = Connect {
             id: random_id(),
             net: &net,
@@ -104,15 +112,34 @@ impl Daemon {
             requested,
         };
         let ep = self.transaction(|d, undo| {
-            let ep = ops.connect(d, &c, undo)?;
+            if !specs.is_empty() {
+                // Runs last on failure: the table follows the state as it was.
+                undo.push(|d| {
+                    let _ = d.sync_edge();
+                });
+            }
+            let mut ep = ops.connect(d, &c, undo)?;
             d.endpoints.push(ep.clone());
             undo.push(|d| {
                 d.endpoints.pop();
             });
+            if !specs.is_empty() {
+                ep.publish = d.apply_publish(&ep.id, &specs)?;
+            }
+            if icc_off {
+                d.isolate_endpoints(&ep.network)?;
+            }
             d.save()?;
             Ok(ep)
         })?;
         let mut out = json!({ "endpoint": ep.id, "network": network, "sandbox": sandbox });
+        if !ep.publish.is_empty() {
+            out["ports"] = json!(ep
+                .publish
+                .iter()
+                .map(super::edge::docker_port)
+                .collect::<Vec<_>>());
+        }
         if let Some(ipv4) = ep.ipv4() {
             out["interface"] = json!(ep.interface);
             out["ipv4"] = json!(ipv4);
@@ -218,6 +245,7 @@ impl Daemon {
             ip: Some(addr),
             prefix_len: ipam.subnet.prefix_len(),
             default_route,
+            publish: Vec::new(),
         })
     }
 
@@ -327,6 +355,9 @@ impl Daemon {
             })?;
         let ep = self.endpoints[i].clone();
         let mut problems = Vec::new();
+        if let Err(e) = self.unpublish_ports(&ep.id) {
+            problems.push(format!("unpublishing its ports: {}", e.message));
+        }
         if let Err(e) = self.unplumb(&ep) {
             problems.push(e.message);
         }
@@ -336,7 +367,14 @@ impl Daemon {
         if let Err(e) = self.release(&ep) {
             problems.push(e.message);
         }
+        let had_ports = !self.endpoints[i].publish.is_empty();
         self.endpoints.remove(i);
+        if had_ports {
+            // Unpublishing failed above: the table must still lose the endpoint's rules.
+            if let Err(e) = self.sync_edge() {
+                problems.push(e.message);
+            }
+        }
         self.save()?;
         let done = json!({ "network": network, "sandbox": sandbox });
         ApiError::unless_problems(&problems, "disconnected", done)
@@ -533,7 +571,7 @@ fn parse_addr(addr: &str) -> Result<(Ipv4Addr, u8), ApiError> {
 }
 
 /// Docker's MAC for an address: 02:42 followed by the four bytes of the IPv4 address.
-fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+pub(super) fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }

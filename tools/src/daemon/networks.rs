@@ -19,12 +19,22 @@ impl Daemon {
         spec: NetworkSpec,
     ) -> Result<serde_json::Value, ApiError> {
         let driver = self.validate_network(&spec)?;
+        let edge = driver == Driver::Bridge;
         self.transaction(|d, undo| {
+            if edge {
+                // Runs last on failure: the table follows the state as it was.
+                undo.push(|d| {
+                    let _ = d.sync_edge();
+                });
+            }
             let ipam = d.reserve_pool(driver, &spec, undo)?;
             driver.ops().open(d)?;
             let net = d.add_network(driver, spec, ipam, undo)?;
             if let Some(port) = driver.ops().own_port(&net) {
                 d.attach_owned(port, undo)?;
+            }
+            if edge {
+                d.sync_edge()?;
             }
             d.save()?;
             Ok(json!({ "id": net.id, "name": net.name }))
@@ -59,6 +69,7 @@ impl Daemon {
             )));
         }
         ops.check_options(spec, self)?;
+        self.check_edge_options(spec, driver)?;
         Ok(driver)
     }
 
@@ -149,6 +160,11 @@ impl Daemon {
                 problems.push(format!("releasing the pool {}: {e}", ipam.subnet));
             }
         }
+        if live.record.driver == Driver::Bridge {
+            if let Err(e) = self.sync_edge() {
+                problems.push(format!("removing its rules from table inet vswitch: {e}"));
+            }
+        }
         self.save()?;
         let what = format!("network {name} removed");
         ApiError::unless_problems(&problems, &what, json!({ "removed": name }))
@@ -234,6 +250,7 @@ impl Daemon {
         if let Some(p) = &s.parent {
             options.insert("parent".into(), json!(p));
         }
+        let rules = self.edge_inspect(&n.record, &mut options);
         let mut containers = serde_json::Map::new();
         for e in self.endpoints.iter().filter(|e| e.network == name) {
             containers.insert(
@@ -244,6 +261,7 @@ impl Daemon {
                     "MacAddress": e.mac.clone().unwrap_or_default(),
                     "IPv4Address": e.ipv4().unwrap_or_default(),
                     "IPv6Address": "",
+                    "Ports": super::edge::docker_ports(&e.publish),
                 }),
             );
         }
@@ -267,6 +285,7 @@ impl Daemon {
             "Options": options,
             "Peers": s.peers,
             "Ports": ports,
+            "Rules": rules,
         }]))
     }
 
