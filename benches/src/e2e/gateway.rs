@@ -115,7 +115,7 @@ impl Scenario for Gateway {
                 let name = sb.name().to_string();
                 cleanup.push(sb);
                 kernel_recipe(&h, &name)?;
-                let note = "kernel: Docker's recipe: br0 holds the gateway, forwarding on, \
+                let note = "Docker's recipe: br0 holds the gateway, forwarding on, \
                             nftables masquerade and DNAT (table ip bench_docker)";
                 (
                     Endpoint {
@@ -151,7 +151,7 @@ impl Scenario for Gateway {
                 }
                 let out = ctl(&args)?;
                 let addr = connect_address(&out)?;
-                let note = "vswitchd: bridge network gw, the daemon's table inet vswitch";
+                let note = "bridge network gw, the daemon's table inet vswitch";
                 (Endpoint { netns: name, addr }, vec![note.to_string()])
             }
             other => {
@@ -207,14 +207,17 @@ fn kernel_recipe(h: &str, sb: &str) -> Result<()> {
     let p = IPERF_PORT;
     let rules = format!(
         "table ip bench_docker {{
-  chain prerouting {{ type nat hook prerouting priority dstnat;
-    fib daddr type local tcp dport {p} dnat to {SANDBOX}:{p} }}
-  chain output {{ type nat hook output priority dstnat;
-    fib daddr type local ip daddr != 127.0.0.0/8 tcp dport {p} dnat to {SANDBOX}:{p} }}
-  chain postrouting {{ type nat hook postrouting priority srcnat;
+  chain prerouting {{ type nat hook prerouting priority -100;
+    fib daddr type local tcp dport {p} dnat to {SANDBOX}:{p}
+  }}
+  chain output {{ type nat hook output priority -100;
+    fib daddr type local ip daddr != 127.0.0.0/8 tcp dport {p} dnat to {SANDBOX}:{p}
+  }}
+  chain postrouting {{ type nat hook postrouting priority 100;
     ip saddr {SUBNET} oifname != \"br0\" masquerade
-    ip saddr {SUBNET} ip daddr {SANDBOX} tcp dport {p} masquerade }}
-  chain forward {{ type filter hook forward priority filter; policy accept; }}
+  }}
+  chain forward {{ type filter hook forward priority 0; policy accept;
+  }}
 }}
 "
     );
