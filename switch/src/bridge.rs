@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! frame ─▶ admit ─▶ learn ─▶ lookup ─▶ forward ─▶ output ports | flood list | drop(reason)
-//!          │        │        │         └ split horizon: never back out of the ingress port
+//!          │        │        │         ├ split horizon: never back out of the ingress port
+//!          │        │        │         └ isolation: an isolated port never reaches another one
 //!          │        │        └ (VLAN, dst MAC) in the MAC table; multicast and unknown flood
 //!          │        └ (VLAN, src MAC) → ingress port; never multicast or zero sources
 //!          └ length, tags, VLAN membership of the ingress port (access or trunk)
@@ -13,6 +14,11 @@
 //! runs; [`Bridge::process`] is `decide` followed by applying what the learn stage found. The
 //! datapath calls `process` with [`NoTrace`], a trace calls `decide` with a [`Trace`]: one code
 //! path.
+//!
+//! Isolated ports (ICC off, as the Linux bridge's `isolated` port flag): a frame entering an
+//! isolated port may leave only through ports that are not isolated (a network's gateway); to
+//! another isolated port it is dropped as [`DropReason::Isolated`], and a flood skips them. The
+//! rule is recorded as its own stage, `isolate`, for frames entering an isolated port.
 //!
 //! VLANs (IEEE 802.1Q): an access port carries one VLAN untagged; a trunk port carries a set of
 //! VLANs tagged, and optionally a native VLAN untagged. The frame's VLAN is fixed at admission;
@@ -216,6 +222,9 @@ struct Admitted {
 #[derive(Debug)]
 pub struct Bridge {
     ports: Vec<Option<BridgePort>>,
+    /// Per port slot: the port is isolated (kept beside `ports` so that a port's record stays
+    /// as callers build it; a new port starts not isolated).
+    isolated: Vec<bool>,
     fdb: Fdb,
 }
 
@@ -224,6 +233,7 @@ impl Bridge {
     pub fn new(config: BridgeConfig) -> Bridge {
         Bridge {
             ports: Vec::new(),
+            isolated: Vec::new(),
             fdb: Fdb::new(config.fdb),
         }
     }
@@ -234,14 +244,32 @@ impl Bridge {
         let i = slot.unwrap_or(self.ports.len());
         if i == self.ports.len() {
             self.ports.push(None);
+            self.isolated.push(false);
         }
         self.ports[i] = Some(port);
+        self.isolated[i] = false;
         PortId(i as u16)
+    }
+
+    /// Marks a port isolated or not (ICC off); returns false for an unknown port.
+    pub fn set_port_isolated(&mut self, id: PortId, isolated: bool) -> bool {
+        if self.port(id).is_none() {
+            return false;
+        }
+        self.isolated[id.index()] = isolated;
+        true
+    }
+
+    /// Whether a port is isolated: frames between two isolated ports are dropped.
+    #[inline]
+    pub fn is_isolated(&self, id: PortId) -> bool {
+        self.isolated.get(id.index()).copied().unwrap_or(false)
     }
 
     /// Detaches a port and forgets every MAC learned (or set) on it.
     pub fn remove_port(&mut self, id: PortId) -> Option<BridgePort> {
         let port = self.ports.get_mut(id.index())?.take()?;
+        self.isolated[id.index()] = false;
         self.fdb.flush_port(id);
         Some(port)
     }
@@ -563,26 +591,69 @@ impl Bridge {
         out: &mut Vec<PortId>,
         obs: &mut O,
     ) -> Result<bool, DropReason> {
+        let isolated = self.is_isolated(in_port);
         let verdict = match lookup {
             Lookup::Hit(p) if p == in_port => Err(DropReason::SamePort),
-            Lookup::Hit(p) => match self.port(p) {
-                Some(port) if port.up && port.mode.carries(vlan) => {
-                    out.push(p);
-                    Ok(false)
+            Lookup::Hit(p) if isolated && self.is_isolated(p) => {
+                if O::ON {
+                    obs.record(
+                        Stage::Isolate,
+                        format_args!(
+                            "drop: {} and {} are both isolated ports (ICC off): {}",
+                            self.port_name(in_port),
+                            self.port_name(p),
+                            DropReason::Isolated
+                        ),
+                    );
                 }
-                Some(port) if !port.up => Err(DropReason::PortDown),
-                _ => Err(DropReason::VlanNotAllowed),
-            },
+                Err(DropReason::Isolated)
+            }
+            Lookup::Hit(p) => {
+                if isolated && O::ON {
+                    obs.record(
+                        Stage::Isolate,
+                        format_args!(
+                            "pass: {} is isolated (ICC off), {} is not",
+                            self.port_name(in_port),
+                            self.port_name(p)
+                        ),
+                    );
+                }
+                match self.port(p) {
+                    Some(port) if port.up && port.mode.carries(vlan) => {
+                        out.push(p);
+                        Ok(false)
+                    }
+                    Some(port) if !port.up => Err(DropReason::PortDown),
+                    _ => Err(DropReason::VlanNotAllowed),
+                }
+            }
             Lookup::Miss | Lookup::Multicast => {
+                let mut skipped = 0usize;
                 for (id, port) in self.ports() {
                     if id != in_port && port.up && port.mode.carries(vlan) {
-                        out.push(id);
+                        if isolated && self.is_isolated(id) {
+                            skipped += 1;
+                        } else {
+                            out.push(id);
+                        }
                     }
                 }
-                if out.is_empty() {
-                    Err(DropReason::NoOutput)
-                } else {
+                if isolated && O::ON {
+                    obs.record(
+                        Stage::Isolate,
+                        format_args!(
+                            "{} is isolated (ICC off): flood skips {skipped} isolated port(s)",
+                            self.port_name(in_port)
+                        ),
+                    );
+                }
+                if !out.is_empty() {
                     Ok(true)
+                } else if skipped > 0 {
+                    Err(DropReason::Isolated)
+                } else {
+                    Err(DropReason::NoOutput)
                 }
             }
         };
@@ -782,6 +853,134 @@ mod tests {
         assert!(s_peer.drain().is_empty(), "the spoofed frame went nowhere");
         assert!(dp.refuses_source(now, ha, plain(&frame(MacAddr::BROADCAST, mac(1)))));
         assert!(!dp.refuses_source(now, hs, plain(&frame(MacAddr::BROADCAST, mac(1)))));
+    }
+
+    #[test]
+    fn isolated_ports_reach_the_gateway_but_not_each_other() {
+        let mut b = Bridge::new(BridgeConfig::default());
+        let (gw, s1, s2) = (
+            b.add_port(port("gw")),
+            b.add_port(port("s1")),
+            b.add_port(port("s2")),
+        );
+        assert!(b.set_port_isolated(s1, true));
+        assert!(b.set_port_isolated(s2, true));
+        assert!(!b.set_port_isolated(PortId(9), true), "unknown port");
+        let now = Instant::from_secs(1);
+        let mut out = Vec::new();
+        // Every station speaks once, so the table knows them.
+        for (p, m) in [(gw, 10), (s1, 1), (s2, 2)] {
+            b.process(now, p, plain(&frame(MacAddr::BROADCAST, mac(m))), &mut out);
+        }
+
+        // s1 → s2: both isolated, dropped with its own reason and an explicit stage.
+        let mut trace = Trace::new();
+        let d = b.decide(now, s1, plain(&frame(mac(2), mac(1))), &mut out, &mut trace);
+        assert_eq!(d.verdict, Err(DropReason::Isolated));
+        assert!(out.is_empty());
+        let rule = trace.result(Stage::Isolate).unwrap();
+        assert!(rule.starts_with("drop:") && rule.contains("s2"), "{rule}");
+
+        // s1 → gateway passes; the stage says why.
+        let mut trace = Trace::new();
+        let d = b.decide(
+            now,
+            s1,
+            plain(&frame(mac(10), mac(1))),
+            &mut out,
+            &mut trace,
+        );
+        assert_eq!(d.verdict, Ok(false));
+        assert_eq!(out, [gw]);
+        assert!(trace.result(Stage::Isolate).unwrap().starts_with("pass:"));
+
+        // A broadcast from s1 floods to the gateway only.
+        let d = b.decide(
+            now,
+            s1,
+            plain(&frame(MacAddr::BROADCAST, mac(1))),
+            &mut out,
+            &mut NoTrace,
+        );
+        assert_eq!(d.verdict, Ok(true));
+        assert_eq!(out, [gw]);
+
+        // The gateway (not isolated) reaches both, and floods to both.
+        let d = b.decide(
+            now,
+            gw,
+            plain(&frame(mac(2), mac(10))),
+            &mut out,
+            &mut NoTrace,
+        );
+        assert_eq!((d.verdict, out.as_slice()), (Ok(false), &[s2][..]));
+        let mut trace = Trace::new();
+        let d = b.decide(
+            now,
+            gw,
+            plain(&frame(MacAddr::BROADCAST, mac(10))),
+            &mut out,
+            &mut trace,
+        );
+        assert_eq!((d.verdict, out.as_slice()), (Ok(true), &[s1, s2][..]));
+        assert_eq!(
+            trace.result(Stage::Isolate),
+            None,
+            "no rule for a port that is not isolated"
+        );
+
+        // With the gateway gone, an isolated port's flood has nowhere to go: isolated, counted.
+        b.remove_port(gw);
+        let d = b.decide(
+            now,
+            s1,
+            plain(&frame(MacAddr::BROADCAST, mac(1))),
+            &mut out,
+            &mut NoTrace,
+        );
+        assert_eq!(d.verdict, Err(DropReason::Isolated));
+
+        // A new port in a freed slot starts not isolated; unmarking works.
+        let again = b.add_port(port("gw2"));
+        assert!(!b.is_isolated(again));
+        b.set_port_isolated(s2, false);
+        let d = b.decide(
+            now,
+            s1,
+            plain(&frame(mac(2), mac(1))),
+            &mut out,
+            &mut NoTrace,
+        );
+        assert_eq!((d.verdict, out.as_slice()), (Ok(false), &[s2][..]));
+    }
+
+    #[test]
+    fn an_isolated_drop_is_counted_on_the_ingress_port() {
+        let mut dp = Datapath::new();
+        let net = dp.add_network(BridgeConfig::default());
+        let (a, a_peer) = memory::wire("a", memory::plain_caps());
+        let (c, c_peer) = memory::wire("c", memory::plain_caps());
+        let ha = dp
+            .add_port(net, Box::new(a), PortMode::DEFAULT)
+            .ok()
+            .unwrap();
+        let hc = dp
+            .add_port(net, Box::new(c), PortMode::DEFAULT)
+            .ok()
+            .unwrap();
+        for h in [ha, hc] {
+            let (_, local) = dp.port_location(h).unwrap();
+            assert!(dp.bridge_mut(net).unwrap().set_port_isolated(local, true));
+        }
+        let now = Instant::from_secs(1);
+        a_peer.inject(&frame(MacAddr::BROADCAST, mac(1)));
+        dp.poll_all(now);
+        let counters = dp.counters(ha).unwrap().snapshot();
+        assert_eq!(counters.drops["isolated"], 1);
+        assert!(
+            c_peer.drain().is_empty(),
+            "nothing reached the other isolated port"
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum DropReason {
     MacMoveRefused,
     /// The destination sits on the port the frame came in on.
     SamePort,
+    /// From an isolated port to another isolated port (a network with ICC off, as the Linux
+    /// bridge's `isolated` port flag): sandboxes reach their gateway, not each other.
+    Isolated,
     /// Nowhere to send: flooded, but no other port is in the VLAN.
     NoOutput,
     /// The port is down (its interface vanished or was set down).
@@ -63,7 +66,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 23;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -75,6 +78,7 @@ impl DropReason {
         DropReason::InvalidSource,
         DropReason::MacMoveRefused,
         DropReason::SamePort,
+        DropReason::Isolated,
         DropReason::NoOutput,
         DropReason::PortDown,
         DropReason::QueueFull,
@@ -102,6 +106,7 @@ impl DropReason {
             DropReason::InvalidSource => "invalid_source_mac",
             DropReason::MacMoveRefused => "mac_move_refused",
             DropReason::SamePort => "same_port",
+            DropReason::Isolated => "isolated",
             DropReason::NoOutput => "no_output",
             DropReason::PortDown => "port_down",
             DropReason::QueueFull => "queue_full",

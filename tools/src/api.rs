@@ -116,6 +116,9 @@ pub enum Request {
         sandbox: String,
         #[serde(default)]
         ip: Option<String>,
+        /// Published ports, `[HOST_IP:]HOST_PORT:PORT[/tcp|udp]` each (Docker's `-p`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        publish: Vec<String>,
     },
     /// Undo `network_connect`: remove the endpoint and release its address.
     NetworkDisconnect { network: String, sandbox: String },
@@ -133,6 +136,8 @@ pub enum Request {
     SandboxRm { name: String },
     /// List sandboxes.
     SandboxLs,
+    /// What the L3 edge has programmed in `table inet vswitch`: rules and published ports.
+    NatShow,
     /// Run one frame through the pipeline with no side effects and say what each stage decided.
     Trace {
         in_port: String,
@@ -183,6 +188,17 @@ pub struct NetworkSpec {
     pub mtu: Option<u32>,
     #[serde(default)]
     pub internal: bool,
+    /// `com.docker.network.bridge.enable_icc`: sandboxes may talk to each other (default yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_icc: Option<bool>,
+    /// `com.docker.network.bridge.enable_ip_masquerade`: outbound traffic is masqueraded
+    /// (default yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_ip_masquerade: Option<bool>,
+    /// `com.docker.network.bridge.host_binding_ipv4`: the host address of published ports that
+    /// name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_binding_ipv4: Option<String>,
 }
 
 /// Why a request was refused, for clients that act on it (the message is for people).
@@ -367,6 +383,9 @@ pub struct EndpointRow {
     pub ipv4: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// Published ports, as `docker ps` shows them: `0.0.0.0:8080->80/tcp`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 /// One captured frame, as `capture` streams it.

@@ -18,13 +18,19 @@
 //! behind a switch in each, the sandboxes' traffic over VXLAN (kernel bridges with kernel VXLAN
 //! devices; a vswitchd per host with an overlay network and sandboxes of its own; Open vSwitch
 //! userspace tunnels, best effort), measured the same way from sandbox A to sandbox B with
-//! ratios to the kernel variant (see `benches::e2e::overlay`). `all` runs both, one table each.
+//! ratios to the kernel variant (see `benches::e2e::overlay`).
+//!
+//! Scenario `gateway`: a sandbox behind the host's gateway and an "outside" namespace beyond
+//! the host's uplink; TCP out through masquerade (`gateway-nat`) and in through a published
+//! port (`gateway-publish`), vswitchd against Docker's recipe on the kernel bridge (see
+//! `benches::e2e::gateway`). `all` runs every scenario, one table each.
 //!
 //! Under `cargo run` it first runs `cargo build --release -p tools` so the vswitchd measured is
 //! the current one (`--no-build` or `--vswitchd PATH` skip that).
 
 use benches::e2e::bins::vswitch_bins;
 use benches::e2e::cleanup::TempDir;
+use benches::e2e::gateway::Gateway;
 use benches::e2e::measure;
 use benches::e2e::netns::{remove_stale, run_prefix};
 use benches::e2e::overlay::Overlay;
@@ -125,7 +131,10 @@ enum ScenarioKind {
     Flat,
     /// Two hosts joined by an underlay, a sandbox behind a switch on each, over VXLAN.
     Overlay,
-    /// Flat, then overlay.
+    /// A sandbox and an outside namespace through the host's NAT: out (masquerade) and into a
+    /// published port (DNAT), TCP, kernel recipe and vswitchd.
+    Gateway,
+    /// Flat, then overlay, then gateway.
     All,
 }
 
@@ -134,7 +143,16 @@ impl ScenarioKind {
         match self {
             ScenarioKind::Flat => vec![Box::new(Flat)],
             ScenarioKind::Overlay => vec![Box::new(Overlay)],
-            ScenarioKind::All => vec![Box::new(Flat), Box::new(Overlay)],
+            ScenarioKind::Gateway => vec![
+                Box::new(Gateway { inbound: false }),
+                Box::new(Gateway { inbound: true }),
+            ],
+            ScenarioKind::All => vec![
+                Box::new(Flat),
+                Box::new(Overlay),
+                Box::new(Gateway { inbound: false }),
+                Box::new(Gateway { inbound: true }),
+            ],
         }
     }
 }
@@ -349,6 +367,15 @@ fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &
         }
     };
     let d = &deployment;
+    let tests = if scenario.tcp_only() {
+        Tests {
+            tcp: args.tests.tcp,
+            udp: false,
+            rtt: false,
+        }
+    } else {
+        args.tests
+    };
     let outcome = match measure::wait_reachable(d, REACH_TIMEOUT) {
         Err(e) => failed(format!("no connectivity: {e}")),
         Ok(()) => {
@@ -360,16 +387,16 @@ fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &
                 notes: d.notes.clone(),
             };
             // Latency first, on a quiet switch; each figure stands alone if another fails.
-            if args.tests.rtt {
+            if tests.rtt {
                 step(&format!("latency: {} round trips", args.rtt_count));
                 m.latency = measure::latency(d, args.rtt_count).map_err(|e| e.to_string());
             }
-            if args.tests.tcp && check_interrupt().is_ok() {
+            if tests.tcp && check_interrupt().is_ok() {
                 step(&format!("TCP: {} s", args.duration));
                 m.tcp = measure::tcp(d, args.duration, args.congestion.as_deref())
                     .map_err(|e| e.to_string());
             }
-            if args.tests.udp && check_interrupt().is_ok() {
+            if tests.udp && check_interrupt().is_ok() {
                 step(&format!("UDP 64B: {} s", args.duration));
                 m.udp = measure::udp(d, args.duration).map_err(|e| e.to_string());
                 m.udp_carried = match &m.udp {

@@ -35,7 +35,7 @@ pub const LOSS_TOLERANCE_PERCENT: f64 = 1.0;
 /// Trials of the carried-rate search after the full-blast run.
 pub const SEARCH_TRIALS: u32 = 5;
 /// The iperf3 port (each server has its own namespace, so it never collides).
-const IPERF_PORT: u16 = 5201;
+pub const IPERF_PORT: u16 = 5201;
 /// Unrecorded round trips before the recorded ones (ARP, MAC learning, caches).
 pub const WARMUP_ROUNDS: u32 = 500;
 /// How long one ping-pong round trip may take before it counts as lost.
@@ -104,8 +104,9 @@ pub struct Latency {
 
 /// Waits until the client host pings the server host (the switch is forwarding).
 pub fn wait_reachable(d: &Deployment, timeout: Duration) -> Result<()> {
-    let what = format!("{} to answer ping from {}", d.server.addr, d.client.netns);
-    let addr = d.server.addr.to_string();
+    let target = d.connect_to.unwrap_or(d.server.addr);
+    let what = format!("{target} to answer ping from {}", d.client.netns);
+    let addr = target.to_string();
     wait_until(&what, timeout, || {
         succeeds(in_netns(&d.client.netns, "ping").args(["-c", "1", "-W", "1", "-q", &addr]))
     })
@@ -244,8 +245,9 @@ fn iperf3(d: &Deployment, tag: &str, secs: u32, extra: &[&str]) -> Result<(Value
         },
     )?;
 
+    let target = d.connect_to.unwrap_or(d.server.addr).to_string();
     let mut cmd = in_netns(&d.client.netns, "iperf3");
-    cmd.args(["-c", &addr, "-p", &port, "-t", &secs.to_string(), "-J"])
+    cmd.args(["-c", &target, "-p", &port, "-t", &secs.to_string(), "-J"])
         .args(extra);
     let client_json = dir.join(format!("iperf3-{tag}-client.json"));
     let mut client = Daemon::spawn_split(

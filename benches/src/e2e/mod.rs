@@ -10,7 +10,8 @@
 //! - [`ethtool`]: a device's transmit offloads (for Open vSwitch without TSO);
 //! - [`switches`]: how each switch is put up in the switch namespace;
 //! - [`scenario`]: a topology as a setup function and a teardown function (the flat two-host
-//!   topology), and [`overlay`]: two hosts joined by VXLAN, a sandbox behind each;
+//!   topology), and [`overlay`]: two hosts joined by VXLAN, a sandbox behind each, and
+//!   [`gateway`]: a sandbox and an "outside" namespace through the host's NAT;
 //! - [`measure`]: iperf3 TCP and UDP, and the ping-pong latency probe;
 //! - [`report`]: the table and the JSON file;
 //! - [`bins`]: finding (and building) the vswitchd binaries measured.
@@ -21,6 +22,7 @@
 pub mod bins;
 pub mod cleanup;
 pub mod ethtool;
+pub mod gateway;
 pub mod measure;
 pub mod netns;
 pub mod overlay;

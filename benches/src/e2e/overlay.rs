@@ -250,6 +250,7 @@ impl Scenario for Overlay {
         Ok(Deployment {
             client,
             server,
+            connect_to: None,
             notes,
             workdir: dir_path,
             cleanup,

@@ -4,7 +4,8 @@
 //! [`Flat`]: two hosts on one switch. [`Overlay`](super::overlay::Overlay) (in its own module):
 //! two host namespaces joined by an underlay veth, a sandbox behind a switch in each, the
 //! sandboxes' traffic carried over VXLAN between the hosts; it implements [`Scenario`] the same
-//! way and the harness measures it with the same code.
+//! way and the harness measures it with the same code, as does
+//! [`Gateway`](super::gateway::Gateway) (a sandbox and the outside, through the host's NAT).
 
 use super::cleanup::{Cleanup, TempDir};
 use super::ethtool;
@@ -44,6 +45,9 @@ pub struct Deployment {
     pub client: Endpoint,
     /// The host that receives (iperf3 server, echo server).
     pub server: Endpoint,
+    /// Where the client connects when it is not the server's own address (a published port:
+    /// the host's address, DNAT to the server).
+    pub connect_to: Option<Ipv4Addr>,
     /// Remarks about the setup, for the report.
     pub notes: Vec<String>,
     /// A directory for the measurements' files (removed with the deployment).
@@ -74,6 +78,10 @@ pub trait Scenario {
     /// under as a skip ("NAME: skipped (why)"), rather than as a failure of the run.
     fn best_effort(&self, _variant: Variant) -> Option<&'static str> {
         None
+    }
+    /// Only TCP is measured (the path carries a published TCP port, not the UDP probes).
+    fn tcp_only(&self) -> bool {
+        false
     }
     /// Builds it with `variant` as the switch.
     fn setup(&self, variant: Variant, env: &Env) -> Result<Deployment>;
@@ -191,6 +199,7 @@ impl Scenario for Flat {
                 netns: h2,
                 addr: Flat::H2,
             },
+            connect_to: None,
             notes,
             workdir: dir_path,
             cleanup,

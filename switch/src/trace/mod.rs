@@ -25,6 +25,9 @@ pub enum Stage {
     Learn,
     /// Find the destination in the MAC table.
     Lookup,
+    /// Isolated ports (ICC off): an isolated port reaches only ports that are not isolated.
+    /// Recorded only for frames entering an isolated port.
+    Isolate,
     /// Decide the output: one port, a flood list, or a drop.
     Forward,
     /// Overlay: VXLAN encapsulation or decapsulation.
@@ -38,6 +41,7 @@ impl Stage {
             Stage::Admit => "admit",
             Stage::Learn => "learn",
             Stage::Lookup => "lookup",
+            Stage::Isolate => "isolate",
             Stage::Forward => "forward",
             Stage::Vxlan => "vxlan",
         }

@@ -60,9 +60,9 @@ pub struct EndpointRecord {
     /// endpoint has no sandbox record (`sandbox` is `docker:` and 12 digits of its id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerEndpoint>,
-    /// The ports published to the endpoint (Docker's `-p`, `network connect --publish`).
+    /// Published ports (`--publish`, `docker run -p`), programmed by `publish.rs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub published: Vec<PublishedPort>,
+    pub publish: Vec<super::firewall::PortBinding>,
 }
 
 /// What an endpoint made by Docker carries besides the common fields.
@@ -74,40 +74,6 @@ pub struct DockerEndpoint {
     /// Docker's sandbox key (its netns path) while joined; None before `Join`, after `Leave`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_key: Option<String>,
-}
-
-/// A port published to an endpoint: `HOST_IP:HOST_PORT[-END] -> PORT/PROTO`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublishedPort {
-    /// `tcp`, `udp` or `sctp`.
-    pub protocol: String,
-    /// The port inside the sandbox.
-    pub container_port: u16,
-    /// The host address it is reached on; None: every address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_ip: Option<Ipv4Addr>,
-    /// The first host port (0: any).
-    pub host_port: u16,
-    /// The last host port of a range (equal to `host_port`, or 0, for one port).
-    pub host_port_end: u16,
-}
-
-impl PublishedPort {
-    /// The host ports it takes.
-    fn host_ports(&self) -> std::ops::RangeInclusive<u16> {
-        self.host_port..=self.host_port_end.max(self.host_port)
-    }
-
-    /// True when both would take the same host port of the same protocol on one address.
-    fn clashes(&self, other: &PublishedPort) -> bool {
-        let (a, b) = (self.host_ports(), other.host_ports());
-        self.host_port != 0
-            && other.host_port != 0
-            && self.protocol == other.protocol
-            && a.start() <= b.end()
-            && b.start() <= a.end()
-            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
-    }
 }
 
 impl EndpointRecord {
@@ -141,7 +107,7 @@ impl Connect<'_> {
             prefix_len: 0,
             default_route: false,
             docker: None,
-            published: Vec::new(),
+            publish: Vec::new(),
         }
     }
 }
@@ -153,6 +119,7 @@ impl Daemon {
         network: &str,
         sandbox: &str,
         ip: Option<&str>,
+        publish: &[String],
     ) -> Result<serde_json::Value, ApiError> {
         let (net, sb) = self.check_connect(network, sandbox)?;
         let requested = ip.map(parse_ipv4).transpose()?;
@@ -163,6 +130,9 @@ impl Daemon {
                 net.driver
             )));
         }
+        // Published ports are checked before anything changes (publish.rs).
+        let specs = self.check_publish(&net, publish, requested)?;
+        let icc_off = super::edge::icc_off(&net.spec);
         let c = Connect {
             id: random_id(),
             net: &net,
@@ -170,15 +140,34 @@ impl Daemon {
             requested,
         };
         let ep = self.transaction(|d, undo| {
-            let ep = ops.connect(d, &c, undo)?;
+            if !specs.is_empty() {
+                // Runs last on failure: the table follows the state as it was.
+                undo.push(|d| {
+                    let _ = d.sync_edge();
+                });
+            }
+            let mut ep = ops.connect(d, &c, undo)?;
             d.endpoints.push(ep.clone());
             undo.push(|d| {
                 d.endpoints.pop();
             });
+            if !specs.is_empty() {
+                ep.publish = d.apply_publish(&ep.id, &specs)?;
+            }
+            if icc_off {
+                d.isolate_endpoints(&ep.network)?;
+            }
             d.save()?;
             Ok(ep)
         })?;
         let mut out = json!({ "endpoint": ep.id, "network": network, "sandbox": sandbox });
+        if !ep.publish.is_empty() {
+            out["ports"] = json!(ep
+                .publish
+                .iter()
+                .map(super::edge::docker_port)
+                .collect::<Vec<_>>());
+        }
         if let Some(ipv4) = ep.ipv4() {
             out["interface"] = json!(ep.interface);
             out["ipv4"] = json!(ipv4);
@@ -285,7 +274,7 @@ impl Daemon {
             prefix_len: ipam.subnet.prefix_len(),
             default_route,
             docker: None,
-            published: Vec::new(),
+            publish: Vec::new(),
         })
     }
 
@@ -400,6 +389,9 @@ impl Daemon {
         }
         let ep = self.endpoints[i].clone();
         let mut problems = Vec::new();
+        if let Err(e) = self.unpublish_ports(&ep.id) {
+            problems.push(format!("unpublishing its ports: {}", e.message));
+        }
         if let Err(e) = self.unplumb(&ep) {
             problems.push(e.message);
         }
@@ -409,7 +401,14 @@ impl Daemon {
         if let Err(e) = self.release(&ep) {
             problems.push(e.message);
         }
+        let had_ports = !self.endpoints[i].publish.is_empty();
         self.endpoints.remove(i);
+        if had_ports {
+            // Unpublishing failed above: the table must still lose the endpoint's rules.
+            if let Err(e) = self.sync_edge() {
+                problems.push(e.message);
+            }
+        }
         self.save()?;
         let done = json!({ "network": network, "sandbox": sandbox });
         ApiError::unless_problems(&problems, "disconnected", done)
@@ -656,7 +655,7 @@ impl Daemon {
                     allocated,
                     sandbox_key: None,
                 }),
-                published: Vec::new(),
+                publish: Vec::new(),
             };
             d.endpoints.push(ep.clone());
             undo.push(|d| {
@@ -792,53 +791,20 @@ impl Daemon {
         self.save()
     }
 
-    /// `ProgramExternalConnectivity` / `RevokeExternalConnectivity` (an empty list).
+    /// `ProgramExternalConnectivity` / `RevokeExternalConnectivity` (an empty list): through
+    /// the same [`Daemon::publish_ports`] as `network connect --publish`.
     pub(super) fn docker_endpoint_publish(
         &mut self,
         network: &str,
         endpoint: &str,
-        ports: Vec<PublishedPort>,
+        specs: &[super::firewall::PublishSpec],
     ) -> Result<(), ApiError> {
         self.docker_endpoint_index(network, endpoint)?;
-        self.publish_ports(endpoint, ports)
-    }
-
-    /// Sets the ports published to endpoint `id`, replacing those it had: the one function
-    /// behind Docker's `ProgramExternalConnectivity` and `network connect --publish`. A host
-    /// port another endpoint has is refused. The bindings are kept in the state; the firewall
-    /// service, once wired, makes them real from here.
-    pub(super) fn publish_ports(
-        &mut self,
-        id: &str,
-        ports: Vec<PublishedPort>,
-    ) -> Result<(), ApiError> {
-        let i = self
-            .endpoints
-            .iter()
-            .position(|e| e.id == id)
-            .ok_or_else(|| ApiError::not_found(format!("no such endpoint: {id}")))?;
-        for p in &ports {
-            let other = self
-                .endpoints
-                .iter()
-                .filter(|e| e.id != id)
-                .find(|e| e.published.iter().any(|q| q.clashes(p)));
-            if let Some(other) = other {
-                return Err(ApiError::conflict(format!(
-                    "host port {}/{} is already published to endpoint {} on {}",
-                    p.host_port,
-                    p.protocol,
-                    short_id(&other.id),
-                    other.network
-                )));
-            }
+        if specs.is_empty() {
+            self.unpublish_ports(endpoint)
+        } else {
+            self.publish_ports(endpoint, specs).map(|_| ())
         }
-        let before = std::mem::replace(&mut self.endpoints[i].published, ports);
-        if let Err(e) = self.save() {
-            self.endpoints[i].published = before;
-            return Err(e);
-        }
-        Ok(())
     }
 
     /// After a restart: forgets the Docker endpoints that cannot be in use, each logged: one
@@ -982,7 +948,7 @@ fn parse_addr(addr: &str) -> Result<(Ipv4Addr, u8), ApiError> {
 }
 
 /// Docker's MAC for an address: 02:42 followed by the four bytes of the IPv4 address.
-fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+pub(super) fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
@@ -1010,35 +976,6 @@ fn netlink() -> Result<Netlink, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn published_ports_clash_on_the_same_host_port() {
-        let p = |proto: &str, ip: Option<&str>, port: u16, end: u16| PublishedPort {
-            protocol: proto.into(),
-            container_port: 80,
-            host_ip: ip.map(|i| i.parse().unwrap()),
-            host_port: port,
-            host_port_end: end,
-        };
-        let any_8080 = p("tcp", None, 8080, 8080);
-        assert!(any_8080.clashes(&p("tcp", None, 8080, 0)));
-        assert!(any_8080.clashes(&p("tcp", Some("127.0.0.1"), 8080, 8080)));
-        assert!(
-            any_8080.clashes(&p("tcp", None, 8000, 9000)),
-            "a range covering it"
-        );
-        assert!(
-            !any_8080.clashes(&p("udp", None, 8080, 8080)),
-            "another protocol"
-        );
-        assert!(!any_8080.clashes(&p("tcp", None, 8081, 8090)));
-        assert!(
-            !any_8080.clashes(&p("tcp", None, 0, 0)),
-            "any port: chosen later"
-        );
-        let local = p("tcp", Some("127.0.0.1"), 53, 53);
-        assert!(!local.clashes(&p("tcp", Some("127.0.0.2"), 53, 53)));
-    }
 
     #[test]
     fn macs_and_names() {

@@ -13,18 +13,22 @@
 //! behind it); [`server`] is the socket and [`state`] the store. The services to come get a folder
 //! each beside them: `docker/` (the libnetwork remote driver and IPAM plugin), `firewall/` (the
 //! L3 edge on nftables), `dns/` (the embedded resolver) and `cluster/` (the etcd client), each
-//! calling into the [`Daemon`] as the API does.
+//! calling into the [`Daemon`] as the API does. `edge.rs` hooks the firewall into the daemon
+//! (the model derived from the stored state, ICC off) and `publish.rs` holds the one function
+//! that publishes an endpoint's ports, [`Daemon::publish_ports`].
 
 pub mod cluster;
 pub mod dns;
 pub mod docker;
 mod drivers;
+mod edge;
 mod endpoints;
 mod error;
 mod fdb;
 pub mod firewall;
 mod networks;
 mod ports;
+mod publish;
 mod sandboxes;
 pub mod server;
 pub mod state;
@@ -33,7 +37,7 @@ pub mod trace;
 mod undo;
 
 pub use drivers::Driver;
-pub use endpoints::{DockerEndpoint, EndpointRecord, NetworkIpam, PublishedPort};
+pub use endpoints::{DockerEndpoint, EndpointRecord, NetworkIpam};
 pub use error::ApiError;
 pub use sandboxes::SandboxRecord;
 
@@ -194,6 +198,8 @@ pub struct Daemon {
     captures: BTreeMap<String, trace::CaptureFan>,
     /// The state dir's ID ([`state::instance_id`]): the interfaces we make carry it.
     instance_id: String,
+    /// The L3 edge (NAT, published ports, isolation between networks): `edge.rs`.
+    firewall: firewall::Firewall,
 }
 
 impl Daemon {
@@ -223,6 +229,7 @@ impl Daemon {
                 .collect(),
             endpoints: saved.endpoints,
             ipam: saved.ipam,
+            firewall: edge::detect(),
         };
         let fresh = saved.networks.is_empty();
         d.restore_networks(saved.networks)
@@ -234,6 +241,7 @@ impl Daemon {
         repairs.extend(d.reconcile_docker_endpoints());
         repairs.extend(d.restore_ports(saved.ports));
         repairs.extend(d.remove_orphan_veths());
+        repairs.extend(d.start_edge());
         d.save().map_err(std::io::Error::other)?;
         Ok((d, repairs))
     }
@@ -322,7 +330,8 @@ impl Daemon {
                 network,
                 sandbox,
                 ip,
-            } => self.network_connect(&network, &sandbox, ip.as_deref()),
+                publish,
+            } => self.network_connect(&network, &sandbox, ip.as_deref(), &publish),
             Request::NetworkDisconnect { network, sandbox } => {
                 self.network_disconnect(&network, &sandbox)
             }
@@ -338,6 +347,8 @@ impl Daemon {
             },
             Request::SandboxRm { name } => self.sandbox_rm(&name),
             Request::SandboxLs => self.sandbox_ls(),
+            Request::NatShow => serde_json::to_value(self.firewall.list())
+                .map_err(|e| ApiError::internal(format!("encoding the answer: {e}"))),
             Request::Trace {
                 in_port,
                 frame,

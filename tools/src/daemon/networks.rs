@@ -41,10 +41,21 @@ impl Daemon {
         ids: (String, Option<String>),
         undo: &mut Undo,
     ) -> Result<serde_json::Value, ApiError> {
+        // Bridge networks are part of the L3 edge (NAT, isolation, published ports).
+        let edge = driver == Driver::Bridge;
+        if edge {
+            // Runs after the network's own undo steps: the table follows the state as it was.
+            undo.push(|d| {
+                let _ = d.sync_edge();
+            });
+        }
         driver.ops().open(self)?;
         let net = self.add_network(driver, spec, ipam, ids, undo)?;
         if let Some(port) = driver.ops().own_port(&net) {
             self.attach_owned(port, undo)?;
+        }
+        if edge {
+            self.sync_edge()?;
         }
         self.save()?;
         Ok(json!({ "id": net.id, "name": net.name }))
@@ -78,6 +89,7 @@ impl Daemon {
             )));
         }
         ops.check_options(spec, self)?;
+        self.check_edge_options(spec, driver)?;
         Ok(driver)
     }
 
@@ -170,6 +182,11 @@ impl Daemon {
         if let Some(ipam) = live.record.ipam.as_ref().filter(|i| !i.docker_pool) {
             if let Err(e) = self.ipam.release_pool(&ipam.pool) {
                 problems.push(format!("releasing the pool {}: {e}", ipam.subnet));
+            }
+        }
+        if live.record.driver == Driver::Bridge {
+            if let Err(e) = self.sync_edge() {
+                problems.push(format!("removing its rules from table inet vswitch: {e}"));
             }
         }
         self.save()?;
@@ -267,6 +284,7 @@ impl Daemon {
         if let Some(p) = &s.parent {
             options.insert("parent".into(), json!(p));
         }
+        let rules = self.edge_inspect(&n.record, &mut options);
         let mut containers = serde_json::Map::new();
         for e in self.endpoints.iter().filter(|e| e.network == name) {
             containers.insert(
@@ -277,6 +295,7 @@ impl Daemon {
                     "MacAddress": e.mac.clone().unwrap_or_default(),
                     "IPv4Address": e.ipv4().unwrap_or_default(),
                     "IPv6Address": "",
+                    "Ports": super::edge::docker_ports(&e.publish),
                 }),
             );
         }
@@ -300,6 +319,7 @@ impl Daemon {
             "Options": options,
             "Peers": s.peers,
             "Ports": ports,
+            "Rules": rules,
         }]))
     }
 
@@ -612,11 +632,6 @@ fn docker_api_spec(d: &DockerNetworkSpec) -> Result<NetworkSpec, ApiError> {
             "-o vswitch.scope=swarm needs vswitch's cluster store, which this daemon does not use yet; give the overlay's peers with -o vswitch.peer",
         ));
     }
-    if d.enable_icc == Some(false) {
-        return Err(ApiError::invalid(
-            "-o com.docker.network.bridge.enable_icc=false is not supported by vswitch yet",
-        ));
-    }
     let driver = match (d.driver, &d.parent) {
         (DockerDriver::Bridge, Some(_)) => DockerDriver::Macvlan,
         (DockerDriver::Overlay, Some(_)) => {
@@ -642,6 +657,9 @@ fn docker_api_spec(d: &DockerNetworkSpec) -> Result<NetworkSpec, ApiError> {
         parent: d.parent.clone(),
         mtu: d.mtu,
         internal: d.internal,
+        enable_icc: d.enable_icc,
+        enable_ip_masquerade: d.enable_ip_masquerade,
+        host_binding_ipv4: d.host_binding_ipv4.map(|ip| ip.to_string()),
     })
 }
 

@@ -130,6 +130,7 @@ impl Daemon {
                         interface: e.interface.clone(),
                         ipv4: e.ipv4(),
                         mac: e.mac.clone(),
+                        ports: e.publish.iter().map(super::edge::docker_port).collect(),
                     })
                     .collect(),
             })

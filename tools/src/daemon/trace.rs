@@ -316,12 +316,20 @@ impl Daemon {
             }
         }
         let summary = switch::trace::summary::summarize(&frame);
+        let mut stages = serde_json::to_value(&trace.stages)
+            .map_err(|e| ApiError::internal(format!("encoding the trace: {e}")))?;
+        if let (Some(gw), Value::Array(list)) = (
+            self.gateway_stage(&port.record.network, &frame),
+            &mut stages,
+        ) {
+            list.push(gw);
+        }
         Ok(json!({
             "in_port": in_port,
             "network": port.record.network,
             "frame": summary,
             "summary": summary.to_string(),
-            "stages": trace.stages,
+            "stages": stages,
             "actions": actions,
             "drop": drop,
         }))

@@ -11,6 +11,7 @@
 
 mod args;
 mod fdb;
+mod nat;
 mod network;
 mod output;
 mod port;
@@ -77,6 +78,9 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Write the frames a port receives and sends to a pcap file.
     Capture(trace::CaptureArgs),
+    /// What the L3 edge programs: outbound NAT, published ports, isolation (nftables).
+    #[command(subcommand)]
+    Nat(nat::NatCmd),
 }
 
 impl Command {
@@ -90,6 +94,7 @@ impl Command {
             Command::Sandbox(c) => c.request(),
             Command::Trace(c) => c.request(),
             Command::Capture(c) => c.request(),
+            Command::Nat(c) => c.request(),
         }
     }
 
@@ -103,6 +108,7 @@ impl Command {
             Command::Sandbox(c) => c.render(result),
             Command::Trace(c) => c.render(result),
             Command::Capture(_) => String::new(),
+            Command::Nat(c) => c.render(result),
         }
     }
 }
@@ -397,6 +403,7 @@ mod tests {
                 parent: None,
                 mtu: Some(1450),
                 internal: true,
+                ..NetworkSpec::default()
             })
         );
         assert_eq!(

@@ -41,6 +41,10 @@ pub enum NetworkCmd {
         /// Ask for this address (else the next free one).
         #[arg(long, value_name = "IP", value_parser = args::ip)]
         ip: Option<IpAddr>,
+        /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|udp], ranges as 8000-8010:80-90
+        /// (repeatable; checked by vswitchd).
+        #[arg(long, short = 'p', value_name = "SPEC")]
+        publish: Vec<String>,
     },
     /// Disconnect a sandbox from a network (its address is released).
     Disconnect {
@@ -108,6 +112,83 @@ pub struct CreateArgs {
     /// Restrict external access: no route off the network.
     #[arg(long)]
     internal: bool,
+    /// A driver option, as Docker names it: com.docker.network.bridge.enable_icc=BOOL,
+    /// com.docker.network.bridge.enable_ip_masquerade=BOOL,
+    /// com.docker.network.bridge.host_binding_ipv4=IP, com.docker.network.driver.mtu=N
+    /// (repeatable).
+    #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = driver_opt)]
+    opts: Vec<DriverOpt>,
+}
+
+/// `-o com.docker.network.bridge.enable_icc=BOOL`.
+const OPT_ICC: &str = "com.docker.network.bridge.enable_icc";
+/// `-o com.docker.network.bridge.enable_ip_masquerade=BOOL`.
+const OPT_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+/// `-o com.docker.network.bridge.host_binding_ipv4=IP`.
+const OPT_HOST_BINDING: &str = "com.docker.network.bridge.host_binding_ipv4";
+/// `-o com.docker.network.driver.mtu=N`.
+const OPT_MTU: &str = "com.docker.network.driver.mtu";
+
+/// One `-o KEY=VALUE` of `network create`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverOpt {
+    /// Sandboxes of the network may talk to each other.
+    Icc(bool),
+    /// Outbound traffic is masqueraded.
+    Masquerade(bool),
+    /// The default host address of published ports.
+    HostBinding(IpAddr),
+    /// The network's MTU.
+    Mtu(u32),
+}
+
+/// Parses `KEY=VALUE` with Docker's option names.
+fn driver_opt(s: &str) -> Result<DriverOpt, String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    let boolean = |v: &str| match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("{key}: {v:?} is not true or false")),
+    };
+    match key {
+        OPT_ICC => boolean(value).map(DriverOpt::Icc),
+        OPT_MASQUERADE => boolean(value).map(DriverOpt::Masquerade),
+        OPT_HOST_BINDING => args::ip(value).map(DriverOpt::HostBinding),
+        OPT_MTU => args::mtu(value).map(DriverOpt::Mtu),
+        _ => Err(format!(
+            "unknown option {key:?} (known: {OPT_ICC}, {OPT_MASQUERADE}, {OPT_HOST_BINDING}, {OPT_MTU})"
+        )),
+    }
+}
+
+impl CreateArgs {
+    /// The spec: the flags, then the `-o` options over them.
+    fn spec(&self) -> NetworkSpec {
+        let mut spec = NetworkSpec {
+            name: self.name.clone(),
+            driver: self.driver.clone(),
+            subnet: self.subnet.clone(),
+            gateway: self.gateway.map(|ip| ip.to_string()),
+            ip_range: self.ip_range.clone(),
+            vni: self.vni,
+            peers: self.peers.iter().map(IpAddr::to_string).collect(),
+            parent: self.parent.clone(),
+            mtu: self.mtu,
+            internal: self.internal,
+            ..NetworkSpec::default()
+        };
+        for o in &self.opts {
+            match o {
+                DriverOpt::Icc(b) => spec.enable_icc = Some(*b),
+                DriverOpt::Masquerade(b) => spec.enable_ip_masquerade = Some(*b),
+                DriverOpt::HostBinding(ip) => spec.host_binding_ipv4 = Some(ip.to_string()),
+                DriverOpt::Mtu(m) => spec.mtu = Some(*m),
+            }
+        }
+        spec
+    }
 }
 
 /// The network drivers (DESIGN.md), as the daemon names them.
@@ -119,18 +200,7 @@ impl NetworkCmd {
     /// The request for the daemon.
     pub fn request(&self) -> Request {
         match self {
-            NetworkCmd::Create(a) => Request::NetworkCreate(NetworkSpec {
-                name: a.name.clone(),
-                driver: a.driver.clone(),
-                subnet: a.subnet.clone(),
-                gateway: a.gateway.map(|ip| ip.to_string()),
-                ip_range: a.ip_range.clone(),
-                vni: a.vni,
-                peers: a.peers.iter().map(IpAddr::to_string).collect(),
-                parent: a.parent.clone(),
-                mtu: a.mtu,
-                internal: a.internal,
-            }),
+            NetworkCmd::Create(a) => Request::NetworkCreate(a.spec()),
             NetworkCmd::Rm { name } => Request::NetworkRm { name: name.clone() },
             NetworkCmd::Ls => Request::NetworkLs,
             NetworkCmd::Inspect { name } => Request::NetworkInspect { name: name.clone() },
@@ -138,10 +208,12 @@ impl NetworkCmd {
                 network,
                 sandbox,
                 ip,
+                publish,
             } => Request::NetworkConnect {
                 network: network.clone(),
                 sandbox: sandbox.clone(),
                 ip: ip.map(|ip| ip.to_string()),
+                publish: publish.clone(),
             },
             NetworkCmd::Disconnect { network, sandbox } => Request::NetworkDisconnect {
                 network: network.clone(),
@@ -168,10 +240,18 @@ impl NetworkCmd {
             NetworkCmd::Rm { .. } => String::new(),
             NetworkCmd::Ls => output::rows_or_json(result, network_table),
             NetworkCmd::Inspect { .. } => output::json(result),
-            NetworkCmd::Connect { .. } => match (result.get("interface"), result.get("ipv4")) {
-                (Some(Value::String(i)), Some(Value::String(a))) => format!("{i} {a}\n"),
-                _ => String::new(),
-            },
+            NetworkCmd::Connect { .. } => {
+                let mut text = match (result.get("interface"), result.get("ipv4")) {
+                    (Some(Value::String(i)), Some(Value::String(a))) => format!("{i} {a}\n"),
+                    _ => String::new(),
+                };
+                for p in result["ports"].as_array().into_iter().flatten() {
+                    if let Some(p) = p.as_str() {
+                        text.push_str(&format!("published {p}\n"));
+                    }
+                }
+                text
+            }
             NetworkCmd::Disconnect { .. } | NetworkCmd::Peer(_) => String::new(),
         }
     }
@@ -219,7 +299,36 @@ mod tests {
             parent: None,
             mtu: None,
             internal: false,
+            opts: vec![],
         })
+    }
+
+    #[test]
+    fn docker_options_fill_the_spec() {
+        let o = |s: &str| driver_opt(s);
+        assert_eq!(
+            o("com.docker.network.bridge.enable_icc=false"),
+            Ok(DriverOpt::Icc(false))
+        );
+        assert!(o("com.docker.network.bridge.enable_icc=maybe").is_err());
+        assert!(o("com.docker.network.bridge.nope=1")
+            .unwrap_err()
+            .contains("unknown option"));
+        assert!(o("no-equals").is_err());
+        let NetworkCmd::Create(mut a) = create() else {
+            unreachable!()
+        };
+        a.opts = vec![
+            DriverOpt::Icc(false),
+            DriverOpt::Masquerade(false),
+            DriverOpt::HostBinding("192.0.2.1".parse().unwrap()),
+            DriverOpt::Mtu(1400),
+        ];
+        let spec = a.spec();
+        assert_eq!(spec.enable_icc, Some(false));
+        assert_eq!(spec.enable_ip_masquerade, Some(false));
+        assert_eq!(spec.host_binding_ipv4.as_deref(), Some("192.0.2.1"));
+        assert_eq!(spec.mtu, Some(1400));
     }
 
     #[test]

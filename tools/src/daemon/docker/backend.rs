@@ -10,10 +10,11 @@
 
 use super::{
     AddressKind, BackendError, BackendResult, DockerBackend, EndpointInfo, EndpointSpec, ErrorKind,
-    IfAddr, JoinInfo, NetworkSpec, PoolInfo, PoolSpec, PortBinding,
+    IfAddr, JoinInfo, NetworkSpec, PoolInfo, PoolSpec, PortBinding, Protocol,
 };
 use crate::api;
-use crate::daemon::{ApiError, Daemon, PublishedPort};
+use crate::daemon::firewall::{PortRange, Proto, PublishSpec};
+use crate::daemon::{ApiError, Daemon};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -45,15 +46,33 @@ fn refused(e: ApiError) -> BackendError {
     BackendError::new(kind, e.message)
 }
 
-/// A published port as the daemon stores it.
-fn published(b: &PortBinding) -> PublishedPort {
-    PublishedPort {
-        protocol: b.protocol.as_str().to_string(),
-        container_port: b.container_port,
-        host_ip: b.host_ip,
-        host_port: b.host_port,
-        host_port_end: b.host_port_end,
+/// A published port as `network connect --publish` gives it: Docker's host port 0 (pick one)
+/// and SCTP are refused, since vswitch publishes explicit TCP and UDP ports.
+fn publish_spec(b: &PortBinding) -> Result<PublishSpec, ApiError> {
+    let proto = match b.protocol {
+        Protocol::Tcp => Proto::Tcp,
+        Protocol::Udp => Proto::Udp,
+        Protocol::Sctp => {
+            return Err(ApiError::invalid(
+                "published SCTP ports are not supported: publish tcp or udp",
+            ))
+        }
+    };
+    if b.host_port == 0 {
+        return Err(ApiError::invalid(format!(
+            "port {}/{}: give the host port (docker run -p HOST_PORT:{}); vswitch does not pick one",
+            b.container_port,
+            b.protocol.as_str(),
+            b.container_port
+        )));
     }
+    let range = |start, end| PortRange::new(start, end).map_err(super::super::edge::edge_err);
+    Ok(PublishSpec {
+        host_ip: b.host_ip,
+        host_ports: range(b.host_port, b.host_port_end.max(b.host_port))?,
+        container_ports: range(b.container_port, b.container_port)?,
+        proto,
+    })
 }
 
 impl DockerBackend for DaemonBackend {
@@ -101,15 +120,19 @@ impl DockerBackend for DaemonBackend {
         endpoint: &str,
         bindings: &[PortBinding],
     ) -> BackendResult<()> {
-        let ports = bindings.iter().map(published).collect();
+        let specs = bindings
+            .iter()
+            .map(publish_spec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(refused)?;
         self.lock()
-            .docker_endpoint_publish(network, endpoint, ports)
+            .docker_endpoint_publish(network, endpoint, &specs)
             .map_err(refused)
     }
 
     fn unpublish(&self, network: &str, endpoint: &str) -> BackendResult<()> {
         self.lock()
-            .docker_endpoint_publish(network, endpoint, Vec::new())
+            .docker_endpoint_publish(network, endpoint, &[])
             .map_err(refused)
     }
 
