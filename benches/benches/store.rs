@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tools::daemon::state::StateDir;
-use tools::daemon::SwitchState;
 use tools::daemon::store::{Store, Table};
+use tools::daemon::SwitchState;
 
 /// Endpoints already stored before the measured connects.
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
