@@ -132,7 +132,7 @@ impl NetworkCmd {
                 internal: a.internal,
             }),
             NetworkCmd::Rm { name } => Request::NetworkRm { name: name.clone() },
-            NetworkCmd::Ls => Request::NetworkLs,
+            NetworkCmd::Ls => Request::NetworkLs {},
             NetworkCmd::Inspect { name } => Request::NetworkInspect { name: name.clone() },
             NetworkCmd::Connect {
                 network,
