@@ -445,8 +445,16 @@ mod tests {
             ("96.0.0.0/3", "127.0.0.0/8", UnusableSubnet::Loopback),
             ("0.0.0.0/0", "0.0.0.0/8", UnusableSubnet::ThisNetwork),
             ("0.0.0.0/24", "0.0.0.0/8", UnusableSubnet::ThisNetwork),
-            ("169.254.0.0/16", "169.254.0.0/16", UnusableSubnet::LinkLocal),
-            ("169.254.7.0/24", "169.254.0.0/16", UnusableSubnet::LinkLocal),
+            (
+                "169.254.0.0/16",
+                "169.254.0.0/16",
+                UnusableSubnet::LinkLocal,
+            ),
+            (
+                "169.254.7.0/24",
+                "169.254.0.0/16",
+                UnusableSubnet::LinkLocal,
+            ),
             ("169.0.0.0/8", "169.254.0.0/16", UnusableSubnet::LinkLocal),
             ("224.0.0.0/24", "224.0.0.0/4", UnusableSubnet::Multicast),
             ("239.1.0.0/16", "224.0.0.0/4", UnusableSubnet::Multicast),
@@ -465,9 +473,18 @@ mod tests {
             );
             assert!(err.to_string().contains(&reason.to_string()), "{err}");
         }
-        assert_eq!(ipam, DefaultIpam::new(), "a refused request changed nothing");
+        assert_eq!(
+            ipam,
+            DefaultIpam::new(),
+            "a refused request changed nothing"
+        );
         // The blocks' neighbours are fine.
-        for subnet in ["1.0.0.0/24", "126.255.255.0/24", "128.0.0.0/16", "169.253.0.0/16"] {
+        for subnet in [
+            "1.0.0.0/24",
+            "126.255.255.0/24",
+            "128.0.0.0/16",
+            "169.253.0.0/16",
+        ] {
             ipam.request_pool(request(subnet))
                 .unwrap_or_else(|e| panic!("{subnet}: {e}"));
         }

@@ -13,7 +13,8 @@ use switch::port::tap::TapPort;
 use switch::{Instant, MacAddr, Port, PortMode, VlanSet};
 
 impl Daemon {
-    pub(super) fn port_add(&mut self, rec: PortRecord) -> Result<serde_json::Value, ApiError> {
+    pub(super) fn port_add(&mut self, mut rec: PortRecord) -> Result<serde_json::Value, ApiError> {
+        rec.trunks = rec.trunks.map(trunk_set);
         if self.ports.contains_key(&rec.name) {
             return Err(ApiError::conflict(format!(
                 "port {} already exists",
@@ -296,11 +297,18 @@ fn station_vlan(rec: &PortRecord) -> Option<u16> {
     }
 }
 
+/// A trunk's VLAN list as stored and shown: sorted, each VLAN once.
+fn trunk_set(mut list: Vec<u16>) -> Vec<u16> {
+    list.sort_unstable();
+    list.dedup();
+    list
+}
+
 fn vlan_text(vlan: Option<u16>, trunks: Option<&[u16]>) -> String {
     match trunks {
         None => vlan.unwrap_or(1).to_string(),
         Some(t) => {
-            let list: Vec<String> = t.iter().map(u16::to_string).collect();
+            let list: Vec<String> = trunk_set(t.to_vec()).iter().map(u16::to_string).collect();
             format!("trunk:{}", list.join(","))
         }
     }
@@ -323,5 +331,13 @@ mod tests {
         assert!(port_mode(None, Some(&[0])).is_err());
         assert_eq!(vlan_text(None, None), "1");
         assert_eq!(vlan_text(Some(5), Some(&[10, 20])), "trunk:10,20");
+    }
+
+    #[test]
+    fn trunk_lists_are_sorted_and_deduplicated() {
+        assert_eq!(trunk_set(vec![30, 10, 30, 20, 10]), vec![10, 20, 30]);
+        assert_eq!(trunk_set(Vec::new()), Vec::<u16>::new());
+        // Also when a stored list (from an older daemon) still has duplicates.
+        assert_eq!(vlan_text(None, Some(&[20, 10, 20])), "trunk:10,20");
     }
 }
