@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cidr::Cidr;
 use crate::defaults::choose_default_subnet;
-use crate::error::IpamError;
+use crate::error::{IpamError, UnusableSubnet};
 use crate::pool::{Pool, PoolMeta};
 
 /// The id of a pool: the text of its subnet, e.g. `"172.17.0.0/16"`.
@@ -255,10 +255,27 @@ impl DefaultIpam {
     }
 }
 
+/// Refuses a subnet that overlaps a special-purpose block ([`UnusableSubnet::BLOCKS`]): its
+/// gateway would hold a loopback, multicast or link-local address.
+pub fn check_usable_subnet(subnet: Cidr) -> Result<(), IpamError> {
+    for (addr, len, reason) in UnusableSubnet::BLOCKS {
+        let block = Cidr::containing(addr, len)?;
+        if block.overlaps(&subnet) {
+            return Err(IpamError::SubnetNotUsable {
+                subnet,
+                block,
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
 impl IpamDriver for DefaultIpam {
     fn request_pool(&mut self, req: PoolRequest) -> Result<PoolId, IpamError> {
         let subnet = match req.subnet {
             Some(subnet) => {
+                check_usable_subnet(subnet)?;
                 self.check_no_overlap(subnet)?;
                 subnet
             }
@@ -417,6 +434,61 @@ mod tests {
             "overlapping subnets: 10.0.0.0/8 overlaps the existing pool 10.0.0.0/16"
         );
         assert_eq!(ipam, before);
+    }
+
+    #[test]
+    fn refuses_special_purpose_subnets() {
+        let mut ipam = DefaultIpam::new();
+        for (subnet, block, reason) in [
+            ("127.0.0.0/8", "127.0.0.0/8", UnusableSubnet::Loopback),
+            ("127.1.0.0/16", "127.0.0.0/8", UnusableSubnet::Loopback),
+            ("96.0.0.0/3", "127.0.0.0/8", UnusableSubnet::Loopback),
+            ("0.0.0.0/0", "0.0.0.0/8", UnusableSubnet::ThisNetwork),
+            ("0.0.0.0/24", "0.0.0.0/8", UnusableSubnet::ThisNetwork),
+            (
+                "169.254.0.0/16",
+                "169.254.0.0/16",
+                UnusableSubnet::LinkLocal,
+            ),
+            (
+                "169.254.7.0/24",
+                "169.254.0.0/16",
+                UnusableSubnet::LinkLocal,
+            ),
+            ("169.0.0.0/8", "169.254.0.0/16", UnusableSubnet::LinkLocal),
+            ("224.0.0.0/24", "224.0.0.0/4", UnusableSubnet::Multicast),
+            ("239.1.0.0/16", "224.0.0.0/4", UnusableSubnet::Multicast),
+            ("240.0.0.0/24", "240.0.0.0/4", UnusableSubnet::Reserved),
+            ("255.255.255.0/24", "240.0.0.0/4", UnusableSubnet::Reserved),
+        ] {
+            let err = ipam.request_pool(request(subnet)).unwrap_err();
+            assert_eq!(
+                err,
+                IpamError::SubnetNotUsable {
+                    subnet: cidr(subnet),
+                    block: cidr(block),
+                    reason
+                },
+                "{subnet}"
+            );
+            assert!(err.to_string().contains(&reason.to_string()), "{err}");
+        }
+        assert_eq!(
+            ipam,
+            DefaultIpam::new(),
+            "a refused request changed nothing"
+        );
+        // The blocks' neighbours are fine.
+        for subnet in [
+            "1.0.0.0/24",
+            "126.255.255.0/24",
+            "128.0.0.0/16",
+            "169.253.0.0/16",
+        ] {
+            ipam.request_pool(request(subnet))
+                .unwrap_or_else(|e| panic!("{subnet}: {e}"));
+        }
+        ipam.request_pool(request("223.255.255.0/24")).unwrap();
     }
 
     #[test]

@@ -35,6 +35,47 @@ impl fmt::Display for Unusable {
     }
 }
 
+/// Why a subnet can never be a network's pool: it overlaps a special-purpose block of
+/// RFC 6890 § 2.2.2 whose addresses no interface may hold as an ordinary unicast address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnusableSubnet {
+    /// 0.0.0.0/8, "this host on this network" (RFC 1122 § 3.2.1.3 (a)).
+    ThisNetwork,
+    /// 127.0.0.0/8, loopback (RFC 1122 § 3.2.1.3 (g)).
+    Loopback,
+    /// 169.254.0.0/16, link-local (RFC 3927 § 2.1).
+    LinkLocal,
+    /// 224.0.0.0/4, multicast (RFC 5771 § 3).
+    Multicast,
+    /// 240.0.0.0/4, reserved for future use (RFC 1112 § 4), with the limited broadcast
+    /// address 255.255.255.255 (RFC 919 § 7).
+    Reserved,
+}
+
+impl UnusableSubnet {
+    /// Every special-purpose block with its reason.
+    pub const BLOCKS: [(Ipv4Addr, u8, UnusableSubnet); 5] = [
+        (Ipv4Addr::new(0, 0, 0, 0), 8, UnusableSubnet::ThisNetwork),
+        (Ipv4Addr::new(127, 0, 0, 0), 8, UnusableSubnet::Loopback),
+        (Ipv4Addr::new(169, 254, 0, 0), 16, UnusableSubnet::LinkLocal),
+        (Ipv4Addr::new(224, 0, 0, 0), 4, UnusableSubnet::Multicast),
+        (Ipv4Addr::new(240, 0, 0, 0), 4, UnusableSubnet::Reserved),
+    ];
+}
+
+impl fmt::Display for UnusableSubnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            UnusableSubnet::ThisNetwork => "\"this network\" addresses",
+            UnusableSubnet::Loopback => "loopback addresses",
+            UnusableSubnet::LinkLocal => "link-local addresses",
+            UnusableSubnet::Multicast => "multicast addresses",
+            UnusableSubnet::Reserved => "reserved (class E) and broadcast addresses",
+        };
+        f.write_str(text)
+    }
+}
+
 /// Everything that can go wrong in address management.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IpamError {
@@ -79,6 +120,17 @@ pub enum IpamError {
     SubnetTooSmall {
         /// The subnet asked for.
         subnet: Cidr,
+    },
+
+    /// The subnet overlaps a special-purpose block (loopback, multicast, link-local…).
+    #[error("subnet {subnet} cannot be a network's subnet: it overlaps {block}, {reason}")]
+    SubnetNotUsable {
+        /// The subnet asked for.
+        subnet: Cidr,
+        /// The special-purpose block it overlaps.
+        block: Cidr,
+        /// What the block is.
+        reason: UnusableSubnet,
     },
 
     /// The gateway does not lie inside the subnet.

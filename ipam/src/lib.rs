@@ -32,6 +32,6 @@ pub mod pool;
 
 pub use cidr::Cidr;
 pub use defaults::{choose_default_subnet, default_pool_candidates};
-pub use driver::{DefaultIpam, IpamChange, IpamDriver, PoolId, PoolRequest};
-pub use error::{IpamError, Unusable};
+pub use driver::{check_usable_subnet, DefaultIpam, IpamChange, IpamDriver, PoolId, PoolRequest};
+pub use error::{IpamError, Unusable, UnusableSubnet};
 pub use pool::{Pool, PoolMeta, MAX_POOL_PREFIX_LEN};

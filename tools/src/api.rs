@@ -73,7 +73,7 @@ pub enum Request {
     /// Detach a port (a TAP the daemon made is deleted).
     PortRemove { name: String },
     /// Every port with its counters.
-    PortList,
+    PortList {},
     /// The MAC table of one network, or of all.
     FdbShow {
         #[serde(default)]
@@ -107,7 +107,7 @@ pub enum Request {
     /// Remove a network (refused while it has ports or endpoints).
     NetworkRm { name: String },
     /// List networks.
-    NetworkLs,
+    NetworkLs {},
     /// One network in detail, as `docker network inspect`.
     NetworkInspect { name: String },
     /// Connect a sandbox to a network: an endpoint (veth pair, address, routes).
@@ -135,9 +135,9 @@ pub enum Request {
     /// Remove a sandbox (its endpoints are disconnected first).
     SandboxRm { name: String },
     /// List sandboxes.
-    SandboxLs,
+    SandboxLs {},
     /// What the L3 edge has programmed in `table inet vswitch`: rules and published ports.
-    NatShow,
+    NatShow {},
     /// Run one frame through the pipeline with no side effects and say what each stage decided.
     Trace {
         in_port: String,
@@ -530,6 +530,24 @@ mod tests {
             r#"{"cmd":"port_add","name":"v","vlan":70000}"#,
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn argument_less_commands_refuse_unknown_fields() {
+        for (cmd, req) in [
+            ("port_list", Request::PortList {}),
+            ("network_ls", Request::NetworkLs {}),
+            ("sandbox_ls", Request::SandboxLs {}),
+        ] {
+            let bare = format!(r#"{{"cmd":"{cmd}"}}"#);
+            assert_eq!(serde_json::from_str::<Request>(&bare).unwrap(), req);
+            assert_eq!(serde_json::to_string(&req).unwrap(), bare);
+            for extra in [r#""name":"x""#, r#""bogus":1"#, r#""cmd2":null"#] {
+                let line = format!(r#"{{"cmd":"{cmd}",{extra}}}"#);
+                let err = serde_json::from_str::<Request>(&line).unwrap_err();
+                assert!(err.to_string().contains("unknown field"), "{line}: {err}");
+            }
         }
     }
 

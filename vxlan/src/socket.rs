@@ -201,7 +201,8 @@ impl RecvBatch {
             // SAFETY: mmsghdr and sockaddr_in are plain old data; all-zero is a valid value.
             msgs: (0..n).map(|_| unsafe { mem::zeroed() }).collect(),
             iovs: vec![empty; n],
-            // SAFETY: as above.
+            // SAFETY: sockaddr_in is plain old data (integers and a byte array); all-zero is a
+            // valid value (family AF_UNSPEC until the kernel writes the sender).
             addrs: (0..n).map(|_| unsafe { mem::zeroed() }).collect(),
             controls: vec![[0; CONTROL_WORDS]; n],
         }

@@ -308,8 +308,24 @@ impl Daemon {
                 PortType::System,
                 PortOwner::Endpoint,
             );
-            d.attach_owned(port, undo)
+            d.attach_owned(port.clone(), undo)?;
+            // The sandbox's MAC is a station we know: fixed on its port, never learned elsewhere
+            // (a restart finds it through the endpoint's record).
+            d.pin_endpoint(&port, ep)
         })
+    }
+
+    /// Fixes the endpoint's MAC on its port as a static entry (the connect path, before the
+    /// endpoint is stored for [`Daemon::attach`] to find).
+    fn pin_endpoint(&self, port: &PortRecord, ep: &EndpointRecord) -> Result<(), ApiError> {
+        let Some(mac) = ep.mac.as_deref() else {
+            return Ok(());
+        };
+        let mac = mac
+            .parse()
+            .map_err(|e| ApiError::internal(format!("the MAC {mac} of endpoint {}: {e}", ep.id)))?;
+        let handle = self.port(&port.name)?.handle;
+        self.pin_stations(port, handle, &[mac])
     }
 
     /// The veth pair, its sandbox end already in the sandbox, with the driver's MTU and

@@ -316,7 +316,7 @@ impl Daemon {
                 owner: None,
             }),
             Request::PortRemove { name } => self.port_remove(&name),
-            Request::PortList => self.port_list(),
+            Request::PortList {} => self.port_list(),
             Request::FdbShow { network } => self.fdb_show(network.as_deref()),
             Request::FdbAdd { mac, port, vlan } => self.fdb_add(&mac, &port, vlan),
             Request::FdbDel { mac, network } => self.fdb_del(&mac, network.as_deref()),
@@ -324,7 +324,7 @@ impl Daemon {
             Request::Stats { port } => self.stats(port.as_deref()),
             Request::NetworkCreate(spec) => self.create_network(spec),
             Request::NetworkRm { name } => self.network_rm_api(&name),
-            Request::NetworkLs => self.network_ls(),
+            Request::NetworkLs {} => self.network_ls(),
             Request::NetworkInspect { name } => self.network_inspect(&name),
             Request::NetworkConnect {
                 network,
@@ -346,8 +346,8 @@ impl Daemon {
                 Err(e) => Err(ApiError::invalid(e.to_string())),
             },
             Request::SandboxRm { name } => self.sandbox_rm(&name),
-            Request::SandboxLs => self.sandbox_ls(),
-            Request::NatShow => serde_json::to_value(self.firewall.list())
+            Request::SandboxLs {} => self.sandbox_ls(),
+            Request::NatShow {} => serde_json::to_value(self.firewall.list())
                 .map_err(|e| ApiError::internal(format!("encoding the answer: {e}"))),
             Request::Trace {
                 in_port,

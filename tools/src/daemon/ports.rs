@@ -2,7 +2,7 @@
 //! them; and the attach/detach that the drivers and endpoints use for the ports they make.
 
 use super::undo::Undo;
-use super::{drivers, ApiError, Daemon, PortLive, PortRecord};
+use super::{drivers, ApiError, Daemon, PortLive, PortOwner, PortRecord};
 use crate::api::{PortRow, PortType};
 use crate::netlink::{validate_ifname, Netlink};
 use serde_json::json;
@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 use switch::datapath::{PortHandle, PortState};
 use switch::port::afpacket::AfPacketPort;
 use switch::port::tap::TapPort;
-use switch::{Port, PortMode, VlanSet};
+use switch::{Instant, MacAddr, Port, PortMode, VlanSet};
 
 impl Daemon {
-    pub(super) fn port_add(&mut self, rec: PortRecord) -> Result<serde_json::Value, ApiError> {
+    pub(super) fn port_add(&mut self, mut rec: PortRecord) -> Result<serde_json::Value, ApiError> {
+        rec.trunks = rec.trunks.map(trunk_set);
         if self.ports.contains_key(&rec.name) {
             return Err(ApiError::conflict(format!(
                 "port {} already exists",
@@ -73,7 +74,81 @@ impl Daemon {
         let handle = self
             .call(move |ctl| ctl.add_port(network, port, mode))?
             .map_err(|e| ApiError::internal(format!("attaching {}: {e}", rec.name)))?;
+        let pinned = self
+            .known_stations(rec)
+            .and_then(|macs| self.pin_stations(rec, handle, &macs));
+        if let Err(e) = pinned {
+            // The port is not kept: take it off the datapath again.
+            let _ = self.call(move |ctl| {
+                ctl.remove_port(handle);
+            });
+            return Err(e);
+        }
         self.attached(rec, handle, mtu, bridge_name)
+    }
+
+    /// The stations the control plane knows behind a port it made: the endpoint's MAC on the
+    /// host end of its veth, the TAP's own MAC on a gateway port. Empty for other ports.
+    fn known_stations(&self, rec: &PortRecord) -> Result<Vec<MacAddr>, ApiError> {
+        match rec.owner {
+            Some(PortOwner::Endpoint) => self
+                .endpoints
+                .iter()
+                .filter(|e| e.host_interface == rec.name)
+                .filter_map(|e| e.mac.as_deref())
+                .map(|m| {
+                    m.parse().map_err(|e| {
+                        ApiError::internal(format!("the MAC {m} of endpoint {}: {e}", rec.name))
+                    })
+                })
+                .collect(),
+            Some(PortOwner::Gateway) => {
+                let info = Netlink::new()
+                    .and_then(|mut nl| nl.link_info(&rec.name))
+                    .map_err(|e| {
+                        ApiError::internal(format!("reading the MAC of {}: {e}", rec.name))
+                    })?
+                    .ok_or_else(|| ApiError::internal(format!("gateway {} vanished", rec.name)))?;
+                Ok(vec![MacAddr(info.mac)])
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Installs `macs` as static entries on the port (in its access or native VLAN), so no
+    /// frame arriving elsewhere can move them: the bridge drops it as `mac_move_refused`. The
+    /// entries go with the port (the bridge flushes a removed port's entries).
+    pub(super) fn pin_stations(
+        &self,
+        rec: &PortRecord,
+        handle: PortHandle,
+        macs: &[MacAddr],
+    ) -> Result<(), ApiError> {
+        let Some(vlan) = station_vlan(rec) else {
+            return Ok(());
+        };
+        let macs: Vec<MacAddr> = macs.iter().copied().filter(|m| m.is_unicast()).collect();
+        if macs.is_empty() {
+            return Ok(());
+        }
+        let name = rec.name.clone();
+        self.call(move |ctl| {
+            let (net, local) = ctl
+                .dp
+                .port_location(handle)
+                .ok_or_else(|| ApiError::internal(format!("port {name} vanished")))?;
+            let fdb = ctl
+                .dp
+                .bridge_mut(net)
+                .ok_or_else(|| ApiError::internal(format!("the network of {name} vanished")))?
+                .fdb_mut();
+            let now = Instant::now();
+            for mac in macs {
+                fdb.add_static(now, vlan, mac, local)
+                    .map_err(|e| ApiError::internal(format!("fixing {mac} on {name}: {e}")))?;
+            }
+            Ok(())
+        })?
     }
 
     /// A port the datapath has just taken, with its counters.
@@ -214,11 +289,26 @@ fn port_mode(vlan: Option<u16>, trunks: Option<&[u16]>) -> Result<PortMode, ApiE
     }
 }
 
+/// The VLAN of the stations behind a port: its access VLAN, or a trunk's native VLAN.
+fn station_vlan(rec: &PortRecord) -> Option<u16> {
+    match rec.trunks {
+        None => Some(rec.vlan.unwrap_or(1)),
+        Some(_) => rec.vlan,
+    }
+}
+
+/// A trunk's VLAN list as stored and shown: sorted, each VLAN once.
+fn trunk_set(mut list: Vec<u16>) -> Vec<u16> {
+    list.sort_unstable();
+    list.dedup();
+    list
+}
+
 fn vlan_text(vlan: Option<u16>, trunks: Option<&[u16]>) -> String {
     match trunks {
         None => vlan.unwrap_or(1).to_string(),
         Some(t) => {
-            let list: Vec<String> = t.iter().map(u16::to_string).collect();
+            let list: Vec<String> = trunk_set(t.to_vec()).iter().map(u16::to_string).collect();
             format!("trunk:{}", list.join(","))
         }
     }
@@ -241,5 +331,13 @@ mod tests {
         assert!(port_mode(None, Some(&[0])).is_err());
         assert_eq!(vlan_text(None, None), "1");
         assert_eq!(vlan_text(Some(5), Some(&[10, 20])), "trunk:10,20");
+    }
+
+    #[test]
+    fn trunk_lists_are_sorted_and_deduplicated() {
+        assert_eq!(trunk_set(vec![30, 10, 30, 20, 10]), vec![10, 20, 30]);
+        assert_eq!(trunk_set(Vec::new()), Vec::<u16>::new());
+        // Also when a stored list (from an older daemon) still has duplicates.
+        assert_eq!(vlan_text(None, Some(&[20, 10, 20])), "trunk:10,20");
     }
 }

@@ -792,7 +792,7 @@ mod tests {
     }
 
     fn port_list() -> Vec<u8> {
-        let mut line = serde_json::to_vec(&Request::PortList).unwrap();
+        let mut line = serde_json::to_vec(&Request::PortList {}).unwrap();
         line.push(b'\n');
         line
     }

@@ -69,7 +69,8 @@ impl MsgBatch {
                     unsafe { ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
                 return vlan_tag(aux.tp_status, aux.tp_vlan_tci, aux.tp_vlan_tpid);
             }
-            // SAFETY: as above.
+            // SAFETY: `hdr` is the message the kernel filled and `cmsg` a non-null header inside
+            // its control buffer; CMSG_NXTHDR checks the next one against msg_controllen.
             cmsg = unsafe { libc::CMSG_NXTHDR(hdr, cmsg) };
         }
         None

@@ -273,7 +273,7 @@ mod tests {
                 name: "veth1".into()
             }
         );
-        assert_eq!(req(&["port", "list"]), Request::PortList);
+        assert_eq!(req(&["port", "list"]), Request::PortList {});
     }
 
     #[test]
@@ -426,7 +426,7 @@ mod tests {
             req(&["network", "rm", "n"]),
             Request::NetworkRm { name: "n".into() }
         );
-        assert_eq!(req(&["network", "ls"]), Request::NetworkLs);
+        assert_eq!(req(&["network", "ls"]), Request::NetworkLs {});
         assert_eq!(
             req(&["network", "inspect", "n"]),
             Request::NetworkInspect { name: "n".into() }

@@ -16,7 +16,7 @@ impl NatCmd {
     /// The request for the daemon.
     pub fn request(&self) -> Request {
         match self {
-            NatCmd::Show => Request::NatShow,
+            NatCmd::Show => Request::NatShow {},
         }
     }
 

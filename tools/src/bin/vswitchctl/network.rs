@@ -202,7 +202,7 @@ impl NetworkCmd {
         match self {
             NetworkCmd::Create(a) => Request::NetworkCreate(a.spec()),
             NetworkCmd::Rm { name } => Request::NetworkRm { name: name.clone() },
-            NetworkCmd::Ls => Request::NetworkLs,
+            NetworkCmd::Ls => Request::NetworkLs {},
             NetworkCmd::Inspect { name } => Request::NetworkInspect { name: name.clone() },
             NetworkCmd::Connect {
                 network,

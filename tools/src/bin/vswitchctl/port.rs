@@ -71,7 +71,7 @@ impl PortCmd {
                 trunks: a.trunks.clone(),
             },
             PortCmd::Remove { name } => Request::PortRemove { name: name.clone() },
-            PortCmd::List => Request::PortList,
+            PortCmd::List => Request::PortList {},
         }
     }
 

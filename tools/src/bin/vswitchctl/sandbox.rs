@@ -36,7 +36,7 @@ impl SandboxCmd {
                 netns: netns.clone(),
             },
             SandboxCmd::Rm { name } => Request::SandboxRm { name: name.clone() },
-            SandboxCmd::Ls => Request::SandboxLs,
+            SandboxCmd::Ls => Request::SandboxLs {},
         }
     }
 
