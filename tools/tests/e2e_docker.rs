@@ -842,40 +842,36 @@ fn containers_talk_through_vswitchd() {
     assert!(routes.contains("10.213.13.0/24"), "{routes}");
     assert!(!routes.contains("default"), "{routes}");
 
-    // Published ports are kept on the endpoint (the firewall makes them real once wired), and
-    // a host port taken twice is refused.
-    h.container(
-        "p1",
-        "neta",
-        &["-p", "8080:80", "-p", "127.0.0.1:5353:53/udp"],
-    );
-    let ep = h.net_field("p1", "neta", "EndpointID");
-    let state: Value = serde_json::from_slice(
-        &std::fs::read(h.vswitchd.state_dir.join("switch.json")).expect("the state file"),
-    )
-    .expect("the state file is JSON");
-    let rec = state["endpoints"]
+    // Published ports go through the same code as `network connect --publish`: programmed in
+    // vswitch's nftables table (`nat show`), and a host port taken twice is refused.
+    h.container("p1", "neta", &["-p", "8080:80", "-p", "5353:53/udp"]);
+    let ip = h.net_field("p1", "neta", "IPAddress");
+    let nat = h.vswitchd.ctl_json(&["nat", "show"]);
+    let mut published: Vec<String> = nat["networks"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|e| e["id"] == ep.as_str())
-        .unwrap_or_else(|| panic!("no endpoint {ep} in {state}"));
-    let mut published: Vec<String> = rec["published"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
+        .flat_map(|n| n["bindings"].as_array().cloned().unwrap_or_default())
+        .map(|b| {
             format!(
-                "{}:{}->{}/{}",
-                p["host_ip"].as_str().unwrap_or("*"),
-                p["host_port"],
-                p["container_port"],
-                p["protocol"].as_str().unwrap()
+                "{}:{}->{}:{}/{}",
+                b["host_ip"].as_str().unwrap_or("*"),
+                b["host_ports"]["start"],
+                b["sandbox_ip"].as_str().unwrap_or("?"),
+                b["container_ports"]["start"],
+                b["proto"].as_str().unwrap_or("?")
             )
         })
         .collect();
     published.sort();
-    assert_eq!(published, ["*:8080->80/tcp", "127.0.0.1:5353->53/udp"]);
+    assert_eq!(
+        published,
+        [
+            format!("*:5353->{ip}:53/udp"),
+            format!("*:8080->{ip}:80/tcp")
+        ],
+        "{nat}"
+    );
     let err = h.docker.docker_err(&[
         "run",
         "-d",

@@ -783,13 +783,6 @@ mod tests {
                 },
                 "vswitch.scope=swarm",
             ),
-            (
-                DockerNetworkSpec {
-                    enable_icc: Some(false),
-                    ..docker_spec()
-                },
-                "enable_icc=false",
-            ),
         ];
         for (spec, want) in cases {
             let e = docker_api_spec(&spec).unwrap_err();
