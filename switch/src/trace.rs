@@ -20,6 +20,8 @@ pub enum Stage {
     Forward,
     /// Overlay: VXLAN encapsulation or decapsulation.
     Vxlan,
+    /// ARP suppression: an ARP request answered by the switch for a known station.
+    Arp,
 }
 
 impl Stage {
@@ -31,6 +33,7 @@ impl Stage {
             Stage::Lookup => "lookup",
             Stage::Forward => "forward",
             Stage::Vxlan => "vxlan",
+            Stage::Arp => "arp",
         }
     }
 }

@@ -248,6 +248,18 @@ impl Overlay {
         self.lock().vtep.remove_peer(vni, peer)
     }
 
+    /// Adds (or replaces) a static remote entry: `mac` sits behind `peer`, which must be a peer
+    /// of `vni` already. It never ages and learning never moves it (the control plane knows
+    /// the station before any traffic, as a cluster's published endpoints).
+    pub fn add_static(&self, vni: u32, mac: MacAddr, peer: IpAddr) -> Result<(), Error> {
+        self.lock().vtep.add_static(vni, mac, peer)
+    }
+
+    /// Removes a remote entry, static or learned; false if it was not there.
+    pub fn remove_static(&self, vni: u32, mac: MacAddr) -> Result<bool, Error> {
+        self.lock().vtep.remove_entry(vni, mac)
+    }
+
     /// The peer a remote MAC was learned behind, if any.
     pub fn remote_of(&self, now: Instant, vni: u32, mac: MacAddr) -> Option<IpAddr> {
         self.lock().vtep.lookup(now, vni, mac)

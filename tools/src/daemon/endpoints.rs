@@ -105,6 +105,7 @@ impl Daemon {
         };
         let ep = self.transaction(|d, undo| {
             let ep = ops.connect(d, &c, undo)?;
+            d.swarm_publish(&ep, undo)?;
             d.endpoints.push(ep.clone());
             undo.push(|d| {
                 d.endpoints.pop();
@@ -200,14 +201,7 @@ impl Daemon {
         let default_route =
             !net.spec.internal && ipam.gateway.is_some() && !mine.iter().any(|e| e.default_route);
         let host_interface = format!("{ENDPOINT_PREFIX}{}", short_hash(&[&net.id, sandbox]));
-        let addr = self
-            .ipam
-            .request_address(&ipam.pool, sandbox, c.requested)
-            .map_err(ApiError::from_ipam)?;
-        let pool = ipam.pool.clone();
-        undo.push(move |d| {
-            let _ = d.ipam.release_address(&pool, addr);
-        });
+        let addr = self.take_address(net, &ipam, sandbox, &c.id, c.requested, undo)?;
         Ok(EndpointRecord {
             id: c.id.clone(),
             network: net.name.clone(),
@@ -326,6 +320,7 @@ impl Daemon {
                 ApiError::not_found(format!("sandbox {sandbox} is not connected to {network}"))
             })?;
         let ep = self.endpoints[i].clone();
+        self.swarm_withdraw(&ep)?;
         let mut problems = Vec::new();
         if let Err(e) = self.unplumb(&ep) {
             problems.push(e.message);
@@ -344,6 +339,9 @@ impl Daemon {
 
     /// Gives the endpoint's address back to its network's pool.
     fn release(&mut self, ep: &EndpointRecord) -> Result<(), ApiError> {
+        if self.swarm_release(ep)? {
+            return Ok(());
+        }
         let pool = self
             .networks
             .get(&ep.network)

@@ -28,6 +28,7 @@ mod sandboxes;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod swarm;
 pub mod trace;
 mod undo;
 
@@ -189,6 +190,8 @@ pub struct Daemon {
     captures: BTreeMap<String, trace::CaptureFan>,
     /// The state dir's ID ([`state::instance_id`]): the interfaces we make carry it.
     instance_id: String,
+    /// The cluster, with `--cluster` ([`swarm::join`]).
+    swarm: Option<swarm::Swarm>,
 }
 
 impl Daemon {
@@ -207,6 +210,7 @@ impl Daemon {
             store,
             vtep_addr,
             overlay: None,
+            swarm: None,
             hub: trace::new_hub(),
             captures: BTreeMap::new(),
             networks: BTreeMap::new(),
@@ -331,6 +335,7 @@ impl Daemon {
                 frame,
                 flow,
             } => self.trace(&in_port, frame.as_deref(), flow.as_deref()),
+            Request::ClusterStatus => self.cluster_status(),
             Request::TraceLive { .. } | Request::Capture { .. } => Err(ApiError::invalid(
                 "streaming requests are served by the API server",
             )),

@@ -10,6 +10,7 @@
 //! the CLI prints the message and keeps exit status 1 for all of them (see [`EXIT_STATUS`]).
 
 mod args;
+mod cluster;
 mod fdb;
 mod network;
 mod output;
@@ -77,6 +78,9 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Write the frames a port receives and sends to a pcap file.
     Capture(trace::CaptureArgs),
+    /// The cluster vswitchd joined with --cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
 }
 
 impl Command {
@@ -90,6 +94,7 @@ impl Command {
             Command::Sandbox(c) => c.request(),
             Command::Trace(c) => c.request(),
             Command::Capture(c) => c.request(),
+            Command::Cluster(c) => c.request(),
         }
     }
 
@@ -103,6 +108,7 @@ impl Command {
             Command::Sandbox(c) => c.render(result),
             Command::Trace(c) => c.render(result),
             Command::Capture(_) => String::new(),
+            Command::Cluster(c) => c.render(result),
         }
     }
 }
@@ -397,6 +403,7 @@ mod tests {
                 parent: None,
                 mtu: Some(1450),
                 internal: true,
+                scope: None,
             })
         );
         assert_eq!(

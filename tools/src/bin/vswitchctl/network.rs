@@ -108,6 +108,10 @@ pub struct CreateArgs {
     /// Restrict external access: no route off the network.
     #[arg(long)]
     internal: bool,
+    /// `swarm`: one network for the whole cluster (an overlay, vswitchd started with
+    /// `--cluster`); `local` (the default): this host only.
+    #[arg(long, value_name = "SCOPE", value_parser = ["local", "swarm"])]
+    scope: Option<String>,
 }
 
 /// The network drivers (DESIGN.md), as the daemon names them.
@@ -130,6 +134,7 @@ impl NetworkCmd {
                 parent: a.parent.clone(),
                 mtu: a.mtu,
                 internal: a.internal,
+                scope: a.scope.clone(),
             }),
             NetworkCmd::Rm { name } => Request::NetworkRm { name: name.clone() },
             NetworkCmd::Ls => Request::NetworkLs,
@@ -219,6 +224,7 @@ mod tests {
             parent: None,
             mtu: None,
             internal: false,
+            scope: None,
         })
     }
 

@@ -79,7 +79,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 pub use switch::MacAddr;
 
@@ -144,7 +144,7 @@ impl ClusterConfig {
 }
 
 /// `vswitchctl cluster status`: the etcd endpoints, this node, and every registered node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// The etcd client URLs.
     pub endpoints: Vec<String>,
@@ -165,7 +165,7 @@ pub struct ClusterStatus {
 }
 
 /// One node in [`ClusterStatus`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// The node's name.
     pub name: String,
