@@ -684,7 +684,9 @@ fn arp_request(frame: &[u8], offset: usize) -> Option<(Ipv4Addr, Ipv4Addr)> {
         && p[arp::HLEN] == 6
         && p[arp::PLEN] == 4
         && be16(arp::OPER) == arp::REQUEST;
-    let ip = |r: std::ops::Range<usize>| Ipv4Addr::new(p[r.start], p[r.start + 1], p[r.start + 2], p[r.start + 3]);
+    let ip = |r: std::ops::Range<usize>| {
+        Ipv4Addr::new(p[r.start], p[r.start + 1], p[r.start + 2], p[r.start + 3])
+    };
     ok.then(|| (ip(arp::SPA), ip(arp::TPA)))
 }
 
@@ -766,7 +768,9 @@ impl Bridge {
             if O::ON {
                 obs.record(
                     Stage::Arp,
-                    format_args!("miss: who-has {target} tell {sender}: not a known station, goes on"),
+                    format_args!(
+                        "miss: who-has {target} tell {sender}: not a known station, goes on"
+                    ),
                 );
             }
             return None;
@@ -775,7 +779,10 @@ impl Bridge {
             if O::ON {
                 obs.record(
                     Stage::Arp,
-                    format_args!("pass: {target} is at {mac} behind {}, the ingress port", self.port_name(in_port)),
+                    format_args!(
+                        "pass: {target} is at {mac} behind {}, the ingress port",
+                        self.port_name(in_port)
+                    ),
                 );
             }
             return None;

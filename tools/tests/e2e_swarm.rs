@@ -36,7 +36,15 @@ fn etcd_on_underlay(w: &World) -> EtcdLab {
             &ns.name,
         ]);
         ip(&["-n", &under, "link", "set", "ue", "master", "br0", "up"]);
-        ip(&["-n", &ns.name, "addr", "add", &format!("{addr}/24"), "dev", "ul0"]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "ul0",
+        ]);
         ip(&["-n", &ns.name, "link", "set", "ul0", "up"]);
         Some(addr)
     })
@@ -102,7 +110,9 @@ fn swarm_networks_across_three_hosts() {
         w.start_daemon(i, &["--cluster", &cluster, "--node", &node]);
     }
     // Refusals that need no cluster state.
-    let e = w.h(1).d().ctl_err(&["network", "create", "x", "--driver", "bridge", "--scope", "swarm"]);
+    let e = w.h(1).d().ctl_err(&[
+        "network", "create", "x", "--driver", "bridge", "--scope", "swarm",
+    ]);
     assert!(e.contains("overlay"), "{e}");
 
     // (1) One create on h1; every host has the network within a second or so.
@@ -119,13 +129,25 @@ fn swarm_networks_across_three_hosts() {
                 .any(|n| n["name"] == "sw" && n["scope"] == "swarm")
                 .then_some(())
         });
-        assert_eq!(inspect(&w, i, "sw")["Options"]["vxlan.vni"], vni.to_string());
+        assert_eq!(
+            inspect(&w, i, "sw")["Options"]["vxlan.vni"],
+            vni.to_string()
+        );
     }
     // The VNI is the cluster's: another network cannot take it.
     let vni_text = vni.to_string();
     let e = w.h(2).d().ctl_err(&[
-        "network", "create", "sw2", "--driver", "overlay", "--scope", "swarm", "--subnet",
-        &w.subnet(2), "--vni", &vni_text,
+        "network",
+        "create",
+        "sw2",
+        "--driver",
+        "overlay",
+        "--scope",
+        "swarm",
+        "--subnet",
+        &w.subnet(2),
+        "--vni",
+        &vni_text,
     ]);
     assert!(e.contains("already used"), "{e}");
 
@@ -134,11 +156,16 @@ fn swarm_networks_across_three_hosts() {
     w.sandbox(2, "sw", "b");
     w.sandbox(3, "sw", "c");
     let (a, b, c) = (w.sb("a"), w.sb("b"), w.sb("c"));
-    let ips: BTreeSet<&str> = [&a.ip, &b.ip, &c.ip].into_iter().map(String::as_str).collect();
+    let ips: BTreeSet<&str> = [&a.ip, &b.ip, &c.ip]
+        .into_iter()
+        .map(String::as_str)
+        .collect();
     assert_eq!(ips.len(), 3, "three distinct addresses");
     for (mac, host) in [(&b.mac, 2u8), (&c.mac, 3u8)] {
-        let row = wait_for(&format!("{mac} in h1's fdb"), SPREAD, || fdb_row(&w, 1, mac));
-        assert_eq!(row["is_static"], true, "{row}");
+        let row = wait_for(&format!("{mac} in h1's fdb"), SPREAD, || {
+            fdb_row(&w, 1, mac)
+        });
+        assert_eq!(row["static"], true, "{row}");
         assert_eq!(row["remote"], w.underlay_ip(host), "{row}");
     }
     let stats = |i: u8, port: &str| -> u64 {
@@ -150,12 +177,19 @@ fn swarm_networks_across_three_hosts() {
             .map(|r| common::counter(r, "rx_packets"))
             .unwrap_or(0)
     };
-    assert_eq!(stats(1, &format!("vxlan{vni}")), 0, "nothing came over the overlay yet");
+    assert_eq!(
+        stats(1, &format!("vxlan{vni}")),
+        0,
+        "nothing came over the overlay yet"
+    );
 
     // (3) ARP for a remote address is answered by h1's switch: a trace shows the stage.
     let req = arp_request([0xff; 6], mac_bytes(&a.mac), &a.ip, &b.ip);
     let hex: String = req.iter().map(|x| format!("{x:02x}")).collect();
-    let t = w.h(1).d().ctl_ok(&["trace", "--in-port", &a.port, "--frame", &hex]);
+    let t = w
+        .h(1)
+        .d()
+        .ctl_ok(&["trace", "--in-port", &a.port, "--frame", &hex]);
     assert!(t.contains("arp") && t.contains("suppressed"), "{t}");
     assert!(t.contains(&a.port), "answered on the ingress port: {t}");
 
@@ -169,7 +203,10 @@ fn swarm_networks_across_three_hosts() {
     let suppressed = inspect(&w, 1, "sw")["Cluster"]["arp_suppressed"]
         .as_u64()
         .unwrap_or(0);
-    assert!(suppressed >= 1, "h1 answered ARP for remote stations itself");
+    assert!(
+        suppressed >= 1,
+        "h1 answered ARP for remote stations itself"
+    );
 
     // (5) 2×15 concurrent connects on h2 and h3: 30 distinct addresses.
     let guards: Vec<Netns> = (0..30)
@@ -200,7 +237,9 @@ fn swarm_networks_across_three_hosts() {
     });
     let distinct: BTreeSet<&String> = got.iter().collect();
     assert_eq!(distinct.len(), 30, "30 distinct addresses: {got:?}");
-    assert!(!distinct.iter().any(|ip| ip.starts_with(&format!("{}/", a.ip))));
+    assert!(!distinct
+        .iter()
+        .any(|ip| ip.starts_with(&format!("{}/", a.ip))));
     std::thread::scope(|s| {
         for host in [2u8, 3u8] {
             let (w, guards) = (&w, &guards);
@@ -228,10 +267,20 @@ fn swarm_networks_across_three_hosts() {
     lab.kill();
     pings_succeed(&[(&a.ns, &b.ip), (&c.ns, &a.ip)]);
     let e = w.h(1).d().ctl_err(&[
-        "network", "create", "sw3", "--driver", "overlay", "--scope", "swarm", "--subnet",
+        "network",
+        "create",
+        "sw3",
+        "--driver",
+        "overlay",
+        "--scope",
+        "swarm",
+        "--subnet",
         &w.subnet(3),
     ]);
-    assert!(e.contains("unavailable") || e.contains("unreachable"), "{e}");
+    assert!(
+        e.contains("unavailable") || e.contains("unreachable"),
+        "{e}"
+    );
     assert!(fdb_row(&w, 1, &b.mac).is_some(), "last known state kept");
     lab.restart();
     pings_succeed(&[(&a.ns, &b.ip), (&b.ns, &c.ip)]);
@@ -242,7 +291,11 @@ fn swarm_networks_across_three_hosts() {
             .cloned()
             .collect()
     };
-    assert_eq!(durable(&after), durable(&before), "etcd kept every network, endpoint, address");
+    assert_eq!(
+        durable(&after),
+        durable(&before),
+        "etcd kept every network, endpoint, address"
+    );
     for i in 1..=3u8 {
         wait_for(&format!("h{i} to see the cluster again"), SPREAD, || {
             let s = w.h(i).d().ctl_json(&["cluster", "status"]);
@@ -253,7 +306,9 @@ fn swarm_networks_across_three_hosts() {
     // (7) h3 killed with -9: gone from the others within the TTL, its station too.
     let c_mac = c.mac.clone();
     let c_ip = c.ip.clone();
-    w.h_mut(3).d_mut().signal(libc::SIGKILL, Duration::from_secs(5));
+    w.h_mut(3)
+        .d_mut()
+        .signal(libc::SIGKILL, Duration::from_secs(5));
     let dead_since = std::time::Instant::now();
     wait_for("h3 to vanish from h1", TTL_AND_SLACK, || {
         (!nodes(&w, 1).contains(&"h3".to_string()) && fdb_row(&w, 1, &c_mac).is_none())
@@ -306,7 +361,14 @@ fn swarm_scope_without_a_cluster_is_refused() {
     }
     let w = World::new(1);
     let e = w.h(1).d().ctl_err(&[
-        "network", "create", "sw", "--driver", "overlay", "--scope", "swarm", "--subnet",
+        "network",
+        "create",
+        "sw",
+        "--driver",
+        "overlay",
+        "--scope",
+        "swarm",
+        "--subnet",
         &w.subnet(1),
     ]);
     assert!(e.contains("--cluster"), "{e}");

@@ -64,7 +64,13 @@ fn main() -> ExitCode {
     if args.state_check {
         return state_check(&args.state_dir);
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+    // The HTTP client of the cluster logs every request at debug: keep it at info unless asked.
+    let level = if args.log_level.contains('=') {
+        args.log_level.clone()
+    } else {
+        format!("{},ureq=info,ureq_proto=info", args.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -275,8 +281,11 @@ fn cluster_config(
         Some(n) => n.clone(),
         None => hostname()?,
     };
-    let mut config =
-        tools::daemon::cluster::ClusterConfig::new(&endpoints, &node, std::net::SocketAddr::V4(vtep));
+    let mut config = tools::daemon::cluster::ClusterConfig::new(
+        &endpoints,
+        &node,
+        std::net::SocketAddr::V4(vtep),
+    );
     config.prefix = args.cluster_prefix.clone();
     Ok(Some(config))
 }

@@ -94,6 +94,8 @@ pub fn join(daemon: &Arc<Mutex<Daemon>>, config: ClusterConfig) -> Result<Vec<St
     std::thread::Builder::new()
         .name("cluster-apply".into())
         .spawn(move || {
+            // The whole watcher moves here (not only its receiver): dropping it stops the watch.
+            let watcher = watcher;
             while let Ok(first) = watcher.events.recv() {
                 let mut batch = vec![first];
                 while batch.len() < BATCH {
@@ -169,7 +171,10 @@ impl Daemon {
 
     /// `network create --scope swarm`: checked, written to etcd (VNI chosen or checked
     /// cluster-wide), then made here; taken out of etcd again if it cannot be made here.
-    pub(super) fn swarm_create(&mut self, spec: NetworkSpec) -> Result<serde_json::Value, ApiError> {
+    pub(super) fn swarm_create(
+        &mut self,
+        spec: NetworkSpec,
+    ) -> Result<serde_json::Value, ApiError> {
         let name = spec.name.clone();
         crate::api::check_name("network", &name).map_err(ApiError::invalid)?;
         self.cluster()?;
@@ -229,7 +234,10 @@ impl Daemon {
                 Ok(v)
             }
             Err(e) => {
-                if let Err(undo) = self.cluster().and_then(|c| c.remove_network(&name).map_err(api_error)) {
+                if let Err(undo) = self
+                    .cluster()
+                    .and_then(|c| c.remove_network(&name).map_err(api_error))
+                {
                     tracing::warn!(network = %name, error = %undo.message, "cluster network left in etcd");
                 }
                 Err(e)
@@ -415,7 +423,9 @@ impl Daemon {
                     for (ip, _) in ips.filter(|(_, o)| **o == mine) {
                         let _ = cluster.release_address(&net, *ip);
                     }
-                    repairs.push(format!("cluster: endpoint {net}/{id} no longer here; withdrawn"));
+                    repairs.push(format!(
+                        "cluster: endpoint {net}/{id} no longer here; withdrawn"
+                    ));
                 }
             }
             Err(e) => repairs.push(format!("cluster: endpoints not reconciled ({e})")),
@@ -526,7 +536,9 @@ impl Daemon {
             return;
         }
         match self.create_network_here(local_spec(spec)) {
-            Ok(_) => tracing::info!(network = %spec.name, vni = ?spec.vni, "cluster network made here"),
+            Ok(_) => {
+                tracing::info!(network = %spec.name, vni = ?spec.vni, "cluster network made here")
+            }
             Err(e) => {
                 tracing::warn!(network = %spec.name, error = %e.message, "cluster network not made here")
             }
@@ -565,7 +577,13 @@ impl Daemon {
                 vni,
                 ..Programmed::default()
             };
-            for ep in sw.view.endpoints.get(&n.record.name).into_iter().flat_map(|m| m.values()) {
+            for ep in sw
+                .view
+                .endpoints
+                .get(&n.record.name)
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
                 if ep.node == me {
                     continue;
                 }
@@ -626,7 +644,9 @@ impl Daemon {
                 Ok(_) => {
                     now_has.peers.insert(*peer);
                 }
-                Err(e) => tracing::warn!(network = name, %peer, error = %e, "cluster: peer not added"),
+                Err(e) => {
+                    tracing::warn!(network = name, %peer, error = %e, "cluster: peer not added")
+                }
             }
         }
         let mut new = Vec::new();
@@ -639,7 +659,9 @@ impl Daemon {
                     now_has.stations.insert(*mac, (*peer, *ip));
                     new.push((*mac, *ip));
                 }
-                Err(e) => tracing::warn!(network = name, %mac, error = %e, "cluster: station not programmed"),
+                Err(e) => {
+                    tracing::warn!(network = name, %mac, error = %e, "cluster: station not programmed")
+                }
             }
         }
         if gone.is_empty() && new.is_empty() {
@@ -702,7 +724,9 @@ impl Daemon {
                         Ok(()) | Err(ClusterError::NotAllocated { .. }) => {
                             tracing::info!(network = %net, %ip, %node, "cluster: address of a dead node released")
                         }
-                        Err(e) => tracing::warn!(network = %net, %ip, error = %e, "cluster: address not released"),
+                        Err(e) => {
+                            tracing::warn!(network = %net, %ip, error = %e, "cluster: address not released")
+                        }
                     }
                 }
             }
