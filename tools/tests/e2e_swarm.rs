@@ -373,3 +373,14 @@ fn swarm_scope_without_a_cluster_is_refused() {
     ]);
     assert!(e.contains("--cluster"), "{e}");
 }
+
+#[test]
+fn a_cluster_needs_a_concrete_vtep_address() {
+    let out = std::process::Command::new(common::VSWITCHD)
+        .args(["--cluster", "etcd://127.0.0.1:9", "--vtep", "0.0.0.0"])
+        .output()
+        .expect("run vswitchd");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("concrete --vtep"), "{err}");
+}

@@ -681,6 +681,29 @@ mod tests {
         (dp, overlay, counters, sb_peer)
     }
 
+    #[test]
+    fn a_static_remote_entry_is_known_before_traffic_and_goes_with_its_peer() {
+        let (_dp, overlay, _, _) = overlay_with_a_local_station();
+        let peer = IpAddr::V4(PEER);
+        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+        // Only behind a peer of the VNI.
+        assert!(overlay.add_static(VNI, REMOTE, other).is_err());
+        overlay.add_static(VNI, REMOTE, peer).unwrap();
+        let now = Instant::from_nanos(3_600_000_000_000);
+        assert_eq!(
+            overlay.remote_of(now, VNI, REMOTE),
+            Some(peer),
+            "never ages"
+        );
+        let entries = overlay.remote_entries(now, VNI);
+        assert!(entries.iter().any(|e| e.mac == REMOTE && e.is_static));
+        assert!(overlay.remove_static(VNI, REMOTE).unwrap());
+        assert!(!overlay.remove_static(VNI, REMOTE).unwrap());
+        overlay.add_static(VNI, REMOTE, peer).unwrap();
+        overlay.remove_peer(VNI, peer).unwrap();
+        assert_eq!(overlay.remote_of(now, VNI, REMOTE), None);
+    }
+
     /// Sends `datagrams` from the peer's address to the overlay.
     fn send_from_peer(overlay: &Overlay, datagrams: &[Vec<u8>]) {
         let sender = UdpSocket::bind((PEER, 0)).unwrap();

@@ -277,7 +277,7 @@ enum Next {
     /// Close it.
     Close,
     /// Hand it to a streaming thread with this request.
-    Stream(Request),
+    Stream(Box<Request>),
 }
 
 /// The API event loop: the listener, the clients, and the limits.
@@ -442,7 +442,7 @@ impl<B: Backend> Server<B> {
         match next {
             Next::Wait => {}
             Next::Close => self.close(token),
-            Next::Stream(req) => self.start_stream(token, req),
+            Next::Stream(req) => self.start_stream(token, *req),
         }
     }
 
@@ -573,7 +573,7 @@ fn step<B: Backend>(
             }
             match serde_json::from_slice::<Request>(&line) {
                 Ok(req @ (Request::TraceLive { .. } | Request::Capture { .. })) => {
-                    return Next::Stream(req)
+                    return Next::Stream(Box::new(req))
                 }
                 Ok(req) => client.outbuf = answer_bytes(&backend.answer(req)),
                 Err(e) => {
