@@ -55,6 +55,9 @@ pub struct Swarm {
     synced_once: bool,
     /// etcd answered the watcher last time.
     reachable: bool,
+    /// This node's own registration vanished (its lease expired while cut off): the others
+    /// may have released its addresses, to be claimed again when it is back.
+    lost_lease: bool,
     /// Per swarm network: what is in the VTEP and the bridge.
     programmed: BTreeMap<String, Programmed>,
 }
@@ -86,6 +89,7 @@ pub fn join(daemon: &Arc<Mutex<Daemon>>, config: ClusterConfig) -> Result<Vec<St
             view: ClusterView::default(),
             synced_once: false,
             reachable: true,
+            lost_lease: false,
             programmed: BTreeMap::new(),
         });
         repairs
@@ -474,6 +478,8 @@ impl Daemon {
         let mut removed = Vec::new();
         let mut down = Vec::new();
         let mut first_sync = false;
+        let mut back = false;
+        let me = sw.cluster.node().to_string();
         for ev in &events {
             sw.view.apply(ev);
             match ev {
@@ -481,10 +487,15 @@ impl Daemon {
                 ClusterEvent::NetworkRemoved { name, .. } => removed.push(name.clone()),
                 ClusterEvent::NodeDown { name, vtep } => {
                     tracing::info!(node = %name, %vtep, "cluster: node down");
+                    sw.lost_lease |= *name == me;
                     down.push(name.clone());
                 }
                 ClusterEvent::NodeUp { name, vtep } => {
                     tracing::info!(node = %name, %vtep, "cluster: node up");
+                    if *name == me && sw.lost_lease {
+                        sw.lost_lease = false;
+                        back = true;
+                    }
                 }
                 ClusterEvent::Synced { revision } => {
                     if !sw.reachable {
@@ -524,6 +535,15 @@ impl Daemon {
         self.swarm_program();
         if !down.is_empty() {
             self.swarm_collect(&down);
+        }
+        if back {
+            // Registered again after the lease expired: claim this node's addresses again.
+            if let Some(sw) = self.swarm.take() {
+                for r in self.swarm_reconcile(&sw.cluster) {
+                    tracing::warn!("repaired: {r}");
+                }
+                self.swarm = Some(sw);
+            }
         }
     }
 

@@ -56,6 +56,7 @@
 //! [`Cluster::release_address`]; connect and disconnect publish and withdraw the endpoint;
 //! `vswitchctl cluster status` shows [`Cluster::status`] (`Display` for people, `Serialize` for
 //! `--json`). Dropping the [`Cluster`] on shutdown revokes the lease, so the node leaves at once.
+//! The daemon's side of all this is `daemon/swarm.rs` (`vswitchd --cluster`).
 //!
 //! # Faults
 //!
