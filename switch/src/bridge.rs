@@ -9,6 +9,12 @@
 //!          └ length, tags, VLAN membership of the ingress port (access or trunk)
 //! ```
 //!
+//! ARP suppression (between learn and lookup, [`Bridge::set_arp_entry`]): an ARP request for an
+//! address the control plane told the bridge about (a cluster's remote stations) is answered by
+//! the switch itself: the datapath turns the request into the reply in place
+//! ([`arp_reply_in_place`]) and sends it back out of the ingress port, so it never floods across
+//! hosts. Requests for unknown addresses go on through the pipeline as before.
+//!
 //! Sans-IO (DESIGN.md principle 1): [`Bridge::decide`] takes the time, the ingress port and the
 //! bytes, and returns a [`Decision`] without changing anything, which is what `vswitchctl trace`
 //! runs; [`Bridge::process`] is `decide` followed by applying what the learn stage found. The
@@ -31,7 +37,9 @@ use crate::port::{FrameRef, PortId};
 use crate::time::Instant;
 use crate::trace::{NoTrace, Observer, Stage, Trace};
 use crate::wire::{L2Header, MacAddr, WireError};
+use std::collections::HashMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 /// The 4094 usable VLAN ids as a bitmap.
@@ -196,6 +204,10 @@ pub struct Decision {
     pub lookup: Option<Lookup>,
     /// `Ok(flooded)`: output to the ports in the caller's list; `Err`: dropped, and why.
     pub verdict: Result<bool, DropReason>,
+    /// ARP suppression answered the frame (an ARP request): the caller turns it into the reply
+    /// with this MAC ([`arp_reply_in_place`]) and sends it back out of the ingress port, which
+    /// is then the one port in its list.
+    pub arp_reply: Option<MacAddr>,
 }
 
 impl Decision {
@@ -206,6 +218,7 @@ impl Decision {
             learn: None,
             lookup: None,
             verdict: Err(reason),
+            arp_reply: None,
         }
     }
 }
@@ -226,6 +239,7 @@ pub struct Bridge {
     /// as callers build it; a new port starts not isolated).
     isolated: Vec<bool>,
     fdb: Fdb,
+    arp: ArpSuppression,
 }
 
 impl Bridge {
@@ -235,6 +249,7 @@ impl Bridge {
             ports: Vec::new(),
             isolated: Vec::new(),
             fdb: Fdb::new(config.fdb),
+            arp: ArpSuppression::default(),
         }
     }
 
@@ -345,6 +360,9 @@ impl Bridge {
     /// the pipeline without side effects.
     #[inline]
     pub fn apply(&mut self, now: Instant, in_port: PortId, frame: &[u8], d: &Decision) {
+        if d.arp_reply.is_some() {
+            self.arp.answered += 1;
+        }
         let Some(learn) = d.learn else { return };
         match learn {
             Learn::Refused { .. } => {
@@ -383,6 +401,17 @@ impl Bridge {
             Ok(l) => l,
             Err(reason) => return Decision::dropped(vlan, tagged, reason),
         };
+        if let Some(mac) = self.suppress_arp(now, in_port, frame.data, &hdr, vlan, obs) {
+            out.push(in_port);
+            return Decision {
+                vlan,
+                ingress_tagged: tagged,
+                learn: Some(learn),
+                lookup: None,
+                verdict: Ok(false),
+                arp_reply: Some(mac),
+            };
+        }
         let lookup = self.lookup(now, &hdr, vlan, obs);
         let verdict = self.forward(in_port, vlan, lookup, out, obs);
         Decision {
@@ -391,6 +420,7 @@ impl Bridge {
             learn: Some(learn),
             lookup: Some(lookup),
             verdict,
+            arp_reply: None,
         }
     }
 
@@ -689,6 +719,158 @@ impl Bridge {
     }
 }
 
+/// The stations whose ARP requests the bridge answers itself, and how many it answered.
+#[derive(Debug, Default)]
+struct ArpSuppression {
+    table: HashMap<Ipv4Addr, MacAddr>,
+    answered: u64,
+}
+
+/// Offsets in an ARP packet for IPv4 over Ethernet (RFC 826): hardware type, protocol type,
+/// lengths, operation, then sender MAC and IP, target MAC and IP.
+mod arp {
+    use std::ops::Range;
+    pub const HTYPE: Range<usize> = 0..2;
+    pub const PTYPE: Range<usize> = 2..4;
+    pub const HLEN: usize = 4;
+    pub const PLEN: usize = 5;
+    pub const OPER: Range<usize> = 6..8;
+    pub const SHA: Range<usize> = 8..14;
+    pub const SPA: Range<usize> = 14..18;
+    pub const THA: Range<usize> = 18..24;
+    pub const TPA: Range<usize> = 24..28;
+    pub const LEN: usize = 28;
+    /// `ares_op$REQUEST` and `ares_op$REPLY`.
+    pub const REQUEST: u16 = 1;
+    pub const REPLY: u16 = 2;
+}
+
+/// The sender and target IPv4 addresses of an ARP request for IPv4 over Ethernet (RFC 826),
+/// whose packet starts at `offset` of `frame`; `None` for anything else.
+fn arp_request(frame: &[u8], offset: usize) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let p = frame.get(offset..offset.checked_add(arp::LEN)?)?;
+    let be16 = |r: std::ops::Range<usize>| u16::from_be_bytes([p[r.start], p[r.start + 1]]);
+    let ok = be16(arp::HTYPE) == 1
+        && be16(arp::PTYPE) == 0x0800
+        && p[arp::HLEN] == 6
+        && p[arp::PLEN] == 4
+        && be16(arp::OPER) == arp::REQUEST;
+    let ip = |r: std::ops::Range<usize>| {
+        Ipv4Addr::new(p[r.start], p[r.start + 1], p[r.start + 2], p[r.start + 3])
+    };
+    ok.then(|| (ip(arp::SPA), ip(arp::TPA)))
+}
+
+/// Turns an ARP request (as [`Decision::arp_reply`] found it) into the reply saying its target
+/// address is at `mac` (RFC 826: the sender fields become the target fields, `mac` and the
+/// asked address the sender fields, the operation REPLY), addressed to the asker from `mac`.
+/// The frame keeps its length and tags. False (and the frame untouched) if it is no such
+/// request.
+pub fn arp_reply_in_place(frame: &mut [u8], mac: MacAddr) -> bool {
+    let Ok(hdr) = L2Header::parse(frame) else {
+        return false;
+    };
+    if hdr.ethertype != crate::wire::EtherType::Arp {
+        return false;
+    }
+    let off = hdr.payload_offset;
+    if arp_request(frame, off).is_none() {
+        return false;
+    }
+    let p = &mut frame[off..off + arp::LEN];
+    let mut asker_mac = [0u8; 6];
+    asker_mac.copy_from_slice(&p[arp::SHA]);
+    let mut asker_ip = [0u8; 4];
+    asker_ip.copy_from_slice(&p[arp::SPA]);
+    let mut asked_ip = [0u8; 4];
+    asked_ip.copy_from_slice(&p[arp::TPA]);
+    p[arp::OPER].copy_from_slice(&arp::REPLY.to_be_bytes());
+    p[arp::SHA].copy_from_slice(&mac.0);
+    p[arp::SPA].copy_from_slice(&asked_ip);
+    p[arp::THA].copy_from_slice(&asker_mac);
+    p[arp::TPA].copy_from_slice(&asker_ip);
+    frame[0..6].copy_from_slice(&hdr.src.0);
+    frame[6..12].copy_from_slice(&mac.0);
+    true
+}
+
+impl Bridge {
+    /// ARP suppression: the bridge answers ARP requests for `ip` with `mac` itself.
+    pub fn set_arp_entry(&mut self, ip: Ipv4Addr, mac: MacAddr) {
+        self.arp.table.insert(ip, mac);
+    }
+
+    /// Stops answering for `ip`; false if it was not in the table.
+    pub fn remove_arp_entry(&mut self, ip: Ipv4Addr) -> bool {
+        self.arp.table.remove(&ip).is_some()
+    }
+
+    /// The addresses the bridge answers ARP requests for, with their MACs (unordered).
+    pub fn arp_entries(&self) -> impl Iterator<Item = (Ipv4Addr, MacAddr)> + '_ {
+        self.arp.table.iter().map(|(ip, mac)| (*ip, *mac))
+    }
+
+    /// ARP requests answered by the bridge since it was made.
+    pub fn arp_suppressed(&self) -> u64 {
+        self.arp.answered
+    }
+
+    /// The ARP suppression stage: the MAC to answer with when the frame is an ARP request for
+    /// an address in the table, asked from another port than the one its station sits behind
+    /// (a request from the station's side goes on, as do gratuitous ARPs and probes).
+    #[inline]
+    fn suppress_arp<O: Observer>(
+        &self,
+        now: Instant,
+        in_port: PortId,
+        frame: &[u8],
+        hdr: &L2Header,
+        vlan: u16,
+        obs: &mut O,
+    ) -> Option<MacAddr> {
+        if self.arp.table.is_empty() || hdr.ethertype != crate::wire::EtherType::Arp {
+            return None;
+        }
+        let (sender, target) = arp_request(frame, hdr.payload_offset)?;
+        if sender == target || sender.is_unspecified() {
+            return None;
+        }
+        let Some(mac) = self.arp.table.get(&target).copied() else {
+            if O::ON {
+                obs.record(
+                    Stage::Arp,
+                    format_args!(
+                        "miss: who-has {target} tell {sender}: not a known station, goes on"
+                    ),
+                );
+            }
+            return None;
+        };
+        if self.fdb.lookup(now, vlan, mac) == Some(in_port) {
+            if O::ON {
+                obs.record(
+                    Stage::Arp,
+                    format_args!(
+                        "pass: {target} is at {mac} behind {}, the ingress port",
+                        self.port_name(in_port)
+                    ),
+                );
+            }
+            return None;
+        }
+        if O::ON {
+            obs.record(
+                Stage::Arp,
+                format_args!(
+                    "suppressed: who-has {target} tell {sender}: {target} is-at {mac}, answered on {}",
+                    self.port_name(in_port)
+                ),
+            );
+        }
+        Some(mac)
+    }
+}
+
 /// Rewrites a frame's outermost tag for an egress port: `want` is the tag the frame must wear
 /// (`None`: untagged). Returns the frame as it leaves, borrowing `frame` when nothing changes
 /// and `scratch` otherwise; offsets in the offload metadata move with the tag.
@@ -779,6 +961,68 @@ mod tests {
             meta: VirtioNetHdr::NONE,
             data,
         }
+    }
+
+    /// An ARP request from `src` (MAC `n`) at `spa` asking for `tpa`, broadcast, untagged.
+    fn arp_request_frame(src: MacAddr, spa: [u8; 4], tpa: [u8; 4]) -> Vec<u8> {
+        let mut f = MacAddr::BROADCAST.0.to_vec();
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&spa);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&tpa);
+        f.resize(60, 0);
+        f
+    }
+
+    #[test]
+    fn a_known_address_is_answered_back_on_the_ingress_port_and_counted() {
+        let mut b = Bridge::new(BridgeConfig::default());
+        let local = b.add_port(port("veth0"));
+        let vxlan = b.add_port(port("vxlan42"));
+        let now = Instant::ZERO;
+        let remote = mac(9);
+        b.fdb_mut().add_static(now, 1, remote, vxlan).unwrap();
+        b.set_arp_entry(Ipv4Addr::new(10, 0, 0, 9), remote);
+        let req = arp_request_frame(mac(1), [10, 0, 0, 1], [10, 0, 0, 9]);
+        let mut out = Vec::new();
+        let mut trace = Trace::new();
+        let d = b.decide(now, local, plain(&req), &mut out, &mut trace);
+        assert_eq!(d.arp_reply, Some(remote));
+        assert_eq!(out, vec![local]);
+        assert!(trace.to_string().contains("arp: suppressed"), "{trace}");
+        b.process(now, local, plain(&req), &mut out);
+        assert_eq!(b.arp_suppressed(), 1);
+
+        let mut reply = req.clone();
+        assert!(arp_reply_in_place(&mut reply, remote));
+        assert_eq!(&reply[0..6], &mac(1).0);
+        assert_eq!(&reply[6..12], &remote.0);
+        assert_eq!(&reply[20..22], &[0, 2]);
+        assert_eq!(&reply[22..28], &remote.0);
+        assert_eq!(&reply[28..32], &[10, 0, 0, 9]);
+        assert_eq!(&reply[32..38], &mac(1).0);
+        assert_eq!(&reply[38..42], &[10, 0, 0, 1]);
+        // A reply is no request: left alone.
+        let mut again = reply.clone();
+        assert!(!arp_reply_in_place(&mut again, remote));
+        assert_eq!(again, reply);
+
+        // Unknown address: floods as before.
+        let other = arp_request_frame(mac(1), [10, 0, 0, 1], [10, 0, 0, 7]);
+        let d = b.process(now, local, plain(&other), &mut out);
+        assert_eq!(d.arp_reply, None);
+        assert_eq!(d.verdict, Ok(true));
+        // From the station's own side: goes on too.
+        let d = b.process(now, vxlan, plain(&req), &mut out);
+        assert_eq!(d.arp_reply, None);
+        // Gratuitous ARP: goes on.
+        let g = arp_request_frame(mac(1), [10, 0, 0, 9], [10, 0, 0, 9]);
+        assert_eq!(b.process(now, local, plain(&g), &mut out).arp_reply, None);
+        assert!(b.remove_arp_entry(Ipv4Addr::new(10, 0, 0, 9)));
+        assert_eq!(b.process(now, local, plain(&req), &mut out).arp_reply, None);
+        assert_eq!(b.arp_suppressed(), 1);
     }
 
     #[test]

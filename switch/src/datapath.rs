@@ -545,6 +545,15 @@ impl Datapath {
                     d
                 }
             };
+            if let Some(mac) = d.arp_reply {
+                // Answered by ARP suppression: the request becomes the reply, back out of the
+                // ingress port (the one port in `out`).
+                let pkt = &mut self.rx[i];
+                let len = pkt.len;
+                if let Some(bytes) = pkt.buf.get_mut(..len) {
+                    crate::bridge::arp_reply_in_place(bytes, mac);
+                }
+            }
             match d.verdict {
                 Err(reason) => counters.count_drop(reason),
                 Ok(_) => {

@@ -148,6 +148,9 @@ pub enum Request {
         #[serde(default)]
         flow: Option<String>,
     },
+    /// The cluster (`vswitchd --cluster`): etcd endpoints, this node, the other nodes with their
+    /// VTEPs and lease ages.
+    ClusterStatus,
     /// Stream the trace of real frames (one JSON line each) until `count`, or until the client
     /// hangs up.
     TraceLive {
@@ -199,6 +202,10 @@ pub struct NetworkSpec {
     /// name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_binding_ipv4: Option<String>,
+    /// `swarm`: the network exists once for the whole cluster (`vswitchd --cluster`), written
+    /// to etcd with a VNI chosen cluster-wide; `local` or none: this host only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// Why a request was refused, for clients that act on it (the message is for people).

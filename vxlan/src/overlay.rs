@@ -248,6 +248,18 @@ impl Overlay {
         self.lock().vtep.remove_peer(vni, peer)
     }
 
+    /// Adds (or replaces) a static remote entry: `mac` sits behind `peer`, which must be a peer
+    /// of `vni` already. It never ages and learning never moves it (the control plane knows
+    /// the station before any traffic, as a cluster's published endpoints).
+    pub fn add_static(&self, vni: u32, mac: MacAddr, peer: IpAddr) -> Result<(), Error> {
+        self.lock().vtep.add_static(vni, mac, peer)
+    }
+
+    /// Removes a remote entry, static or learned; false if it was not there.
+    pub fn remove_static(&self, vni: u32, mac: MacAddr) -> Result<bool, Error> {
+        self.lock().vtep.remove_entry(vni, mac)
+    }
+
     /// The peer a remote MAC was learned behind, if any.
     pub fn remote_of(&self, now: Instant, vni: u32, mac: MacAddr) -> Option<IpAddr> {
         self.lock().vtep.lookup(now, vni, mac)
@@ -667,6 +679,29 @@ mod tests {
         let fdb = dp.bridge_mut(net).unwrap().fdb_mut();
         fdb.add_static(Instant::ZERO, 1, LOCAL, at).unwrap();
         (dp, overlay, counters, sb_peer)
+    }
+
+    #[test]
+    fn a_static_remote_entry_is_known_before_traffic_and_goes_with_its_peer() {
+        let (_dp, overlay, _, _) = overlay_with_a_local_station();
+        let peer = IpAddr::V4(PEER);
+        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
+        // Only behind a peer of the VNI.
+        assert!(overlay.add_static(VNI, REMOTE, other).is_err());
+        overlay.add_static(VNI, REMOTE, peer).unwrap();
+        let now = Instant::from_nanos(3_600_000_000_000);
+        assert_eq!(
+            overlay.remote_of(now, VNI, REMOTE),
+            Some(peer),
+            "never ages"
+        );
+        let entries = overlay.remote_entries(now, VNI);
+        assert!(entries.iter().any(|e| e.mac == REMOTE && e.is_static));
+        assert!(overlay.remove_static(VNI, REMOTE).unwrap());
+        assert!(!overlay.remove_static(VNI, REMOTE).unwrap());
+        overlay.add_static(VNI, REMOTE, peer).unwrap();
+        overlay.remove_peer(VNI, peer).unwrap();
+        assert_eq!(overlay.remote_of(now, VNI, REMOTE), None);
     }
 
     /// Sends `datagrams` from the peer's address to the overlay.

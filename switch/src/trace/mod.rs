@@ -32,6 +32,8 @@ pub enum Stage {
     Forward,
     /// Overlay: VXLAN encapsulation or decapsulation.
     Vxlan,
+    /// ARP suppression: an ARP request answered by the switch for a known station.
+    Arp,
 }
 
 impl Stage {
@@ -44,6 +46,7 @@ impl Stage {
             Stage::Isolate => "isolate",
             Stage::Forward => "forward",
             Stage::Vxlan => "vxlan",
+            Stage::Arp => "arp",
         }
     }
 }

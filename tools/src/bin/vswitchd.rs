@@ -52,6 +52,16 @@ struct Args {
     /// Check the state store in --state-dir, print what it holds, and exit (0: readable, 1: not).
     #[arg(long)]
     state_check: bool,
+    /// Join a cluster kept in etcd: swarm-scope overlay networks, cluster-wide IPAM, peers and
+    /// stations discovered (needs a concrete --vtep address).
+    #[arg(long, value_name = "etcd://HOST:PORT[,HOST:PORT…]")]
+    cluster: Option<String>,
+    /// This node's name in the cluster (default: the hostname).
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    node: Option<String>,
+    /// The etcd key prefix of the cluster.
+    #[arg(long, value_name = "PREFIX", default_value = tools::daemon::cluster::DEFAULT_PREFIX, requires = "cluster")]
+    cluster_prefix: String,
 }
 
 fn main() -> ExitCode {
@@ -59,7 +69,13 @@ fn main() -> ExitCode {
     if args.state_check {
         return state_check(&args.state_dir);
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+    // The HTTP client of the cluster logs every request at debug: keep it at info unless asked.
+    let level = if args.log_level.contains('=') {
+        args.log_level.clone()
+    } else {
+        format!("{},ureq=info,ureq_proto=info", args.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -90,6 +106,7 @@ fn state_check(dir: &std::path::Path) -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let vtep = parse_vtep(&args.vtep)?;
+    let cluster = cluster_config(&args, vtep)?;
     let limits = parse_limits(&args)?;
     let group = args
         .socket_group
@@ -129,6 +146,13 @@ fn run(args: Args) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     let daemon = Arc::new(Mutex::new(daemon));
+    if let Some(config) = cluster {
+        let node = config.node.clone();
+        for r in tools::daemon::swarm::join(&daemon, config)? {
+            tracing::warn!("repaired: {r}");
+        }
+        tracing::info!(%node, "joined the cluster");
+    }
     tracing::info!(
         socket = %args.socket.display(),
         state_dir = %args.state_dir.display(),
@@ -154,7 +178,11 @@ fn run(args: Args) -> Result<(), String> {
     }
     // The plugin's thread ends and its socket goes before the datapath stops.
     drop(plugin);
-    daemon.lock().unwrap_or_else(|p| p.into_inner()).shutdown();
+    {
+        let mut d = daemon.lock().unwrap_or_else(|p| p.into_inner());
+        d.leave_cluster();
+        d.shutdown();
+    }
     let _ = dp_thread.join();
     // The API socket's file is removed by ApiSocket's Drop once the last clone goes; remove it
     // here too, since the serving thread holds a clone until the process exits.
@@ -261,6 +289,54 @@ fn start_docker_plugin(
             Ok(None)
         }
     }
+}
+
+/// The cluster settings from `--cluster`, `--node` and `--cluster-prefix`, if `--cluster`.
+fn cluster_config(
+    args: &Args,
+    vtep: std::net::SocketAddrV4,
+) -> Result<Option<tools::daemon::cluster::ClusterConfig>, String> {
+    let Some(list) = args.cluster.as_deref() else {
+        return Ok(None);
+    };
+    if vtep.ip().is_unspecified() {
+        return Err(format!(
+            "--cluster needs a concrete --vtep address (the other hosts send VXLAN to it), not {vtep}"
+        ));
+    }
+    let endpoints: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(String::from)
+        .collect();
+    if endpoints.is_empty() {
+        return Err("--cluster: expected etcd://HOST:PORT[,HOST:PORT…]".into());
+    }
+    let node = match &args.node {
+        Some(n) => n.clone(),
+        None => hostname()?,
+    };
+    let mut config = tools::daemon::cluster::ClusterConfig::new(
+        &endpoints,
+        &node,
+        std::net::SocketAddr::V4(vtep),
+    );
+    config.prefix = args.cluster_prefix.clone();
+    Ok(Some(config))
+}
+
+/// The machine's hostname, the default node name.
+fn hostname() -> Result<String, String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    if rc != 0 || name.is_empty() {
+        return Err("cannot read the hostname: give --node NAME".into());
+    }
+    Ok(name)
 }
 
 /// `ADDR[:PORT]` (IPv4; the port defaults to 4789).

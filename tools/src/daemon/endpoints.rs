@@ -147,6 +147,7 @@ impl Daemon {
                 });
             }
             let mut ep = ops.connect(d, &c, undo)?;
+            d.swarm_publish(&ep, undo)?;
             d.endpoints.push(ep.clone());
             undo.push(|d| {
                 d.endpoints.pop();
@@ -255,14 +256,7 @@ impl Daemon {
         let default_route =
             !net.spec.internal && ipam.gateway.is_some() && !mine.iter().any(|e| e.default_route);
         let host_interface = format!("{ENDPOINT_PREFIX}{}", short_hash(&[&net.id, sandbox]));
-        let addr = self
-            .ipam
-            .request_address(&ipam.pool, sandbox, c.requested)
-            .map_err(ApiError::from_ipam)?;
-        let pool = ipam.pool.clone();
-        undo.push(move |d| {
-            let _ = d.ipam.release_address(&pool, addr);
-        });
+        let addr = self.take_address(net, &ipam, sandbox, &c.id, c.requested, undo)?;
         Ok(EndpointRecord {
             id: c.id.clone(),
             network: net.name.clone(),
@@ -404,6 +398,7 @@ impl Daemon {
             )));
         }
         let ep = self.endpoints[i].clone();
+        self.swarm_withdraw(&ep)?;
         let mut problems = Vec::new();
         if let Err(e) = self.unpublish_ports(&ep.id) {
             problems.push(format!("unpublishing its ports: {}", e.message));
@@ -432,6 +427,9 @@ impl Daemon {
 
     /// Gives the endpoint's address back to its network's pool.
     fn release(&mut self, ep: &EndpointRecord) -> Result<(), ApiError> {
+        if self.swarm_release(ep)? {
+            return Ok(());
+        }
         let pool = self
             .networks
             .get(&ep.network)

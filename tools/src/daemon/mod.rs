@@ -33,6 +33,7 @@ mod sandboxes;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod swarm;
 pub mod trace;
 mod undo;
 
@@ -200,6 +201,8 @@ pub struct Daemon {
     instance_id: String,
     /// The L3 edge (NAT, published ports, isolation between networks): `edge.rs`.
     firewall: firewall::Firewall,
+    /// The cluster, with `--cluster` ([`swarm::join`]).
+    swarm: Option<swarm::Swarm>,
 }
 
 impl Daemon {
@@ -218,6 +221,7 @@ impl Daemon {
             store,
             vtep_addr,
             overlay: None,
+            swarm: None,
             hub: trace::new_hub(),
             captures: BTreeMap::new(),
             networks: BTreeMap::new(),
@@ -354,6 +358,7 @@ impl Daemon {
                 frame,
                 flow,
             } => self.trace(&in_port, frame.as_deref(), flow.as_deref()),
+            Request::ClusterStatus => self.cluster_status(),
             Request::TraceLive { .. } | Request::Capture { .. } => Err(ApiError::invalid(
                 "streaming requests are served by the API server",
             )),

@@ -18,9 +18,24 @@ use serde_json::json;
 use std::net::Ipv4Addr;
 
 impl Daemon {
-    /// Creates a network: validate → reserve the pool → open what the driver needs → make the
-    /// bridge → attach the driver's port → save; a failed step undoes those before it.
+    /// `network create`: a swarm-scope network goes through the cluster first
+    /// ([`Daemon::swarm_create`]); any other is made here.
     pub(super) fn create_network(
+        &mut self,
+        spec: NetworkSpec,
+    ) -> Result<serde_json::Value, ApiError> {
+        match spec.scope.as_deref() {
+            None | Some("local") => self.create_network_here(spec),
+            Some(super::swarm::SWARM) => self.swarm_create(spec),
+            Some(other) => Err(ApiError::invalid(format!(
+                "invalid scope {other:?}: local or swarm"
+            ))),
+        }
+    }
+
+    /// Creates a network here: validate → reserve the pool → open what the driver needs →
+    /// make the bridge → attach the driver's port → save; a failed step undoes those before it.
+    pub(super) fn create_network_here(
         &mut self,
         spec: NetworkSpec,
     ) -> Result<serde_json::Value, ApiError> {
@@ -153,9 +168,17 @@ impl Daemon {
         Ok(record)
     }
 
-    /// Removes a network nobody uses: its own ports, its bridge, its pool. Past the checks it
-    /// goes on past a failure, and reports every problem.
+    /// `network rm`: a swarm network leaves the cluster first ([`Daemon::swarm_remove`]).
     pub(super) fn network_rm(&mut self, name: &str) -> Result<serde_json::Value, ApiError> {
+        if self.is_swarm_network(name) {
+            self.swarm_remove(name)?;
+        }
+        self.network_rm_here(name)
+    }
+
+    /// Removes a network nobody uses here: its own ports, its bridge, its pool. Past the
+    /// checks it goes on past a failure, and reports every problem.
+    pub(super) fn network_rm_here(&mut self, name: &str) -> Result<serde_json::Value, ApiError> {
         self.check_unused(name)?;
         let mut problems = Vec::new();
         let own: Vec<String> = self
@@ -205,7 +228,7 @@ impl Daemon {
     }
 
     /// Refuses to remove a default network, or one with endpoints or ports of users.
-    fn check_unused(&self, name: &str) -> Result<(), ApiError> {
+    pub(super) fn check_unused(&self, name: &str) -> Result<(), ApiError> {
         self.network(name)?;
         if DEFAULT_NETWORKS.iter().any(|(n, _)| *n == name) {
             return Err(ApiError::conflict(format!(
@@ -247,7 +270,12 @@ impl Daemon {
                 id: n.record.short_id().to_string(),
                 name: n.record.name.clone(),
                 driver: n.record.driver.name().into(),
-                scope: n.record.driver.ops().scope().into(),
+                scope: n
+                    .record
+                    .spec
+                    .scope
+                    .clone()
+                    .unwrap_or_else(|| n.record.driver.ops().scope().into()),
                 ports: self
                     .ports
                     .values()
@@ -305,11 +333,15 @@ impl Daemon {
             .filter(|p| p.record.network == name)
             .map(|p| p.record.name.as_str())
             .collect();
-        Ok(json!([{
+        let scope = s
+            .scope
+            .clone()
+            .unwrap_or_else(|| n.record.driver.ops().scope().into());
+        let mut doc = json!([{
             "Name": n.record.name,
             "Id": n.record.id,
             "Driver": n.record.driver,
-            "Scope": n.record.driver.ops().scope(),
+            "Scope": scope,
             "Internal": s.internal,
             "IPAM": {
                 "Driver": "default",
@@ -320,7 +352,11 @@ impl Daemon {
             "Peers": s.peers,
             "Ports": ports,
             "Rules": rules,
-        }]))
+        }]);
+        if let Some(cluster) = self.swarm_inspect(name)? {
+            doc[0]["Cluster"] = cluster;
+        }
+        Ok(doc)
     }
 
     /// `network peer add|rm`: a remote VTEP joins or leaves an overlay network's flood list.
@@ -660,6 +696,7 @@ fn docker_api_spec(d: &DockerNetworkSpec) -> Result<NetworkSpec, ApiError> {
         enable_icc: d.enable_icc,
         enable_ip_masquerade: d.enable_ip_masquerade,
         host_binding_ipv4: d.host_binding_ipv4.map(|ip| ip.to_string()),
+        scope: None,
     })
 }
 

@@ -51,11 +51,20 @@ pub struct EtcdLab {
     dir: PathBuf,
     /// The namespace (dropped after the child is gone).
     ns: Netns,
+    /// Where etcd serves clients.
+    client_url: String,
 }
 
 impl EtcdLab {
     /// Makes the namespace and the data directory and starts etcd, waiting until it answers.
     pub fn start() -> EtcdLab {
+        EtcdLab::start_on(|_| None)
+    }
+
+    /// Like [`EtcdLab::start`], with `setup` run on the new namespace first: it may give the
+    /// namespace an interface and return the address etcd serves clients on (besides loopback),
+    /// e.g. on a test's underlay so daemons in other namespaces reach it.
+    pub fn start_on(setup: impl FnOnce(&Netns) -> Option<String>) -> EtcdLab {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "vsc{}e{}",
@@ -64,6 +73,10 @@ impl EtcdLab {
         );
         let ns = Netns::new(name.clone());
         super::ip(&["-n", &name, "link", "set", "lo", "up"]);
+        let client_url = match setup(&ns) {
+            Some(addr) => format!("http://{addr}:2379"),
+            None => CLIENT_URL.to_string(),
+        };
         let dir = std::env::temp_dir().join(format!("{name}-etcd"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create etcd's temporary directory");
@@ -71,6 +84,7 @@ impl EtcdLab {
             child: None,
             dir,
             ns,
+            client_url,
         };
         lab.restart();
         lab
@@ -78,7 +92,7 @@ impl EtcdLab {
 
     /// The endpoint list clients use.
     pub fn endpoints(&self) -> Vec<String> {
-        vec![CLIENT_URL.to_string()]
+        vec![self.client_url.clone()]
     }
 
     /// Runs `f` inside etcd's namespace (on a fresh thread) and returns its result.
@@ -99,13 +113,18 @@ impl EtcdLab {
         self.kill();
         let log = fs::File::create(self.dir.join("etcd.log")).expect("create etcd's log");
         let data = self.dir.join("data");
+        let listen = if self.client_url == CLIENT_URL {
+            CLIENT_URL.to_string()
+        } else {
+            format!("{},{CLIENT_URL}", self.client_url)
+        };
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns.name, "etcd"])
             .args(["--name", "test"])
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen-client-urls", CLIENT_URL])
-            .args(["--advertise-client-urls", CLIENT_URL])
+            .args(["--listen-client-urls", &listen])
+            .args(["--advertise-client-urls", &self.client_url])
             .args(["--listen-peer-urls", PEER_URL])
             .args(["--initial-advertise-peer-urls", PEER_URL])
             .args(["--initial-cluster", &format!("test={PEER_URL}")])

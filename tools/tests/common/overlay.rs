@@ -202,6 +202,17 @@ impl World {
         self.hosts.push(host);
     }
 
+    /// Starts vswitchd on host i (made without one, or whose daemon was stopped) with
+    /// `--vtep 10.T.0.i` and `extra` arguments, on the host's own state directory.
+    pub fn start_daemon(&mut self, i: u8, extra: &[&str]) {
+        let dir = self.dir.path.join(format!("h{i}"));
+        let host = self.h_mut(i);
+        let vtep = host.underlay_ip.clone();
+        let mut args = vec!["--vtep", vtep.as_str()];
+        args.extend_from_slice(extra);
+        host.daemon = Some(HostDaemon::start_with(&host.ns, &dir, &args));
+    }
+
     /// Host i (1-based).
     pub fn h(&self, i: u8) -> &OHost {
         self.hosts

@@ -10,6 +10,7 @@
 //! the CLI prints the message and keeps exit status 1 for all of them (see [`EXIT_STATUS`]).
 
 mod args;
+mod cluster;
 mod fdb;
 mod nat;
 mod network;
@@ -81,6 +82,9 @@ enum Command {
     /// What the L3 edge programs: outbound NAT, published ports, isolation (nftables).
     #[command(subcommand)]
     Nat(nat::NatCmd),
+    /// The cluster vswitchd joined with --cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
 }
 
 impl Command {
@@ -95,6 +99,7 @@ impl Command {
             Command::Trace(c) => c.request(),
             Command::Capture(c) => c.request(),
             Command::Nat(c) => c.request(),
+            Command::Cluster(c) => c.request(),
         }
     }
 
@@ -109,6 +114,7 @@ impl Command {
             Command::Trace(c) => c.render(result),
             Command::Capture(_) => String::new(),
             Command::Nat(c) => c.render(result),
+            Command::Cluster(c) => c.render(result),
         }
     }
 }

@@ -112,6 +112,10 @@ pub struct CreateArgs {
     /// Restrict external access: no route off the network.
     #[arg(long)]
     internal: bool,
+    /// `swarm`: one network for the whole cluster (an overlay, vswitchd started with
+    /// `--cluster`); `local` (the default): this host only.
+    #[arg(long, value_name = "SCOPE", value_parser = ["local", "swarm"])]
+    scope: Option<String>,
     /// A driver option, as Docker names it: com.docker.network.bridge.enable_icc=BOOL,
     /// com.docker.network.bridge.enable_ip_masquerade=BOOL,
     /// com.docker.network.bridge.host_binding_ipv4=IP, com.docker.network.driver.mtu=N
@@ -177,6 +181,7 @@ impl CreateArgs {
             parent: self.parent.clone(),
             mtu: self.mtu,
             internal: self.internal,
+            scope: self.scope.clone(),
             ..NetworkSpec::default()
         };
         for o in &self.opts {
@@ -300,6 +305,7 @@ mod tests {
             mtu: None,
             internal: false,
             opts: vec![],
+            scope: None,
         })
     }
 

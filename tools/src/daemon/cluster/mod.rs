@@ -56,6 +56,7 @@
 //! [`Cluster::release_address`]; connect and disconnect publish and withdraw the endpoint;
 //! `vswitchctl cluster status` shows [`Cluster::status`] (`Display` for people, `Serialize` for
 //! `--json`). Dropping the [`Cluster`] on shutdown revokes the lease, so the node leaves at once.
+//! The daemon's side of all this is `daemon/swarm.rs` (`vswitchd --cluster`).
 //!
 //! # Faults
 //!
@@ -79,7 +80,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 pub use switch::MacAddr;
 
@@ -144,7 +145,7 @@ impl ClusterConfig {
 }
 
 /// `vswitchctl cluster status`: the etcd endpoints, this node, and every registered node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterStatus {
     /// The etcd client URLs.
     pub endpoints: Vec<String>,
@@ -165,7 +166,7 @@ pub struct ClusterStatus {
 }
 
 /// One node in [`ClusterStatus`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// The node's name.
     pub name: String,
