@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tools::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use tools::daemon::dns::ForwardConfig;
 use tools::daemon::docker::{self, DaemonBackend, DockerPlugin};
 use tools::daemon::server::{ApiSocket, Limits};
 use tools::daemon::{state, state::StateDir, Daemon};
@@ -46,6 +47,11 @@ struct Args {
     /// [default: /run/docker/plugins/vswitch.sock]
     #[arg(long, env = "VSWITCH_DOCKER_PLUGIN", value_name = "PATH|none")]
     docker_plugin: Option<String>,
+    /// An upstream resolver for the sandboxes' names that are not theirs, IP[:PORT]; repeat for
+    /// several (tried in order). `none`: no forwarding (only the sandboxes' own names
+    /// resolve). [default: the nameservers of the daemon's /etc/resolv.conf]
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]|none")]
+    dns_upstream: Vec<String>,
     /// error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -90,6 +96,7 @@ fn state_check(dir: &std::path::Path) -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let vtep = parse_vtep(&args.vtep)?;
+    let dns = dns_config(&args.dns_upstream)?;
     let limits = parse_limits(&args)?;
     let group = args
         .socket_group
@@ -114,6 +121,15 @@ fn run(args: Args) -> Result<(), String> {
         tracing::warn!("repaired: {r}");
     }
     let mut daemon = daemon;
+    // The sandboxes' resolver; forwarded queries leave from this (the daemon's) namespace.
+    let upstreams = dns.upstreams.clone();
+    for problem in daemon
+        .enable_dns(dns)
+        .map_err(|e| format!("starting the DNS service: {e}"))?
+    {
+        tracing::warn!("dns: {problem}");
+    }
+    tracing::info!(?upstreams, "DNS service at 127.0.0.11:53 in every connected sandbox");
     if args.trace {
         // One line per frame on stderr, for as long as the daemon runs.
         let (_, lines) = daemon
@@ -261,6 +277,20 @@ fn start_docker_plugin(
             Ok(None)
         }
     }
+}
+
+/// The DNS forwarding of `--dns-upstream` values: `none` alone turns forwarding off.
+fn dns_config(values: &[String]) -> Result<ForwardConfig, String> {
+    let none = values.iter().any(|v| v == "none");
+    if none && values.len() > 1 {
+        return Err("--dns-upstream none cannot be combined with upstreams".into());
+    }
+    let config = if none {
+        ForwardConfig::new(Vec::new())
+    } else {
+        ForwardConfig::from_args(values)
+    };
+    config.map_err(|e| e.to_string())
 }
 
 /// `ADDR[:PORT]` (IPv4; the port defaults to 4789).

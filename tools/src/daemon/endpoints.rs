@@ -63,6 +63,9 @@ pub struct EndpointRecord {
     /// The ports published to the endpoint (Docker's `-p`, `network connect --publish`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<PublishedPort>,
+    /// Extra DNS names of the sandbox on this network (`network connect --alias`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// What an endpoint made by Docker carries besides the common fields.
@@ -142,6 +145,7 @@ impl Connect<'_> {
             default_route: false,
             docker: None,
             published: Vec::new(),
+            aliases: Vec::new(),
         }
     }
 }
@@ -153,9 +157,11 @@ impl Daemon {
         network: &str,
         sandbox: &str,
         ip: Option<&str>,
+        aliases: &[String],
     ) -> Result<serde_json::Value, ApiError> {
         let (net, sb) = self.check_connect(network, sandbox)?;
         let requested = ip.map(parse_ipv4).transpose()?;
+        let aliases = self.checked_aliases(&net, aliases)?;
         let ops = net.driver.ops();
         if requested.is_some() && !ops.has_pool() {
             return Err(ApiError::invalid(format!(
@@ -170,7 +176,8 @@ impl Daemon {
             requested,
         };
         let ep = self.transaction(|d, undo| {
-            let ep = ops.connect(d, &c, undo)?;
+            let mut ep = ops.connect(d, &c, undo)?;
+            ep.aliases = aliases;
             d.endpoints.push(ep.clone());
             undo.push(|d| {
                 d.endpoints.pop();
@@ -178,7 +185,11 @@ impl Daemon {
             d.save()?;
             Ok(ep)
         })?;
+        self.names_connected(&ep);
         let mut out = json!({ "endpoint": ep.id, "network": network, "sandbox": sandbox });
+        if !ep.aliases.is_empty() {
+            out["aliases"] = json!(ep.aliases);
+        }
         if let Some(ipv4) = ep.ipv4() {
             out["interface"] = json!(ep.interface);
             out["ipv4"] = json!(ipv4);
@@ -286,6 +297,7 @@ impl Daemon {
             default_route,
             docker: None,
             published: Vec::new(),
+            aliases: Vec::new(),
         })
     }
 
@@ -410,6 +422,7 @@ impl Daemon {
             problems.push(e.message);
         }
         self.endpoints.remove(i);
+        self.names_disconnected(network, sandbox);
         self.save()?;
         let done = json!({ "network": network, "sandbox": sandbox });
         ApiError::unless_problems(&problems, "disconnected", done)
@@ -657,6 +670,7 @@ impl Daemon {
                     sandbox_key: None,
                 }),
                 published: Vec::new(),
+                aliases: Vec::new(),
             };
             d.endpoints.push(ep.clone());
             undo.push(|d| {

@@ -23,6 +23,7 @@ mod endpoints;
 mod error;
 mod fdb;
 pub mod firewall;
+mod names;
 mod networks;
 mod ports;
 mod sandboxes;
@@ -194,6 +195,8 @@ pub struct Daemon {
     captures: BTreeMap<String, trace::CaptureFan>,
     /// The state dir's ID ([`state::instance_id`]): the interfaces we make carry it.
     instance_id: String,
+    /// The embedded DNS server, once [`Daemon::enable_dns`] started it (`names.rs`).
+    dns: Option<names::Names>,
 }
 
 impl Daemon {
@@ -223,6 +226,7 @@ impl Daemon {
                 .collect(),
             endpoints: saved.endpoints,
             ipam: saved.ipam,
+            dns: None,
         };
         let fresh = saved.networks.is_empty();
         d.restore_networks(saved.networks)
@@ -322,7 +326,8 @@ impl Daemon {
                 network,
                 sandbox,
                 ip,
-            } => self.network_connect(&network, &sandbox, ip.as_deref()),
+                aliases,
+            } => self.network_connect(&network, &sandbox, ip.as_deref(), &aliases),
             Request::NetworkDisconnect { network, sandbox } => {
                 self.network_disconnect(&network, &sandbox)
             }
@@ -338,6 +343,7 @@ impl Daemon {
             },
             Request::SandboxRm { name } => self.sandbox_rm(&name),
             Request::SandboxLs => self.sandbox_ls(),
+            Request::DnsStats => self.dns_stats(),
             Request::Trace {
                 in_port,
                 frame,

@@ -277,6 +277,7 @@ impl Daemon {
                     "MacAddress": e.mac.clone().unwrap_or_default(),
                     "IPv4Address": e.ipv4().unwrap_or_default(),
                     "IPv6Address": "",
+                    "Aliases": e.aliases,
                 }),
             );
         }

@@ -10,6 +10,7 @@
 //! the CLI prints the message and keeps exit status 1 for all of them (see [`EXIT_STATUS`]).
 
 mod args;
+mod dns;
 mod fdb;
 mod network;
 mod output;
@@ -73,6 +74,9 @@ enum Command {
     /// Create, remove and list sandboxes (network namespaces).
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCmd),
+    /// The embedded DNS server of the sandboxes (127.0.0.11): its counters.
+    #[command(subcommand)]
+    Dns(dns::DnsCmd),
     /// Run a frame through the pipeline without side effects, or watch real frames (--live).
     Trace(trace::TraceArgs),
     /// Write the frames a port receives and sends to a pcap file.
@@ -88,6 +92,7 @@ impl Command {
             Command::Stats(c) => c.request(),
             Command::Network(c) => c.request(),
             Command::Sandbox(c) => c.request(),
+            Command::Dns(c) => c.request(),
             Command::Trace(c) => c.request(),
             Command::Capture(c) => c.request(),
         }
@@ -101,6 +106,7 @@ impl Command {
             Command::Stats(c) => c.render(result),
             Command::Network(c) => c.render(result),
             Command::Sandbox(c) => c.render(result),
+            Command::Dns(c) => c.render(result),
             Command::Trace(c) => c.render(result),
             Command::Capture(_) => String::new(),
         }

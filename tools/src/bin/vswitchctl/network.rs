@@ -41,6 +41,10 @@ pub enum NetworkCmd {
         /// Ask for this address (else the next free one).
         #[arg(long, value_name = "IP", value_parser = args::ip)]
         ip: Option<IpAddr>,
+        /// Another DNS name of the sandbox on this network (its own name resolves too);
+        /// repeat for several. Sandboxes sharing the network resolve it at 127.0.0.11.
+        #[arg(long = "alias", value_name = "NAME", value_parser = args::alias)]
+        aliases: Vec<String>,
     },
     /// Disconnect a sandbox from a network (its address is released).
     Disconnect {
@@ -138,10 +142,12 @@ impl NetworkCmd {
                 network,
                 sandbox,
                 ip,
+                aliases,
             } => Request::NetworkConnect {
                 network: network.clone(),
                 sandbox: sandbox.clone(),
                 ip: ip.map(|ip| ip.to_string()),
+                aliases: aliases.clone(),
             },
             NetworkCmd::Disconnect { network, sandbox } => Request::NetworkDisconnect {
                 network: network.clone(),
