@@ -440,3 +440,36 @@ fn names_answer_again_after_kill_9_and_restart() {
         .collect();
     assert!(aliases.contains(&serde_json::json!(["api"])), "{inspect}");
 }
+
+#[test]
+fn an_adopted_namespace_gets_the_resolver_and_a_hint() {
+    if !prerequisites() {
+        return;
+    }
+    let p = prefix();
+    // Dropped after the world (whose sandbox guard removes the adopted name first).
+    let own = Netns::new(format!("{p}-own"));
+    let mut w = World::new();
+    w.daemon
+        .ctl_ok(&["network", "create", "front", "--subnet", "10.35.0.0/24"]);
+    let a = w.sandbox("a");
+    let ip_a = w.connect("front", &a, &["api"]);
+    let adopted = format!("{}-ad", w.prefix);
+    w.sandboxes.push((
+        Sandbox::guard(adopted.clone(), &w.daemon.socket),
+        EtcNetnsGuard(adopted.clone()),
+    ));
+    let own_path = own.path().display().to_string();
+    let hint = w
+        .daemon
+        .ctl_ok(&["sandbox", "create", &adopted, "--netns", &own_path]);
+    assert!(
+        hint.contains("127.0.0.11") && hint.contains(&format!("/etc/netns/{adopted}/")),
+        "{hint}"
+    );
+    w.connect("front", &adopted, &[]);
+    // Asked from the namespace itself (by its own name, not the sandbox's).
+    let (status, data) = dig(&own.name, &["api", "A"]);
+    assert_eq!((status.as_str(), data), ("NOERROR", vec![ip_a.to_string()]));
+    assert_eq!(a_of(&a, &adopted).len(), 1);
+}

@@ -361,3 +361,25 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     unsafe { libc::sigwait(set, &mut sig) };
     sig
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_upstreams_from_the_command_line() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let c = dns_config(&args(&["10.0.0.53", "10.0.0.54:5353"])).unwrap();
+        assert_eq!(
+            c.upstreams,
+            vec![
+                "10.0.0.53:53".parse().unwrap(),
+                "10.0.0.54:5353".parse().unwrap()
+            ]
+        );
+        assert!(dns_config(&args(&["none"])).unwrap().upstreams.is_empty());
+        assert!(dns_config(&args(&["none", "10.0.0.53"])).is_err());
+        assert!(dns_config(&args(&["127.0.0.11"])).is_err(), "a loop");
+        assert!(dns_config(&args(&["resolver"])).is_err());
+    }
+}

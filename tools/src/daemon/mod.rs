@@ -12,8 +12,8 @@
 //! has its own file under `drivers/` (whose `mod.rs` says why a driver is an enum with a trait
 //! behind it); [`server`] is the socket and [`state`] the store. The services to come get a folder
 //! each beside them: `docker/` (the libnetwork remote driver and IPAM plugin), `firewall/` (the
-//! L3 edge on nftables), `dns/` (the embedded resolver) and `cluster/` (the etcd client), each
-//! calling into the [`Daemon`] as the API does.
+//! L3 edge on nftables), `dns/` (the embedded resolver, wired in by `names.rs`) and `cluster/`
+//! (the etcd client), each calling into the [`Daemon`] as the API does.
 
 pub mod cluster;
 pub mod dns;
