@@ -502,13 +502,35 @@ mod tests {
 
     #[test]
     fn aliases_are_dns_names() {
-        for ok in ["web", "db-1", "svc.internal", "a.b.c.", "X9", &"a".repeat(63)] {
+        for ok in [
+            "web",
+            "db-1",
+            "svc.internal",
+            "a.b.c.",
+            "X9",
+            &"a".repeat(63),
+        ] {
             assert_eq!(check_alias(ok), Ok(()), "{ok}");
         }
-        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(62)].join(".");
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(62),
+        ]
+        .join(".");
         assert_eq!(long.len(), 254);
         for bad in [
-            "", ".", "-web", "web-", "a..b", "we b", "web_1", "ü", &"a".repeat(64), &long,
+            "",
+            ".",
+            "-web",
+            "web-",
+            "a..b",
+            "we b",
+            "web_1",
+            "ü",
+            &"a".repeat(64),
+            &long,
         ] {
             assert!(check_alias(bad).is_err(), "{bad:?}");
         }

@@ -121,7 +121,15 @@ impl World {
             "netns",
             &upstream.name,
         ]);
-        ip(&["-n", &daemon_ns.name, "addr", "add", DAEMON_ADDR, "dev", "up0"]);
+        ip(&[
+            "-n",
+            &daemon_ns.name,
+            "addr",
+            "add",
+            DAEMON_ADDR,
+            "dev",
+            "up0",
+        ]);
         ip(&["-n", &daemon_ns.name, "link", "set", "up0", "up"]);
         let up_addr = format!("{UPSTREAM_IP}/24");
         ip(&["-n", &upstream.name, "addr", "add", &up_addr, "dev", "eth0"]);
@@ -131,10 +139,19 @@ impl World {
         std::fs::write(&hosts_file, HOSTS).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &upstream.name, "dnsmasq", "--no-daemon"])
-            .args(["--no-resolv", "--no-hosts", "--bind-interfaces", "--port", "53"])
+            .args([
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--port",
+                "53",
+            ])
             .arg(format!("--addn-hosts={}", hosts_file.display()))
             .arg(format!("--listen-address={UPSTREAM_IP}"))
-            .arg(format!("--pid-file={}", tmp.path.join("dnsmasq.pid").display()))
+            .arg(format!(
+                "--pid-file={}",
+                tmp.path.join("dnsmasq.pid").display()
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -276,7 +293,10 @@ fn names_aliases_ptr_tcp_forwarding_and_views_through_vswitchd() {
     let mut want = vec![ip_b.to_string(), ip_c.to_string()];
     want.sort();
     assert_eq!(both, want);
-    assert_ne!(first, second, "two endpoints of one alias answer round robin");
+    assert_ne!(
+        first, second,
+        "two endpoints of one alias answer round robin"
+    );
 
     // Another network's names are NXDOMAIN; its own resolve there.
     assert_eq!(dig(&e, &[&b, "A"]).0, "NXDOMAIN");
@@ -314,7 +334,10 @@ fn names_aliases_ptr_tcp_forwarding_and_views_through_vswitchd() {
     // `network inspect` shows the aliases, Docker's shape.
     let inspect = d.ctl_json(&["network", "inspect", "front"]);
     let containers = inspect[0]["Containers"].as_object().unwrap();
-    let of_b = containers.values().find(|v| v["Name"] == b.as_str()).unwrap();
+    let of_b = containers
+        .values()
+        .find(|v| v["Name"] == b.as_str())
+        .unwrap();
     assert_eq!(of_b["Aliases"], serde_json::json!(["web", "svc"]));
 
     // Disconnect removes the name at once; so does removing a sandbox.
@@ -348,7 +371,9 @@ fn ten_thousand_queries_from_several_sandboxes_are_all_answered() {
     let mut w = World::new();
     w.daemon
         .ctl_ok(&["network", "create", "load", "--subnet", "10.33.0.0/24"]);
-    let names: Vec<String> = (0..SANDBOXES).map(|i| w.sandbox(&format!("l{i}"))).collect();
+    let names: Vec<String> = (0..SANDBOXES)
+        .map(|i| w.sandbox(&format!("l{i}")))
+        .collect();
     for n in &names {
         w.connect("load", n, &["peer"]);
     }
@@ -365,10 +390,17 @@ fn ten_thousand_queries_from_several_sandboxes_are_all_answered() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(answered, vec![PER_SANDBOX; SANDBOXES], "every query answered");
+    assert_eq!(
+        answered,
+        vec![PER_SANDBOX; SANDBOXES],
+        "every query answered"
+    );
     let stats = w.dns_stats();
     let total = (SANDBOXES * PER_SANDBOX) as u64;
-    assert!(stats["queries"].as_u64().unwrap() - before >= total, "{stats}");
+    assert!(
+        stats["queries"].as_u64().unwrap() - before >= total,
+        "{stats}"
+    );
     assert_eq!(stats["dropped_other"], 0, "{stats}");
 }
 
@@ -424,7 +456,11 @@ fn names_answer_again_after_kill_9_and_restart() {
     w.daemon.signal(libc::SIGKILL, WAIT).expect("vswitchd dies");
     // The old process's sockets died with it: nothing answers until the restart.
     let out = ns_exec(&a, &["dig", "@127.0.0.11", "+time=1", "+tries=1", "api"]);
-    assert_ne!(out.status.code(), Some(0), "no resolver while vswitchd is down");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "no resolver while vswitchd is down"
+    );
 
     let dir = w.tmp.path.join("d");
     w.daemon = Daemon::start_with(&w.daemon_ns, &dir, &["--dns-upstream", UPSTREAM_IP]);

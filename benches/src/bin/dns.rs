@@ -276,12 +276,7 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
     ctl(&["network", "connect", "bench", &client])?;
     let mut local_hosts = String::new();
     for i in 0..args.names {
-        let _ = writeln!(
-            local_hosts,
-            "{} {}",
-            local_addr(&targets, i),
-            local_name(i)
-        );
+        let _ = writeln!(local_hosts, "{} {}", local_addr(&targets, i), local_name(i));
     }
     let _local = dnsmasq(&client, &local_hosts, "127.0.0.53", "dnsmasq-local")?;
 
@@ -315,7 +310,12 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
 
     let scenarios: [(&'static str, &str, SocketAddr, bool); 4] = [
         ("local names: vswitchd", client.as_str(), vswitch, true),
-        ("local names: dnsmasq (hosts file)", client.as_str(), local, true),
+        (
+            "local names: dnsmasq (hosts file)",
+            client.as_str(),
+            local,
+            true,
+        ),
         (
             "forwarded names: vswitchd -> dnsmasq",
             client.as_str(),

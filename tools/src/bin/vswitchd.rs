@@ -129,7 +129,10 @@ fn run(args: Args) -> Result<(), String> {
     {
         tracing::warn!("dns: {problem}");
     }
-    tracing::info!(?upstreams, "DNS service at 127.0.0.11:53 in every connected sandbox");
+    tracing::info!(
+        ?upstreams,
+        "DNS service at 127.0.0.11:53 in every connected sandbox"
+    );
     if args.trace {
         // One line per frame on stderr, for as long as the daemon runs.
         let (_, lines) = daemon
