@@ -34,18 +34,9 @@ impl Daemon {
             served: BTreeSet::new(),
         });
         let mut problems = Vec::new();
-        let sandboxes: Vec<String> = self.sandboxes.keys().cloned().collect();
-        for sb in sandboxes {
-            let eps: Vec<EndpointRecord> = self
-                .endpoints
-                .iter()
-                .filter(|e| e.sandbox == sb)
-                .cloned()
-                .collect();
-            for ep in eps {
-                if let Err(e) = self.names_add(&ep) {
-                    problems.push(e);
-                }
+        for ep in self.endpoints.clone() {
+            if let Err(e) = self.names_add(&ep) {
+                problems.push(e);
             }
         }
         Ok(problems)
@@ -104,6 +95,8 @@ impl Daemon {
     pub(super) fn names_sandbox_removed(&mut self, sandbox: &str) {
         let Some(dns) = &mut self.dns else { return };
         if !dns.served.remove(sandbox) {
+            // Never served (its sockets could not be opened): only its names.
+            dns.service.table().remove_sandbox(sandbox);
             return;
         }
         if let Err(e) = dns.service.remove_sandbox(sandbox) {
@@ -133,7 +126,9 @@ impl Daemon {
                 .is_some_and(|n| n.record.driver.ops().has_pool())
     }
 
-    /// Serves the endpoint's sandbox (if not yet) and adds its names.
+    /// Adds the endpoint's names and serves its sandbox (if not yet), each even if the other
+    /// fails: the names resolve for the other sandboxes without this one's sockets, and the
+    /// sandbox forwards without its names.
     fn names_add(&mut self, ep: &EndpointRecord) -> Result<(), String> {
         let (true, Some(ip)) = (self.is_served(ep), ep.ip) else {
             return Ok(());
@@ -144,20 +139,46 @@ impl Daemon {
         let Some(dns) = &mut self.dns else {
             return Ok(());
         };
-        if !dns.served.contains(&sb.name) {
-            let ns = netns::open_netns(&sb.path)
-                .map_err(|e| format!("opening the namespace of {}: {e}", sb.name))?;
-            dns.service
-                .add_sandbox(&sb.name, &ns)
-                .map_err(|e| e.to_string())?;
-            dns.served.insert(sb.name.clone());
-            dns.service
-                .write_resolv_conf(&sb.name)
-                .map_err(|e| format!("writing the resolv.conf of {}: {e}", sb.name))?;
-        }
-        dns.service
+        let named = dns
+            .service
             .table()
             .add_endpoint(&ep.network, &sb.name, ip, &ep.aliases)
-            .map_err(|e| format!("names of {}: {e}", sb.name))
+            .map_err(|e| format!("names of {}: {e}", sb.name));
+        if dns.served.contains(&sb.name) {
+            return named;
+        }
+        let ns = netns::open_netns(&sb.path)
+            .map_err(|e| format!("opening the namespace of {}: {e}", sb.name))?;
+        dns.service
+            .add_sandbox(&sb.name, &ns)
+            .map_err(|e| e.to_string())?;
+        dns.served.insert(sb.name.clone());
+        dns.service
+            .write_resolv_conf(&sb.name)
+            .map_err(|e| format!("writing the resolv.conf of {}: {e}", sb.name))?;
+        named
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_saved_before_aliases_load() {
+        let old = r#"{"id": "e1", "network": "blue", "sandbox": "web", "interface": "eth0",
+                      "host_interface": "vse0123456789ab", "mac": "02:42:0a:00:00:02",
+                      "ip": "10.0.0.2", "prefix_len": 24}"#;
+        let ep: EndpointRecord = serde_json::from_str(old).unwrap();
+        assert!(ep.aliases.is_empty());
+        let again = serde_json::to_value(&ep).unwrap();
+        assert!(again.get("aliases").is_none(), "{again}");
+        let with = EndpointRecord {
+            aliases: vec!["api".into()],
+            ..ep
+        };
+        let text = serde_json::to_string(&with).unwrap();
+        let back: EndpointRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.aliases, vec!["api".to_string()]);
     }
 }
