@@ -119,6 +119,9 @@ pub enum Request {
         /// Published ports, `[HOST_IP:]HOST_PORT:PORT[/tcp|udp]` each (Docker's `-p`).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         publish: Vec<String>,
+        /// Extra DNS names of the sandbox on this network (`--alias`), besides its own name.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        aliases: Vec<String>,
     },
     /// Undo `network_connect`: remove the endpoint and release its address.
     NetworkDisconnect { network: String, sandbox: String },
@@ -138,6 +141,8 @@ pub enum Request {
     SandboxLs {},
     /// What the L3 edge has programmed in `table inet vswitch`: rules and published ports.
     NatShow {},
+    /// The embedded DNS server's counters.
+    DnsStats {},
     /// Run one frame through the pipeline with no side effects and say what each stage decided.
     Trace {
         in_port: String,
@@ -314,6 +319,27 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "invalid {what} name {name:?}: use 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+/// Checks a DNS alias (`network connect --alias`): dot-separated labels of 1-63 letters,
+/// digits or `-`, neither starting nor ending with `-` (RFC 1123 § 2.1, RFC 952), 253
+/// characters at most (RFC 1035 § 2.3.4); one trailing dot is accepted.
+pub fn check_alias(alias: &str) -> Result<(), String> {
+    let name = alias.strip_suffix('.').unwrap_or(alias);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid alias {alias:?}: use DNS labels (1-63 letters, digits or '-', not at \
+             either end) joined by '.', 253 characters at most"
         ))
     }
 }
@@ -499,6 +525,49 @@ fn read_response(reader: &mut impl BufRead) -> io::Result<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aliases_are_dns_names() {
+        for ok in [
+            "web",
+            "db-1",
+            "svc.internal",
+            "a.b.c.",
+            "X9",
+            &"a".repeat(63),
+        ] {
+            assert_eq!(check_alias(ok), Ok(()), "{ok}");
+        }
+        let long = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(62),
+        ]
+        .join(".");
+        assert_eq!(long.len(), 254);
+        for bad in [
+            "",
+            ".",
+            "-web",
+            "web-",
+            "a..b",
+            "we b",
+            "web_1",
+            "ü",
+            &"a".repeat(64),
+            &long,
+        ] {
+            assert!(check_alias(bad).is_err(), "{bad:?}");
+        }
+        // Old clients send no aliases; the field is left out when empty.
+        let old = r#"{"cmd":"network_connect","network":"n","sandbox":"s"}"#;
+        let r: Request = serde_json::from_str(old).unwrap();
+        assert!(matches!(&r, Request::NetworkConnect { aliases, .. } if aliases.is_empty()));
+        assert!(!serde_json::to_string(&r).unwrap().contains("aliases"));
+        let dns: Request = serde_json::from_str(r#"{"cmd":"dns_stats"}"#).unwrap();
+        assert_eq!(dns, Request::DnsStats {});
+    }
 
     #[test]
     fn request_wire_shape() {

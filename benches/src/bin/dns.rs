@@ -1,22 +1,25 @@
-//! `dns`: the embedded DNS server against dnsmasq. As root:
+//! `dns`: vswitchd's embedded DNS server against dnsmasq. As root:
 //!
 //! ```text
-//! cargo run --release -p benches --bin dns [-- --names 1000 --clients 4 --seconds 3 --json out.json]
+//! cargo run --release -p benches --bin dns [-- --names 1000 --targets 10 --clients 4 --seconds 3]
 //! ```
 //!
-//! Three namespaces of the run (`vsb<pid>-dns-…`): `d`, where the DNS service runs (in this
-//! process: the daemon does not serve it yet) and queries leave for upstreams; `u`, joined to
-//! `d` by a veth pair, where a dnsmasq answers the forwarded names from a hosts file; and `s`,
-//! the sandbox, served by the DNS service at 127.0.0.11:53, where a second dnsmasq answers the
-//! same local names from a hosts file at 127.0.0.53:53. Clients (closed loop, one query in flight
-//! per client thread) run in `s` (or `d` for the direct upstream reference) and ask random names
-//! for `--seconds` after a warm-up. Per scenario: answered queries per second, p50/p99/max
-//! latency, and lost queries (no answer within a second). dnsmasq caches forwarded answers; the
-//! DNS service does not.
+//! Two namespaces of the run (`vsb<pid>-dns-…`): `d`, where a real `vswitchd` runs (started with
+//! `--dns-upstream 10.253.0.2`, so forwarded queries leave from there), and `u`, joined to `d` by
+//! a veth pair, where a dnsmasq answers the forwarded names from a hosts file. Through
+//! `vswitchctl`, a network `bench` gets `--targets` sandboxes carrying the `--names` local names
+//! as `--alias`es, and a client sandbox `c`, which vswitchd serves at 127.0.0.11:53 and where a
+//! second dnsmasq answers the same local names (same addresses) from a hosts file at
+//! 127.0.0.53:53. Clients (closed loop, one query in flight per client thread) run in `c` (or `d`
+//! for the direct upstream reference) and ask random names for `--seconds` after a warm-up. Per
+//! scenario: answered queries per second, p50/p99/max latency, and lost queries (no answer within
+//! a second). dnsmasq caches forwarded answers; vswitchd does not.
 
+use benches::e2e::bins::vswitch_bins;
 use benches::e2e::cleanup::TempDir;
 use benches::e2e::netns::{join, remove_stale, run_prefix, spawn_in, Netns};
 use benches::e2e::proc::{find_program, in_netns, run as run_cmd, wait_until, Daemon};
+use benches::e2e::switches::{vswitchctl, VswitchBins, VswitchSandbox};
 use benches::e2e::{check_interrupt, install_signal_handlers, Error, IoContext, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -25,16 +28,16 @@ use hickory_proto::rr::{Name, RecordType};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tools::daemon::dns::{DnsService, ForwardConfig};
 
 /// The command this bench is documented to be run with.
 const COMMAND: &str = "cargo run --release -p benches --bin dns";
 
-/// The embedded DNS server (local and forwarded names) against dnsmasq answering the same names
+/// vswitchd's DNS server (local and forwarded names) against dnsmasq answering the same names
 /// from a hosts file: queries per second and latency percentiles. Needs root and dnsmasq.
 #[derive(Parser, Debug)]
 #[command(after_help = format!("Run it as root from the workspace: {COMMAND}"))]
@@ -42,6 +45,9 @@ struct Args {
     /// How many local names (and as many forwarded names).
     #[arg(long, default_value_t = 1000)]
     names: usize,
+    /// Sandboxes carrying the local names (as aliases, spread evenly).
+    #[arg(long, default_value_t = 10)]
+    targets: usize,
     /// Client threads, each with one query in flight.
     #[arg(long, default_value_t = 4)]
     clients: usize,
@@ -50,7 +56,17 @@ struct Args {
     seconds: f64,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    json: Option<PathBuf>,
+    /// The vswitchd binary [default: next to this binary, else target/release/vswitchd, built
+    /// first under `cargo run`].
+    #[arg(long, value_name = "PATH")]
+    vswitchd: Option<PathBuf>,
+    /// The vswitchctl binary [default: next to vswitchd].
+    #[arg(long, value_name = "PATH")]
+    vswitchctl: Option<PathBuf>,
+    /// Do not run `cargo build --release -p tools` first.
+    #[arg(long)]
+    no_build: bool,
 }
 
 /// One scenario's figures.
@@ -72,7 +88,11 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    for (tool, package) in [("ip", "iproute2"), ("dnsmasq", "dnsmasq")] {
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("dnsmasq", "dnsmasq"),
+        ("nsenter", "util-linux"),
+    ] {
         if find_program(tool).is_none() {
             eprintln!("dns: `{tool}` is not installed (apt-get install {package})");
             return ExitCode::from(2);
@@ -85,7 +105,19 @@ fn main() -> ExitCode {
     for r in remove_stale() {
         eprintln!("dns: removed {r}, left by an earlier run that was killed");
     }
-    match run(&args) {
+    let bins = match vswitch_bins(
+        args.vswitchd.as_deref(),
+        args.vswitchctl.as_deref(),
+        args.no_build,
+        "dns",
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("dns: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&args, &bins) {
         Ok(figures) => {
             print!("{}", table(&args, &figures));
             if let Some(path) = &args.json {
@@ -109,10 +141,6 @@ fn local_name(i: usize) -> String {
     format!("svc{i}")
 }
 
-fn local_addr(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 50, (i / 250) as u8, (i % 250) as u8 + 2)
-}
-
 fn forwarded_name(i: usize) -> String {
     format!("fwd{i}.bench.test")
 }
@@ -121,17 +149,25 @@ fn forwarded_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 60, (i / 250) as u8, (i % 250) as u8 + 2)
 }
 
-fn run(args: &Args) -> Result<Vec<Figures>> {
+/// The address vswitchd gave the target sandbox carrying local name `i`.
+fn local_addr(targets: &[Ipv4Addr], i: usize) -> Ipv4Addr {
+    targets[i % targets.len()]
+}
+
+fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
     if args.names == 0 || args.names > 60_000 || args.clients == 0 {
         return Err(Error::Unexpected(
             "--names must be 1..=60000 and --clients at least 1".into(),
         ));
     }
+    if args.targets == 0 || args.targets > 200 {
+        return Err(Error::Unexpected("--targets must be 1..=200".into()));
+    }
     let prefix = format!("{}-dns", run_prefix());
+    // Dropped in reverse: sandboxes (through vswitchd), vswitchd, dnsmasqs, namespaces, dir.
     let tmp = TempDir::create(std::env::temp_dir().join(&prefix))?;
     let d = Netns::create(&format!("{prefix}-d"))?;
     let u = Netns::create(&format!("{prefix}-u"))?;
-    let s = Netns::create(&format!("{prefix}-s"))?;
     run_cmd(Command::new("ip").args([
         "-n",
         d.name(),
@@ -153,19 +189,8 @@ fn run(args: &Args) -> Result<Vec<Figures>> {
         run_cmd(Command::new("ip").args(["-n", ns, "addr", "add", addr, "dev", dev]))?;
         run_cmd(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]))?;
     }
+    run_cmd(Command::new("ip").args(["-n", d.name(), "link", "set", "lo", "up"]))?;
 
-    // dnsmasq upstream (forwarded names) in u, dnsmasq local (the same local names) in s.
-    let mut upstream_hosts = String::new();
-    let mut local_hosts = String::new();
-    for i in 0..args.names {
-        let _ = writeln!(
-            upstream_hosts,
-            "{} {}",
-            forwarded_addr(i),
-            forwarded_name(i)
-        );
-        let _ = writeln!(local_hosts, "{} {}", local_addr(i), local_name(i));
-    }
     let dnsmasq = |ns: &str, hosts: &str, listen: &str, tag: &str| -> Result<Daemon> {
         let file = tmp.path().join(format!("{tag}.hosts"));
         std::fs::write(&file, hosts).context(|| format!("writing {}", file.display()))?;
@@ -187,42 +212,84 @@ fn run(args: &Args) -> Result<Vec<Figures>> {
         .arg("--cache-size=10000");
         Daemon::spawn(tag, cmd, &tmp.path().join(format!("{tag}.log")))
     };
-    let _upstream = dnsmasq(u.name(), &upstream_hosts, "10.253.0.2", "dnsmasq-upstream")?;
-    let _local = dnsmasq(s.name(), &local_hosts, "127.0.0.53", "dnsmasq-local")?;
-
-    // The DNS service, started from d so that it forwards from there.
-    let d_name = d.name().to_string();
-    let service = join(spawn_in(&d_name, "dns-start", move || {
-        let config = ForwardConfig::from_args(&["10.253.0.2".into()])
-            .map_err(|e| Error::Unexpected(e.to_string()))?;
-        DnsService::start(config).context(|| "starting the DNS service".to_string())
-    })?)?;
-    let service = Arc::new(service);
-    let s_file = std::fs::File::open(format!("/run/netns/{}", s.name()))
-        .context(|| format!("opening netns {}", s.name()))?;
-    service
-        .add_sandbox(s.name(), &s_file)
-        .context(|| "serving DNS in the sandbox".to_string())?;
-    let table = service.table();
-    table
-        .add_endpoint("bench", s.name(), Ipv4Addr::new(10, 50, 255, 1), &[])
-        .map_err(|e| Error::Unexpected(e.to_string()))?;
+    let mut upstream_hosts = String::new();
     for i in 0..args.names {
-        table
-            .add_endpoint("bench", &format!("sb{i}"), local_addr(i), &[local_name(i)])
-            .map_err(|e| Error::Unexpected(e.to_string()))?;
+        let _ = writeln!(
+            upstream_hosts,
+            "{} {}",
+            forwarded_addr(i),
+            forwarded_name(i)
+        );
     }
+    let _upstream = dnsmasq(u.name(), &upstream_hosts, "10.253.0.2", "dnsmasq-upstream")?;
+
+    // The real vswitchd in d, forwarding to the upstream dnsmasq.
+    let socket = tmp.path().join("vswitchd.sock");
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", d.name()))
+        .arg("--")
+        .arg(&bins.vswitchd)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(tmp.path().join("state"))
+        .args(["--dns-upstream", "10.253.0.2", "--docker-plugin", "none"])
+        .args(["--log-level", "warn"])
+        .env_remove("VSWITCH_SOCKET")
+        .env_remove("VSWITCH_STATE_DIR")
+        .env("NO_COLOR", "1");
+    let mut daemon = Daemon::spawn("vswitchd", cmd, &tmp.path().join("vswitchd.log"))?;
+    wait_until("vswitchd's API socket", Duration::from_secs(10), || {
+        daemon.check_running()?;
+        Ok(UnixStream::connect(&socket).is_ok())
+    })?;
+    let ctl = |a: &[&str]| vswitchctl(bins, &socket, a);
+    ctl(&["network", "create", "bench", "--subnet", "10.50.0.0/16"])?;
+
+    // The target sandboxes, each carrying its share of the local names as aliases.
+    let mut sandboxes = Vec::new();
+    let mut targets = Vec::new();
+    for t in 0..args.targets {
+        let name = format!("{prefix}-t{t}");
+        sandboxes.push(VswitchSandbox::guard(&name, bins, &socket));
+        ctl(&["sandbox", "create", &name])?;
+        let aliases: Vec<String> = (t..args.names)
+            .step_by(args.targets)
+            .map(local_name)
+            .collect();
+        let mut a = vec!["--json", "network", "connect", "bench", name.as_str()];
+        for alias in &aliases {
+            a.extend(["--alias", alias.as_str()]);
+        }
+        let out: Value = serde_json::from_str(&ctl(&a)?)
+            .map_err(|e| Error::Unexpected(format!("network connect printed bad JSON: {e}")))?;
+        let ip = out["ipv4"]
+            .as_str()
+            .and_then(|v| v.split('/').next())
+            .and_then(|v| v.parse::<Ipv4Addr>().ok())
+            .ok_or_else(|| Error::Unexpected(format!("network connect gave no ipv4: {out}")))?;
+        targets.push(ip);
+    }
+    let client = format!("{prefix}-c");
+    sandboxes.push(VswitchSandbox::guard(&client, bins, &socket));
+    ctl(&["sandbox", "create", &client])?;
+    ctl(&["network", "connect", "bench", &client])?;
+    let mut local_hosts = String::new();
+    for i in 0..args.names {
+        let _ = writeln!(local_hosts, "{} {}", local_addr(&targets, i), local_name(i));
+    }
+    let _local = dnsmasq(&client, &local_hosts, "127.0.0.53", "dnsmasq-local")?;
 
     let vswitch: SocketAddr = "127.0.0.11:53".parse().unwrap_or_else(|_| unreachable!());
     let local: SocketAddr = "127.0.0.53:53".parse().unwrap_or_else(|_| unreachable!());
     let upstream: SocketAddr = "10.253.0.2:53".parse().unwrap_or_else(|_| unreachable!());
     for (what, ns, target, name) in [
-        ("vswitch DNS", s.name(), vswitch, local_name(0)),
-        ("dnsmasq local", s.name(), local, local_name(0)),
+        ("vswitchd DNS", client.as_str(), vswitch, local_name(0)),
+        ("dnsmasq local", client.as_str(), local, local_name(0)),
         ("dnsmasq upstream", d.name(), upstream, forwarded_name(0)),
         (
-            "vswitch DNS forwarding",
-            s.name(),
+            "vswitchd DNS forwarding",
+            client.as_str(),
             vswitch,
             forwarded_name(0),
         ),
@@ -242,11 +309,16 @@ fn run(args: &Args) -> Result<Vec<Figures>> {
     }
 
     let scenarios: [(&'static str, &str, SocketAddr, bool); 4] = [
-        ("local names: vswitch DNS", s.name(), vswitch, true),
-        ("local names: dnsmasq (hosts file)", s.name(), local, true),
+        ("local names: vswitchd", client.as_str(), vswitch, true),
         (
-            "forwarded names: vswitch DNS -> dnsmasq",
-            s.name(),
+            "local names: dnsmasq (hosts file)",
+            client.as_str(),
+            local,
+            true,
+        ),
+        (
+            "forwarded names: vswitchd -> dnsmasq",
+            client.as_str(),
             vswitch,
             false,
         ),
@@ -260,11 +332,12 @@ fn run(args: &Args) -> Result<Vec<Figures>> {
     let mut figures = Vec::new();
     for (name, ns, target, local_names) in scenarios {
         check_interrupt()?;
-        figures.push(measure(args, name, ns, target, local_names)?);
+        figures.push(measure(args, &targets, name, ns, target, local_names)?);
     }
-    let stats = service.stats();
-    eprintln!("dns: DNS service counters: {stats:?}");
-    drop(service);
+    if let Ok(stats) = ctl(&["dns", "stats"]) {
+        eprintln!("dns: vswitchctl dns stats:\n{stats}");
+    }
+    daemon.check_running()?;
     Ok(figures)
 }
 
@@ -292,6 +365,7 @@ fn ask_once(target: SocketAddr, name: &str, timeout: Duration) -> Option<Vec<u8>
 /// measured time.
 fn measure(
     args: &Args,
+    targets: &[Ipv4Addr],
     name: &'static str,
     ns: &str,
     target: SocketAddr,
@@ -304,11 +378,12 @@ fn measure(
     let names = args.names;
     let handles = (0..args.clients)
         .map(|c| {
+            let targets = targets.to_vec();
             spawn_in(ns, "dns-client", move || {
                 let queries: Vec<(Vec<u8>, [u8; 4])> = (0..names)
                     .map(|i| {
                         let (n, a) = if local_names {
-                            (local_name(i), local_addr(i))
+                            (local_name(i), local_addr(&targets, i))
                         } else {
                             (forwarded_name(i), forwarded_addr(i))
                         };
@@ -399,8 +474,8 @@ fn measure(
 
 fn table(args: &Args, figures: &[Figures]) -> String {
     let mut out = format!(
-        "DNS: {} names, {} clients (one query in flight each), {} s per scenario\n\n{:<48} {:>10} {:>8} {:>8} {:>8} {:>6} {:>6}\n",
-        args.names, args.clients, args.seconds, "scenario", "queries/s", "p50 us", "p99 us", "max us", "lost", "wrong"
+        "DNS (vswitchd, real daemon): {} names on {} sandboxes, {} clients (one query in flight each), {} s per scenario\n\n{:<48} {:>10} {:>8} {:>8} {:>8} {:>6} {:>6}\n",
+        args.names, args.targets, args.clients, args.seconds, "scenario", "queries/s", "p50 us", "p99 us", "max us", "lost", "wrong"
     );
     for f in figures {
         let _ = writeln!(
@@ -421,6 +496,7 @@ fn table(args: &Args, figures: &[Figures]) -> String {
 fn to_json(args: &Args, figures: &[Figures]) -> Value {
     json!({
         "names": args.names,
+        "targets": args.targets,
         "clients": args.clients,
         "seconds": args.seconds,
         "scenarios": figures.iter().map(|f| json!({

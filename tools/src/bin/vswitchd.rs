@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tools::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use tools::daemon::dns::ForwardConfig;
 use tools::daemon::docker::{self, DaemonBackend, DockerPlugin};
 use tools::daemon::server::{ApiSocket, Limits};
 use tools::daemon::{state, state::StateDir, Daemon};
@@ -46,6 +47,11 @@ struct Args {
     /// [default: /run/docker/plugins/vswitch.sock]
     #[arg(long, env = "VSWITCH_DOCKER_PLUGIN", value_name = "PATH|none")]
     docker_plugin: Option<String>,
+    /// An upstream resolver for the sandboxes' names that are not theirs, IP[:PORT]; repeat for
+    /// several (tried in order). `none`: no forwarding (only the sandboxes' own names
+    /// resolve). [default: the nameservers of the daemon's /etc/resolv.conf]
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]|none")]
+    dns_upstream: Vec<String>,
     /// error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -107,6 +113,7 @@ fn state_check(dir: &std::path::Path) -> ExitCode {
 fn run(args: Args) -> Result<(), String> {
     let vtep = parse_vtep(&args.vtep)?;
     let cluster = cluster_config(&args, vtep)?;
+    let dns = dns_config(&args.dns_upstream)?;
     let limits = parse_limits(&args)?;
     let group = args
         .socket_group
@@ -131,6 +138,18 @@ fn run(args: Args) -> Result<(), String> {
         tracing::warn!("repaired: {r}");
     }
     let mut daemon = daemon;
+    // The sandboxes' resolver; forwarded queries leave from this (the daemon's) namespace.
+    let upstreams = dns.upstreams.clone();
+    for problem in daemon
+        .enable_dns(dns)
+        .map_err(|e| format!("starting the DNS service: {e}"))?
+    {
+        tracing::warn!("dns: {problem}");
+    }
+    tracing::info!(
+        ?upstreams,
+        "DNS service at 127.0.0.11:53 in every connected sandbox"
+    );
     if args.trace {
         // One line per frame on stderr, for as long as the daemon runs.
         let (_, lines) = daemon
@@ -339,6 +358,20 @@ fn hostname() -> Result<String, String> {
     Ok(name)
 }
 
+/// The DNS forwarding of `--dns-upstream` values: `none` alone turns forwarding off.
+fn dns_config(values: &[String]) -> Result<ForwardConfig, String> {
+    let none = values.iter().any(|v| v == "none");
+    if none && values.len() > 1 {
+        return Err("--dns-upstream none cannot be combined with upstreams".into());
+    }
+    let config = if none {
+        ForwardConfig::new(Vec::new())
+    } else {
+        ForwardConfig::from_args(values)
+    };
+    config.map_err(|e| e.to_string())
+}
+
 /// `ADDR[:PORT]` (IPv4; the port defaults to 4789).
 fn parse_vtep(text: &str) -> Result<std::net::SocketAddrV4, String> {
     let bad = || format!("invalid --vtep {text:?}: expected ADDR[:PORT], e.g. 0.0.0.0:4789");
@@ -406,4 +439,26 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     // SAFETY: sigwait reads the set and writes the signal number into our local.
     unsafe { libc::sigwait(set, &mut sig) };
     sig
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_upstreams_from_the_command_line() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let c = dns_config(&args(&["10.0.0.53", "10.0.0.54:5353"])).unwrap();
+        assert_eq!(
+            c.upstreams,
+            vec![
+                "10.0.0.53:53".parse().unwrap(),
+                "10.0.0.54:5353".parse().unwrap()
+            ]
+        );
+        assert!(dns_config(&args(&["none"])).unwrap().upstreams.is_empty());
+        assert!(dns_config(&args(&["none", "10.0.0.53"])).is_err());
+        assert!(dns_config(&args(&["127.0.0.11"])).is_err(), "a loop");
+        assert!(dns_config(&args(&["resolver"])).is_err());
+    }
 }

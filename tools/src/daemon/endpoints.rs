@@ -63,6 +63,9 @@ pub struct EndpointRecord {
     /// Published ports (`--publish`, `docker run -p`), programmed by `publish.rs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<super::firewall::PortBinding>,
+    /// Extra DNS names of the sandbox on this network (`network connect --alias`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// What an endpoint made by Docker carries besides the common fields.
@@ -108,6 +111,7 @@ impl Connect<'_> {
             default_route: false,
             docker: None,
             publish: Vec::new(),
+            aliases: Vec::new(),
         }
     }
 }
@@ -120,9 +124,11 @@ impl Daemon {
         sandbox: &str,
         ip: Option<&str>,
         publish: &[String],
+        aliases: &[String],
     ) -> Result<serde_json::Value, ApiError> {
         let (net, sb) = self.check_connect(network, sandbox)?;
         let requested = ip.map(parse_ipv4).transpose()?;
+        let aliases = self.checked_aliases(&net, aliases)?;
         let ops = net.driver.ops();
         if requested.is_some() && !ops.has_pool() {
             return Err(ApiError::invalid(format!(
@@ -148,6 +154,7 @@ impl Daemon {
             }
             let mut ep = ops.connect(d, &c, undo)?;
             d.swarm_publish(&ep, undo)?;
+            ep.aliases = aliases;
             d.endpoints.push(ep.clone());
             undo.push(|d| {
                 d.endpoints.pop();
@@ -161,6 +168,7 @@ impl Daemon {
             d.save()?;
             Ok(ep)
         })?;
+        self.names_connected(&ep);
         let mut out = json!({ "endpoint": ep.id, "network": network, "sandbox": sandbox });
         if !ep.publish.is_empty() {
             out["ports"] = json!(ep
@@ -168,6 +176,9 @@ impl Daemon {
                 .iter()
                 .map(super::edge::docker_port)
                 .collect::<Vec<_>>());
+        }
+        if !ep.aliases.is_empty() {
+            out["aliases"] = json!(ep.aliases);
         }
         if let Some(ipv4) = ep.ipv4() {
             out["interface"] = json!(ep.interface);
@@ -269,6 +280,7 @@ impl Daemon {
             default_route,
             docker: None,
             publish: Vec::new(),
+            aliases: Vec::new(),
         })
     }
 
@@ -420,6 +432,7 @@ impl Daemon {
                 problems.push(e.message);
             }
         }
+        self.names_disconnected(network, sandbox);
         self.save()?;
         let done = json!({ "network": network, "sandbox": sandbox });
         ApiError::unless_problems(&problems, "disconnected", done)
@@ -670,6 +683,7 @@ impl Daemon {
                     sandbox_key: None,
                 }),
                 publish: Vec::new(),
+                aliases: Vec::new(),
             };
             d.endpoints.push(ep.clone());
             undo.push(|d| {

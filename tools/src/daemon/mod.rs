@@ -15,7 +15,8 @@
 //! L3 edge on nftables), `dns/` (the embedded resolver) and `cluster/` (the etcd client), each
 //! calling into the [`Daemon`] as the API does. `edge.rs` hooks the firewall into the daemon
 //! (the model derived from the stored state, ICC off) and `publish.rs` holds the one function
-//! that publishes an endpoint's ports, [`Daemon::publish_ports`].
+//! that publishes an endpoint's ports, [`Daemon::publish_ports`]; `names.rs` wires in the
+//! embedded resolver.
 
 pub mod cluster;
 pub mod dns;
@@ -26,6 +27,7 @@ mod endpoints;
 mod error;
 mod fdb;
 pub mod firewall;
+mod names;
 mod networks;
 mod ports;
 mod publish;
@@ -203,6 +205,8 @@ pub struct Daemon {
     firewall: firewall::Firewall,
     /// The cluster, with `--cluster` ([`swarm::join`]).
     swarm: Option<swarm::Swarm>,
+    /// The embedded DNS server, once [`Daemon::enable_dns`] started it (`names.rs`).
+    dns: Option<names::Names>,
 }
 
 impl Daemon {
@@ -234,6 +238,7 @@ impl Daemon {
             endpoints: saved.endpoints,
             ipam: saved.ipam,
             firewall: edge::detect(),
+            dns: None,
         };
         let fresh = saved.networks.is_empty();
         d.restore_networks(saved.networks)
@@ -335,7 +340,8 @@ impl Daemon {
                 sandbox,
                 ip,
                 publish,
-            } => self.network_connect(&network, &sandbox, ip.as_deref(), &publish),
+                aliases,
+            } => self.network_connect(&network, &sandbox, ip.as_deref(), &publish, &aliases),
             Request::NetworkDisconnect { network, sandbox } => {
                 self.network_disconnect(&network, &sandbox)
             }
@@ -353,6 +359,7 @@ impl Daemon {
             Request::SandboxLs {} => self.sandbox_ls(),
             Request::NatShow {} => serde_json::to_value(self.firewall.list())
                 .map_err(|e| ApiError::internal(format!("encoding the answer: {e}"))),
+            Request::DnsStats {} => self.dns_stats(),
             Request::Trace {
                 in_port,
                 frame,

@@ -324,6 +324,7 @@ impl Daemon {
                     "IPv4Address": e.ipv4().unwrap_or_default(),
                     "IPv6Address": "",
                     "Ports": super::edge::docker_ports(&e.publish),
+                    "Aliases": e.aliases,
                 }),
             );
         }

@@ -100,6 +100,7 @@ impl Daemon {
                 problems.push(e.message);
             }
         }
+        self.names_sandbox_removed(name);
         // A namespace adopted under its own name stays; a name we bound or created is removed.
         if !sb.adopted || sb.bound || sb.host {
             if let Err(e) = netns::delete_named_netns(name) {

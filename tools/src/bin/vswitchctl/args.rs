@@ -52,6 +52,12 @@ pub fn cidr(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// A DNS alias (`network connect --alias`): DNS labels joined by `.`.
+pub fn alias(s: &str) -> Result<String, String> {
+    api::check_alias(s)?;
+    Ok(s.to_string())
+}
+
 /// A Linux interface name: 1-15 bytes, no `/`, `:`, NUL or whitespace, not `.` or `..`.
 pub fn ifname(s: &str) -> Result<String, String> {
     tools::netlink::validate_ifname(s).map_err(|e| e.to_string())?;

@@ -11,6 +11,7 @@
 
 mod args;
 mod cluster;
+mod dns;
 mod fdb;
 mod nat;
 mod network;
@@ -75,6 +76,9 @@ enum Command {
     /// Create, remove and list sandboxes (network namespaces).
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCmd),
+    /// The embedded DNS server of the sandboxes (127.0.0.11): its counters.
+    #[command(subcommand)]
+    Dns(dns::DnsCmd),
     /// Run a frame through the pipeline without side effects, or watch real frames (--live).
     Trace(trace::TraceArgs),
     /// Write the frames a port receives and sends to a pcap file.
@@ -96,6 +100,7 @@ impl Command {
             Command::Stats(c) => c.request(),
             Command::Network(c) => c.request(),
             Command::Sandbox(c) => c.request(),
+            Command::Dns(c) => c.request(),
             Command::Trace(c) => c.request(),
             Command::Capture(c) => c.request(),
             Command::Nat(c) => c.request(),
@@ -111,6 +116,7 @@ impl Command {
             Command::Stats(c) => c.render(result),
             Command::Network(c) => c.render(result),
             Command::Sandbox(c) => c.render(result),
+            Command::Dns(c) => c.render(result),
             Command::Trace(c) => c.render(result),
             Command::Capture(_) => String::new(),
             Command::Nat(c) => c.render(result),

@@ -45,6 +45,10 @@ pub enum NetworkCmd {
         /// (repeatable; checked by vswitchd).
         #[arg(long, short = 'p', value_name = "SPEC")]
         publish: Vec<String>,
+        /// Another DNS name of the sandbox on this network (its own name resolves too);
+        /// repeat for several. Sandboxes sharing the network resolve it at 127.0.0.11.
+        #[arg(long = "alias", value_name = "NAME", value_parser = args::alias)]
+        aliases: Vec<String>,
     },
     /// Disconnect a sandbox from a network (its address is released).
     Disconnect {
@@ -214,11 +218,13 @@ impl NetworkCmd {
                 sandbox,
                 ip,
                 publish,
+                aliases,
             } => Request::NetworkConnect {
                 network: network.clone(),
                 sandbox: sandbox.clone(),
                 ip: ip.map(|ip| ip.to_string()),
                 publish: publish.clone(),
+                aliases: aliases.clone(),
             },
             NetworkCmd::Disconnect { network, sandbox } => Request::NetworkDisconnect {
                 network: network.clone(),

@@ -40,13 +40,31 @@ impl SandboxCmd {
         }
     }
 
-    /// Human output: a table for `ls`, nothing for the others.
+    /// Human output: a table for `ls`, how to use the DNS server for an adopted namespace,
+    /// nothing for the others.
     pub fn render(&self, result: &Value) -> String {
         match self {
             SandboxCmd::Ls => output::rows_or_json(result, sandbox_table),
+            SandboxCmd::Create {
+                name,
+                netns: Some(_),
+            } => adopted_hint(name),
             _ => String::new(),
         }
     }
+}
+
+/// What an adopted namespace's programs need to use the DNS server: `ip netns exec NAME`
+/// reads `/etc/netns/NAME/resolv.conf`, programs started otherwise read their own.
+fn adopted_hint(name: &str) -> String {
+    format!(
+        "sandbox {name} adopted. Once connected to a network, its DNS server is 127.0.0.11:53 \
+         (UDP and TCP).\n\
+         Programs run with `ip netns exec {name}` use it (/etc/netns/{name}/resolv.conf); \
+         programs started otherwise in that namespace\n\
+         read their own /etc/resolv.conf: give them `nameserver 127.0.0.11` (e.g. bind-mount \
+         /etc/netns/{name}/resolv.conf over it).\n"
+    )
 }
 
 /// One line per endpoint (a sandbox without endpoints gets one line too).
@@ -79,6 +97,22 @@ fn sandbox_table(sandboxes: &[SandboxRow]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn adopting_says_how_to_use_the_resolver() {
+        let adopt = SandboxCmd::Create {
+            name: "c1".into(),
+            netns: Some("/proc/1/ns/net".into()),
+        };
+        let text = adopt.render(&json!({"name": "c1", "netns": "/run/netns/c1"}));
+        assert!(text.contains("127.0.0.11"), "{text}");
+        assert!(text.contains("/etc/netns/c1/resolv.conf"), "{text}");
+        let made = SandboxCmd::Create {
+            name: "c1".into(),
+            netns: None,
+        };
+        assert_eq!(made.render(&json!({})), "");
+    }
 
     #[test]
     fn ls_table_has_a_line_per_endpoint() {

@@ -7,8 +7,8 @@
 //! - [`server`]: the DNS thread serving the sockets opened in the sandboxes' namespaces.
 //! - [`resolv_conf`]: `/etc/netns/SANDBOX/resolv.conf`, which points `ip netns exec` at us.
 //!
-//! The daemon owns one [`DnsService`]: it calls [`DnsService::add_sandbox`] when a sandbox
-//! joins any network (the default `bridge` too: it still forwards), [`NameTable::add_endpoint`]
+//! The daemon owns one [`DnsService`] (`daemon/names.rs`): it calls
+//! [`DnsService::add_sandbox`] when a sandbox joins any network (the default `bridge` too: it still forwards), [`NameTable::add_endpoint`]
 //! on connect to a user-defined network, [`NameTable::remove_endpoint`] on disconnect, and
 //! [`DnsService::remove_sandbox`] when the sandbox goes away (the sockets hold the sandbox's
 //! namespace alive until then), and [`DnsService::write_resolv_conf`] for named sandboxes.
