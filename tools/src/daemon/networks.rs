@@ -1,8 +1,11 @@
 //! The `network` API group: create (validate → reserve the pool → open the driver → make the
-//! bridge → the driver's port → save, each step undone on failure), remove (going on past a
-//! failure and reporting every problem), list, inspect, and the overlay's peers.
+//! bridge → the driver's port → commit, each step undone on failure), remove (commit, then the
+//! system, going on past a failure and reporting every problem), list, inspect, and the
+//! overlay's peers.
 
+use super::commit::Order;
 use super::drivers::{parse_peer, Driver};
+use super::store::Table;
 use super::endpoints::NetworkIpam;
 use super::undo::Undo;
 use super::{random_id, ApiError, Daemon, NetworkLive, NetworkRecord, DEFAULT_NETWORKS};
@@ -13,7 +16,7 @@ use std::net::Ipv4Addr;
 
 impl Daemon {
     /// Creates a network: validate → reserve the pool → open what the driver needs → make the
-    /// bridge → attach the driver's port → save; a failed step undoes those before it.
+    /// bridge → attach the driver's port → commit; a failed step undoes those before it.
     pub(super) fn create_network(
         &mut self,
         spec: NetworkSpec,
@@ -23,10 +26,17 @@ impl Daemon {
             let ipam = d.reserve_pool(driver, &spec, undo)?;
             driver.ops().open(d)?;
             let net = d.add_network(driver, spec, ipam, undo)?;
-            if let Some(port) = driver.ops().own_port(&net) {
+            let port = driver.ops().own_port(&net);
+            if let Some(port) = port.clone() {
                 d.attach_owned(port, undo)?;
             }
-            d.save()?;
+            d.commit(Order::SystemFirst, |tx| {
+                tx.put(Table::Networks, &net.name, &net)?;
+                match &port {
+                    Some(p) => tx.put(Table::Ports, &p.name, p),
+                    None => Ok(()),
+                }
+            })?;
             Ok(json!({ "id": net.id, "name": net.name }))
         })
     }
@@ -119,10 +129,12 @@ impl Daemon {
         Ok(record)
     }
 
-    /// Removes a network nobody uses: its own ports, its bridge, its pool. Past the checks it
-    /// goes on past a failure, and reports every problem.
+    /// Removes a network nobody uses: the store forgets it, its own ports and its pool in one
+    /// commit (nothing changes when that fails); then its ports and its bridge go, going on
+    /// past a failure and reporting every problem.
     pub(super) fn network_rm(&mut self, name: &str) -> Result<serde_json::Value, ApiError> {
         self.check_unused(name)?;
+        let record = self.network(name)?.record.clone();
         let mut problems = Vec::new();
         let own: Vec<String> = self
             .ports
@@ -130,6 +142,18 @@ impl Daemon {
             .filter(|p| p.record.network == name)
             .map(|p| p.record.name.clone())
             .collect();
+        if let Some(ipam) = &record.ipam {
+            if let Err(e) = self.ipam.release_pool(&ipam.pool) {
+                problems.push(format!("releasing the pool {}: {e}", ipam.subnet));
+            }
+        }
+        self.commit(Order::StoreFirst, |tx| {
+            tx.delete(Table::Networks, name)?;
+            for port in &own {
+                tx.delete(Table::Ports, port)?;
+            }
+            Ok(())
+        })?;
         for port in own {
             if let Err(e) = self.detach(&port) {
                 problems.push(format!("detaching {port}: {e}"));
@@ -144,12 +168,6 @@ impl Daemon {
             Ok(false) => problems.push(format!("network {name} still has ports in the datapath")),
             Err(e) => problems.push(format!("removing the bridge: {e}")),
         }
-        if let Some(ipam) = &live.record.ipam {
-            if let Err(e) = self.ipam.release_pool(&ipam.pool) {
-                problems.push(format!("releasing the pool {}: {e}", ipam.subnet));
-            }
-        }
-        self.save()?;
         let what = format!("network {name} removed");
         ApiError::unless_problems(&problems, &what, json!({ "removed": name }))
     }
@@ -164,8 +182,7 @@ impl Daemon {
         }
         let eps: Vec<&str> = self
             .endpoints
-            .iter()
-            .filter(|e| e.network == name)
+            .of_network(name)
             .map(|e| e.sandbox.as_str())
             .collect();
         if !eps.is_empty() {
@@ -235,7 +252,7 @@ impl Daemon {
             options.insert("parent".into(), json!(p));
         }
         let mut containers = serde_json::Map::new();
-        for e in self.endpoints.iter().filter(|e| e.network == name) {
+        for e in self.endpoints.of_network(name) {
             containers.insert(
                 e.id.clone(),
                 json!({
@@ -301,15 +318,34 @@ impl Daemon {
             .spec
             .vni
             .ok_or_else(|| ApiError::internal(format!("network {network} has no VNI")))?;
+        let out = |d: &Daemon| json!({ "network": network, "peers": d.networks[network].record.spec.peers });
+        if add {
+            // The system first: the peer joins the flood list, then the record is committed.
+            self.transaction(|d, undo| {
+                d.set_peer(vni, addr, true, undo)?;
+                d.record_peer(network, &ip, true, undo);
+                let rec = d.networks[network].record.clone();
+                d.commit(Order::SystemFirst, |tx| {
+                    tx.put(Table::Networks, network, &rec)
+                })
+            })?;
+            return Ok(out(self));
+        }
+        // The store first: once the record is committed, the peer leaves the flood list.
         self.transaction(|d, undo| {
-            d.set_peer(vni, addr, add, undo)?;
-            if !add {
-                d.forget_behind_vxlan_port(network)?;
-            }
-            d.record_peer(network, &ip, add, undo);
-            d.save()
+            d.record_peer(network, &ip, false, undo);
+            let rec = d.networks[network].record.clone();
+            d.commit(Order::StoreFirst, |tx| tx.put(Table::Networks, network, &rec))
         })?;
-        Ok(json!({ "network": network, "peers": self.networks[network].record.spec.peers }))
+        let mut problems = Vec::new();
+        if let Err(e) = self.set_peer(vni, addr, false, &mut Undo::default()) {
+            problems.push(e.message);
+        }
+        if let Err(e) = self.forget_behind_vxlan_port(network) {
+            problems.push(e.message);
+        }
+        let what = format!("peer {ip} removed from {network}");
+        ApiError::unless_problems(&problems, &what, out(self))
     }
 
     /// Adds or removes a peer on the VXLAN endpoint.
