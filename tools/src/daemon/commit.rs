@@ -18,32 +18,71 @@ pub(super) enum Order {
     StoreFirst,
 }
 
+/// The free space the state dir's filesystem must have for a change to be tried: below it the
+/// disk counts as full. The store can often fit a small change in room it already has, so
+/// without this a full disk would refuse some changes and not others; with it, a full disk
+/// refuses every change alike, before anything is touched.
+const MIN_FREE: u64 = 256 * 1024;
+
 /// One record to write or delete at start, as JSON.
 type Row = (Table, String, Option<serde_json::Value>);
 
 impl Daemon {
     /// Commits one change: `f` puts and deletes the records the change touched, and the IPAM
-    /// rows changed since the last commit go in the same transaction. On failure the store is
-    /// as it was, IPAM in memory is read back from it, and the error says what happened to
-    /// the system (`order`); the caller undoes its other in-memory changes.
+    /// rows changed in memory since the last commit go in the same transaction. On failure
+    /// the store is as it was, IPAM in memory is read back from it when it had changed (the
+    /// undo steps give back what they took in case the store cannot be read either), and the
+    /// error says what happened to the system (`order`); the caller undoes its other
+    /// in-memory changes. A store-first change writes its IPAM rows in `f` and changes memory
+    /// only once the commit returned, so a full disk cannot leave memory ahead of the store.
     pub(super) fn commit(
         &mut self,
         order: Order,
         f: impl FnOnce(&mut Tx<'_>) -> Result<(), StoreError>,
     ) -> Result<(), ApiError> {
+        let what = match order {
+            Order::SystemFirst => "the change was undone",
+            Order::StoreFirst => "nothing was changed",
+        };
         let changes = self.ipam.take_changes();
+        if let Err(e) = self.check_room() {
+            if !changes.is_empty() {
+                self.reload_ipam();
+            }
+            return Err(ApiError::internal(format!(
+                "saving the change failed, so {what}: {e}"
+            )));
+        }
         let written = self.store.write(|tx| {
             f(tx)?;
             tx.apply_ipam(&changes)
         });
         written.map_err(|e| {
-            self.reload_ipam();
-            let what = match order {
-                Order::SystemFirst => "the change was undone",
-                Order::StoreFirst => "nothing was changed",
-            };
+            if !changes.is_empty() {
+                self.reload_ipam();
+            }
             ApiError::internal(format!("saving the change failed, so {what}: {e}"))
         })
+    }
+
+    /// Refuses with ENOSPC when the state dir's filesystem has less than [`MIN_FREE`] left.
+    fn check_room(&self) -> Result<(), String> {
+        let dir = self.store.path().parent().unwrap_or(std::path::Path::new("."));
+        let Ok(st) = rustix::fs::statvfs(dir) else {
+            // Cannot tell: let the store try.
+            return Ok(());
+        };
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free >= MIN_FREE {
+            return Ok(());
+        }
+        Err(format!(
+            "the state dir {} is full ({} KiB free, a change needs {} KiB): {}",
+            dir.display(),
+            free / 1024,
+            MIN_FREE / 1024,
+            std::io::Error::from_raw_os_error(libc::ENOSPC)
+        ))
     }
 
     /// After a failed request: IPAM in memory back to what the store holds, when the request

@@ -352,22 +352,25 @@ impl Daemon {
         ApiError::unless_problems(&problems, "disconnected", done)
     }
 
-    /// Gives the addresses of `eps` back and commits that they, their ports and whatever `also`
-    /// writes are gone, in one transaction. When the commit fails nothing has changed (IPAM is
-    /// read back from the store). A release that fails is a problem, not a refusal.
+    /// Commits that `eps`, their ports, their addresses and whatever `also` writes are gone, in
+    /// one transaction; only then gives the addresses back in memory. When the commit fails
+    /// nothing has changed, in memory or in the store. A release that fails is a problem, not
+    /// a refusal.
     pub(super) fn forget_endpoints(
         &mut self,
         eps: &[EndpointRecord],
         problems: &mut Vec<String>,
         also: impl FnOnce(&mut Tx<'_>) -> Result<(), StoreError>,
     ) -> Result<(), ApiError> {
-        let mut released = Vec::new();
-        for ep in eps {
-            match self.release(ep) {
-                Ok(()) => {}
-                Err(e) => released.push(e.message),
-            }
-        }
+        let released: Vec<ipam::IpamChange> = eps
+            .iter()
+            .filter_map(|e| {
+                Some(ipam::IpamChange::Released {
+                    pool: self.pool_of(&e.network)?,
+                    address: e.ip?,
+                })
+            })
+            .collect();
         let ports: Vec<&str> = eps
             .iter()
             .map(|e| e.host_interface.as_str())
@@ -380,9 +383,16 @@ impl Daemon {
             for port in &ports {
                 tx.delete(Table::Ports, port)?;
             }
+            tx.apply_ipam(&released)?;
             also(tx)
         })?;
-        problems.extend(released);
+        for ep in eps {
+            if let Err(e) = self.release(ep) {
+                problems.push(e.message);
+            }
+        }
+        // Those changes are in the store already.
+        let _ = self.ipam.take_changes();
         Ok(())
     }
 

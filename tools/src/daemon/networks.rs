@@ -142,18 +142,26 @@ impl Daemon {
             .filter(|p| p.record.network == name)
             .map(|p| p.record.name.clone())
             .collect();
-        if let Some(ipam) = &record.ipam {
-            if let Err(e) = self.ipam.release_pool(&ipam.pool) {
-                problems.push(format!("releasing the pool {}: {e}", ipam.subnet));
-            }
-        }
+        let pool_removed: Vec<ipam::IpamChange> = record
+            .ipam
+            .iter()
+            .filter(|i| self.ipam.pool(&i.pool).is_some())
+            .map(|i| ipam::IpamChange::PoolRemoved { id: i.pool.clone() })
+            .collect();
         self.commit(Order::StoreFirst, |tx| {
             tx.delete(Table::Networks, name)?;
             for port in &own {
                 tx.delete(Table::Ports, port)?;
             }
-            Ok(())
+            tx.apply_ipam(&pool_removed)
         })?;
+        // Committed: now memory, then the system.
+        if let Some(ipam) = &record.ipam {
+            if let Err(e) = self.ipam.release_pool(&ipam.pool) {
+                problems.push(format!("releasing the pool {}: {e}", ipam.subnet));
+            }
+            let _ = self.ipam.take_changes();
+        }
         for port in own {
             if let Err(e) = self.detach(&port) {
                 problems.push(format!("detaching {port}: {e}"));
