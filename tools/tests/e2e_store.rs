@@ -68,7 +68,10 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let out = run("umount", &["-l", &self.path.to_string_lossy()]);
         if !out.status.success() {
-            eprintln!("warning: could not unmount {}: {out:?}", self.path.display());
+            eprintln!(
+                "warning: could not unmount {}: {out:?}",
+                self.path.display()
+            );
         }
     }
 }
@@ -158,7 +161,11 @@ fn assert_agree(lab: &Lab) {
             assert_eq!(ns_link_names(sb), ["lo"], "{sb} has no endpoint");
         }
     }
-    assert_eq!(endpoint_veths(lab).len(), n, "one veth per endpoint: {eps:?}");
+    assert_eq!(
+        endpoint_veths(lab).len(),
+        n,
+        "one veth per endpoint: {eps:?}"
+    );
 }
 
 fn kill_9_and_restart(lab: &mut Lab) {
@@ -193,7 +200,18 @@ fn a_full_disk_refuses_changes_and_changes_nothing() {
     connect(lab.d(), "n", &b);
     lab.d()
         .ctl_ok(&["network", "create", "m", "--subnet", "10.74.0.0/24"]);
-    ip(&["-n", &lab.sw.name, "link", "add", "dm0", "type", "veth", "peer", "name", "dm1"]);
+    ip(&[
+        "-n",
+        &lab.sw.name,
+        "link",
+        "add",
+        "dm0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "dm1",
+    ]);
     lab.d().ctl_ok(&["port", "add", "dm0"]);
     let fill_prefix = lab.name("f");
     let before = snapshot(&lab, &fill_prefix);
@@ -237,16 +255,28 @@ fn a_full_disk_refuses_changes_and_changes_nothing() {
             "{args:?}: {err}"
         );
     }
-    assert_eq!(snapshot(&lab, &fill_prefix), before, "a refused change changed something");
+    assert_eq!(
+        snapshot(&lab, &fill_prefix),
+        before,
+        "a refused change changed something"
+    );
     assert_eq!(endpoint_veths(&lab), veths);
     assert!(ns_has_link(&a, "eth0") && ns_has_link(&b, "eth0") && ns_has_link(&b, "eth1"));
-    assert_eq!(ns_link_names(&c), ["lo"], "a refused connect left an interface");
+    assert_eq!(
+        ns_link_names(&c),
+        ["lo"],
+        "a refused connect left an interface"
+    );
     assert!(Path::new("/run/netns").join(&b).exists());
 
     // Room again; a crash; the restart finds what the daemon had.
     std::fs::remove_file(&filler).expect("free the disk");
     kill_9_and_restart(&mut lab);
-    assert_eq!(snapshot(&lab, &fill_prefix), before, "the restart disagrees");
+    assert_eq!(
+        snapshot(&lab, &fill_prefix),
+        before,
+        "the restart disagrees"
+    );
     assert_eq!(endpoint_veths(&lab), veths);
     assert_agree(&lab);
 
@@ -325,7 +355,15 @@ fn the_daemon_imports_an_old_switch_json() {
     assert!(!dir.join(LEGACY_FILE).exists());
     assert_eq!(snapshot(&lab, "\0"), before);
     assert_agree(&lab);
-    let ip = |v: &Value| v["ipv4"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let ip = |v: &Value| {
+        v["ipv4"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
     let c = lab.sandbox("c");
     ns_ping_until(&b, &ip(&connect(lab.d(), "blue", &c)));
     ns_ping_until(&a, "172.17.0.1");
@@ -353,7 +391,14 @@ fn start_up_cross_checks_endpoints_against_ipam_and_the_real_addresses() {
     let status = lab.d_mut().terminate(WAIT).expect("stops on SIGTERM");
     assert!(status.success(), "{status}");
 
-    let a_ip: std::net::Ipv4Addr = ea["ipv4"].as_str().unwrap().split('/').next().unwrap().parse().unwrap();
+    let a_ip: std::net::Ipv4Addr = ea["ipv4"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let c_old = ec["ipv4"].as_str().unwrap().to_string();
     let moved: std::net::Ipv4Addr = "172.17.200.7".parse().unwrap();
     {
@@ -383,11 +428,24 @@ fn start_up_cross_checks_endpoints_against_ipam_and_the_real_addresses() {
         said(&[&b, "also held", &a_ip.to_string(), "removed this endpoint"]),
         "{repaired:#?}"
     );
-    assert!(said(&[&c, "172.17.200.7", "not allocated"]), "{repaired:#?}");
-    assert!(said(&[&c_old.split('/').next().unwrap(), "released"]), "{repaired:#?}");
+    assert!(
+        said(&[&c, "172.17.200.7", "not allocated"]),
+        "{repaired:#?}"
+    );
+    assert!(
+        said(&[c_old.split('/').next().unwrap(), "released"]),
+        "{repaired:#?}"
+    );
     assert!(said(&[&c, "172.17.200.7", "put it back"]), "{repaired:#?}");
     let eps = endpoints(lab.d(), "\0");
-    assert_eq!(eps[&a], [("bridge".into(), "eth0".into(), ea["ipv4"].as_str().unwrap().into())]);
+    assert_eq!(
+        eps[&a],
+        [(
+            "bridge".into(),
+            "eth0".into(),
+            ea["ipv4"].as_str().unwrap().into()
+        )]
+    );
     assert!(eps[&b].is_empty(), "{eps:?}");
     assert_eq!(eps[&c][0].2, "172.17.200.7/16");
     assert_agree(&lab);
@@ -416,7 +474,9 @@ fn kill_9_during_a_connect_disconnect_loop_loses_nothing() {
     const SANDBOXES: usize = 6;
     const ROUNDS: usize = 4;
     let mut lab = Lab::new();
-    let sbs: Vec<String> = (0..SANDBOXES).map(|i| lab.sandbox(&format!("s{i}"))).collect();
+    let sbs: Vec<String> = (0..SANDBOXES)
+        .map(|i| lab.sandbox(&format!("s{i}")))
+        .collect();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     let mut seed = now.map_or(1, |d| d.as_nanos() as u64) ^ ((std::process::id() as u64) << 20);
     println!("seed {seed}");
@@ -427,7 +487,8 @@ fn kill_9_during_a_connect_disconnect_loop_loses_nothing() {
         seed
     };
     // What each sandbox was last told: Some(address) connected, None disconnected.
-    let mut told: BTreeMap<String, Option<String>> = sbs.iter().map(|s| (s.clone(), None)).collect();
+    let mut told: BTreeMap<String, Option<String>> =
+        sbs.iter().map(|s| (s.clone(), None)).collect();
     for round in 0..ROUNDS {
         let socket = lab.d().socket.clone();
         // The kill comes once a random number of requests were answered, while the next one is
@@ -435,7 +496,9 @@ fn kill_9_during_a_connect_disconnect_loop_loses_nothing() {
         let kill_after = 1 + (rand() % 8) as usize;
         let (answered_tx, answered) = std::sync::mpsc::channel::<()>();
         // The loop runs in a thread, one request at a time, until the daemon dies.
-        let plan: Vec<usize> = (0..200).map(|_| (rand() % SANDBOXES as u64) as usize).collect();
+        let plan: Vec<usize> = (0..200)
+            .map(|_| (rand() % SANDBOXES as u64) as usize)
+            .collect();
         let sbs2 = sbs.clone();
         let mut state = told.clone();
         let worker = std::thread::spawn(move || {
@@ -490,7 +553,10 @@ fn kill_9_during_a_connect_disconnect_loop_loses_nothing() {
                 }
                 continue;
             }
-            assert_eq!(&have, want, "round {round}: {sb} lost what it was told: {eps:?}");
+            assert_eq!(
+                &have, want,
+                "round {round}: {sb} lost what it was told: {eps:?}"
+            );
         }
         assert_agree(&lab);
         told = eps
@@ -500,7 +566,11 @@ fn kill_9_during_a_connect_disconnect_loop_loses_nothing() {
     }
     // New connects get addresses nobody holds.
     let held: BTreeSet<String> = told.values().flatten().cloned().collect();
-    for sb in told.iter().filter(|(_, v)| v.is_none()).map(|(s, _)| s.clone()) {
+    for sb in told
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(s, _)| s.clone())
+    {
         let got = connect(lab.d(), "bridge", &sb)["ipv4"]
             .as_str()
             .unwrap()

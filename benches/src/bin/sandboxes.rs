@@ -237,7 +237,9 @@ fn summary(reports: &[Report]) -> String {
     for r in reports {
         let op = |name: &str| r.ops.iter().find(|o| o.name == name);
         let pq = |o: Option<&Op>| {
-            o.map_or("-".into(), |o| format!("{:.2}/{:.2}", o.ms(0.5), o.ms(0.99)))
+            o.map_or("-".into(), |o| {
+                format!("{:.2}/{:.2}", o.ms(0.5), o.ms(0.99))
+            })
         };
         let n = r.connects.len();
         let at100 = median_ms(&r.connects, 90, 110);
@@ -266,7 +268,9 @@ fn summary(reports: &[Report]) -> String {
                 .map_or("-".into(), |v| format!("{v:.1}")),
         ]);
     }
-    let mut out = String::from("\nsummary (API pass; restart = kill -9 until every endpoint port is listed):\n");
+    let mut out = String::from(
+        "\nsummary (API pass; restart = kill -9 until every endpoint port is listed):\n",
+    );
     out.push_str(&table(&header, &rows));
     out
 }
@@ -856,10 +860,9 @@ fn run(args: &Args, bins: &VswitchBins, count: u32, label: &str) -> Result<Repor
 
     // Pass 2: the API socket; these stay for the restore.
     let mut pass = create_pass(Via::Api, count, &prefix, bins, &socket, &mut sandboxes)?;
-    report.memory.push(memory(
-        &format!("{count} sandboxes (API)"),
-        daemon.pid(),
-    )?);
+    report
+        .memory
+        .push(memory(&format!("{count} sandboxes (API)"), daemon.pid())?);
     report.connects = std::mem::take(&mut pass.connects);
     push_pass(&mut report, Via::Api, pass);
 

@@ -102,8 +102,8 @@ fn run(args: Args) -> Result<(), String> {
     let socket = ApiSocket::bind_with(&args.socket, group).map_err(|e| e.to_string())?;
     let (dp, dp_thread) =
         switch::event_loop::spawn("datapath").map_err(|e| format!("starting datapath: {e}"))?;
-    let (daemon, notes, repairs) = Daemon::start(dp, &args.state_dir, vtep)
-        .map_err(|e| format!("restoring state: {e}"))?;
+    let (daemon, notes, repairs) =
+        Daemon::start(dp, &args.state_dir, vtep).map_err(|e| format!("restoring state: {e}"))?;
     for n in &notes {
         tracing::info!("state store: {n}");
     }

@@ -67,7 +67,11 @@ impl Daemon {
 
     /// Refuses with ENOSPC when the state dir's filesystem has less than [`MIN_FREE`] left.
     fn check_room(&self) -> Result<(), String> {
-        let dir = self.store.path().parent().unwrap_or(std::path::Path::new("."));
+        let dir = self
+            .store
+            .path()
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
         let Ok(st) = rustix::fs::statvfs(dir) else {
             // Cannot tell: let the store try.
             return Ok(());
@@ -133,7 +137,10 @@ impl Daemon {
             &mut rows,
             Table::Sandboxes,
             &saved.sandboxes,
-            self.sandboxes.iter().map(|(k, s)| (k.as_str(), s)).collect(),
+            self.sandboxes
+                .iter()
+                .map(|(k, s)| (k.as_str(), s))
+                .collect(),
         )?;
         diff(
             &mut rows,

@@ -329,9 +329,13 @@ impl Daemon {
         sandbox: &str,
     ) -> Result<serde_json::Value, ApiError> {
         let driver = self.network(network)?.record.driver;
-        let ep = self.endpoints.get(network, sandbox).cloned().ok_or_else(|| {
-            ApiError::not_found(format!("sandbox {sandbox} is not connected to {network}"))
-        })?;
+        let ep = self
+            .endpoints
+            .get(network, sandbox)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::not_found(format!("sandbox {sandbox} is not connected to {network}"))
+            })?;
         // Leaving the host network gives the sandbox a namespace of its own again.
         let left_host = self
             .sandboxes

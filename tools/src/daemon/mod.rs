@@ -25,8 +25,8 @@
 //! L3 edge on nftables), `dns/` (the embedded resolver) and `cluster/` (the etcd client), each
 //! calling into the [`Daemon`] as the API does.
 
-pub mod docker;
 mod commit;
+pub mod docker;
 mod drivers;
 mod endpoints;
 mod error;

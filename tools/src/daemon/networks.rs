@@ -5,8 +5,8 @@
 
 use super::commit::Order;
 use super::drivers::{parse_peer, Driver};
-use super::store::Table;
 use super::endpoints::NetworkIpam;
+use super::store::Table;
 use super::undo::Undo;
 use super::{random_id, ApiError, Daemon, NetworkLive, NetworkRecord, DEFAULT_NETWORKS};
 use crate::api::{check_mtu, check_name, NetworkRow, NetworkSpec};
@@ -343,7 +343,9 @@ impl Daemon {
         self.transaction(|d, undo| {
             d.record_peer(network, &ip, false, undo);
             let rec = d.networks[network].record.clone();
-            d.commit(Order::StoreFirst, |tx| tx.put(Table::Networks, network, &rec))
+            d.commit(Order::StoreFirst, |tx| {
+                tx.put(Table::Networks, network, &rec)
+            })
         })?;
         let mut problems = Vec::new();
         if let Err(e) = self.set_peer(vni, addr, false, &mut Undo::default()) {

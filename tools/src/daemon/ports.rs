@@ -25,7 +25,9 @@ impl Daemon {
         let name = rec.name.clone();
         self.transaction(|d, undo| {
             d.attach_owned(rec.clone(), undo)?;
-            d.commit(Order::SystemFirst, |tx| tx.put(Table::Ports, &rec.name, &rec))
+            d.commit(Order::SystemFirst, |tx| {
+                tx.put(Table::Ports, &rec.name, &rec)
+            })
         })?;
         Ok(json!({ "name": name }))
     }
@@ -125,8 +127,15 @@ impl Daemon {
             )));
         }
         // The store first: when it refuses, the port stays attached.
-        self.commit(Order::StoreFirst, |tx| tx.delete(Table::Ports, name).map(drop))?;
-        let problems: Vec<String> = self.detach(name).err().map(|e| e.message).into_iter().collect();
+        self.commit(Order::StoreFirst, |tx| {
+            tx.delete(Table::Ports, name).map(drop)
+        })?;
+        let problems: Vec<String> = self
+            .detach(name)
+            .err()
+            .map(|e| e.message)
+            .into_iter()
+            .collect();
         let what = format!("port {name} removed");
         ApiError::unless_problems(&problems, &what, json!({ "removed": name }))
     }
