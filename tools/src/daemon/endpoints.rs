@@ -737,8 +737,11 @@ impl Daemon {
     }
 }
 
-/// Inside the sandbox: loopback up, the address on the sandbox end, that end up, and the
-/// default route via the gateway when the endpoint sets it.
+/// Inside the sandbox: loopback up, IPv6 address generation off on the sandbox end (the
+/// networks are IPv4 only, and Docker too turns IPv6 off on a container's interface then:
+/// otherwise each new endpoint's router solicitations and MLD reports are flooded to every
+/// port of the bridge, and a connect costs more the more endpoints there are), the address on
+/// it, that end up, and the default route via the gateway when the endpoint sets it.
 fn configure_inside(
     ns: &File,
     ep: &EndpointRecord,
@@ -748,6 +751,7 @@ fn configure_inside(
     netns::in_netns(ns, || -> std::io::Result<()> {
         let mut nl = Netlink::new()?;
         nl.set_up("lo")?;
+        nl.disable_ipv6_autoconf(&ep.interface)?;
         nl.add_address(&ep.interface, ip, ep.prefix_len)?;
         nl.set_up(&ep.interface)?;
         if ep.default_route {
