@@ -645,7 +645,7 @@ fn kill_9_during_writes_loses_nothing_acknowledged() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "store::tests::crash_writer_child",
+            "daemon::store::tests::crash_writer_child",
             "--nocapture",
             "--test-threads=1",
         ])
