@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tools::daemon::store::{Store, Table};
 
 /// The default network's subnet and gateway in a fresh namespace (Docker's first pool).
 const BRIDGE_SUBNET: &str = "172.17.0.0/16";
@@ -994,12 +995,14 @@ fn network_rm_goes_on_past_a_failure_and_reports_it() {
     assert!(status.success(), "{status}");
 
     // Point the network at a pool IPAM does not have.
-    let file = lab.d().state_dir.join("switch.json");
-    let mut state: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    let nets = state["networks"].as_array_mut().unwrap();
-    let u = nets.iter_mut().find(|n| n["name"] == "u").unwrap();
-    u["ipam"]["pool"] = json!("10.99.0.0/24");
-    std::fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+    let state_dir = lab.d().state_dir.clone();
+    {
+        let mut store = Store::open(&state_dir).unwrap();
+        let nets: Vec<(String, Value)> = store.load(Table::Networks).unwrap();
+        let mut u = nets.into_iter().find(|(k, _)| k == "u").unwrap().1;
+        u["ipam"]["pool"] = json!("10.99.0.0/24");
+        store.write(|tx| tx.put(Table::Networks, "u", &u)).unwrap();
+    }
     lab.daemon = Some(Daemon::start(&lab.sw, &lab.dir.path));
     assert!(lab.sw.has_link(&ports[0]), "the gateway TAP is back");
 
@@ -1020,15 +1023,12 @@ fn network_rm_goes_on_past_a_failure_and_reports_it() {
         .map(|n| n["name"].as_str().unwrap_or("").to_string())
         .collect();
     assert!(!names.contains(&"u".to_string()), "{names:?}");
-    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert!(
-        !saved["networks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["name"] == "u"),
-        "{saved}"
-    );
+    // The store no longer has it either.
+    let status = lab.d_mut().terminate(WAIT).expect("stops on SIGTERM");
+    assert!(status.success(), "{status}");
+    let mut store = Store::open(&state_dir).unwrap();
+    let saved: Vec<(String, Value)> = store.load(Table::Networks).unwrap();
+    assert!(!saved.iter().any(|(k, _)| k == "u"), "{saved:?}");
 }
 
 /// (8) With the daemon stopped, a sandbox's namespace is deleted and another sandbox's host

@@ -1005,8 +1005,7 @@ fn docker_state_survives_faults_of_either_daemon() {
     assert_eq!(docker_nets, 1, "{nets:?}");
 
     // Malformed and refused plugin calls: an Err each, the stored state unchanged.
-    let state = h.vswitchd.state_dir.join("switch.json");
-    let before = std::fs::read(&state).expect("the state file");
+    let before = api_state(&h.vswitchd);
     let socket = h.socket.0.clone();
     let unknown = "f".repeat(64);
     let ep = h.net_field("a1", "neta", "EndpointID");
@@ -1088,8 +1087,11 @@ fn docker_state_survives_faults_of_either_daemon() {
         let err = answer["Err"].as_str().unwrap_or_default();
         assert!(err.contains(want), "{call} {body}: {err:?} lacks {want:?}");
     }
-    let after = std::fs::read(&state).expect("the state file");
-    assert!(before == after, "a refused call changed the stored state");
+    let after = api_state(&h.vswitchd);
+    assert!(
+        before == after,
+        "a refused call changed the state: {before} -> {after}"
+    );
     assert_eq!(h.endpoints(&a), 2);
     h.ping_until("a1", "a2");
 
@@ -1169,21 +1171,45 @@ fn overlay_network_across_two_docker_hosts() {
     h2.docker.docker_ok(&["rm", "-f", "o2"]);
 }
 
-/// The host end of a joined endpoint's veth, from the state vswitchd saved.
+/// The host end of a joined endpoint's veth: the port its MAC is pinned to (a static entry).
 fn host_end(h: &DockerHost, network: &str, endpoint: &str) -> String {
-    let state: Value = serde_json::from_slice(
-        &std::fs::read(h.vswitchd.state_dir.join("switch.json")).expect("the state file"),
-    )
-    .expect("the state file is JSON");
     let name = format!("docker-{}", &network[..12]);
-    state["endpoints"]
+    let inspect = h.vswitchd.ctl_json(&["network", "inspect", &name]);
+    let mac = inspect[0]["Containers"][endpoint]["MacAddress"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no endpoint {endpoint} in {inspect}"))
+        .to_ascii_lowercase();
+    let row = h
+        .vswitchd
+        .fdb_entry(&mac)
+        .unwrap_or_else(|| panic!("{mac} is not in the MAC table"));
+    assert_eq!(row["static"], true, "{row}");
+    row["port"].as_str().expect("a port name").to_string()
+}
+
+/// What the daemon holds, as its API shows it: networks with their containers, sandboxes, and
+/// port names (not their counters).
+fn api_state(d: &common::Daemon) -> Value {
+    let nets = d.ctl_json(&["network", "ls"]);
+    let inspected: Vec<Value> = nets
         .as_array()
         .into_iter()
         .flatten()
-        .find(|e| e["id"] == endpoint && e["network"] == name.as_str())
-        .and_then(|e| e["host_interface"].as_str())
-        .unwrap_or_else(|| panic!("no endpoint {endpoint} in {state}"))
-        .to_string()
+        .map(|n| d.ctl_json(&["network", "inspect", n["name"].as_str().unwrap()]))
+        .collect();
+    let mut ports: Vec<String> = d
+        .ctl_json(&["port", "list"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    ports.sort();
+    serde_json::json!({
+        "networks": inspected,
+        "sandboxes": d.ctl_json(&["sandbox", "ls"]),
+        "ports": ports,
+    })
 }
 
 /// `--docker-plugin none` serves no plugin; a path vswitchd cannot serve stops it with a clear

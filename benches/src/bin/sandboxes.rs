@@ -25,6 +25,13 @@
 //! vswitchd's memory (VmRSS) and open descriptors are read at each stage. Everything made is
 //! removed on success, on error and on Ctrl-C (guards); per-operation latencies go into HDR
 //! histograms. Prints a table, and the same figures as JSON with `--json FILE`.
+//!
+//! Scale and baseline: `--counts 100,1000,10000` runs the whole scenario once per count (each
+//! in a fresh namespace and state dir); `--api-only` leaves out step 0 and the vswitchctl pass;
+//! `--baseline-vswitchd PATH` (and `--baseline-vswitchctl`) runs every count again against
+//! another vswitchd (the JSON-state daemon before the store), up to `--baseline-max N`
+//! sandboxes. A summary compares them: create + connect p50/p99, the cost of the 100th and of
+//! the Nth connect (median of the 20 around each), the restore after kill -9, RSS per sandbox.
 
 use benches::e2e::bins::vswitch_bins;
 use benches::e2e::cleanup::{Resource, TempDir};
@@ -60,8 +67,24 @@ const PING_TIMEOUT: Duration = Duration::from_secs(15);
 struct Args {
     /// Sandboxes per pass (two passes: vswitchctl, then the API socket).
     #[arg(long, value_name = "N", default_value_t = 200,
-          value_parser = clap::value_parser!(u32).range(1..=4000))]
+          value_parser = clap::value_parser!(u32).range(1..=20000))]
     count: u32,
+    /// Run the scenario once per count, e.g. `100,1000,10000` (replaces --count).
+    #[arg(long, value_name = "N,N,…", value_delimiter = ',',
+          value_parser = clap::value_parser!(u32).range(1..=20000))]
+    counts: Vec<u32>,
+    /// Only the API pass (no `network ls` overhead, no vswitchctl pass).
+    #[arg(long)]
+    api_only: bool,
+    /// Also run every count against this vswitchd (e.g. the JSON-state daemon before the store).
+    #[arg(long, value_name = "PATH")]
+    baseline_vswitchd: Option<PathBuf>,
+    /// The baseline's vswitchctl [default: next to the baseline vswitchd].
+    #[arg(long, value_name = "PATH")]
+    baseline_vswitchctl: Option<PathBuf>,
+    /// Run the baseline only for counts up to N (it may be too slow at 10,000).
+    #[arg(long, value_name = "N")]
+    baseline_max: Option<u32>,
     /// Sandboxes picked at random to ping the gateway after the restore.
     #[arg(long, value_name = "K", default_value_t = 5)]
     check: u32,
@@ -121,35 +144,135 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = run(&args, &bins);
-    match result {
-        Ok(report) => {
-            print!("{}", report.table());
-            if let Some(path) = &args.json {
-                let text = serde_json::to_string_pretty(&report.to_json())
-                    .expect("a serde_json::Value always serialises");
-                if let Err(e) = std::fs::write(path, text + "\n") {
-                    eprintln!("sandboxes: writing {}: {e}", path.display());
-                    return ExitCode::FAILURE;
+    let mut daemons = vec![("store", bins)];
+    if let Some(path) = &args.baseline_vswitchd {
+        let ctl = args
+            .baseline_vswitchctl
+            .clone()
+            .unwrap_or_else(|| path.with_file_name("vswitchctl"));
+        daemons.push((
+            "baseline",
+            VswitchBins {
+                vswitchd: path.clone(),
+                vswitchctl: ctl,
+            },
+        ));
+    }
+    let counts = if args.counts.is_empty() {
+        vec![args.count]
+    } else {
+        args.counts.clone()
+    };
+    let mut reports = Vec::new();
+    let mut ok = true;
+    for &count in &counts {
+        for (label, bins) in &daemons {
+            if *label == "baseline" && args.baseline_max.is_some_and(|m| count > m) {
+                eprintln!("sandboxes: baseline not run at {count} (--baseline-max)");
+                continue;
+            }
+            eprintln!("sandboxes: === {label} vswitchd, {count} sandboxes ===");
+            match run(&args, bins, count, label) {
+                Ok(report) => {
+                    print!("{}", report.table());
+                    ok &= report.ok();
+                    reports.push(report);
                 }
-                eprintln!("sandboxes: wrote {}", path.display());
-            }
-            if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            if interrupted() {
-                eprintln!("sandboxes: interrupted; everything it made was removed");
-                ExitCode::from(130)
-            } else {
-                eprintln!("sandboxes: {e}");
-                ExitCode::FAILURE
+                Err(e) => {
+                    if interrupted() {
+                        eprintln!("sandboxes: interrupted; everything it made was removed");
+                        return ExitCode::from(130);
+                    }
+                    eprintln!("sandboxes: {label} at {count}: {e}");
+                    ok = false;
+                }
             }
         }
     }
+    print!("{}", summary(&reports));
+    if let Some(path) = &args.json {
+        let all: Vec<Value> = reports.iter().map(Report::to_json).collect();
+        let text = serde_json::to_string_pretty(&Value::Array(all))
+            .expect("a serde_json::Value always serialises");
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("sandboxes: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("sandboxes: wrote {}", path.display());
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The median of `d[range]` (clamped to what there is), in ms.
+fn median_ms(d: &[Duration], from: usize, to: usize) -> Option<f64> {
+    let to = to.min(d.len());
+    let from = from.min(to);
+    let mut v: Vec<Duration> = d.get(from..to)?.to_vec();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort();
+    Some(ms(v[v.len() / 2]))
+}
+
+/// One line per run: the figures to compare across counts and daemons.
+fn summary(reports: &[Report]) -> String {
+    let header = [
+        "vswitchd",
+        "N",
+        "create+connect s",
+        "create p50/p99 ms",
+        "connect p50/p99 ms",
+        "100th connect ms",
+        "Nth connect ms",
+        "Nth/100th",
+        "restart ms",
+        "RSS KiB/sandbox",
+    ];
+    let mut rows = Vec::new();
+    for r in reports {
+        let op = |name: &str| r.ops.iter().find(|o| o.name == name);
+        let pq = |o: Option<&Op>| {
+            o.map_or("-".into(), |o| {
+                format!("{:.2}/{:.2}", o.ms(0.5), o.ms(0.99))
+            })
+        };
+        let n = r.connects.len();
+        let at100 = median_ms(&r.connects, 90, 110);
+        let last = median_ms(&r.connects, n.saturating_sub(20), n);
+        let wall = r
+            .walls
+            .iter()
+            .find(|(w, _)| w.contains("(API)") && w.contains("create"))
+            .map_or("-".into(), |(_, d)| format!("{:.1}", d.as_secs_f64()));
+        rows.push(vec![
+            r.label.clone(),
+            r.count.to_string(),
+            wall,
+            pq(op("sandbox create (API)")),
+            pq(op("network connect (API)")),
+            at100.map_or("-".into(), |v| format!("{v:.2}")),
+            last.map_or("-".into(), |v| format!("{v:.2}")),
+            match (at100, last) {
+                (Some(a), Some(b)) if a > 0.0 => format!("{:.2}", b / a),
+                _ => "-".into(),
+            },
+            r.restore
+                .as_ref()
+                .map_or("-".into(), |x| format!("{:.0}", ms(x.all_ports))),
+            r.rss_per_sandbox()
+                .map_or("-".into(), |v| format!("{v:.1}")),
+        ]);
+    }
+    let mut out = String::from(
+        "\nsummary (API pass; restart = kill -9 until every endpoint port is listed):\n",
+    );
+    out.push_str(&table(&header, &rows));
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -301,6 +424,8 @@ struct Pass {
     create: Op,
     connect: Op,
     both: Op,
+    /// Each connect's time, in order.
+    connects: Vec<Duration>,
     /// Wall time of the whole pass.
     wall: Duration,
 }
@@ -335,7 +460,11 @@ struct Check {
 }
 
 struct Report {
+    /// Which vswitchd (`store`, `baseline`).
+    label: String,
     count: u32,
+    /// The API pass's connects, in order.
+    connects: Vec<Duration>,
     kernel: String,
     cpus: usize,
     vswitchd: String,
@@ -350,6 +479,13 @@ struct Report {
 }
 
 impl Report {
+    /// VmRSS growth per sandbox over the API pass.
+    fn rss_per_sandbox(&self) -> Option<f64> {
+        let a = self.memory.iter().find(|m| m.stage.starts_with("fresh"))?;
+        let b = self.memory.iter().find(|m| m.stage.contains("(API)"))?;
+        Some((b.rss_kib as f64 - a.rss_kib as f64) / f64::from(self.count))
+    }
+
     fn ok(&self) -> bool {
         self.restore.is_some()
             && self.check.as_ref().is_some_and(|c| c.failed.is_empty())
@@ -360,8 +496,8 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "sandboxes: {} per pass; host: Linux {}, {} CPUs; vswitchd {}",
-            self.count, self.kernel, self.cpus, self.vswitchd
+            "sandboxes: {} per pass; host: Linux {}, {} CPUs; vswitchd ({}) {}",
+            self.count, self.kernel, self.cpus, self.label, self.vswitchd
         );
         let _ = writeln!(
             out,
@@ -436,11 +572,7 @@ impl Report {
             })
             .collect();
         out.push_str(&table(&["stage", "VmRSS MiB", "VmHWM MiB", "fds"], &rows));
-        if let (Some(a), Some(b)) = (
-            self.memory.iter().find(|m| m.stage.starts_with("fresh")),
-            self.memory.iter().find(|m| m.stage.contains("(API)")),
-        ) {
-            let per = (b.rss_kib as f64 - a.rss_kib as f64) / f64::from(self.count);
+        if let Some(per) = self.rss_per_sandbox() {
             let _ = writeln!(out, "per sandbox (API pass): {per:.1} KiB of VmRSS");
         }
 
@@ -493,8 +625,13 @@ impl Report {
     }
 
     fn to_json(&self) -> Value {
+        let n = self.connects.len();
         json!({
+            "vswitchd_label": self.label,
             "count": self.count,
+            "connect_100th_ms": median_ms(&self.connects, 90, 110),
+            "connect_nth_ms": median_ms(&self.connects, n.saturating_sub(20), n),
+            "rss_kib_per_sandbox": self.rss_per_sandbox(),
             "host": { "kernel": self.kernel, "cpus": self.cpus },
             "vswitchd": self.vswitchd,
             "state_dir": self.state_dir,
@@ -644,7 +781,7 @@ impl Via {
     }
 }
 
-fn run(args: &Args, bins: &VswitchBins) -> Result<Report> {
+fn run(args: &Args, bins: &VswitchBins, count: u32, label: &str) -> Result<Report> {
     let prefix = run_prefix();
     // Declared in the order they are made: dropped in reverse (sandboxes, daemon, namespace,
     // directory), also on an early return.
@@ -670,7 +807,9 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Report> {
     })?;
 
     let mut report = Report {
-        count: args.count,
+        label: label.to_string(),
+        count,
+        connects: Vec::new(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
@@ -691,38 +830,40 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Report> {
     // What a vswitchctl process costs by itself: the same read-only request (`network ls`,
     // constant work) through vswitchctl and in-process, alternately so that a change of load
     // on the machine hits both alike.
-    let (ctl_ls, api_ls) = request_overhead(args.count, bins, &socket)?;
-    report.ops.extend([ctl_ls, api_ls]);
+    if !args.api_only {
+        let (ctl_ls, api_ls) = request_overhead(count, bins, &socket)?;
+        report.ops.extend([ctl_ls, api_ls]);
 
-    // Pass 1: vswitchctl, then remove them the same way.
-    let pass = create_pass(
-        Via::Vswitchctl,
-        args.count,
-        &prefix,
-        bins,
-        &socket,
-        &mut sandboxes,
-    )?;
-    report.memory.push(memory(
-        &format!("{} sandboxes (vswitchctl)", args.count),
-        daemon.pid(),
-    )?);
-    push_pass(&mut report, Via::Vswitchctl, pass);
-    let rm = remove_all(Via::Vswitchctl, bins, &socket, &mut sandboxes)?;
-    report
-        .walls
-        .push(("sandbox rm (vswitchctl)".into(), rm.total));
-    report.ops.push(rm);
-    report
-        .memory
-        .push(memory("after removing them", daemon.pid())?);
+        // Pass 1: vswitchctl, then remove them the same way.
+        let pass = create_pass(
+            Via::Vswitchctl,
+            count,
+            &prefix,
+            bins,
+            &socket,
+            &mut sandboxes,
+        )?;
+        report.memory.push(memory(
+            &format!("{count} sandboxes (vswitchctl)"),
+            daemon.pid(),
+        )?);
+        push_pass(&mut report, Via::Vswitchctl, pass);
+        let rm = remove_all(Via::Vswitchctl, bins, &socket, &mut sandboxes)?;
+        report
+            .walls
+            .push(("sandbox rm (vswitchctl)".into(), rm.total));
+        report.ops.push(rm);
+        report
+            .memory
+            .push(memory("after removing them", daemon.pid())?);
+    }
 
     // Pass 2: the API socket; these stay for the restore.
-    let pass = create_pass(Via::Api, args.count, &prefix, bins, &socket, &mut sandboxes)?;
-    report.memory.push(memory(
-        &format!("{} sandboxes (API)", args.count),
-        daemon.pid(),
-    )?);
+    let mut pass = create_pass(Via::Api, count, &prefix, bins, &socket, &mut sandboxes)?;
+    report
+        .memory
+        .push(memory(&format!("{count} sandboxes (API)"), daemon.pid())?);
+    report.connects = std::mem::take(&mut pass.connects);
     push_pass(&mut report, Via::Api, pass);
 
     // Restore after kill -9.
@@ -731,11 +872,11 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Report> {
         .filter(|(_, kind, _)| kind == "system")
         .map(|(name, _, _)| name)
         .collect();
-    if before.len() != args.count as usize {
+    if before.len() != count as usize {
         return Err(Error::Unexpected(format!(
             "{} endpoint ports before the kill, expected {}",
             before.len(),
-            args.count
+            count
         )));
     }
     check_interrupt()?;
@@ -852,6 +993,7 @@ fn create_pass(
         create: Op::new(format!("sandbox create ({tag})")),
         connect: Op::new(format!("network connect ({tag})")),
         both: Op::new(format!("create + connect ({tag})")),
+        connects: Vec::with_capacity(count as usize),
         wall: Duration::ZERO,
     };
     eprintln!("sandboxes: creating and connecting {count} sandboxes through {tag}");
@@ -889,8 +1031,9 @@ fn create_pass(
         }
         pass.create.record(t1 - t0);
         pass.connect.record(t2 - t1);
+        pass.connects.push(t2 - t1);
         pass.both.record(t2 - t0);
-        if (i + 1) % 50 == 0 {
+        if (i + 1) % 500 == 0 {
             eprintln!("sandboxes:   {} / {count}", i + 1);
         }
     }

@@ -12,7 +12,7 @@ use tools::api::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 use tools::daemon::dns::ForwardConfig;
 use tools::daemon::docker::{self, DaemonBackend, DockerPlugin};
 use tools::daemon::server::{ApiSocket, Limits};
-use tools::daemon::{state, state::StateDir, Daemon};
+use tools::daemon::{state, Daemon};
 
 /// The vswitch daemon: a userspace virtual switch (bridge, VLANs, VXLAN overlay).
 #[derive(Parser, Debug)]
@@ -128,12 +128,14 @@ fn run(args: Args) -> Result<(), String> {
     tools::netns::record_own_netns().map_err(|e| e.to_string())?;
     // The lock first: a second daemon on this state dir stops here, having touched nothing.
     let _state_lock = state::lock_state_dir(&args.state_dir).map_err(|e| e.to_string())?;
-    let store = StateDir::open(&args.state_dir).map_err(|e| e.to_string())?;
     let socket = ApiSocket::bind_with(&args.socket, group).map_err(|e| e.to_string())?;
     let (dp, dp_thread) =
         switch::event_loop::spawn("datapath").map_err(|e| format!("starting datapath: {e}"))?;
-    let (daemon, repairs) =
-        Daemon::start(dp, store, vtep).map_err(|e| format!("restoring state: {e}"))?;
+    let (daemon, notes, repairs) =
+        Daemon::start(dp, &args.state_dir, vtep).map_err(|e| format!("restoring state: {e}"))?;
+    for n in &notes {
+        tracing::info!("state store: {n}");
+    }
     for r in &repairs {
         tracing::warn!("repaired: {r}");
     }

@@ -8,16 +8,19 @@
 //! endpoints without a sandbox record: Docker moves the free end of the veth into the container
 //! itself. Published ports of either kind go through [`Daemon::publish_ports`].
 
+use super::commit::Order;
 use super::docker::{EndpointInfo, EndpointSpec, IfAddr, JoinInfo};
 use super::sandboxes::SandboxRecord;
+use super::store::{StoreError, Table, Tx};
 use super::undo::Undo;
-use super::{random_id, ApiError, Daemon, NetworkRecord, PortOwner, PortRecord};
+use super::{random_id, ApiError, Daemon, Driver, NetworkRecord, PortOwner, PortRecord};
 use crate::api::PortType;
 use crate::netlink::Netlink;
 use crate::netns;
 use ipam::{Cidr, IpamDriver, PoolId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -117,7 +120,7 @@ impl Connect<'_> {
 }
 
 impl Daemon {
-    /// Connects a sandbox: check → the driver's connect → store → save, undone on failure.
+    /// Connects a sandbox: check → the driver's connect → commit, undone on failure.
     pub(super) fn network_connect(
         &mut self,
         network: &str,
@@ -155,9 +158,10 @@ impl Daemon {
             let mut ep = ops.connect(d, &c, undo)?;
             d.swarm_publish(&ep, undo)?;
             ep.aliases = aliases;
-            d.endpoints.push(ep.clone());
-            undo.push(|d| {
-                d.endpoints.pop();
+            d.endpoints.insert(ep.clone());
+            let (n, s) = (ep.network.clone(), ep.sandbox.clone());
+            undo.push(move |d| {
+                d.endpoints.remove(&n, &s);
             });
             if !specs.is_empty() {
                 ep.publish = d.apply_publish(&ep.id, &specs)?;
@@ -165,7 +169,19 @@ impl Daemon {
             if icc_off {
                 d.isolate_endpoints(&ep.network)?;
             }
-            d.save()?;
+            let port = d.ports.get(&ep.host_interface).map(|p| p.record.clone());
+            // The driver may have changed the sandbox (the host driver's flag).
+            let changed = d.sandboxes.get(sandbox).filter(|now| **now != sb).cloned();
+            d.commit(Order::SystemFirst, |tx| {
+                tx.put(Table::Endpoints, &ep.id, &ep)?;
+                if let Some(p) = &port {
+                    tx.put(Table::Ports, &p.name, p)?;
+                }
+                match &changed {
+                    Some(s) => tx.put(Table::Sandboxes, &s.name, s),
+                    None => Ok(()),
+                }
+            })?;
             Ok(ep)
         })?;
         self.names_connected(&ep);
@@ -196,11 +212,7 @@ impl Daemon {
     ) -> Result<(NetworkRecord, SandboxRecord), ApiError> {
         let net = self.network(network)?.record.clone();
         let sb = self.sandbox(sandbox)?.clone();
-        let mine: Vec<&EndpointRecord> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.sandbox == sandbox)
-            .collect();
+        let mine: Vec<&EndpointRecord> = self.endpoints.of_sandbox(sandbox).collect();
         if mine.iter().any(|e| e.network == network) {
             return Err(ApiError::conflict(format!(
                 "sandbox {sandbox} is already connected to {network}"
@@ -255,11 +267,7 @@ impl Daemon {
         let ipam = net.ipam.clone().ok_or_else(|| {
             ApiError::internal(format!("network {} has no address pool", net.name))
         })?;
-        let mine: Vec<&EndpointRecord> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.sandbox == *sandbox)
-            .collect();
+        let mine: Vec<&EndpointRecord> = self.endpoints.of_sandbox(sandbox).collect();
         let interface = (0..=mine.len())
             .map(|i| format!("eth{i}"))
             .find(|n| !mine.iter().any(|e| &e.interface == n))
@@ -389,53 +397,120 @@ impl Daemon {
         }
     }
 
-    /// Disconnects a sandbox: going on past a failure, it removes the veth, undoes what the
-    /// driver did, releases the address, and reports every problem.
+    /// Disconnects a sandbox: the store forgets the endpoint and its address first (nothing
+    /// changes when that fails); then, going on past a failure, the veth goes and the driver
+    /// undoes what it did, and every problem is reported.
     pub(super) fn network_disconnect(
         &mut self,
         network: &str,
         sandbox: &str,
     ) -> Result<serde_json::Value, ApiError> {
         let driver = self.network(network)?.record.driver;
-        let i = self
+        let ep = self
             .endpoints
-            .iter()
-            .position(|e| e.network == network && e.sandbox == sandbox)
+            .get(network, sandbox)
+            .cloned()
             .ok_or_else(|| {
                 ApiError::not_found(format!("sandbox {sandbox} is not connected to {network}"))
             })?;
-        if self.endpoints[i].docker.is_some() {
+        if ep.docker.is_some() {
             return Err(ApiError::conflict(format!(
                 "{sandbox} is a Docker container's endpoint: use docker network disconnect"
             )));
         }
-        let ep = self.endpoints[i].clone();
-        self.swarm_withdraw(&ep)?;
+        // Leaving the host network gives the sandbox a namespace of its own again.
+        let left_host = self
+            .sandboxes
+            .get(sandbox)
+            .filter(|_| driver == Driver::Host)
+            .map(|s| SandboxRecord {
+                host: false,
+                ..s.clone()
+            });
         let mut problems = Vec::new();
-        if let Err(e) = self.unpublish_ports(&ep.id) {
-            problems.push(format!("unpublishing its ports: {}", e.message));
+        let eps = [ep];
+        self.forget_endpoints(&eps, &mut problems, |tx| match &left_host {
+            Some(s) => tx.put(Table::Sandboxes, &s.name, s),
+            None => Ok(()),
+        })?;
+        self.tear_down_endpoints(&eps, &mut problems);
+        let done = json!({ "network": network, "sandbox": sandbox });
+        ApiError::unless_problems(&problems, "disconnected", done)
+    }
+
+    /// Commits that `eps`, their ports, their addresses and whatever `also` writes are gone, in
+    /// one transaction; only then gives the addresses back in memory. When the commit fails
+    /// nothing has changed, in memory or in the store. A release that fails is a problem, not
+    /// a refusal.
+    pub(super) fn forget_endpoints(
+        &mut self,
+        eps: &[EndpointRecord],
+        problems: &mut Vec<String>,
+        also: impl FnOnce(&mut Tx<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), ApiError> {
+        // A swarm endpoint leaves the cluster first: with etcd away, nothing changes.
+        for ep in eps {
+            self.swarm_withdraw(ep)?;
         }
-        if let Err(e) = self.unplumb(&ep) {
-            problems.push(e.message);
-        }
-        if let Err(e) = driver.ops().disconnect(self, sandbox) {
-            problems.push(e.message);
-        }
-        if let Err(e) = self.release(&ep) {
-            problems.push(e.message);
-        }
-        let had_ports = !self.endpoints[i].publish.is_empty();
-        self.endpoints.remove(i);
-        if had_ports {
-            // Unpublishing failed above: the table must still lose the endpoint's rules.
-            if let Err(e) = self.sync_edge() {
+        let released: Vec<ipam::IpamChange> = eps
+            .iter()
+            .filter_map(|e| {
+                Some(ipam::IpamChange::Released {
+                    pool: self.pool_of(&e.network)?,
+                    address: e.ip?,
+                })
+            })
+            .collect();
+        let ports: Vec<&str> = eps
+            .iter()
+            .map(|e| e.host_interface.as_str())
+            .filter(|p| !p.is_empty() && self.ports.contains_key(*p))
+            .collect();
+        self.commit(Order::StoreFirst, |tx| {
+            for ep in eps {
+                tx.delete(Table::Endpoints, &ep.id)?;
+            }
+            for port in &ports {
+                tx.delete(Table::Ports, port)?;
+            }
+            tx.apply_ipam(&released)?;
+            also(tx)
+        })?;
+        for ep in eps {
+            if let Err(e) = self.release(ep) {
                 problems.push(e.message);
             }
         }
-        self.names_disconnected(network, sandbox);
-        self.save()?;
-        let done = json!({ "network": network, "sandbox": sandbox });
-        ApiError::unless_problems(&problems, "disconnected", done)
+        // Those changes are in the store already.
+        let _ = self.ipam.take_changes();
+        Ok(())
+    }
+
+    /// Once their removal is committed: takes `eps` out of memory and off the system (the
+    /// veth, then what the driver did), going on past a failure.
+    pub(super) fn tear_down_endpoints(
+        &mut self,
+        eps: &[EndpointRecord],
+        problems: &mut Vec<String>,
+    ) {
+        for ep in eps {
+            self.endpoints.remove(&ep.network, &ep.sandbox);
+            if let Err(e) = self.unplumb(ep) {
+                problems.push(e.message);
+            }
+            if let Some(driver) = self.networks.get(&ep.network).map(|n| n.record.driver) {
+                if let Err(e) = driver.ops().disconnect(self, &ep.sandbox) {
+                    problems.push(e.message);
+                }
+            }
+            self.names_disconnected(&ep.network, &ep.sandbox);
+        }
+        // Their published ports leave table inet vswitch with them.
+        if eps.iter().any(|e| !e.publish.is_empty()) {
+            if let Err(e) = self.sync_edge() {
+                problems.push(format!("removing published ports: {}", e.message));
+            }
+        }
     }
 
     /// Gives the endpoint's address back to its network's pool.
@@ -463,7 +538,7 @@ impl Daemon {
     /// re-made. Returns what was repaired.
     pub(super) fn reconcile_endpoints(&mut self) -> Vec<String> {
         let mut repairs = self.forget_vanished_sandboxes();
-        let eps = self.endpoints.clone();
+        let eps: Vec<EndpointRecord> = self.endpoints.iter().cloned().collect();
         for ep in eps.iter().filter(|e| !e.host_interface.is_empty()) {
             if switch::port::afpacket::interface_exists(&ep.host_interface) {
                 continue;
@@ -487,13 +562,197 @@ impl Daemon {
                 )),
                 Err(e) => {
                     let _ = self.release(ep);
-                    self.endpoints.retain(|x| x.id != ep.id);
+                    self.endpoints.remove(&ep.network, &ep.sandbox);
                     repairs.push(format!(
                         "endpoint {}/{}: its veth had vanished and could not be re-made ({e}); removed it",
                         ep.network, ep.sandbox
                     ));
                 }
             }
+        }
+        repairs
+    }
+
+    /// Cross-checks the stored endpoints against IPAM and the addresses they really have, and
+    /// fixes what disagrees, deterministically, saying what it did:
+    /// - two endpoints with one address (a hand-edited state): the one IPAM allocates it to is
+    ///   kept, else the first by id; the others are removed with their veths (connect them
+    ///   again for a new address);
+    /// - an endpoint whose address IPAM does not allocate to it: allocated to it (taken from
+    ///   a stale owner that holds no endpoint with it), or the endpoint is removed when the
+    ///   pool cannot give it (outside the pool, the gateway);
+    /// - an allocation no endpoint holds: released;
+    /// - an endpoint whose interface lacks its address, or holds others: its address is put
+    ///   back and the others removed.
+    pub(super) fn cross_check_addresses(&mut self) -> Vec<String> {
+        let mut repairs = Vec::new();
+        let mut holders: BTreeMap<(PoolId, Ipv4Addr), Vec<EndpointRecord>> = BTreeMap::new();
+        for ep in self.endpoints.iter() {
+            if let (Some(ip), Some(pool)) = (ep.ip, self.pool_of(&ep.network)) {
+                holders.entry((pool, ip)).or_default().push(ep.clone());
+            }
+        }
+        for ((pool, ip), mut eps) in holders {
+            eps.sort_by(|a, b| a.id.cmp(&b.id));
+            let owner = self
+                .ipam
+                .pool(&pool)
+                .and_then(|p| p.owner(ip))
+                .map(str::to_string);
+            let keep = eps
+                .iter()
+                .position(|e| Some(&e.sandbox) == owner.as_ref())
+                .unwrap_or(0);
+            let kept = eps.remove(keep);
+            for other in eps {
+                self.drop_endpoint_at_start(&other);
+                repairs.push(format!(
+                    "endpoint {}/{}: its address {ip} is also held by the endpoint of {} (kept: \
+                     {}); removed this endpoint and its veth, connect it again for a new address",
+                    other.network,
+                    other.sandbox,
+                    kept.sandbox,
+                    if owner.as_ref() == Some(&kept.sandbox) {
+                        "IPAM allocates the address to it"
+                    } else {
+                        "the first by id"
+                    }
+                ));
+            }
+            if owner.as_deref() == Some(kept.sandbox.as_str()) {
+                continue;
+            }
+            if owner.is_some() {
+                let _ = self.ipam.release_address(&pool, ip);
+            }
+            match self.ipam.request_address(&pool, &kept.sandbox, Some(ip)) {
+                Ok(_) => repairs.push(format!(
+                    "endpoint {}/{}: its address {ip} was {} in IPAM; allocated it to the endpoint",
+                    kept.network,
+                    kept.sandbox,
+                    match &owner {
+                        Some(o) => format!("allocated to {o}, which holds no endpoint with it,"),
+                        None => "not allocated".into(),
+                    }
+                )),
+                Err(e) => {
+                    self.drop_endpoint_at_start(&kept);
+                    repairs.push(format!(
+                        "endpoint {}/{}: its address {ip} cannot be allocated in IPAM ({e}); \
+                         removed the endpoint and its veth",
+                        kept.network, kept.sandbox
+                    ));
+                }
+            }
+        }
+        repairs.extend(self.release_unheld_addresses());
+        repairs.extend(self.check_real_addresses());
+        repairs
+    }
+
+    /// The pool of `network`, if it has one.
+    fn pool_of(&self, network: &str) -> Option<PoolId> {
+        self.networks
+            .get(network)
+            .and_then(|n| n.record.ipam.as_ref())
+            .map(|i| i.pool.clone())
+    }
+
+    /// Removes an endpoint at start, with its veth (its port is not attached yet).
+    fn drop_endpoint_at_start(&mut self, ep: &EndpointRecord) {
+        if !ep.host_interface.is_empty() {
+            let _ = netlink().map(|mut nl| nl.delete_link(&ep.host_interface));
+        }
+        self.endpoints.remove(&ep.network, &ep.sandbox);
+    }
+
+    /// Releases the allocations no endpoint holds (the daemon's IPAM serves its endpoints only).
+    fn release_unheld_addresses(&mut self) -> Vec<String> {
+        let held: HashSet<(PoolId, Ipv4Addr)> = self
+            .endpoints
+            .iter()
+            .filter_map(|e| Some((self.pool_of(&e.network)?, e.ip?)))
+            .collect();
+        let unheld: Vec<(PoolId, Ipv4Addr, String)> = self
+            .ipam
+            .pools()
+            .flat_map(|(id, p)| {
+                p.allocated()
+                    .map(move |(ip, owner)| (id.clone(), ip, owner.to_string()))
+            })
+            .filter(|(id, ip, _)| !held.contains(&(id.clone(), *ip)))
+            .collect();
+        let mut repairs = Vec::new();
+        for (pool, ip, owner) in unheld {
+            if self.ipam.release_address(&pool, ip).is_ok() {
+                repairs.push(format!(
+                    "address {ip} of pool {pool} was allocated to {owner} in IPAM, but no \
+                     endpoint holds it; released it"
+                ));
+            }
+        }
+        repairs
+    }
+
+    /// Puts each endpoint's address back on its interface when it is missing there, and
+    /// removes the other IPv4 addresses the interface holds: one namespace visit per sandbox.
+    fn check_real_addresses(&mut self) -> Vec<String> {
+        type Expected = (EndpointRecord, Option<Ipv4Addr>);
+        let mut by_sandbox: BTreeMap<String, Vec<Expected>> = BTreeMap::new();
+        for ep in self.endpoints.iter().filter(|e| e.ip.is_some()) {
+            let gateway = self
+                .networks
+                .get(&ep.network)
+                .and_then(|n| n.record.ipam.as_ref())
+                .and_then(|i| i.gateway);
+            by_sandbox
+                .entry(ep.sandbox.clone())
+                .or_default()
+                .push((ep.clone(), gateway));
+        }
+        let mut repairs = Vec::new();
+        for (sandbox, eps) in by_sandbox {
+            let Some(path) = self.sandboxes.get(&sandbox).map(|s| s.path.clone()) else {
+                continue;
+            };
+            let Ok(ns) = netns::open_netns(&path) else {
+                continue;
+            };
+            let fixed = netns::in_netns(&ns, || {
+                let mut out = Vec::new();
+                let Ok(mut nl) = Netlink::new() else {
+                    return out;
+                };
+                for (ep, gateway) in &eps {
+                    let Some(ip) = ep.ip else { continue };
+                    // A missing interface is the veth check's business (reconcile_endpoints).
+                    let Ok(have) = nl.list_addresses(&ep.interface) else {
+                        continue;
+                    };
+                    for (other, len) in have.iter().filter(|a| **a != (ip, ep.prefix_len)) {
+                        if nl.del_address(&ep.interface, *other, *len).is_ok() {
+                            out.push(format!(
+                                "endpoint {}/{}: {} held {other}/{len}, not its address; removed it",
+                                ep.network, ep.sandbox, ep.interface
+                            ));
+                        }
+                    }
+                    if !have.contains(&(ip, ep.prefix_len))
+                        && nl.add_address(&ep.interface, ip, ep.prefix_len).is_ok()
+                    {
+                        out.push(format!(
+                            "endpoint {}/{}: {} had lost its address {ip}/{}; put it back",
+                            ep.network, ep.sandbox, ep.interface, ep.prefix_len
+                        ));
+                        // The default route went with the address.
+                        if let (true, Some(gw)) = (ep.default_route, gateway) {
+                            let _ = nl.add_default_route(*gw);
+                        }
+                    }
+                }
+                out
+            });
+            repairs.extend(fixed.unwrap_or_default());
         }
         repairs
     }
@@ -508,17 +767,12 @@ impl Daemon {
             .collect();
         let mut repairs = Vec::new();
         for name in gone {
-            let eps: Vec<EndpointRecord> = self
-                .endpoints
-                .iter()
-                .filter(|e| e.sandbox == name)
-                .cloned()
-                .collect();
+            let eps: Vec<EndpointRecord> = self.endpoints.of_sandbox(&name).cloned().collect();
             for ep in eps {
                 let _ = netlink().map(|mut nl| nl.delete_link(&ep.host_interface));
                 let _ = self.release(&ep);
+                self.endpoints.remove(&ep.network, &ep.sandbox);
             }
-            self.endpoints.retain(|e| e.sandbox != name);
             self.sandboxes.remove(&name);
             repairs.push(format!(
                 "sandbox {name}: its namespace is gone; removed it and its endpoints"
@@ -685,9 +939,10 @@ impl Daemon {
                 publish: Vec::new(),
                 aliases: Vec::new(),
             };
-            d.endpoints.push(ep.clone());
-            undo.push(|d| {
-                d.endpoints.pop();
+            d.endpoints.insert(ep.clone());
+            let (n, sb) = (ep.network.clone(), ep.sandbox.clone());
+            undo.push(move |d| {
+                d.endpoints.remove(&n, &sb);
             });
             d.save()?;
             docker_info(&ep)
@@ -815,7 +1070,7 @@ impl Daemon {
                 tracing::warn!(endpoint, error = %e, "docker: deleting, the address was not released");
             }
         }
-        self.endpoints.remove(i);
+        self.endpoints.remove_at(i);
         self.save()
     }
 
@@ -841,7 +1096,7 @@ impl Daemon {
     /// endpoint whose veth is there is kept: its port is attached again with the others.
     pub(super) fn reconcile_docker_endpoints(&mut self) -> Vec<String> {
         let mut repairs = Vec::new();
-        for ep in self.endpoints.clone() {
+        for ep in self.endpoints.iter().cloned().collect::<Vec<_>>() {
             if ep.docker.is_none() {
                 continue;
             }
@@ -923,8 +1178,11 @@ fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
-/// Inside the sandbox: loopback up, the address on the sandbox end, that end up, and the
-/// default route via the gateway when the endpoint sets it.
+/// Inside the sandbox: loopback up, IPv6 address generation off on the sandbox end (the
+/// networks are IPv4 only, and Docker too turns IPv6 off on a container's interface then:
+/// otherwise each new endpoint's router solicitations and MLD reports are flooded to every
+/// port of the bridge, and a connect costs more the more endpoints there are), the address on
+/// it, that end up, and the default route via the gateway when the endpoint sets it.
 fn configure_inside(
     ns: &File,
     ep: &EndpointRecord,
@@ -934,6 +1192,7 @@ fn configure_inside(
     netns::in_netns(ns, || -> std::io::Result<()> {
         let mut nl = Netlink::new()?;
         nl.set_up("lo")?;
+        nl.disable_ipv6_autoconf(&ep.interface)?;
         nl.add_address(&ep.interface, ip, ep.prefix_len)?;
         nl.set_up(&ep.interface)?;
         if ep.default_route {

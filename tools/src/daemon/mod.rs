@@ -3,14 +3,24 @@
 //! The [`Daemon`] is the control plane's single owner of configuration. It never touches frames:
 //! everything on the datapath happens on the datapath thread, reached through
 //! [`DatapathHandle::call`]. Each request is validated completely before anything changes, then
-//! runs as named steps that undo themselves on failure (`undo.rs`), and a change is saved to the
-//! state directory before the answer goes out. A refusal is an [`ApiError`] with a kind.
+//! runs as named steps that undo themselves on failure (`undo.rs`), and a change is one
+//! transaction of the [`store`] before the answer goes out. A refusal is an [`ApiError`] with a
+//! kind.
+//!
+//! Every change is intent-first, one of two ways, and its error says which: a change that makes
+//! something (create, connect, add) changes the system first and commits the records it made;
+//! when the commit fails, what it made is undone. A change that removes something (rm,
+//! disconnect, remove) commits first and then changes the system; when the commit fails,
+//! nothing was touched, and a failure on the system afterwards is reported as a problem (what
+//! is left is ours, marked, and removed at the next start). Either way, after a failed commit
+//! memory equals the store.
 //!
 //! Layout: this file holds the [`Daemon`], what it stores, start and restore, and the dispatch
 //! of requests; each API group has its own file (`networks.rs`, `sandboxes.rs`, `endpoints.rs`,
 //! `ports.rs`, `fdb.rs` with `stats`, [`trace`] for traces and captures); each network driver
 //! has its own file under `drivers/` (whose `mod.rs` says why a driver is an enum with a trait
-//! behind it); [`server`] is the socket and [`state`] the store. The services to come get a folder
+//! behind it); [`server`] is the socket, [`store`] the state store, [`state`] the state dir's
+//! lock and ID, `index.rs` the endpoints' indexes and `commit.rs` how a change is written. The services to come get a folder
 //! each beside them: `docker/` (the libnetwork remote driver and IPAM plugin), `firewall/` (the
 //! L3 edge on nftables), `dns/` (the embedded resolver) and `cluster/` (the etcd client), each
 //! calling into the [`Daemon`] as the API does. `edge.rs` hooks the firewall into the daemon
@@ -19,6 +29,7 @@
 //! embedded resolver.
 
 pub mod cluster;
+mod commit;
 pub mod dns;
 pub mod docker;
 mod drivers;
@@ -27,6 +38,7 @@ mod endpoints;
 mod error;
 mod fdb;
 pub mod firewall;
+mod index;
 mod names;
 mod networks;
 mod ports;
@@ -46,15 +58,12 @@ pub use sandboxes::SandboxRecord;
 
 use crate::api::{NetworkSpec, PortType, Request, Response};
 use serde::{Deserialize, Serialize};
-use state::StateDir;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 use switch::datapath::{NetworkId, PortHandle, TraceSink};
 use switch::event_loop::DatapathHandle;
 use switch::{BridgeConfig, Instant, PortCounters};
-
-/// The file holding networks and ports.
-const STATE_FILE: &str = "switch.json";
 
 /// The default network (its gateway port is `vswitch0`), and what `port add` joins unless told.
 const DEFAULT_NETWORK: &str = "bridge";
@@ -155,7 +164,8 @@ impl PortRecord {
     }
 }
 
-/// Everything in the state file.
+/// Everything in the state file of vswitchd before the store (`switch.json`), as the store's
+/// migration and the store bench read it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SwitchState {
     pub networks: Vec<NetworkRecord>,
@@ -186,11 +196,11 @@ struct PortLive {
 /// The control plane's state and the handle to the datapath thread.
 pub struct Daemon {
     dp: DatapathHandle,
-    store: StateDir,
+    store: store::Store,
     networks: BTreeMap<String, NetworkLive>,
     ports: BTreeMap<String, PortLive>,
     sandboxes: BTreeMap<String, SandboxRecord>,
-    endpoints: Vec<EndpointRecord>,
+    endpoints: index::Endpoints,
     ipam: ipam::DefaultIpam,
     /// Where the VXLAN endpoint binds (`--vtep`), and the endpoint once an overlay needs it.
     vtep_addr: std::net::SocketAddrV4,
@@ -210,15 +220,32 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Restores the saved networks and ports (or creates the default networks) and returns the
-    /// daemon with a list of what it had to repair.
+    /// Opens the state store in `state_dir` (importing an old `switch.json`), restores the
+    /// saved networks, sandboxes, endpoints and ports (or creates the default networks),
+    /// cross-checks them against IPAM and the system, and writes what it repaired in one
+    /// transaction. Returns the daemon, the store's notes and the list of repairs.
     pub fn start(
         dp: DatapathHandle,
-        store: StateDir,
+        state_dir: &Path,
         vtep_addr: std::net::SocketAddrV4,
-    ) -> std::io::Result<(Daemon, Vec<String>)> {
-        let saved: SwitchState = store.load(STATE_FILE)?.unwrap_or_default();
-        let instance_id = state::instance_id(store.path())?;
+    ) -> std::io::Result<(Daemon, Vec<String>, Vec<String>)> {
+        let instance_id = state::instance_id(state_dir)?;
+        let (mut store, notes) = store::Store::start(state_dir).map_err(std::io::Error::other)?;
+        let saved: commit::Saved = store.load_all().map_err(std::io::Error::other)?;
+        let mut ipam = saved.ipam.clone();
+        ipam.track_changes();
+        let mut endpoints = index::Endpoints::default();
+        let mut repairs = Vec::new();
+        for (_, ep) in &saved.endpoints {
+            if let Some(old) = endpoints.insert(ep.clone()) {
+                // Keys are ids: two ids for one (network, sandbox) pair. Keep the first.
+                repairs.push(format!(
+                    "endpoint {}/{}: stored twice (ids {} and {}); kept {} and dropped the other",
+                    ep.network, ep.sandbox, old.id, ep.id, old.id
+                ));
+                endpoints.insert(old);
+            }
+        }
         let mut d = Daemon {
             instance_id,
             dp,
@@ -232,27 +259,28 @@ impl Daemon {
             ports: BTreeMap::new(),
             sandboxes: saved
                 .sandboxes
-                .into_iter()
-                .map(|s| (s.name.clone(), s))
+                .iter()
+                .map(|(_, s)| (s.name.clone(), s.clone()))
                 .collect(),
-            endpoints: saved.endpoints,
-            ipam: saved.ipam,
+            endpoints,
+            ipam,
             firewall: edge::detect(),
             dns: None,
         };
         let fresh = saved.networks.is_empty();
-        d.restore_networks(saved.networks)
+        d.restore_networks(saved.networks.iter().map(|(_, n)| n.clone()).collect())
             .map_err(std::io::Error::other)?;
         if fresh {
             d.create_default_networks().map_err(std::io::Error::other)?;
         }
-        let mut repairs = d.reconcile_endpoints();
+        repairs.extend(d.cross_check_addresses());
+        repairs.extend(d.reconcile_endpoints());
         repairs.extend(d.reconcile_docker_endpoints());
-        repairs.extend(d.restore_ports(saved.ports));
+        repairs.extend(d.restore_ports(saved.ports.iter().map(|(_, p)| p.clone()).collect()));
         repairs.extend(d.remove_orphan_veths());
         repairs.extend(d.start_edge());
-        d.save().map_err(std::io::Error::other)?;
-        Ok((d, repairs))
+        d.write_repairs(&saved).map_err(std::io::Error::other)?;
+        Ok((d, notes, repairs))
     }
 
     /// Makes the bridges of the saved networks, and opens what their drivers need.
@@ -282,9 +310,21 @@ impl Daemon {
         Ok(())
     }
 
-    /// Attaches the saved ports the networks did not make again; returns those that failed.
+    /// Attaches the saved ports the networks did not make again (not those of endpoints that
+    /// start-up removed); returns those that failed.
     fn restore_ports(&mut self, saved: Vec<PortRecord>) -> Vec<String> {
         let mut repairs = Vec::new();
+        let endpoint_ports: std::collections::HashSet<&str> = self
+            .endpoints
+            .iter()
+            .map(|e| e.host_interface.as_str())
+            .collect();
+        let saved: Vec<PortRecord> = saved
+            .into_iter()
+            .filter(|p| {
+                p.owner != Some(PortOwner::Endpoint) || endpoint_ports.contains(p.name.as_str())
+            })
+            .collect();
         for rec in saved {
             let name = rec.name.clone();
             if self.ports.contains_key(&name) {
@@ -420,19 +460,6 @@ impl Daemon {
         self.dp
             .call(f)
             .map_err(|_| ApiError::internal("the datapath thread has stopped"))
-    }
-
-    fn save(&self) -> Result<(), ApiError> {
-        let state = SwitchState {
-            networks: self.networks.values().map(|n| n.record.clone()).collect(),
-            ports: self.ports.values().map(|p| p.record.clone()).collect(),
-            sandboxes: self.sandboxes.values().cloned().collect(),
-            endpoints: self.endpoints.clone(),
-            ipam: self.ipam.clone(),
-        };
-        self.store
-            .save(STATE_FILE, &state)
-            .map_err(|e| ApiError::internal(format!("saving state: {e}")))
     }
 
     fn new_bridge(&self) -> Result<NetworkId, ApiError> {

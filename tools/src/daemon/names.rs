@@ -34,7 +34,7 @@ impl Daemon {
             served: BTreeSet::new(),
         });
         let mut problems = Vec::new();
-        for ep in self.endpoints.clone() {
+        for ep in self.endpoints.iter().cloned().collect::<Vec<_>>() {
             if let Err(e) = self.names_add(&ep) {
                 problems.push(e);
             }

@@ -4,12 +4,14 @@
 //! for Docker's networks and address pools (the plugin's `CreateNetwork`, `DeleteNetwork`,
 //! `RequestPool`, `RequestAddress` and their releases).
 
+use super::commit::Order;
 use super::docker::{
     AddressKind, Addressing, IfAddr, NetworkDriver as DockerDriver,
     NetworkSpec as DockerNetworkSpec, PoolInfo, PoolSpec, Scope,
 };
 use super::drivers::{parse_peer, Driver};
 use super::endpoints::NetworkIpam;
+use super::store::Table;
 use super::undo::Undo;
 use super::{random_id, ApiError, Daemon, NetworkLive, NetworkRecord, DEFAULT_NETWORKS};
 use crate::api::{check_mtu, check_name, NetworkRow, NetworkSpec};
@@ -66,13 +68,20 @@ impl Daemon {
         }
         driver.ops().open(self)?;
         let net = self.add_network(driver, spec, ipam, ids, undo)?;
-        if let Some(port) = driver.ops().own_port(&net) {
+        let port = driver.ops().own_port(&net);
+        if let Some(port) = port.clone() {
             self.attach_owned(port, undo)?;
         }
         if edge {
             self.sync_edge()?;
         }
-        self.save()?;
+        self.commit(Order::SystemFirst, |tx| {
+            tx.put(Table::Networks, &net.name, &net)?;
+            match &port {
+                Some(p) => tx.put(Table::Ports, &p.name, p),
+                None => Ok(()),
+            }
+        })?;
         Ok(json!({ "id": net.id, "name": net.name }))
     }
 
@@ -180,6 +189,7 @@ impl Daemon {
     /// checks it goes on past a failure, and reports every problem.
     pub(super) fn network_rm_here(&mut self, name: &str) -> Result<serde_json::Value, ApiError> {
         self.check_unused(name)?;
+        let record = self.network(name)?.record.clone();
         let mut problems = Vec::new();
         let own: Vec<String> = self
             .ports
@@ -187,6 +197,27 @@ impl Daemon {
             .filter(|p| p.record.network == name)
             .map(|p| p.record.name.clone())
             .collect();
+        let pool_removed: Vec<ipam::IpamChange> = record
+            .ipam
+            .iter()
+            // A pool Docker requested is Docker's to release (it does so before DeleteNetwork).
+            .filter(|i| !i.docker_pool && self.ipam.pool(&i.pool).is_some())
+            .map(|i| ipam::IpamChange::PoolRemoved { id: i.pool.clone() })
+            .collect();
+        self.commit(Order::StoreFirst, |tx| {
+            tx.delete(Table::Networks, name)?;
+            for port in &own {
+                tx.delete(Table::Ports, port)?;
+            }
+            tx.apply_ipam(&pool_removed)
+        })?;
+        // Committed: now memory, then the system.
+        if let Some(ipam) = record.ipam.as_ref().filter(|i| !i.docker_pool) {
+            if let Err(e) = self.ipam.release_pool(&ipam.pool) {
+                problems.push(format!("releasing the pool {}: {e}", ipam.subnet));
+            }
+            let _ = self.ipam.take_changes();
+        }
         for port in own {
             if let Err(e) = self.detach(&port) {
                 problems.push(format!("detaching {port}: {e}"));
@@ -201,18 +232,11 @@ impl Daemon {
             Ok(false) => problems.push(format!("network {name} still has ports in the datapath")),
             Err(e) => problems.push(format!("removing the bridge: {e}")),
         }
-        // A pool Docker requested is Docker's to release (it does so before DeleteNetwork).
-        if let Some(ipam) = live.record.ipam.as_ref().filter(|i| !i.docker_pool) {
-            if let Err(e) = self.ipam.release_pool(&ipam.pool) {
-                problems.push(format!("releasing the pool {}: {e}", ipam.subnet));
-            }
-        }
         if live.record.driver == Driver::Bridge {
             if let Err(e) = self.sync_edge() {
                 problems.push(format!("removing its rules from table inet vswitch: {e}"));
             }
         }
-        self.save()?;
         let what = format!("network {name} removed");
         ApiError::unless_problems(&problems, &what, json!({ "removed": name }))
     }
@@ -237,8 +261,7 @@ impl Daemon {
         }
         let eps: Vec<&str> = self
             .endpoints
-            .iter()
-            .filter(|e| e.network == name)
+            .of_network(name)
             .map(|e| e.sandbox.as_str())
             .collect();
         if !eps.is_empty() {
@@ -314,7 +337,7 @@ impl Daemon {
         }
         let rules = self.edge_inspect(&n.record, &mut options);
         let mut containers = serde_json::Map::new();
-        for e in self.endpoints.iter().filter(|e| e.network == name) {
+        for e in self.endpoints.of_network(name) {
             containers.insert(
                 e.id.clone(),
                 json!({
@@ -391,15 +414,36 @@ impl Daemon {
             .spec
             .vni
             .ok_or_else(|| ApiError::internal(format!("network {network} has no VNI")))?;
+        let out = |d: &Daemon| json!({ "network": network, "peers": d.networks[network].record.spec.peers });
+        if add {
+            // The system first: the peer joins the flood list, then the record is committed.
+            self.transaction(|d, undo| {
+                d.set_peer(vni, addr, true, undo)?;
+                d.record_peer(network, &ip, true, undo);
+                let rec = d.networks[network].record.clone();
+                d.commit(Order::SystemFirst, |tx| {
+                    tx.put(Table::Networks, network, &rec)
+                })
+            })?;
+            return Ok(out(self));
+        }
+        // The store first: once the record is committed, the peer leaves the flood list.
         self.transaction(|d, undo| {
-            d.set_peer(vni, addr, add, undo)?;
-            if !add {
-                d.forget_behind_vxlan_port(network)?;
-            }
-            d.record_peer(network, &ip, add, undo);
-            d.save()
+            d.record_peer(network, &ip, false, undo);
+            let rec = d.networks[network].record.clone();
+            d.commit(Order::StoreFirst, |tx| {
+                tx.put(Table::Networks, network, &rec)
+            })
         })?;
-        Ok(json!({ "network": network, "peers": self.networks[network].record.spec.peers }))
+        let mut problems = Vec::new();
+        if let Err(e) = self.set_peer(vni, addr, false, &mut Undo::default()) {
+            problems.push(e.message);
+        }
+        if let Err(e) = self.forget_behind_vxlan_port(network) {
+            problems.push(e.message);
+        }
+        let what = format!("peer {ip} removed from {network}");
+        ApiError::unless_problems(&problems, &what, out(self))
     }
 
     /// Adds or removes a peer on the VXLAN endpoint.

@@ -1,6 +1,8 @@
 //! The `port` API group: attaching interfaces to a network's bridge, detaching them, listing
 //! them; and the attach/detach that the drivers and endpoints use for the ports they make.
 
+use super::commit::Order;
+use super::store::Table;
 use super::undo::Undo;
 use super::{drivers, ApiError, Daemon, PortLive, PortOwner, PortRecord};
 use crate::api::{PortRow, PortType};
@@ -23,8 +25,10 @@ impl Daemon {
         }
         let name = rec.name.clone();
         self.transaction(|d, undo| {
-            d.attach_owned(rec, undo)?;
-            d.save()
+            d.attach_owned(rec.clone(), undo)?;
+            d.commit(Order::SystemFirst, |tx| {
+                tx.put(Table::Ports, &rec.name, &rec)
+            })
         })?;
         Ok(json!({ "name": name }))
     }
@@ -197,15 +201,18 @@ impl Daemon {
                 rec.network
             )));
         }
-        let live = self.detach(name)?;
-        if let Err(e) = self.save() {
-            // The port is gone from the datapath; try to put it back so state and reality agree.
-            if let Ok(back) = self.attach(&live.record) {
-                self.ports.insert(name.to_string(), back);
-            }
-            return Err(e);
-        }
-        Ok(json!({ "removed": name }))
+        // The store first: when it refuses, the port stays attached.
+        self.commit(Order::StoreFirst, |tx| {
+            tx.delete(Table::Ports, name).map(drop)
+        })?;
+        let problems: Vec<String> = self
+            .detach(name)
+            .err()
+            .map(|e| e.message)
+            .into_iter()
+            .collect();
+        let what = format!("port {name} removed");
+        ApiError::unless_problems(&problems, &what, json!({ "removed": name }))
     }
 
     /// Each port's state and current MTU, from the datapath.

@@ -1,8 +1,12 @@
 //! The `sandbox` API group: a sandbox is a network namespace bind-mounted at
-//! `/run/netns/NAME`, made by us or adopted (`--netns`); removing it disconnects it from every
-//! network first, going on past a failure and reporting every problem.
+//! `/run/netns/NAME`, made by us or adopted (`--netns`). Creating one makes the namespace, then
+//! commits the record (the namespace goes again when the commit fails); removing one commits
+//! that it and its endpoints are gone, then disconnects it from every network and removes the
+//! namespace, going on past a failure and reporting every problem.
 
-use super::{ApiError, Daemon};
+use super::commit::Order;
+use super::store::Table;
+use super::{ApiError, Daemon, EndpointRecord};
 use crate::api::{EndpointRow, SandboxRow};
 use crate::netns;
 use serde::{Deserialize, Serialize};
@@ -75,31 +79,29 @@ impl Daemon {
             bound,
             host: false,
         };
-        self.sandboxes.insert(name.to_string(), rec);
-        if let Err(e) = self.save() {
-            self.sandboxes.remove(name);
+        let committed = self.commit(Order::SystemFirst, |tx| {
+            tx.put(Table::Sandboxes, &rec.name, &rec)
+        });
+        if let Err(e) = committed {
             if !adopted || bound {
                 let _ = netns::delete_named_netns(name);
             }
             return Err(e);
         }
+        self.sandboxes.insert(name.to_string(), rec);
         Ok(json!({ "name": name, "netns": path.display().to_string() }))
     }
 
     pub(super) fn sandbox_rm(&mut self, name: &str) -> Result<serde_json::Value, ApiError> {
         let sb = self.sandbox(name)?.clone();
-        let nets: Vec<String> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.sandbox == name)
-            .map(|e| e.network.clone())
-            .collect();
+        let eps: Vec<EndpointRecord> = self.endpoints.of_sandbox(name).cloned().collect();
         let mut problems = Vec::new();
-        for n in nets {
-            if let Err(e) = self.network_disconnect(&n, name) {
-                problems.push(e.message);
-            }
-        }
+        // The store first: the sandbox and its endpoints are forgotten in one commit, and
+        // nothing changes when it fails.
+        self.forget_endpoints(&eps, &mut problems, |tx| {
+            tx.delete(Table::Sandboxes, name).map(drop)
+        })?;
+        self.tear_down_endpoints(&eps, &mut problems);
         self.names_sandbox_removed(name);
         // A namespace adopted under its own name stays; a name we bound or created is removed.
         if !sb.adopted || sb.bound || sb.host {
@@ -110,7 +112,6 @@ impl Daemon {
             }
         }
         self.sandboxes.remove(name);
-        self.save()?;
         let what = format!("sandbox {name} removed");
         ApiError::unless_problems(&problems, &what, json!({ "removed": name }))
     }
@@ -124,8 +125,7 @@ impl Daemon {
                 netns: s.path.clone(),
                 endpoints: self
                     .endpoints
-                    .iter()
-                    .filter(|e| e.sandbox == s.name)
+                    .of_sandbox(&s.name)
                     .map(|e| EndpointRow {
                         network: e.network.clone(),
                         interface: e.interface.clone(),

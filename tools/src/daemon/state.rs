@@ -1,10 +1,10 @@
-//! The state store: what the daemon must remember across a crash, written atomically; the
-//! lock that keeps a second daemon off it, and the ID that marks what this state dir made.
+//! The state dir: the lock that keeps a second daemon off it, the ID that marks what this state
+//! dir made, and [`StateDir`], the JSON documents of vswitchd before the store.
 //!
-//! One JSON document per store file. A write goes to a temporary file, is fsynced, renamed over
-//! the old file, and the directory is fsynced (DESIGN.md principle 7), so after `kill -9` the file
-//! holds either the old state or the new one, never a torn mix. The API answers only after the
-//! write returned.
+//! The daemon keeps its state in the transactional [`super::store`]; [`StateDir`] is only the
+//! old way (one JSON document per file, written to a temporary file, fsynced, renamed over the
+//! old file, the directory fsynced), kept for the store bench's baseline and for tests that
+//! write a `switch.json` as an old vswitchd did.
 
 use serde::{de::DeserializeOwned, Serialize};
 use std::fs::{self, File, OpenOptions};

@@ -20,8 +20,8 @@ impl Undo {
 }
 
 impl Daemon {
-    /// Runs `steps`; when they fail, undoes every step they registered, last first, and
-    /// returns their error.
+    /// Runs `steps`; when they fail, undoes every step they registered, last first, puts IPAM
+    /// back as the store holds it, and returns their error.
     pub(super) fn transaction<T>(
         &mut self,
         steps: impl FnOnce(&mut Daemon, &mut Undo) -> Result<T, ApiError>,
@@ -32,6 +32,7 @@ impl Daemon {
             for step in undo.steps.into_iter().rev() {
                 step(self);
             }
+            self.forget_uncommitted_ipam();
         }
         result
     }

@@ -1,0 +1,158 @@
+//! The endpoints in memory, indexed by (sandbox, network) and by network, so that what a
+//! connect looks up costs the same with 10 endpoints as with 10,000.
+
+use super::EndpointRecord;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Every endpoint, by (sandbox, network), with a second index by (network, sandbox).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Endpoints {
+    /// The records, by (sandbox, network): a sandbox's endpoints are one range.
+    by_sandbox: BTreeMap<(String, String), EndpointRecord>,
+    /// (network, sandbox) of each record: a network's endpoints are one range.
+    by_network: BTreeSet<(String, String)>,
+}
+
+impl Endpoints {
+    /// Adds `ep`; returns the endpoint it replaced (same network and sandbox), if any.
+    pub(super) fn insert(&mut self, ep: EndpointRecord) -> Option<EndpointRecord> {
+        self.by_network
+            .insert((ep.network.clone(), ep.sandbox.clone()));
+        self.by_sandbox
+            .insert((ep.sandbox.clone(), ep.network.clone()), ep)
+    }
+
+    /// Removes the endpoint of `sandbox` on `network`.
+    pub(super) fn remove(&mut self, network: &str, sandbox: &str) -> Option<EndpointRecord> {
+        self.by_network
+            .remove(&(network.to_string(), sandbox.to_string()));
+        self.by_sandbox
+            .remove(&(sandbox.to_string(), network.to_string()))
+    }
+
+    /// The endpoint of `sandbox` on `network`.
+    pub(super) fn get(&self, network: &str, sandbox: &str) -> Option<&EndpointRecord> {
+        self.by_sandbox
+            .get(&(sandbox.to_string(), network.to_string()))
+    }
+
+    /// The endpoints of `sandbox`, by network name.
+    pub(super) fn of_sandbox<'a>(
+        &'a self,
+        sandbox: &'a str,
+    ) -> impl Iterator<Item = &'a EndpointRecord> + 'a {
+        self.by_sandbox
+            .range((sandbox.to_string(), String::new())..)
+            .take_while(move |((s, _), _)| s == sandbox)
+            .map(|(_, ep)| ep)
+    }
+
+    /// The endpoints on `network`, by sandbox name.
+    pub(super) fn of_network<'a>(
+        &'a self,
+        network: &'a str,
+    ) -> impl Iterator<Item = &'a EndpointRecord> + 'a {
+        self.by_network
+            .range((network.to_string(), String::new())..)
+            .take_while(move |(n, _)| n == network)
+            .filter_map(move |(n, s)| self.get(n, s))
+    }
+
+    /// Every endpoint, by sandbox then network.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &EndpointRecord> {
+        self.by_sandbox.values()
+    }
+
+    /// Every endpoint, to change in place: what indexes them (network, sandbox) must stay.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut EndpointRecord> {
+        self.by_sandbox.values_mut()
+    }
+
+    /// Keeps only the endpoints `keep` says yes to.
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&EndpointRecord) -> bool) {
+        let gone: Vec<(String, String)> = self
+            .iter()
+            .filter(|e| !keep(e))
+            .map(|e| (e.network.clone(), e.sandbox.clone()))
+            .collect();
+        for (n, s) in gone {
+            self.remove(&n, &s);
+        }
+    }
+
+    /// Removes the `i`th endpoint in [`Endpoints::iter`]'s order (a position found with
+    /// `iter().position(…)`); a walk, for the Docker plugin's calls, not for the hot requests.
+    pub(super) fn remove_at(&mut self, i: usize) -> Option<EndpointRecord> {
+        let (n, s) = self
+            .iter()
+            .nth(i)
+            .map(|e| (e.network.clone(), e.sandbox.clone()))?;
+        self.remove(&n, &s)
+    }
+}
+
+/// The `i`th endpoint in [`Endpoints::iter`]'s order (a walk: for the Docker plugin's calls,
+/// which find an endpoint by its id with `iter().position(…)`).
+impl std::ops::Index<usize> for Endpoints {
+    type Output = EndpointRecord;
+
+    fn index(&self, i: usize) -> &EndpointRecord {
+        self.by_sandbox
+            .values()
+            .nth(i)
+            .expect("an endpoint position")
+    }
+}
+
+impl std::ops::IndexMut<usize> for Endpoints {
+    fn index_mut(&mut self, i: usize) -> &mut EndpointRecord {
+        self.by_sandbox
+            .values_mut()
+            .nth(i)
+            .expect("an endpoint position")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(id: &str, network: &str, sandbox: &str) -> EndpointRecord {
+        EndpointRecord {
+            id: id.into(),
+            network: network.into(),
+            sandbox: sandbox.into(),
+            interface: "eth0".into(),
+            host_interface: String::new(),
+            mac: None,
+            ip: None,
+            prefix_len: 0,
+            default_route: false,
+            docker: None,
+            publish: Vec::new(),
+            aliases: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ranges_hold_exactly_their_endpoints() {
+        let mut e = Endpoints::default();
+        assert!(e.insert(ep("1", "a", "s")).is_none());
+        assert!(e.insert(ep("2", "b", "s")).is_none());
+        assert!(e.insert(ep("3", "a", "s2")).is_none());
+        assert!(e.insert(ep("4", "a", "")).is_none());
+        // A second record for one pair replaces the first.
+        assert_eq!(e.insert(ep("5", "a", "s2")).map(|x| x.id), Some("3".into()));
+        let ids = |it: Vec<&EndpointRecord>| it.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(e.of_sandbox("s").collect()), ["1", "2"]);
+        assert_eq!(ids(e.of_sandbox("s2").collect()), ["5"]);
+        assert_eq!(ids(e.of_network("a").collect()), ["4", "1", "5"]);
+        assert_eq!(ids(e.of_network("b").collect()), ["2"]);
+        assert!(e.of_network("c").next().is_none());
+        assert_eq!(e.iter().count(), 4);
+        assert_eq!(e.remove("a", "s").map(|x| x.id), Some("1".into()));
+        assert!(e.get("a", "s").is_none());
+        assert_eq!(ids(e.of_network("a").collect()), ["4", "5"]);
+        assert_eq!(e.iter().count(), 3);
+    }
+}
