@@ -959,13 +959,14 @@ fn docker_state_survives_faults_of_either_daemon() {
     // An endpoint whose veth vanished while vswitchd was down (its container's namespace went
     // away) is forgotten at the next start, and logged; Docker removing that container later
     // gets "no endpoint" (it logs it and goes on), and a new container gets a new endpoint.
+    let ep2 = h.net_field("a2", "neta", "EndpointID");
+    let a2_port = host_end(&h, &a, &ep2);
     h.vswitchd
         .signal(libc::SIGKILL, WAIT)
         .expect("vswitchd dies of SIGKILL");
-    let ep2 = h.net_field("a2", "neta", "EndpointID");
     let vse: Vec<String> = h.links(&["vse"]);
     assert_eq!(vse.len(), 2, "{vse:?}");
-    ip(&["-n", &h.ns.name, "link", "del", &host_end(&h, &a, &ep2)]);
+    ip(&["-n", &h.ns.name, "link", "del", &a2_port]);
     let argv: Vec<&str> = h.args.iter().map(String::as_str).collect();
     h.vswitchd = Daemon::start_with(&h.ns, &h.dir.path.join("vswitchd"), &argv);
     let log = h.vswitchd.log_text();

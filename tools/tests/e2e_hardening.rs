@@ -542,19 +542,36 @@ fn root_the_host_ends_the_daemon_makes_have_no_ipv6_link_local() {
         .filter_map(|r| r["name"].as_str().map(str::to_string))
         .find(|n| n.starts_with("vse"))
         .expect("the endpoint's port");
-    // The sandbox's end (autoconfiguration on) gets its link-local address once the pair has
-    // carrier; by then the host end would have one too.
-    wait_for(
-        "the sandbox's eth0 to get a link-local address",
-        WAIT,
-        || {
-            let out = ns_exec(&sb, &["ip", "-6", "-o", "addr", "show", "dev", "eth0"]);
-            String::from_utf8_lossy(&out.stdout)
-                .contains("fe80")
-                .then_some(())
-        },
-    );
+    // A control: a plain veth pair of the test's in the same namespace, autoconfiguration on,
+    // gets its link-local addresses once it has carrier; by then the daemon's ends would too.
     let sw = lab.sw.name.clone();
+    for args in [
+        &[
+            "-n", &sw, "link", "add", "v6ctl0", "type", "veth", "peer", "name", "v6ctl1",
+        ][..],
+        &["-n", &sw, "link", "set", "v6ctl0", "up"],
+        &["-n", &sw, "link", "set", "v6ctl1", "up"],
+    ] {
+        let st = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args:?}");
+    }
+    wait_for("the control veth to get a link-local address", WAIT, || {
+        ipv6_addrs(&sw, "v6ctl0")
+            .iter()
+            .any(|a| a.contains("fe80"))
+            .then_some(())
+    });
+    // The sandbox's end is IPv4 only too (as Docker makes a container's interface on an
+    // IPv4 network): no link-local address, so no router solicitations flooded to every port.
+    let out = ns_exec(&sb, &["ip", "-6", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("fe80"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(
         ipv6_addrs(&sw, &host_end),
         Vec::<String>::new(),

@@ -599,10 +599,8 @@ impl Daemon {
                 .pool(&pool)
                 .and_then(|p| p.owner(ip))
                 .map(str::to_string);
-            let keep = eps
-                .iter()
-                .position(|e| Some(&e.sandbox) == owner.as_ref())
-                .unwrap_or(0);
+            let owns = |e: &EndpointRecord| owner.as_deref().is_some_and(|o| ipam_owner_is(e, o));
+            let keep = eps.iter().position(owns).unwrap_or(0);
             let kept = eps.remove(keep);
             for other in eps {
                 self.drop_endpoint_at_start(&other);
@@ -612,14 +610,14 @@ impl Daemon {
                     other.network,
                     other.sandbox,
                     kept.sandbox,
-                    if owner.as_ref() == Some(&kept.sandbox) {
+                    if owns(&kept) {
                         "IPAM allocates the address to it"
                     } else {
                         "the first by id"
                     }
                 ));
             }
-            if owner.as_deref() == Some(kept.sandbox.as_str()) {
+            if owns(&kept) {
                 continue;
             }
             if owner.is_some() {
@@ -681,6 +679,8 @@ impl Daemon {
                     .map(move |(ip, owner)| (id.clone(), ip, owner.to_string()))
             })
             .filter(|(id, ip, _)| !held.contains(&(id.clone(), *ip)))
+            // Addresses Docker requested through our IPAM driver are Docker's to release.
+            .filter(|(_, _, owner)| owner != DOCKER_IPAM_OWNER)
             .collect();
         let mut repairs = Vec::new();
         for (pool, ip, owner) in unheld {
@@ -1000,8 +1000,7 @@ impl Daemon {
             netlink()?
                 .set_up(&host)
                 .map_err(|e| ApiError::internal(format!("bringing up {host}: {e}")))?;
-            let port = PortRecord::owned(host.clone(), &net, PortType::System, PortOwner::Endpoint);
-            d.attach_owned(port, undo)?;
+            // The record names its port first: attaching pins the endpoint's MAC on it.
             let before = d.endpoints[i].clone();
             let e = &mut d.endpoints[i];
             e.host_interface = host.clone();
@@ -1010,6 +1009,8 @@ impl Daemon {
                 docker.sandbox_key = Some(key);
             }
             undo.push(move |d| d.endpoints[i] = before);
+            let port = PortRecord::owned(host.clone(), &net, PortType::System, PortOwner::Endpoint);
+            d.attach_owned(port, undo)?;
             d.save()
         })?;
         let gateway = net
@@ -1254,6 +1255,15 @@ fn short_hash(parts: &[&str]) -> String {
         }
     }
     format!("{:012x}", h & 0xffff_ffff_ffff)
+}
+
+/// The owner IPAM records for the addresses Docker requests through our IPAM driver.
+pub(super) const DOCKER_IPAM_OWNER: &str = "docker";
+
+/// True when IPAM's `owner` of an address is `ep`: a sandbox's endpoint is recorded under the
+/// sandbox's name; a Docker endpoint under its id, or as Docker's when Docker requested it.
+fn ipam_owner_is(ep: &EndpointRecord, owner: &str) -> bool {
+    owner == ep.sandbox || (ep.docker.is_some() && (owner == ep.id || owner == DOCKER_IPAM_OWNER))
 }
 
 fn netlink() -> Result<Netlink, ApiError> {

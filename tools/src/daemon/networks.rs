@@ -667,7 +667,7 @@ impl Daemon {
                         .ok_or_else(|| ApiError::internal("the new pool has no gateway"))?
                 }
                 (AddressKind::Endpoint, want, _) => ipam
-                    .request_address(&id, "docker", want)
+                    .request_address(&id, super::endpoints::DOCKER_IPAM_OWNER, want)
                     .map_err(ApiError::from_ipam)?,
             };
             Ok(IfAddr::on(ip, subnet))
