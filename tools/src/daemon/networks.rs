@@ -745,8 +745,11 @@ fn docker_api_spec(d: &DockerNetworkSpec) -> Result<NetworkSpec, ApiError> {
     })
 }
 
-/// The pool `network create` asks IPAM for.
-fn pool_request(spec: &NetworkSpec) -> Result<PoolRequest, ApiError> {
+/// The subnet, IP range and gateway a `network create` names.
+pub(super) type SpecAddresses = (Option<Cidr>, Option<Cidr>, Option<Ipv4Addr>);
+
+/// The subnet, IP range and gateway a `network create` names, parsed.
+pub(super) fn spec_addresses(spec: &NetworkSpec) -> Result<SpecAddresses, ApiError> {
     let cidr = |what: &str, v: &Option<String>| -> Result<Option<Cidr>, ApiError> {
         v.as_deref()
             .map(|t| {
@@ -763,9 +766,19 @@ fn pool_request(spec: &NetworkSpec) -> Result<PoolRequest, ApiError> {
                 .map_err(|_| ApiError::invalid(format!("invalid gateway {g:?}")))
         })
         .transpose()?;
+    Ok((
+        cidr("subnet", &spec.subnet)?,
+        cidr("ip range", &spec.ip_range)?,
+        gateway,
+    ))
+}
+
+/// The pool `network create` asks IPAM for.
+fn pool_request(spec: &NetworkSpec) -> Result<PoolRequest, ApiError> {
+    let (subnet, ip_range, gateway) = spec_addresses(spec)?;
     Ok(PoolRequest {
-        subnet: cidr("subnet", &spec.subnet)?,
-        ip_range: cidr("ip range", &spec.ip_range)?,
+        subnet,
+        ip_range,
         gateway,
         reserved: vec![],
         host_routes: host_routes(),

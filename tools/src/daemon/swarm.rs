@@ -30,7 +30,7 @@ use super::endpoints::{EndpointRecord, NetworkIpam};
 use super::undo::Undo;
 use super::{ApiError, Daemon, NetworkRecord};
 use crate::api::NetworkSpec;
-use ipam::{Cidr, IpamDriver};
+use ipam::IpamDriver;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -195,25 +195,10 @@ impl Daemon {
         if self.networks.contains_key(&name) {
             return Err(ApiError::conflict(format!("network {name} already exists")));
         }
-        let cidr = |what: &str, v: &Option<String>| -> Result<Option<Cidr>, ApiError> {
-            v.as_deref()
-                .map(|t| {
-                    t.parse()
-                        .map_err(|e| ApiError::invalid(format!("invalid {what}: {e}")))
-                })
-                .transpose()
-        };
-        let subnet = cidr("subnet", &spec.subnet)?.ok_or_else(|| {
+        let (subnet, ip_range, gateway) = super::networks::spec_addresses(&spec)?;
+        let subnet = subnet.ok_or_else(|| {
             ApiError::invalid("a swarm-scope network needs --subnet (every host draws from it)")
         })?;
-        let gateway = spec
-            .gateway
-            .as_deref()
-            .map(|g| {
-                g.parse::<Ipv4Addr>()
-                    .map_err(|_| ApiError::invalid(format!("invalid gateway {g:?}")))
-            })
-            .transpose()?;
         let mut options = BTreeMap::new();
         if let Some(mtu) = spec.mtu {
             options.insert("mtu".to_string(), mtu.to_string());
@@ -226,7 +211,7 @@ impl Daemon {
             vni: spec.vni,
             subnet,
             gateway,
-            ip_range: cidr("ip range", &spec.ip_range)?,
+            ip_range,
             reserved: Vec::new(),
             options,
         };

@@ -292,11 +292,8 @@ impl Tx<'_> {
                 self.path.display()
             )
         };
-        let mut t = self
-            .tx
-            .open_table(table.def())
-            .map_err(|e| StoreError::db(what(), e))?;
-        t.insert(key, bytes)
+        self.table(table, &what)?
+            .insert(key, bytes)
             .map_err(|e| StoreError::db(what(), e))?;
         Ok(())
     }
@@ -310,12 +307,20 @@ impl Tx<'_> {
                 self.path.display()
             )
         };
-        let mut t = self
-            .tx
-            .open_table(table.def())
-            .map_err(|e| StoreError::db(what(), e))?;
+        let mut t = self.table(table, &what)?;
         let old = t.remove(key).map_err(|e| StoreError::db(what(), e))?;
         Ok(old.is_some())
+    }
+
+    /// `table`, open for writing in this transaction; `what` names the step for errors.
+    fn table(
+        &mut self,
+        table: Table,
+        what: &dyn Fn() -> String,
+    ) -> Result<redb::Table<'_, &'static str, &'static [u8]>, StoreError> {
+        self.tx
+            .open_table(table.def())
+            .map_err(|e| StoreError::db(what(), e))
     }
 
     /// The record under `key` in `table`, as this transaction sees it.
