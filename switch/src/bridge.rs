@@ -12,7 +12,7 @@
 //! ARP suppression (between learn and lookup, [`Bridge::set_arp_entry`]): an ARP request for an
 //! address the control plane told the bridge about (a cluster's remote stations) is answered by
 //! the switch itself: the datapath turns the request into the reply in place
-//! ([`arp_reply_in_place`]) and sends it back out of the ingress port, so it never floods across
+//! ([`crate::wire::arp::arp_reply_in_place`]) and sends it back out of the ingress port, so it never floods across
 //! hosts. Requests for unknown addresses go on through the pipeline as before.
 //!
 //! Sans-IO (DESIGN.md principle 1): [`Bridge::decide`] takes the time, the ingress port and the
@@ -36,6 +36,8 @@ use crate::offload::VirtioNetHdr;
 use crate::port::{FrameRef, PortId};
 use crate::time::Instant;
 use crate::trace::{NoTrace, Observer, Stage, Trace};
+use crate::wire::arp::arp_request;
+use crate::wire::ethernet::{VlanTag, TAG, TAG_LEN};
 use crate::wire::{L2Header, MacAddr, WireError};
 use std::collections::HashMap;
 use std::fmt;
@@ -205,7 +207,7 @@ pub struct Decision {
     /// `Ok(flooded)`: output to the ports in the caller's list; `Err`: dropped, and why.
     pub verdict: Result<bool, DropReason>,
     /// ARP suppression answered the frame (an ARP request): the caller turns it into the reply
-    /// with this MAC ([`arp_reply_in_place`]) and sends it back out of the ingress port, which
+    /// with this MAC ([`crate::wire::arp::arp_reply_in_place`]) and sends it back out of the ingress port, which
     /// is then the one port in its list.
     pub arp_reply: Option<MacAddr>,
 }
@@ -726,74 +728,6 @@ struct ArpSuppression {
     answered: u64,
 }
 
-/// Offsets in an ARP packet for IPv4 over Ethernet (RFC 826): hardware type, protocol type,
-/// lengths, operation, then sender MAC and IP, target MAC and IP.
-mod arp {
-    use std::ops::Range;
-    pub const HTYPE: Range<usize> = 0..2;
-    pub const PTYPE: Range<usize> = 2..4;
-    pub const HLEN: usize = 4;
-    pub const PLEN: usize = 5;
-    pub const OPER: Range<usize> = 6..8;
-    pub const SHA: Range<usize> = 8..14;
-    pub const SPA: Range<usize> = 14..18;
-    pub const THA: Range<usize> = 18..24;
-    pub const TPA: Range<usize> = 24..28;
-    pub const LEN: usize = 28;
-    /// `ares_op$REQUEST` and `ares_op$REPLY`.
-    pub const REQUEST: u16 = 1;
-    pub const REPLY: u16 = 2;
-}
-
-/// The sender and target IPv4 addresses of an ARP request for IPv4 over Ethernet (RFC 826),
-/// whose packet starts at `offset` of `frame`; `None` for anything else.
-fn arp_request(frame: &[u8], offset: usize) -> Option<(Ipv4Addr, Ipv4Addr)> {
-    let p = frame.get(offset..offset.checked_add(arp::LEN)?)?;
-    let be16 = |r: std::ops::Range<usize>| u16::from_be_bytes([p[r.start], p[r.start + 1]]);
-    let ok = be16(arp::HTYPE) == 1
-        && be16(arp::PTYPE) == 0x0800
-        && p[arp::HLEN] == 6
-        && p[arp::PLEN] == 4
-        && be16(arp::OPER) == arp::REQUEST;
-    let ip = |r: std::ops::Range<usize>| {
-        Ipv4Addr::new(p[r.start], p[r.start + 1], p[r.start + 2], p[r.start + 3])
-    };
-    ok.then(|| (ip(arp::SPA), ip(arp::TPA)))
-}
-
-/// Turns an ARP request (as [`Decision::arp_reply`] found it) into the reply saying its target
-/// address is at `mac` (RFC 826: the sender fields become the target fields, `mac` and the
-/// asked address the sender fields, the operation REPLY), addressed to the asker from `mac`.
-/// The frame keeps its length and tags. False (and the frame untouched) if it is no such
-/// request.
-pub fn arp_reply_in_place(frame: &mut [u8], mac: MacAddr) -> bool {
-    let Ok(hdr) = L2Header::parse(frame) else {
-        return false;
-    };
-    if hdr.ethertype != crate::wire::EtherType::Arp {
-        return false;
-    }
-    let off = hdr.payload_offset;
-    if arp_request(frame, off).is_none() {
-        return false;
-    }
-    let p = &mut frame[off..off + arp::LEN];
-    let mut asker_mac = [0u8; 6];
-    asker_mac.copy_from_slice(&p[arp::SHA]);
-    let mut asker_ip = [0u8; 4];
-    asker_ip.copy_from_slice(&p[arp::SPA]);
-    let mut asked_ip = [0u8; 4];
-    asked_ip.copy_from_slice(&p[arp::TPA]);
-    p[arp::OPER].copy_from_slice(&arp::REPLY.to_be_bytes());
-    p[arp::SHA].copy_from_slice(&mac.0);
-    p[arp::SPA].copy_from_slice(&asked_ip);
-    p[arp::THA].copy_from_slice(&asker_mac);
-    p[arp::TPA].copy_from_slice(&asker_ip);
-    frame[0..6].copy_from_slice(&hdr.src.0);
-    frame[6..12].copy_from_slice(&mac.0);
-    true
-}
-
 impl Bridge {
     /// ARP suppression: the bridge answers ARP requests for `ip` with `mac` itself.
     pub fn set_arp_entry(&mut self, ip: Ipv4Addr, mac: MacAddr) {
@@ -892,14 +826,15 @@ pub fn retag<'a>(
     match (ingress_tagged, want) {
         (false, None) => frame,
         (true, Some(vid)) => {
-            let tci = u16::from_be_bytes([data[14], data[15]]);
-            if tci & 0x0fff == vid {
+            let Some(tag) = data.get(TAG).and_then(VlanTag::parse) else {
+                return frame;
+            };
+            if tag.vid == vid {
                 return frame;
             }
             scratch.clear();
             scratch.extend_from_slice(data);
-            let tci = (tci & 0xf000) | (vid & 0x0fff);
-            scratch[14..16].copy_from_slice(&tci.to_be_bytes());
+            scratch[TAG].copy_from_slice(&VlanTag { vid, ..tag }.to_bytes());
             FrameRef {
                 meta: frame.meta,
                 data: scratch,
@@ -907,21 +842,26 @@ pub fn retag<'a>(
         }
         (true, None) => {
             scratch.clear();
-            scratch.extend_from_slice(&data[..12]);
-            scratch.extend_from_slice(&data[16..]);
+            scratch.extend_from_slice(&data[..TAG.start]);
+            scratch.extend_from_slice(&data[TAG.end..]);
             FrameRef {
-                meta: shift(frame.meta, -4),
+                meta: shift(frame.meta, -(TAG_LEN as i32)),
                 data: scratch,
             }
         }
         (false, Some(vid)) => {
             scratch.clear();
-            scratch.extend_from_slice(&data[..12]);
-            scratch.extend_from_slice(&crate::wire::ethernet::TPID_8021Q.to_be_bytes());
-            scratch.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
-            scratch.extend_from_slice(&data[12..]);
+            scratch.extend_from_slice(&data[..TAG.start]);
+            let tag = VlanTag {
+                tpid: crate::wire::ethernet::TPID_8021Q,
+                pcp: 0,
+                dei: false,
+                vid,
+            };
+            scratch.extend_from_slice(&tag.to_bytes());
+            scratch.extend_from_slice(&data[TAG.start..]);
             FrameRef {
-                meta: shift(frame.meta, 4),
+                meta: shift(frame.meta, TAG_LEN as i32),
                 data: scratch,
             }
         }
@@ -933,6 +873,7 @@ mod tests {
     use super::*;
     use crate::datapath::Datapath;
     use crate::port::memory;
+    use crate::wire::arp::arp_reply_in_place;
 
     fn mac(n: u8) -> MacAddr {
         MacAddr([0x02, 0, 0, 0, 0, n])

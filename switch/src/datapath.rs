@@ -551,7 +551,7 @@ impl Datapath {
                 let pkt = &mut self.rx[i];
                 let len = pkt.len;
                 if let Some(bytes) = pkt.buf.get_mut(..len) {
-                    crate::bridge::arp_reply_in_place(bytes, mac);
+                    crate::wire::arp::arp_reply_in_place(bytes, mac);
                 }
             }
             match d.verdict {

@@ -19,12 +19,16 @@ mod field {
     pub const HEADER_LEN: usize = 14;
     /// One VLAN tag: TPID (2 bytes) + TCI (2 bytes).
     pub const TAG_LEN: usize = 4;
+    /// Where the outer VLAN tag of a tagged frame stands: in place of the EtherType.
+    pub const TAG: Range<usize> = 12..16;
 }
 
 /// Length of an untagged Ethernet header.
 pub const HEADER_LEN: usize = field::HEADER_LEN;
 /// Length of one VLAN tag.
 pub const TAG_LEN: usize = field::TAG_LEN;
+/// The bytes of a tagged frame's outer VLAN tag (IEEE 802.1Q § 9.3: after the two MACs).
+pub const TAG: std::ops::Range<usize> = field::TAG;
 /// TPID of a customer VLAN tag (IEEE 802.1Q).
 pub const TPID_8021Q: u16 = 0x8100;
 /// TPID of a service VLAN tag (IEEE 802.1ad, "QinQ").

@@ -1,10 +1,11 @@
-//! Wire formats the switch reads: Ethernet II with 802.1Q / 802.1ad tags, IPv4, IPv6, TCP and
-//! UDP headers, and the Internet checksum.
+//! Wire formats the switch reads: Ethernet II with 802.1Q / 802.1ad tags, ARP, IPv4, IPv6, TCP
+//! and UDP headers, and the Internet checksum.
 //!
 //! Views borrow the bytes; they never copy and never panic. A view over bytes that are too short
 //! for what it claims to hold is refused with a [`WireError`] by its `new_checked` constructor.
 //! Every header offset the switch, the VTEP and the daemon use is written here, once.
 
+pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;

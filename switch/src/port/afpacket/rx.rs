@@ -5,8 +5,8 @@ use super::ring;
 use crate::offload::VirtioNetHdr;
 use crate::port::Packet;
 
-/// Bytes of one VLAN tag.
-pub(super) const TAG_LEN: usize = 4;
+use crate::wire::ethernet::TAG;
+pub(super) use crate::wire::ethernet::TAG_LEN;
 
 /// The VLAN tag (TPID, TCI) the kernel took out of a frame, from the status, TCI and TPID of
 /// a ring slot or a `tpacket_auxdata`.
@@ -61,12 +61,13 @@ pub(super) fn take_slot(slot: &ring::Slot<'_>, pkt: &mut Packet) -> SlotOutcome 
 /// with it.
 pub(super) fn restore_tag(pkt: &mut Packet, (tpid, tci): (u16, u16)) {
     let len = pkt.len;
-    if len < 12 || len + TAG_LEN > pkt.buf.len() {
+    if len < TAG.start || len + TAG_LEN > pkt.buf.len() {
         return;
     }
-    pkt.buf.copy_within(12..len, 12 + TAG_LEN);
-    pkt.buf[12..14].copy_from_slice(&tpid.to_be_bytes());
-    pkt.buf[14..16].copy_from_slice(&tci.to_be_bytes());
+    pkt.buf.copy_within(TAG.start..len, TAG.end);
+    let [t0, t1] = tpid.to_be_bytes();
+    let [c0, c1] = tci.to_be_bytes();
+    pkt.buf[TAG].copy_from_slice(&[t0, t1, c0, c1]);
     pkt.len = len + TAG_LEN;
     let shift = |v: u16| if v == 0 { 0 } else { v + TAG_LEN as u16 };
     pkt.meta.csum_start = shift(pkt.meta.csum_start);

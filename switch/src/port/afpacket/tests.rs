@@ -134,14 +134,24 @@ fn veth_batch_arrives_in_order_and_is_not_read_back() {
 
 /// TCP payload bytes of a TCP/IPv4 frame from 10.0.0.1 (0 for anything else).
 fn tcp_payload_len(p: &Packet) -> usize {
-    let f = p.frame();
-    if f.len() < 54 || f[12..14] != [0x08, 0x00] || f[23] != 6 || f[26..30] != [10, 0, 0, 1] {
+    use crate::wire::{ethernet, ipv4, tcp, EtherType, IPPROTO_TCP};
+    let Ok(eth) = ethernet::Frame::new_checked(p.frame()) else {
+        return 0;
+    };
+    if eth.ethertype() != EtherType::Ipv4 {
         return 0;
     }
-    let ihl = usize::from(f[14] & 0x0f) * 4;
-    let ip_total = usize::from(u16::from_be_bytes([f[16], f[17]]));
-    let doff = usize::from(f[14 + ihl + 12] >> 4) * 4;
-    ip_total - ihl - doff
+    let Ok(ip) = ipv4::Packet::new_checked(eth.payload()) else {
+        return 0;
+    };
+    if ip.protocol() != IPPROTO_TCP || ip.src_addr() != std::net::Ipv4Addr::new(10, 0, 0, 1) {
+        return 0;
+    }
+    let ip_payload = usize::from(ip.total_len()).saturating_sub(ip.header_len());
+    match tcp::Packet::new_checked(ip.payload()) {
+        Ok(t) => ip_payload.saturating_sub(t.header_len()),
+        Err(_) => 0,
+    }
 }
 
 #[test]
