@@ -297,8 +297,12 @@ fn a_full_disk_refuses_changes_and_changes_nothing() {
     assert!(!names(&lab.d().ctl_json(&["port", "list"])).contains("dm0"));
     assert!(!Path::new("/run/netns").join(&b).exists());
     assert_agree(&lab);
-    drop(lab);
+    // The sandboxes and the daemon go first, then the tmpfs, then the temp dir holding its
+    // mount point (a mounted tmpfs would keep the temp dir from being removed).
+    lab.sandboxes.clear();
+    drop(lab.daemon.take());
     drop(disk);
+    drop(lab);
 }
 
 /// A state dir holding the `switch.json` of a vswitchd before the store: the daemon imports it

@@ -336,6 +336,16 @@ impl Drop for Sandbox {
                 );
             }
         }
+        remove_etc_netns(&self.name);
+    }
+}
+
+/// `/etc/netns/NAME`, where the daemon writes a sandbox's `resolv.conf` (its DNS service): a
+/// test that removed the namespace without the daemon removes that too.
+pub fn remove_etc_netns(name: &str) {
+    let dir = Path::new("/etc/netns").join(name);
+    if dir.exists() {
+        let _ = fs::remove_dir_all(&dir);
     }
 }
 
@@ -359,6 +369,7 @@ impl Drop for Netns {
         if !matches!(&out, Ok(o) if o.status.success()) {
             eprintln!("warning: could not delete netns {}: {out:?}", self.name);
         }
+        remove_etc_netns(&self.name);
     }
 }
 
