@@ -128,13 +128,19 @@ impl Daemon {
                 "saving the change failed, so the change was undone: {e}"
             )));
         }
-        self.write_repairs(&saved)
+        self.write_differences(&saved, "saving the change")
     }
 
     /// Writes in one transaction what start-up changed against what the store held (`saved`):
     /// the repaired, added and dropped records and IPAM's changes. Writes nothing when nothing
     /// changed, so a start on a full disk works as long as it has nothing to repair.
     pub(super) fn write_repairs(&mut self, saved: &Saved) -> Result<(), ApiError> {
+        self.write_differences(saved, "saving what start-up repaired")
+    }
+
+    /// Writes, in one transaction, every record in memory that differs from `saved` and the
+    /// IPAM changes; `what` names the write in its error.
+    fn write_differences(&mut self, saved: &Saved, what: &str) -> Result<(), ApiError> {
         let mut rows: Vec<Row> = Vec::new();
         diff(
             &mut rows,
@@ -185,7 +191,7 @@ impl Daemon {
                 }
                 tx.apply_ipam(&changes)
             })
-            .map_err(|e| ApiError::internal(format!("saving what start-up repaired: {e}")))
+            .map_err(|e| ApiError::internal(format!("{what}: {e}")))
     }
 }
 
