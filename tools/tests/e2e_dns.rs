@@ -15,8 +15,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -51,33 +50,6 @@ fn have_tool(tool: &str, package: &str) -> bool {
         println!("skipped: needs {tool} (apt-get install {package})");
     }
     found
-}
-
-/// Removes `/etc/netns/NAME` (what `write_resolv_conf` made) on drop.
-struct EtcNetnsGuard(String);
-
-impl Drop for EtcNetnsGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.0));
-    }
-}
-
-/// A process killed and reaped on drop.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A query message for `name`/`qtype` with id `id`.
-fn query_msg(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
-    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
-    msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_str(name).unwrap(), qtype));
-    msg.to_vec().unwrap()
 }
 
 /// Sends raw `bytes` over UDP to 127.0.0.11 inside `ns`; the answer, or None on timeout.

@@ -11,14 +11,13 @@
 mod common;
 
 use common::*;
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
 use serde_json::Value;
 use std::fs::File;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -57,33 +56,6 @@ fn have_tool(tool: &str, package: &str) -> bool {
 /// Root, `dig` and `dnsmasq`, or a skip line.
 fn prerequisites() -> bool {
     root_or_skip() && have_tool("dig", "dnsutils") && have_tool("dnsmasq", "dnsmasq")
-}
-
-/// Removes `/etc/netns/NAME` on drop (the daemon does on `sandbox rm`; not when killed).
-struct EtcNetnsGuard(String);
-
-impl Drop for EtcNetnsGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.0));
-    }
-}
-
-/// A process killed and reaped on drop.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A query message for `name`/`qtype` with id `id`.
-fn query_msg(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
-    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
-    msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_str(name).unwrap(), qtype));
-    msg.to_vec().unwrap()
 }
 
 /// The test's world: the daemon and upstream namespaces, dnsmasq, a vswitchd.

@@ -15,15 +15,12 @@
 
 mod common;
 
-use common::{ip, root_or_skip, Netns};
+use common::{ip, peer, root_or_skip, Netns};
 use nftables::schema::{NfCmd, NfListObject, NfObject, Rule};
 use nftables::stmt::{JumpTarget, Statement};
 use nftables::types::NfFamily;
-use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tools::daemon::firewall::{
     enable_ipv4_forwarding, Backend, Firewall, FirewallError, Model, NetworkEdge, NftBackend,
@@ -55,99 +52,27 @@ fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
     tools::netns::in_netns(&ns.open(), f).expect("enter the test's namespace")
 }
 
-/// A TCP server whose listening socket lives in a namespace; each connection gets one line,
-/// the peer's IP address. Stops when dropped.
-struct Server {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+/// The peer server of the shared harness, in a namespace of this test's.
+struct Server;
 
 impl Server {
-    fn start(ns: &Netns, addr: SocketAddr) -> Server {
-        let listener = in_ns(ns, || TcpListener::bind(addr)).expect("bind the test server");
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut conn, peer)) => {
-                        use std::io::Write;
-                        let _ = writeln!(conn, "{}", peer.ip());
-                    }
-                    // Poll for the stop flag; no test waits on this pause.
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Server {
-            stop,
-            thread: Some(thread),
-        }
+    fn start(ns: &Netns, addr: SocketAddr) -> peer::Server {
+        peer::Server::start(&ns.path(), addr)
     }
-}
 
-impl Server {
-    /// The UDP twin: each datagram is answered with the sender's IP address.
-    fn start_udp(ns: &Netns, addr: SocketAddr) -> Server {
-        let sock = in_ns(ns, || UdpSocket::bind(addr)).expect("bind the UDP test server");
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((_, peer)) = sock.recv_from(&mut buf) {
-                    let _ = sock.send_to(peer.ip().to_string().as_bytes(), peer);
-                }
-            }
-        });
-        Server {
-            stop,
-            thread: Some(thread),
-        }
+    fn start_udp(ns: &Netns, addr: SocketAddr) -> peer::Server {
+        peer::Server::start_udp(&ns.path(), addr)
     }
 }
 
 /// Sends datagrams from `ns` to `addr` until one is answered (a few tries within [`CONNECT`]).
 fn fetch_udp(ns: &Netns, addr: SocketAddr) -> Result<String, String> {
-    in_ns(ns, || {
-        let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-        sock.set_read_timeout(Some(CONNECT / 10))
-            .map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 64];
-        for _ in 0..10 {
-            sock.send_to(b"?", addr).map_err(|e| e.to_string())?;
-            if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-        Err(format!("no answer from {addr}/udp"))
-    })
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    peer::fetch_udp(&ns.path(), addr, CONNECT)
 }
 
 /// Connects from `ns` to `addr` and returns the address the server saw, or the error.
 fn fetch(ns: &Netns, addr: SocketAddr, timeout: Duration) -> Result<String, String> {
-    in_ns(ns, || {
-        let conn = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-        conn.set_read_timeout(Some(CONNECT))
-            .map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        BufReader::new(conn)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        Ok(line.trim().to_owned())
-    })
+    peer::fetch(&ns.path(), addr, timeout, CONNECT)
 }
 
 fn must_fetch(ns: &Netns, addr: SocketAddr, what: &str) -> String {

@@ -15,12 +15,9 @@ mod common;
 
 use common::{ip, ns_ping_once, ns_ping_until, root_or_skip, Daemon, Netns, Sandbox, TempDir};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long a connection that must work may take.
@@ -45,63 +42,11 @@ fn nft_or_skip() -> bool {
     false
 }
 
-/// Runs `f` on a thread inside the namespace at `path`.
-fn in_ns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
-    let ns = tools::netns::open_netns(path).expect("open a test namespace");
-    tools::netns::in_netns(&ns, f).expect("enter a test namespace")
-}
-
-/// A TCP server whose socket lives in a namespace; each connection gets the peer's address.
-struct Server {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(ns: &Path, addr: SocketAddr) -> Server {
-        let listener = in_ns(ns, || TcpListener::bind(addr)).expect("bind the test server");
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut conn, peer)) => {
-                        let _ = writeln!(conn, "{}", peer.ip());
-                    }
-                    // Polls the stop flag; no test waits on this pause.
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Server {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+use common::peer::{in_ns_at as in_ns, Server};
 
 /// Connects from the namespace at `ns` and returns the address the server saw, or the error.
 fn fetch(ns: &Path, addr: SocketAddr, timeout: Duration) -> Result<String, String> {
-    in_ns(ns, || {
-        let conn = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-        conn.set_read_timeout(Some(timeout))
-            .map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        BufReader::new(conn)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        Ok(line.trim().to_string())
-    })
+    common::peer::fetch(ns, addr, timeout, timeout)
 }
 
 fn must_fetch(ns: &Path, addr: SocketAddr, what: &str) -> String {

@@ -351,7 +351,8 @@ impl Vtep {
     ) -> Result<(u32, &'a [u8]), DecapError> {
         let from = from.to_canonical();
         let result = self.check(from, udp_payload).and_then(|(vni, inner)| {
-            let src = MacAddr::from_bytes(&inner[6..]);
+            // `check` saw a whole Ethernet header.
+            let src = switch::wire::Frame::new_unchecked(inner).src();
             let learned = self.learn(now, vni, src, from, || is_local(vni, inner))?;
             if O::ON {
                 let what = if learned { "learned" } else { "not learned:" };

@@ -19,6 +19,7 @@
 
 pub mod docker;
 pub mod etcd;
+pub mod peer;
 pub mod stream;
 
 use serde_json::Value;
@@ -338,6 +339,38 @@ impl Drop for Sandbox {
         }
         remove_etc_netns(&self.name);
     }
+}
+
+/// Removes `/etc/netns/NAME` on drop (the daemon does on `sandbox rm`; not when killed).
+pub struct EtcNetnsGuard(pub String);
+
+impl Drop for EtcNetnsGuard {
+    fn drop(&mut self) {
+        remove_etc_netns(&self.0);
+    }
+}
+
+/// A process killed and reaped on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A DNS query message for `name`/`qtype` with id `id`, recursion desired.
+pub fn query_msg(id: u16, name: &str, qtype: hickory_proto::rr::RecordType) -> Vec<u8> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use std::str::FromStr;
+    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(
+        hickory_proto::rr::Name::from_str(name).unwrap(),
+        qtype,
+    ));
+    msg.to_vec().unwrap()
 }
 
 /// `/etc/netns/NAME`, where the daemon writes a sandbox's `resolv.conf` (its DNS service): a
