@@ -14,6 +14,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use super::cache::CacheKey;
 use super::resolver::{accept_upstream_answer, ForwardQuery, HEADER_LEN};
 use super::{DNS_ADDR, DNS_PORT};
 
@@ -189,8 +190,8 @@ pub struct Client {
 /// What became of a forwarded UDP query.
 #[derive(Debug)]
 pub enum Done<'a> {
-    /// Send this answer to the client.
-    Answer(Client, &'a [u8]),
+    /// Send this answer to the client (and cache it under this key).
+    Answer(Client, &'a CacheKey, &'a [u8]),
     /// The upstream's UDP answer was truncated: ask again over TCP (the query, with the
     /// client's id, and the truncated answer to send if the full one does not fit).
     Truncated {
@@ -445,7 +446,7 @@ impl UdpForwarder {
                     truncated: answer.to_vec(),
                 });
             } else {
-                on_done(Done::Answer(p.client, answer));
+                on_done(Done::Answer(p.client, &p.fwd.key, answer));
                 self.spare.push(p.query);
             }
         }
@@ -502,10 +503,15 @@ mod tests {
         let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
         msg.add_query(Query::query(Name::from_str(name).unwrap(), RecordType::A));
         let bytes = msg.to_vec().unwrap();
+        let header = hickory_proto::op::Header {
+            metadata: msg.metadata,
+            counts: Default::default(),
+        };
         let fwd = ForwardQuery {
             id,
             question_end: bytes.len(),
             udp_limit: 512,
+            key: CacheKey::new(&msg.queries[0], &header, None),
         };
         (bytes, fwd)
     }
@@ -526,7 +532,7 @@ mod tests {
         let outcomes = std::cell::RefCell::new(Vec::new());
         let mut record = |done: Done<'_>| {
             outcomes.borrow_mut().push(match done {
-                Done::Answer(_, bytes) => ("answer", u16::from_be_bytes([bytes[0], bytes[1]])),
+                Done::Answer(_, _, bytes) => ("answer", u16::from_be_bytes([bytes[0], bytes[1]])),
                 Done::Failed(_, bytes) => ("failed", u16::from_be_bytes([bytes[0], bytes[1]])),
                 Done::Truncated { .. } => ("truncated", 0),
             })

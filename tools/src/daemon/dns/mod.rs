@@ -4,6 +4,7 @@
 //! - [`table`]: the names (sandbox names, aliases) per network, and PTR; shared with the daemon.
 //! - [`resolver`]: one query in, an answer or "forward" out (sans-IO, on `hickory-proto`).
 //! - [`forward`]: the upstream resolvers, over UDP and TCP, with a timeout.
+//! - [`cache`]: forwarded answers kept for their TTL (UDP queries).
 //! - [`server`]: the DNS thread serving the sockets opened in the sandboxes' namespaces.
 //! - [`resolv_conf`]: `/etc/netns/SANDBOX/resolv.conf`, which points `ip netns exec` at us.
 //!
@@ -15,6 +16,7 @@
 //! The table answers from the asker's view: a sandbox sees the names of the networks it has an
 //! endpoint on; a name of another network is NXDOMAIN; anything else is forwarded.
 
+pub mod cache;
 pub mod forward;
 pub mod resolv_conf;
 pub mod resolver;
@@ -50,6 +52,10 @@ pub struct Counters {
     dropped_malformed: AtomicU64,
     dropped_other: AtomicU64,
     upstream_mismatches: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    cache_evictions: AtomicU64,
+    cache_entries: AtomicU64,
 }
 
 impl Counters {
@@ -72,6 +78,10 @@ impl Counters {
             dropped_malformed: get(&self.dropped_malformed),
             dropped_other: get(&self.dropped_other),
             upstream_mismatches: get(&self.upstream_mismatches),
+            cache_hits: get(&self.cache_hits),
+            cache_misses: get(&self.cache_misses),
+            cache_evictions: get(&self.cache_evictions),
+            cache_entries: get(&self.cache_entries),
         }
     }
 }
@@ -85,7 +95,7 @@ pub struct DnsStats {
     pub answered_locally: u64,
     /// Answered NXDOMAIN: a name of ours on a network the asker does not share.
     pub nxdomain: u64,
-    /// Sent to an upstream resolver.
+    /// Sent to an upstream resolver (not ours, not answered from the cache).
     pub forwarded: u64,
     /// Upstream answers passed back to a sandbox.
     pub forward_answers: u64,
@@ -100,6 +110,14 @@ pub struct DnsStats {
     pub dropped_other: u64,
     /// Upstream messages that matched no pending query (late, duplicate or spoofed).
     pub upstream_mismatches: u64,
+    /// Queries not ours answered from the cache of forwarded answers.
+    pub cache_hits: u64,
+    /// Queries not ours the cache had no (fresh, small enough) answer for.
+    pub cache_misses: u64,
+    /// Answers still valid dropped from the full cache.
+    pub cache_evictions: u64,
+    /// Answers in the cache now.
+    pub cache_entries: u64,
 }
 
 /// Opens the UDP and TCP sockets of `127.0.0.11:53` inside the namespace `netns` (bringing

@@ -17,11 +17,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, PTR};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_proto::ProtoError;
 
-use super::table::{Lookup, NameTable};
+use super::cache::CacheKey;
+use super::table::{Lookup, NameTable, TableView};
 use super::Counters;
 
 /// The size of a DNS header (RFC 1035 § 4.1.1).
@@ -51,6 +52,7 @@ pub enum Transport {
 
 /// What to do with a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // Returned by value and matched at once: no copies kept.
 pub enum Decision {
     /// The answer is in the output buffer.
     Answer,
@@ -70,23 +72,30 @@ pub struct ForwardQuery {
     pub question_end: usize,
     /// The largest UDP answer the client takes (512, or its EDNS payload size).
     pub udp_limit: u16,
+    /// The key of its answer in the forward cache.
+    pub key: CacheKey,
 }
 
 /// Answers queries from the name table; one per thread (it keeps scratch space).
 #[derive(Debug)]
 pub struct Resolver {
     table: Arc<NameTable>,
+    /// The snapshot of the table answers come from, refreshed per query (one atomic load).
+    view: TableView,
     counters: Arc<Counters>,
     addrs: Vec<Ipv4Addr>,
+    ptr_target: Vec<u8>,
 }
 
 impl Resolver {
     /// A resolver over `table`, counting into `counters`.
     pub fn new(table: Arc<NameTable>, counters: Arc<Counters>) -> Resolver {
         Resolver {
+            view: table.view(),
             table,
             counters,
             addrs: Vec::with_capacity(8),
+            ptr_target: Vec::with_capacity(64),
         }
     }
 
@@ -167,64 +176,66 @@ impl Resolver {
             (None, Transport::Udp) => CLASSIC_UDP_LIMIT,
         };
 
-        let reply = Reply {
-            id,
-            recursion_desired: meta.recursion_desired,
-            edns: edns.is_some(),
-            udp_limit,
-        };
+        self.table.refresh(&mut self.view);
         let local = match query.query_type() {
             RecordType::PTR => self.ptr(asker, query.name()),
             qtype => self.forward_name(asker, query.name(), qtype),
         };
-        match local {
-            Local::Answer(records) => {
-                Counters::bump(&self.counters.answered_locally);
-                reply.emit(ResponseCode::NoError, &query, records, out);
-                Decision::Answer
-            }
-            Local::NxDomain => {
-                Counters::bump(&self.counters.nxdomain);
-                reply.emit(ResponseCode::NXDomain, &query, Vec::new(), out);
-                Decision::Answer
-            }
+        let code = match local {
             Local::Forward => {
-                Counters::bump(&self.counters.forwarded);
-                Decision::Forward(ForwardQuery {
+                return Decision::Forward(ForwardQuery {
                     id,
                     question_end,
                     udp_limit,
-                })
+                    key: CacheKey::new(&query, &header, edns.as_ref()),
+                });
             }
+            Local::NxDomain => {
+                Counters::bump(&self.counters.nxdomain);
+                ResponseCode::NXDomain
+            }
+            Local::Addrs | Local::NoData | Local::Ptr => {
+                Counters::bump(&self.counters.answered_locally);
+                ResponseCode::NoError
+            }
+        };
+        let reply = Reply {
+            header,
+            question: &msg[HEADER_LEN..question_end],
+            edns: edns.is_some(),
+            udp_limit,
+        };
+        let answers = match local {
+            Local::Addrs => Answers::A(&self.addrs),
+            Local::Ptr => Answers::Ptr(&self.ptr_target),
+            _ => Answers::None,
+        };
+        if reply.emit(code, answers, out) {
+            Decision::Answer
+        } else {
+            Decision::Drop
         }
     }
 
-    /// The local answer for a name query of any type but PTR.
+    /// The local answer for a name query of any type but PTR (addresses in `self.addrs`).
     fn forward_name(&mut self, asker: &str, name: &Name, qtype: RecordType) -> Local {
         let mut buf = [0u8; 256];
         let Some(len) = name_key(name, &mut buf) else {
             return Local::Forward;
         };
-        match self.table.lookup_a(asker, &buf[..len], &mut self.addrs) {
+        match self
+            .table
+            .lookup_a(&self.view, asker, &buf[..len], &mut self.addrs)
+        {
             Lookup::Unknown => Local::Forward,
             Lookup::Hidden => Local::NxDomain,
-            Lookup::Found(()) => {
-                if matches!(qtype, RecordType::A | RecordType::ANY) {
-                    let records = self
-                        .addrs
-                        .iter()
-                        .map(|addr| Record::from_rdata(name.clone(), LOCAL_TTL, RData::A(A(*addr))))
-                        .collect();
-                    Local::Answer(records)
-                } else {
-                    // AAAA until IPv6 exists, and every other type: the name exists, no data.
-                    Local::Answer(Vec::new())
-                }
-            }
+            Lookup::Found(()) if matches!(qtype, RecordType::A | RecordType::ANY) => Local::Addrs,
+            // AAAA until IPv6 exists, and every other type: the name exists, no data.
+            Lookup::Found(()) => Local::NoData,
         }
     }
 
-    /// The local answer for a PTR query.
+    /// The local answer for a PTR query (the target, in wire form, in `self.ptr_target`).
     fn ptr(&mut self, asker: &str, name: &Name) -> Local {
         let addr = match name.parse_arpa_name() {
             Ok(net) if net.prefix_len() == 32 => match net.addr() {
@@ -233,20 +244,22 @@ impl Resolver {
             },
             _ => return Local::Forward,
         };
-        let found = self.table.lookup_ptr(asker, addr, |target| {
-            let mut target = Name::from_ascii(target).ok()?;
-            target.set_fqdn(true);
-            Some(target)
-        });
-        match found {
+        match self.view.lookup_ptr(asker, addr) {
             Lookup::Unknown => Local::Forward,
             Lookup::Hidden => Local::NxDomain,
-            Lookup::Found(None) => Local::Answer(Vec::new()),
-            Lookup::Found(Some(target)) => Local::Answer(vec![Record::from_rdata(
-                name.clone(),
-                LOCAL_TTL,
-                RData::PTR(PTR(target)),
-            )]),
+            Lookup::Found(target) => {
+                // RFC 1035 § 3.1: each label after its length, then the root's zero length.
+                self.ptr_target.clear();
+                for label in target.split('.') {
+                    let Ok(len) = u8::try_from(label.len()) else {
+                        return Local::NoData;
+                    };
+                    self.ptr_target.push(len);
+                    self.ptr_target.extend_from_slice(label.as_bytes());
+                }
+                self.ptr_target.push(0);
+                Local::Ptr
+            }
         }
     }
 
@@ -284,40 +297,132 @@ impl Resolver {
 
 /// A local result before it is written.
 enum Local {
-    Answer(Vec<Record>),
+    /// The addresses in `Resolver::addrs`.
+    Addrs,
+    /// The name exists, no record of the asked type (RFC 2308 § 2.2).
+    NoData,
+    /// The PTR target in `Resolver::ptr_target`.
+    Ptr,
     NxDomain,
     Forward,
 }
 
-/// How to write a local answer.
-struct Reply {
-    id: u16,
-    recursion_desired: bool,
+/// The records of a local answer.
+enum Answers<'a> {
+    None,
+    A(&'a [Ipv4Addr]),
+    /// A PTR target in wire form.
+    Ptr(&'a [u8]),
+}
+
+impl Answers<'_> {
+    /// How many records, and their size on the wire.
+    fn size(&self) -> (u16, usize) {
+        match self {
+            Answers::None => (0, 0),
+            Answers::A(addrs) => (
+                u16::try_from(addrs.len()).unwrap_or(u16::MAX),
+                addrs.len() * (RR_FIXED_LEN + 4),
+            ),
+            Answers::Ptr(target) => (1, RR_FIXED_LEN + target.len()),
+        }
+    }
+}
+
+/// An answer record's owner (a compression pointer), type, class, TTL and RDLENGTH
+/// (RFC 1035 § 4.1.3).
+const RR_FIXED_LEN: usize = 2 + 2 + 2 + 4 + 2;
+
+/// An OPT record without options (RFC 6891 § 6.1.2): root owner, type, class, TTL, RDLENGTH.
+const OPT_LEN: usize = 1 + 2 + 2 + 4 + 2;
+
+/// A compression pointer to the question's name, at offset 12 (RFC 1035 § 4.1.4).
+const POINTER_TO_QNAME: u16 = 0xc000 | HEADER_LEN as u16;
+
+/// How to write a local answer: written straight into the output buffer, the question copied
+/// from the query as it came (its case too, RFC 4343 § 4.1), each owner name a pointer to it.
+struct Reply<'a> {
+    /// The query's header.
+    header: Header,
+    /// The query's question section, as received.
+    question: &'a [u8],
     edns: bool,
     udp_limit: u16,
 }
 
-impl Reply {
-    /// Writes the answer; if it exceeds the client's UDP limit, writes it without records and
-    /// with TC set (RFC 2181 § 9), so the client asks again over TCP.
-    fn emit(&self, code: ResponseCode, query: &Query, answers: Vec<Record>, out: &mut Vec<u8>) {
-        let mut msg = Message::response(self.id, OpCode::Query);
-        msg.metadata.authoritative = true;
-        msg.metadata.recursion_desired = self.recursion_desired;
-        msg.metadata.recursion_available = true;
-        msg.metadata.response_code = code;
-        msg.add_query(query.clone());
-        msg.answers = answers;
-        if self.edns {
-            msg.set_edns(our_edns());
+impl Reply<'_> {
+    /// Writes the answer into `out`; if it exceeds the client's UDP limit, writes it without
+    /// records and with TC set (RFC 1035 § 4.2.1, RFC 2181 § 9), so the client asks again over
+    /// TCP. False if it could not be written.
+    fn emit(&self, code: ResponseCode, answers: Answers<'_>, out: &mut Vec<u8>) -> bool {
+        let (count, size) = answers.size();
+        let opt = if self.edns { OPT_LEN } else { 0 };
+        let fits = HEADER_LEN + self.question.len() + size + opt <= usize::from(self.udp_limit);
+        let mut header = self.header;
+        let meta = &mut header.metadata;
+        meta.message_type = MessageType::Response;
+        meta.authoritative = true;
+        meta.truncation = !fits;
+        meta.recursion_available = true;
+        meta.authentic_data = false;
+        meta.checking_disabled = false;
+        meta.response_code = code;
+        header.counts.queries = 1;
+        header.counts.answers = if fits { count } else { 0 };
+        header.counts.authorities = 0;
+        header.counts.additionals = u16::from(self.edns);
+        out.clear();
+        let mut encoder = BinEncoder::new(out);
+        let written = (|| -> Result<(), ProtoError> {
+            header.emit(&mut encoder)?;
+            encoder.emit_vec(self.question)?;
+            if fits {
+                match answers {
+                    Answers::None => {}
+                    Answers::A(addrs) => {
+                        for addr in addrs {
+                            emit_rr_fixed(&mut encoder, RecordType::A, 4)?;
+                            encoder.emit_vec(&addr.octets())?;
+                        }
+                    }
+                    Answers::Ptr(target) => {
+                        let len = u16::try_from(target.len()).unwrap_or(u16::MAX);
+                        emit_rr_fixed(&mut encoder, RecordType::PTR, len)?;
+                        encoder.emit_vec(target)?;
+                    }
+                }
+            }
+            if self.edns {
+                // RFC 6891 § 6.1.2/6.1.3: root owner, our UDP payload size as the class, then
+                // extended RCODE 0, version 0, no flags, no options.
+                encoder.emit(0)?;
+                encoder.emit_u16(u16::from(RecordType::OPT))?;
+                encoder.emit_u16(OUR_EDNS_PAYLOAD)?;
+                encoder.emit_u32(0)?;
+                encoder.emit_u16(0)?;
+            }
+            Ok(())
+        })();
+        if written.is_err() {
+            out.clear();
+            return false;
         }
-        if encode(&msg, out) && out.len() <= usize::from(self.udp_limit) {
-            return;
-        }
-        msg.answers.clear();
-        msg.metadata.truncation = true;
-        encode(&msg, out);
+        true
     }
+}
+
+/// Writes an answer record's fixed part: owner (pointer to the question's name), type, class
+/// IN, TTL [`LOCAL_TTL`] and RDLENGTH `rdlen` (RFC 1035 § 4.1.3).
+fn emit_rr_fixed(
+    encoder: &mut BinEncoder<'_>,
+    rtype: RecordType,
+    rdlen: u16,
+) -> Result<(), ProtoError> {
+    encoder.emit_u16(POINTER_TO_QNAME)?;
+    encoder.emit_u16(u16::from(rtype))?;
+    encoder.emit_u16(u16::from(DNSClass::IN))?;
+    encoder.emit_u32(LOCAL_TTL)?;
+    encoder.emit_u16(rdlen)
 }
 
 /// The OPT record we put in answers to EDNS queries (RFC 6891 § 6.1.1).
@@ -405,6 +510,8 @@ pub fn accept_upstream_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::rr::rdata::PTR;
+    use hickory_proto::rr::RData;
     use std::str::FromStr;
 
     fn setup() -> Resolver {

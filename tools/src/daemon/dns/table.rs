@@ -3,14 +3,19 @@
 //! asking sandbox's networks only.
 //!
 //! Names are stored lower case, without the trailing dot, as the bytes of their labels joined by
-//! `.` (RFC 4343 § 3: DNS names compare case-insensitively in ASCII). One `RwLock` guards the
-//! whole table: the daemon thread writes (connect, disconnect, sandbox removal; each costs
-//! O(names of that endpoint)), the DNS thread reads (a handful of hash lookups per query).
+//! `.` (RFC 4343 § 3: DNS names compare case-insensitively in ASCII).
+//!
+//! The daemon thread writes a master copy under a mutex (connect, disconnect, sandbox removal;
+//! each costs O(names of that endpoint)) and bumps a generation number. Readers (the DNS thread,
+//! the TCP threads) answer from an immutable snapshot, a [`TableView`]: per query they compare
+//! one atomic generation number, and only after a change take the locks to pick up (or build,
+//! once for all readers) the new snapshot. The query path so takes no lock the control plane
+//! holds, and a storm of changes without queries costs no copies.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The longest name accepted, in bytes, without the trailing dot (RFC 1035 § 2.3.4: 255 octets
 /// on the wire, which is 253 characters of text).
@@ -66,14 +71,14 @@ pub fn name_key(name: &str) -> Result<Key, TableError> {
 }
 
 /// The addresses one name has on one network, in the order the endpoints were added.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct NameEntry {
     /// One address per endpoint carrying this name (several for a shared alias).
     addrs: Vec<(Box<str>, Ipv4Addr)>,
 }
 
 /// One network's records.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Network {
     /// Name key → addresses.
     names: HashMap<Key, NameEntry>,
@@ -90,8 +95,8 @@ struct Endpoint {
     keys: Vec<Key>,
 }
 
-/// Everything behind the lock.
-#[derive(Debug, Default)]
+/// The table's content: the master copy behind the lock, and the snapshots readers hold.
+#[derive(Debug, Default, Clone)]
 struct Inner {
     networks: HashMap<Box<str>, Network>,
     /// Sandbox name → its endpoints (at most one per network).
@@ -113,12 +118,49 @@ pub enum Lookup<T> {
     Unknown,
 }
 
+/// At most this many newly added names wait for [`NameTable::take_new_names`]; past that the
+/// whole list is dropped and the reader is told to flush everything.
+const MAX_NEW_NAMES: usize = 4096;
+
+/// The names added since the reader last asked (to flush forwarded answers cached for them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewNames {
+    /// These name keys (lower case, labels joined by `.`).
+    Some(Vec<Box<[u8]>>),
+    /// Too many to list: treat every name as new.
+    All,
+}
+
+/// The master copy and the names added since the reader last asked.
+#[derive(Debug, Default)]
+struct Master {
+    inner: Inner,
+    new_names: Vec<Key>,
+    new_names_overflowed: bool,
+}
+
 /// The shared name table.
 #[derive(Debug, Default)]
 pub struct NameTable {
-    inner: RwLock<Inner>,
+    master: Mutex<Master>,
+    /// Bumped, with `master` locked, after every change.
+    generation: AtomicU64,
+    /// The newest snapshot built and the generation it shows (built once for all readers).
+    published: Mutex<Option<(u64, Arc<Inner>)>>,
     /// Rotates the order of multi-address answers (round robin).
     rotation: AtomicUsize,
+}
+
+/// An immutable snapshot of the table, as one reader sees it; [`NameTable::refresh`] brings it
+/// up to date.
+#[derive(Debug, Clone)]
+pub struct TableView {
+    generation: u64,
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl NameTable {
@@ -127,12 +169,61 @@ impl NameTable {
         NameTable::default()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    /// Changes the master copy with `f` and bumps the generation.
+    fn write<R>(&self, f: impl FnOnce(&mut Master) -> R) -> R {
+        let mut master = lock(&self.master);
+        let r = f(&mut master);
+        self.generation.fetch_add(1, Ordering::Release);
+        r
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    /// The generation of the master copy (changes on every write).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current snapshot.
+    pub fn view(&self) -> TableView {
+        let mut view = TableView {
+            generation: u64::MAX,
+            inner: Arc::default(),
+        };
+        self.refresh(&mut view);
+        view
+    }
+
+    /// Brings `view` up to date; one atomic load when nothing changed. True if it changed.
+    pub fn refresh(&self, view: &mut TableView) -> bool {
+        if self.generation.load(Ordering::Acquire) == view.generation {
+            return false;
+        }
+        let mut published = lock(&self.published);
+        let current = {
+            let master = lock(&self.master);
+            // Read under the master lock: the generation matches the content copied.
+            let generation = self.generation.load(Ordering::Acquire);
+            match &*published {
+                Some((g, inner)) if *g == generation => (generation, inner.clone()),
+                _ => (generation, Arc::new(master.inner.clone())),
+            }
+        };
+        *published = Some(current.clone());
+        let changed = view.generation != current.0;
+        (view.generation, view.inner) = current;
+        changed
+    }
+
+    /// The names added since the last call (for the DNS thread, to flush cached forwarded
+    /// answers for names that are now local).
+    pub fn take_new_names(&self) -> NewNames {
+        let mut master = lock(&self.master);
+        let overflowed = std::mem::take(&mut master.new_names_overflowed);
+        let names = std::mem::take(&mut master.new_names);
+        if overflowed {
+            NewNames::All
+        } else {
+            NewNames::Some(names)
+        }
     }
 
     /// Adds (or replaces) `sandbox`'s endpoint on `network`: its name and `aliases` resolve to
@@ -157,78 +248,94 @@ impl NameTable {
         if network == DEFAULT_NETWORK {
             return Ok(());
         }
-        let mut inner = self.write();
-        inner.remove_endpoint(network, sandbox);
-        let net = inner.networks.entry(network.into()).or_default();
-        for key in &keys {
-            net.names
-                .entry(key.clone())
+        self.write(|master| {
+            let inner = &mut master.inner;
+            inner.remove_endpoint(network, sandbox);
+            let net = inner.networks.entry(network.into()).or_default();
+            for key in &keys {
+                net.names
+                    .entry(key.clone())
+                    .or_default()
+                    .addrs
+                    .push((sandbox.into(), addr));
+            }
+            let new_addr = net.ptr.insert(addr, sandbox.into()).is_none();
+            for key in &keys {
+                let count = inner.known_names.entry(key.clone()).or_insert(0);
+                *count += 1;
+                if *count == 1 && !master.new_names_overflowed {
+                    if master.new_names.len() < MAX_NEW_NAMES {
+                        master.new_names.push(key.clone());
+                    } else {
+                        master.new_names = Vec::new();
+                        master.new_names_overflowed = true;
+                    }
+                }
+            }
+            if new_addr {
+                *inner.known_addrs.entry(addr).or_insert(0) += 1;
+            }
+            inner
+                .sandboxes
+                .entry(sandbox.into())
                 .or_default()
-                .addrs
-                .push((sandbox.into(), addr));
-        }
-        let new_addr = net.ptr.insert(addr, sandbox.into()).is_none();
-        for key in &keys {
-            *inner.known_names.entry(key.clone()).or_insert(0) += 1;
-        }
-        if new_addr {
-            *inner.known_addrs.entry(addr).or_insert(0) += 1;
-        }
-        inner
-            .sandboxes
-            .entry(sandbox.into())
-            .or_default()
-            .push(Endpoint {
-                network: network.into(),
-                addr,
-                keys,
-            });
+                .push(Endpoint {
+                    network: network.into(),
+                    addr,
+                    keys,
+                });
+        });
         Ok(())
     }
 
     /// Removes `sandbox`'s endpoint on `network` (disconnect); true if there was one.
     pub fn remove_endpoint(&self, network: &str, sandbox: &str) -> bool {
-        self.write().remove_endpoint(network, sandbox)
+        self.write(|m| m.inner.remove_endpoint(network, sandbox))
     }
 
     /// Removes every endpoint of `sandbox` (sandbox removal); returns how many there were.
     pub fn remove_sandbox(&self, sandbox: &str) -> usize {
-        let mut inner = self.write();
-        let networks: Vec<Box<str>> = match inner.sandboxes.get(sandbox) {
-            Some(endpoints) => endpoints.iter().map(|e| e.network.clone()).collect(),
-            None => return 0,
-        };
-        for network in &networks {
-            inner.remove_endpoint(network, sandbox);
-        }
-        networks.len()
+        self.write(|m| {
+            let inner = &mut m.inner;
+            let networks: Vec<Box<str>> = match inner.sandboxes.get(sandbox) {
+                Some(endpoints) => endpoints.iter().map(|e| e.network.clone()).collect(),
+                None => return 0,
+            };
+            for network in &networks {
+                inner.remove_endpoint(network, sandbox);
+            }
+            networks.len()
+        })
     }
 
     /// Removes a whole network (network removal); returns how many endpoints it had.
     pub fn remove_network(&self, network: &str) -> usize {
-        let mut inner = self.write();
-        let mut sandboxes: Vec<Box<str>> = match inner.networks.get(network) {
-            Some(net) => net
-                .names
-                .values()
-                .flat_map(|entry| entry.addrs.iter().map(|(owner, _)| owner.clone()))
-                .collect(),
-            None => return 0,
-        };
-        sandboxes.sort_unstable();
-        sandboxes.dedup();
-        let mut removed = 0;
-        for sandbox in &sandboxes {
-            removed += usize::from(inner.remove_endpoint(network, sandbox));
-        }
-        inner.networks.remove(network);
-        removed
+        self.write(|m| {
+            let inner = &mut m.inner;
+            let mut sandboxes: Vec<Box<str>> = match inner.networks.get(network) {
+                Some(net) => net
+                    .names
+                    .values()
+                    .flat_map(|entry| entry.addrs.iter().map(|(owner, _)| owner.clone()))
+                    .collect(),
+                None => return 0,
+            };
+            sandboxes.sort_unstable();
+            sandboxes.dedup();
+            let mut removed = 0;
+            for sandbox in &sandboxes {
+                removed += usize::from(inner.remove_endpoint(network, sandbox));
+            }
+            inner.networks.remove(network);
+            removed
+        })
     }
 
     /// The aliases (names other than the sandbox name) of `sandbox` on `network`.
     pub fn aliases(&self, network: &str, sandbox: &str) -> Vec<String> {
-        let inner = self.read();
-        inner
+        let master = lock(&self.master);
+        master
+            .inner
             .sandboxes
             .get(sandbox)
             .and_then(|eps| eps.iter().find(|e| &*e.network == network))
@@ -243,23 +350,62 @@ impl NameTable {
 
     /// How many names the table holds over all networks.
     pub fn name_count(&self) -> usize {
-        self.read().known_names.len()
+        lock(&self.master).inner.known_names.len()
     }
 
     /// Looks up the IPv4 addresses of name `key` (lower case, no trailing dot) as seen from
-    /// `asker`, writing them into `out` (cleared first) in round-robin order.
-    pub fn lookup_a(&self, asker: &str, key: &[u8], out: &mut Vec<Ipv4Addr>) -> Lookup<()> {
-        out.clear();
-        let inner = self.read();
-        if !inner.known_names.contains_key(key) {
+    /// `asker` in `view`, writing them into `out` (cleared first) in round-robin order.
+    pub fn lookup_a(
+        &self,
+        view: &TableView,
+        asker: &str,
+        key: &[u8],
+        out: &mut Vec<Ipv4Addr>,
+    ) -> Lookup<()> {
+        let found = view.inner.lookup_a(asker, key, out);
+        if found == Lookup::Found(()) && out.len() > 1 {
+            let turn = self.rotation.fetch_add(1, Ordering::Relaxed) % out.len();
+            out.rotate_left(turn);
+        }
+        found
+    }
+}
+
+impl TableView {
+    /// Looks up the name `addr` was handed out to, as seen from `asker` (PTR).
+    pub fn lookup_ptr(&self, asker: &str, addr: Ipv4Addr) -> Lookup<&str> {
+        let inner = &self.inner;
+        if !inner.known_addrs.contains_key(&addr) {
             return Lookup::Unknown;
         }
-        let Some(endpoints) = inner.sandboxes.get(asker) else {
+        let visible = inner.sandboxes.get(asker).and_then(|endpoints| {
+            endpoints.iter().find_map(|endpoint| {
+                inner
+                    .networks
+                    .get(&endpoint.network)
+                    .and_then(|net| net.ptr.get(&addr))
+            })
+        });
+        match visible {
+            Some(name) => Lookup::Found(name),
+            None => Lookup::Hidden,
+        }
+    }
+}
+
+impl Inner {
+    /// The addresses of name `key` as seen from `asker`, into `out` (cleared first).
+    fn lookup_a(&self, asker: &str, key: &[u8], out: &mut Vec<Ipv4Addr>) -> Lookup<()> {
+        out.clear();
+        if !self.known_names.contains_key(key) {
+            return Lookup::Unknown;
+        }
+        let Some(endpoints) = self.sandboxes.get(asker) else {
             return Lookup::Hidden;
         };
         let mut found = false;
         for endpoint in endpoints {
-            let Some(entry) = inner
+            let Some(entry) = self
                 .networks
                 .get(&endpoint.network)
                 .and_then(|net| net.names.get(key))
@@ -273,44 +419,13 @@ impl NameTable {
                 }
             }
         }
-        if !found {
-            return Lookup::Hidden;
-        }
-        if out.len() > 1 {
-            let turn = self.rotation.fetch_add(1, Ordering::Relaxed) % out.len();
-            out.rotate_left(turn);
-        }
-        Lookup::Found(())
-    }
-
-    /// Looks up the name `addr` was handed out to, as seen from `asker` (PTR); calls `f` with
-    /// it while the table is locked for reading.
-    pub fn lookup_ptr<R>(
-        &self,
-        asker: &str,
-        addr: Ipv4Addr,
-        f: impl FnOnce(&str) -> R,
-    ) -> Lookup<R> {
-        let inner = self.read();
-        if !inner.known_addrs.contains_key(&addr) {
-            return Lookup::Unknown;
-        }
-        let visible = inner.sandboxes.get(asker).and_then(|endpoints| {
-            endpoints.iter().find_map(|endpoint| {
-                inner
-                    .networks
-                    .get(&endpoint.network)
-                    .and_then(|net| net.ptr.get(&addr))
-            })
-        });
-        match visible {
-            Some(name) => Lookup::Found(f(name)),
-            None => Lookup::Hidden,
+        if found {
+            Lookup::Found(())
+        } else {
+            Lookup::Hidden
         }
     }
-}
 
-impl Inner {
     /// Removes one endpoint and every record it brought; true if it existed.
     fn remove_endpoint(&mut self, network: &str, sandbox: &str) -> bool {
         let Some(endpoints) = self.sandboxes.get_mut(sandbox) else {
@@ -375,7 +490,7 @@ mod tests {
     fn a(table: &NameTable, asker: &str, name: &str) -> Lookup<Vec<Ipv4Addr>> {
         let mut out = Vec::new();
         let key = name_key(name).unwrap();
-        match table.lookup_a(asker, &key, &mut out) {
+        match table.lookup_a(&table.view(), asker, &key, &mut out) {
             Lookup::Found(()) => Lookup::Found(out),
             Lookup::Hidden => Lookup::Hidden,
             Lookup::Unknown => Lookup::Unknown,
@@ -442,8 +557,8 @@ mod tests {
         assert_eq!(a(&t, "a", "b"), Lookup::Unknown);
         assert_eq!(t.remove_sandbox("a"), 1);
         assert_eq!(t.name_count(), 0);
-        assert!(t.read().networks.is_empty());
-        assert!(t.read().known_addrs.is_empty());
+        assert!(t.view().inner.networks.is_empty());
+        assert!(t.view().inner.known_addrs.is_empty());
         assert!(!t.remove_endpoint("n", "a"));
     }
 
@@ -457,7 +572,7 @@ mod tests {
         assert_eq!(a(&t, "a", "a"), Lookup::Found(vec![ip("10.0.0.5")]));
         assert_eq!(a(&t, "a", "x"), Lookup::Unknown);
         assert_eq!(a(&t, "a", "y"), Lookup::Found(vec![ip("10.0.0.5")]));
-        assert_eq!(t.lookup_ptr("a", ip("10.0.0.2"), |_| ()), Lookup::Unknown);
+        assert_eq!(t.view().lookup_ptr("a", ip("10.0.0.2")), Lookup::Unknown);
     }
 
     #[test]
@@ -465,12 +580,47 @@ mod tests {
         let t = NameTable::new();
         t.add_endpoint("n", "web", ip("10.0.0.2"), &[]).unwrap();
         t.add_endpoint("m", "other", ip("10.9.0.2"), &[]).unwrap();
-        let name = |addr| t.lookup_ptr("web", ip(addr), |n| n.to_string());
+        let name = |addr| {
+            let view = t.view();
+            match view.lookup_ptr("web", ip(addr)) {
+                Lookup::Found(n) => Lookup::Found(n.to_string()),
+                Lookup::Hidden => Lookup::Hidden,
+                Lookup::Unknown => Lookup::Unknown,
+            }
+        };
         assert_eq!(name("10.0.0.2"), Lookup::Found("web".to_string()));
         assert_eq!(name("10.9.0.2"), Lookup::Hidden);
         assert_eq!(name("10.0.0.99"), Lookup::Unknown);
         assert_eq!(t.remove_network("n"), 1);
         assert_eq!(name("10.0.0.2"), Lookup::Unknown);
+    }
+
+    #[test]
+    fn a_view_sees_changes_only_when_refreshed_and_new_names_are_listed() {
+        let t = NameTable::new();
+        let mut view = t.view();
+        assert!(!t.refresh(&mut view), "nothing changed");
+        t.add_endpoint("n", "a", ip("10.0.0.2"), &["Svc".into()])
+            .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(t.lookup_a(&view, "a", b"svc", &mut out), Lookup::Unknown);
+        assert!(t.refresh(&mut view));
+        assert_eq!(t.lookup_a(&view, "a", b"svc", &mut out), Lookup::Found(()));
+        // A second reader shares the snapshot built for the first.
+        let other = t.view();
+        assert!(Arc::ptr_eq(&other.inner, &view.inner));
+        assert_eq!(
+            t.take_new_names(),
+            NewNames::Some(vec![b"a".to_vec().into(), b"svc".to_vec().into()])
+        );
+        assert_eq!(t.take_new_names(), NewNames::Some(Vec::new()));
+        // Too many new names at once say "all".
+        for i in 0..=MAX_NEW_NAMES {
+            t.add_endpoint("n", &format!("s{i}"), ip("10.0.1.2"), &[])
+                .unwrap();
+        }
+        assert_eq!(t.take_new_names(), NewNames::All);
+        assert_eq!(t.take_new_names(), NewNames::Some(Vec::new()));
     }
 
     #[test]
