@@ -646,3 +646,117 @@ fn malformed_packets_get_an_answer_or_a_counted_drop() {
     assert_eq!(stats.dropped_malformed, 2, "{stats:?}");
     assert_eq!(stats.rejected, 5, "{stats:?}");
 }
+
+/// The TTL of the first answer record.
+fn first_ttl(msg: &Message) -> u32 {
+    msg.answers
+        .first()
+        .map(|r| r.ttl)
+        .expect("an answer record")
+}
+
+#[test]
+fn forwarded_answers_are_cached_aged_negative_too_and_expire() {
+    if !root_or_skip() || !have_tool("dnsmasq", "dnsmasq") {
+        return;
+    }
+    // dnsmasq answers the zone cache.test authoritatively (with an SOA in negative answers),
+    // every TTL and the SOA's MINIMUM being TTL seconds.
+    const TTL: u32 = 6;
+    let w = World::with_dnsmasq_args(
+        1,
+        Some(HOSTS),
+        Duration::from_millis(500),
+        &[
+            "--auth-zone=cache.test",
+            "--auth-server=ns.cache.test,eth0",
+            &format!("--auth-ttl={TTL}"),
+            "--host-record=x.cache.test,10.99.1.5",
+            "--host-record=z.cache.test,10.99.1.6",
+        ],
+    );
+    let s0 = w.sandbox(0);
+    let x = ask(&s0, "x.cache.test", RecordType::A);
+    let stored = Instant::now();
+    assert_eq!(a_records(&x), vec![Ipv4Addr::new(10, 99, 1, 5)]);
+    assert_eq!(first_ttl(&x), TTL);
+    let nx = ask(&s0, "nope.cache.test", RecordType::A);
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(nx.authorities.len(), 1, "an SOA: {nx:?}");
+    ask(&s0, "z.cache.test", RecordType::A);
+    let stats = w.service.stats();
+    assert_eq!((stats.forwarded, stats.cache_misses), (3, 3), "{stats:?}");
+    assert_eq!(stats.cache_entries, 3, "{stats:?}");
+
+    // The upstream goes away: the cache still answers, positive and negative, in any case.
+    w.kill_upstream();
+    let mut mixed = Message::new(0x4343, MessageType::Query, OpCode::Query);
+    mixed.metadata.recursion_desired = true;
+    mixed.add_query(Query::query(
+        Name::from_ascii("X.Cache.Test.").unwrap(),
+        RecordType::A,
+    ));
+    let again = udp_raw(&s0, &mixed.to_vec().unwrap(), QUERY_TIMEOUT).expect("an answer");
+    let again = Message::from_vec(&again).unwrap();
+    assert_eq!(again.metadata.id, 0x4343);
+    assert_eq!(a_records(&again), vec![Ipv4Addr::new(10, 99, 1, 5)]);
+    assert_eq!(
+        again.queries[0].name().to_ascii(),
+        "X.Cache.Test.",
+        "the client's question, as asked"
+    );
+    let nx = ask(&s0, "nope.cache.test", RecordType::A);
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    let stats = w.service.stats();
+    assert_eq!((stats.forwarded, stats.cache_hits), (3, 2), "{stats:?}");
+    assert!(
+        stored.elapsed() < Duration::from_secs(u64::from(TTL)),
+        "the machine is too slow for this test's TTL"
+    );
+
+    // A name that becomes local is flushed: once it is local no more, it is forwarded again
+    // (and fails, the upstream being down) instead of answered from the cache.
+    let t = w.service.table();
+    t.add_endpoint(
+        "n",
+        w.name(0),
+        Ipv4Addr::new(10, 6, 0, 2),
+        &["z.cache.test".into()],
+    )
+    .unwrap();
+    assert_eq!(
+        a_records(&ask(&s0, "z.cache.test", RecordType::A)),
+        vec![Ipv4Addr::new(10, 6, 0, 2)]
+    );
+    assert!(t.remove_endpoint("n", w.name(0)));
+    assert_eq!(
+        ask(&s0, "z.cache.test", RecordType::A)
+            .metadata
+            .response_code,
+        ResponseCode::ServFail
+    );
+
+    // The TTL served goes down with the time spent in the cache...
+    wait_for("a lower TTL from the cache", WAIT, || {
+        let msg = ask(&s0, "x.cache.test", RecordType::A);
+        assert_eq!(a_records(&msg), vec![Ipv4Addr::new(10, 99, 1, 5)]);
+        (first_ttl(&msg) < TTL).then_some(())
+    });
+    // ... and the answer expires with it (then the dead upstream means SERVFAIL).
+    wait_for("the cached answer to expire", WAIT, || {
+        let msg = ask(&s0, "x.cache.test", RecordType::A);
+        match msg.metadata.response_code {
+            ResponseCode::ServFail => Some(()),
+            _ => {
+                assert!(
+                    stored.elapsed() < Duration::from_secs(u64::from(TTL) + 1),
+                    "served after its TTL: {msg:?}"
+                );
+                None
+            }
+        }
+    });
+    let stats = w.service.stats();
+    assert!(stats.cache_hits >= 3, "{stats:?}");
+    assert_eq!(stats.cache_evictions, 0, "{stats:?}");
+}

@@ -1,19 +1,24 @@
 //! `dns`: vswitchd's embedded DNS server against dnsmasq. As root:
 //!
 //! ```text
-//! cargo run --release -p benches --bin dns [-- --names 1000 --targets 10 --clients 4 --seconds 3]
+//! cargo run --release -p benches --bin dns [-- --names 1000 --targets 10 --clients 4 --seconds 6 --rounds 6]
 //! ```
 //!
 //! Two namespaces of the run (`vsb<pid>-dns-…`): `d`, where a real `vswitchd` runs (started with
 //! `--dns-upstream 10.253.0.2`, so forwarded queries leave from there), and `u`, joined to `d` by
-//! a veth pair, where a dnsmasq answers the forwarded names from a hosts file. Through
+//! a veth pair, where a dnsmasq answers the forwarded names from a hosts file (TTL 600 s). Through
 //! `vswitchctl`, a network `bench` gets `--targets` sandboxes carrying the `--names` local names
 //! as `--alias`es, and a client sandbox `c`, which vswitchd serves at 127.0.0.11:53 and where a
 //! second dnsmasq answers the same local names (same addresses) from a hosts file at
-//! 127.0.0.53:53. Clients (closed loop, one query in flight per client thread) run in `c` (or `d`
-//! for the direct upstream reference) and ask random names for `--seconds` after a warm-up. Per
-//! scenario: answered queries per second, p50/p99/max latency, and lost queries (no answer within
-//! a second). dnsmasq caches forwarded answers; vswitchd does not.
+//! 127.0.0.53:53, and forwards the other names to vswitchd (so both cache the same upstream
+//! answers). Clients (closed loop, one query in flight per client thread) run in `c` (or `d`
+//! for the direct upstream reference) and ask random names after a warm-up.
+//!
+//! Fairness: both servers get the same client code, query mix, concurrency and warm-up, in one
+//! run; the measurement is split into `--rounds` rounds and the two servers of a pair alternate
+//! (vswitchd first in even rounds, dnsmasq first in odd ones), so a change of the machine's load
+//! hits both. Per scenario: answered queries per second, p50/p99/max latency, lost queries (no
+//! answer within a second) and wrong ones; per pair: vswitchd's ratio to dnsmasq.
 
 use benches::e2e::bins::vswitch_bins;
 use benches::e2e::cleanup::TempDir;
@@ -51,9 +56,13 @@ struct Args {
     /// Client threads, each with one query in flight.
     #[arg(long, default_value_t = 4)]
     clients: usize,
-    /// Measured seconds per scenario (after a warm-up of a quarter of that).
-    #[arg(long, default_value_t = 3.0)]
+    /// Measured seconds per scenario, over all rounds (each measurement after a warm-up of a
+    /// quarter of its time).
+    #[arg(long, default_value_t = 6.0)]
     seconds: f64,
+    /// Rounds: the scenarios of a pair alternate in each (more rounds, less drift).
+    #[arg(long, default_value_t = 6)]
+    rounds: usize,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -191,27 +200,29 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
     }
     run_cmd(Command::new("ip").args(["-n", d.name(), "link", "set", "lo", "up"]))?;
 
-    let dnsmasq = |ns: &str, hosts: &str, listen: &str, tag: &str| -> Result<Daemon> {
-        let file = tmp.path().join(format!("{tag}.hosts"));
-        std::fs::write(&file, hosts).context(|| format!("writing {}", file.display()))?;
-        let mut cmd = in_netns(ns, "dnsmasq");
-        cmd.args([
-            "--no-daemon",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--port",
-            "53",
-        ])
-        .arg(format!("--addn-hosts={}", file.display()))
-        .arg(format!("--listen-address={listen}"))
-        .arg(format!(
-            "--pid-file={}",
-            tmp.path().join(format!("{tag}.pid")).display()
-        ))
-        .arg("--cache-size=10000");
-        Daemon::spawn(tag, cmd, &tmp.path().join(format!("{tag}.log")))
-    };
+    let dnsmasq =
+        |ns: &str, hosts: &str, listen: &str, tag: &str, extra: &[&str]| -> Result<Daemon> {
+            let file = tmp.path().join(format!("{tag}.hosts"));
+            std::fs::write(&file, hosts).context(|| format!("writing {}", file.display()))?;
+            let mut cmd = in_netns(ns, "dnsmasq");
+            cmd.args([
+                "--no-daemon",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--port",
+                "53",
+            ])
+            .arg(format!("--addn-hosts={}", file.display()))
+            .arg(format!("--listen-address={listen}"))
+            .arg(format!(
+                "--pid-file={}",
+                tmp.path().join(format!("{tag}.pid")).display()
+            ))
+            .arg("--cache-size=10000")
+            .args(extra);
+            Daemon::spawn(tag, cmd, &tmp.path().join(format!("{tag}.log")))
+        };
     let mut upstream_hosts = String::new();
     for i in 0..args.names {
         let _ = writeln!(
@@ -221,7 +232,14 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
             forwarded_name(i)
         );
     }
-    let _upstream = dnsmasq(u.name(), &upstream_hosts, "10.253.0.2", "dnsmasq-upstream")?;
+    // A TTL both caches can keep for the whole run.
+    let _upstream = dnsmasq(
+        u.name(),
+        &upstream_hosts,
+        "10.253.0.2",
+        "dnsmasq-upstream",
+        &["--local-ttl=600"],
+    )?;
 
     // The real vswitchd in d, forwarding to the upstream dnsmasq.
     let socket = tmp.path().join("vswitchd.sock");
@@ -278,7 +296,14 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
     for i in 0..args.names {
         let _ = writeln!(local_hosts, "{} {}", local_addr(&targets, i), local_name(i));
     }
-    let _local = dnsmasq(&client, &local_hosts, "127.0.0.53", "dnsmasq-local")?;
+    // The other names go to vswitchd, as from any program in the sandbox; dnsmasq caches them.
+    let _local = dnsmasq(
+        &client,
+        &local_hosts,
+        "127.0.0.53",
+        "dnsmasq-local",
+        &["--server=127.0.0.11"],
+    )?;
 
     let vswitch: SocketAddr = "127.0.0.11:53".parse().unwrap_or_else(|_| unreachable!());
     let local: SocketAddr = "127.0.0.53:53".parse().unwrap_or_else(|_| unreachable!());
@@ -292,6 +317,12 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
             client.as_str(),
             vswitch,
             forwarded_name(0),
+        ),
+        (
+            "dnsmasq forwarding",
+            client.as_str(),
+            local,
+            forwarded_name(1),
         ),
     ] {
         let ns = ns.to_string();
@@ -308,7 +339,8 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
         )?;
     }
 
-    let scenarios: [(&'static str, &str, SocketAddr, bool); 4] = [
+    // Pairs first (vswitchd, then dnsmasq), the reference last.
+    let scenarios: [(&'static str, &str, SocketAddr, bool); 5] = [
         ("local names: vswitchd", client.as_str(), vswitch, true),
         (
             "local names: dnsmasq (hosts file)",
@@ -317,23 +349,46 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
             true,
         ),
         (
-            "forwarded names: vswitchd -> dnsmasq",
+            "forwarded names, cached: vswitchd",
             client.as_str(),
             vswitch,
             false,
         ),
         (
-            "forwarded names: dnsmasq directly (reference)",
+            "forwarded names, cached: dnsmasq",
+            client.as_str(),
+            local,
+            false,
+        ),
+        (
+            "forwarded names: dnsmasq upstream directly (reference)",
             d.name(),
             upstream,
             false,
         ),
     ];
-    let mut figures = Vec::new();
-    for (name, ns, target, local_names) in scenarios {
-        check_interrupt()?;
-        figures.push(measure(args, &targets, name, ns, target, local_names)?);
+    let rounds = args.rounds.max(1);
+    let per_round = args.seconds / rounds as f64;
+    let mut figures: Vec<Option<Figures>> = scenarios.iter().map(|_| None).collect();
+    for round in 0..rounds {
+        // ABBA: each pair's order flips every round.
+        let mut order: Vec<usize> = if round % 2 == 0 {
+            vec![0, 1, 2, 3]
+        } else {
+            vec![1, 0, 3, 2]
+        };
+        order.push(4);
+        for i in order {
+            check_interrupt()?;
+            let (name, ns, target, local_names) = scenarios[i];
+            let got = measure(args, per_round, &targets, name, ns, target, local_names)?;
+            match &mut figures[i] {
+                Some(f) => f.add(got)?,
+                slot => *slot = Some(got),
+            }
+        }
     }
+    let figures: Vec<Figures> = figures.into_iter().flatten().collect();
     if let Ok(stats) = ctl(&["dns", "stats"]) {
         eprintln!("dns: vswitchctl dns stats:\n{stats}");
     }
@@ -365,14 +420,15 @@ fn ask_once(target: SocketAddr, name: &str, timeout: Duration) -> Option<Vec<u8>
 /// measured time.
 fn measure(
     args: &Args,
+    seconds: f64,
     targets: &[Ipv4Addr],
     name: &'static str,
     ns: &str,
     target: SocketAddr,
     local_names: bool,
 ) -> Result<Figures> {
-    let warmup = Duration::from_secs_f64(args.seconds / 4.0);
-    let measured = Duration::from_secs_f64(args.seconds);
+    let warmup = Duration::from_secs_f64(seconds / 4.0);
+    let measured = Duration::from_secs_f64(seconds);
     let start = Instant::now() + Duration::from_millis(50);
     let (measure_from, end) = (start + warmup, start + warmup + measured);
     let names = args.names;
@@ -472,22 +528,70 @@ fn measure(
     Ok(figures)
 }
 
+impl Figures {
+    /// Adds another round's figures of the same scenario.
+    fn add(&mut self, other: Figures) -> Result<()> {
+        self.answered += other.answered;
+        self.lost += other.lost;
+        self.wrong += other.wrong;
+        self.seconds += other.seconds;
+        self.latency
+            .add(&other.latency)
+            .map_err(|e| Error::Unexpected(e.to_string()))
+    }
+
+    fn rate(&self) -> f64 {
+        self.answered as f64 / self.seconds
+    }
+}
+
+/// vswitchd against dnsmasq for each pair of scenarios: (what, queries/s ratio, p50 ratio,
+/// p99 ratio); above 1 means vswitchd answers more, below 1 that it waits less.
+fn ratios(figures: &[Figures]) -> Vec<(&'static str, f64, f64, f64)> {
+    let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
+    [("local names", 0), ("forwarded names, cached", 2)]
+        .into_iter()
+        .filter_map(|(what, i)| {
+            let (v, d) = (figures.get(i)?, figures.get(i + 1)?);
+            Some((
+                what,
+                v.rate() / d.rate().max(1.0),
+                ratio(
+                    v.latency.value_at_quantile(0.5),
+                    d.latency.value_at_quantile(0.5),
+                ),
+                ratio(
+                    v.latency.value_at_quantile(0.99),
+                    d.latency.value_at_quantile(0.99),
+                ),
+            ))
+        })
+        .collect()
+}
+
 fn table(args: &Args, figures: &[Figures]) -> String {
     let mut out = format!(
-        "DNS (vswitchd, real daemon): {} names on {} sandboxes, {} clients (one query in flight each), {} s per scenario\n\n{:<48} {:>10} {:>8} {:>8} {:>8} {:>6} {:>6}\n",
-        args.names, args.targets, args.clients, args.seconds, "scenario", "queries/s", "p50 us", "p99 us", "max us", "lost", "wrong"
+        "DNS (vswitchd, real daemon): {} names on {} sandboxes, {} clients (one query in flight each), {} s per scenario in {} alternating rounds\n\n{:<56} {:>10} {:>8} {:>8} {:>8} {:>6} {:>6}\n",
+        args.names, args.targets, args.clients, args.seconds, args.rounds.max(1), "scenario", "queries/s", "p50 us", "p99 us", "max us", "lost", "wrong"
     );
     for f in figures {
         let _ = writeln!(
             out,
-            "{:<48} {:>10.0} {:>8} {:>8} {:>8} {:>6} {:>6}",
+            "{:<56} {:>10.0} {:>8} {:>8} {:>8} {:>6} {:>6}",
             f.name,
-            f.answered as f64 / f.seconds,
+            f.rate(),
             f.latency.value_at_quantile(0.5),
             f.latency.value_at_quantile(0.99),
             f.latency.max(),
             f.lost,
             f.wrong
+        );
+    }
+    out.push('\n');
+    for (what, qps, p50, p99) in ratios(figures) {
+        let _ = writeln!(
+            out,
+            "{what}: vswitchd / dnsmasq = {qps:.2}x queries/s, {p50:.2}x p50, {p99:.2}x p99"
         );
     }
     out
@@ -499,9 +603,16 @@ fn to_json(args: &Args, figures: &[Figures]) -> Value {
         "targets": args.targets,
         "clients": args.clients,
         "seconds": args.seconds,
+        "rounds": args.rounds.max(1),
+        "ratios": ratios(figures).into_iter().map(|(what, qps, p50, p99)| json!({
+            "pair": what,
+            "queries_per_second": qps,
+            "p50": p50,
+            "p99": p99,
+        })).collect::<Vec<_>>(),
         "scenarios": figures.iter().map(|f| json!({
             "scenario": f.name,
-            "queries_per_second": f.answered as f64 / f.seconds,
+            "queries_per_second": f.rate(),
             "p50_us": f.latency.value_at_quantile(0.5),
             "p99_us": f.latency.value_at_quantile(0.99),
             "max_us": f.latency.max(),

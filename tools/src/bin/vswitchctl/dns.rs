@@ -6,7 +6,7 @@ use serde_json::Value;
 use tools::api::Request;
 
 /// The counters in the order shown, with the label a person reads.
-const COUNTERS: [(&str, &str); 10] = [
+const COUNTERS: [(&str, &str); 14] = [
     ("queries", "queries"),
     ("answered_locally", "answered (local names)"),
     ("nxdomain", "nxdomain"),
@@ -17,12 +17,17 @@ const COUNTERS: [(&str, &str); 10] = [
     ("dropped_malformed", "dropped malformed"),
     ("dropped_other", "dropped (no resources)"),
     ("upstream_mismatches", "upstream mismatches"),
+    ("cache_hits", "cache hits"),
+    ("cache_misses", "cache misses"),
+    ("cache_evictions", "cache evictions"),
+    ("cache_entries", "cache entries"),
 ];
 
 /// `dns …`
 #[derive(Debug, Subcommand)]
 pub enum DnsCmd {
-    /// Queries, local answers, NXDOMAIN, forwarded, failures and drops since vswitchd started.
+    /// Queries, local answers, NXDOMAIN, forwarded, failures, drops and the forward cache's
+    /// hits, misses, evictions and size since vswitchd started.
     Stats,
 }
 
@@ -62,9 +67,11 @@ mod tests {
     fn counters_a_line_each() {
         let r = json!({"queries": 12, "answered_locally": 7, "nxdomain": 2, "forwarded": 3,
                        "forward_answers": 3, "failures": 0, "rejected": 0,
-                       "dropped_malformed": 1, "dropped_other": 0, "upstream_mismatches": 0});
+                       "dropped_malformed": 1, "dropped_other": 0, "upstream_mismatches": 0,
+                       "cache_hits": 5, "cache_misses": 3, "cache_evictions": 0,
+                       "cache_entries": 3});
         let text = DnsCmd::Stats.render(&r);
-        assert_eq!(text.lines().count(), 10, "{text}");
+        assert_eq!(text.lines().count(), 14, "{text}");
         let line = |label: &str| {
             text.lines()
                 .find(|l| l.starts_with(label))
@@ -77,6 +84,7 @@ mod tests {
         assert_eq!(line("queries"), "12");
         assert_eq!(line("nxdomain"), "2");
         assert_eq!(line("dropped malformed"), "1");
+        assert_eq!(line("cache hits"), "5");
         assert_eq!(DnsCmd::Stats.render(&json!([1])), output::json(&json!([1])));
         assert_eq!(DnsCmd::Stats.request(), Request::DnsStats {});
     }
