@@ -86,6 +86,10 @@ struct Figures {
     wrong: u64,
     seconds: f64,
     latency: Histogram<u64>,
+    /// Queries per second in each round.
+    round_rates: Vec<f64>,
+    /// CPU time the serving thread used while measured (from its schedstat), if readable.
+    server_cpu: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -233,7 +237,7 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
         );
     }
     // A TTL both caches can keep for the whole run.
-    let _upstream = dnsmasq(
+    let upstream_dnsmasq = dnsmasq(
         u.name(),
         &upstream_hosts,
         "10.253.0.2",
@@ -297,7 +301,7 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
         let _ = writeln!(local_hosts, "{} {}", local_addr(&targets, i), local_name(i));
     }
     // The other names go to vswitchd, as from any program in the sandbox; dnsmasq caches them.
-    let _local = dnsmasq(
+    let local_dnsmasq = dnsmasq(
         &client,
         &local_hosts,
         "127.0.0.53",
@@ -339,32 +343,51 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
         )?;
     }
 
+    // The threads that answer: vswitchd's DNS thread, and each (single-threaded) dnsmasq.
+    let vswitchd_dns =
+        dns_thread(daemon.pid()).map(|tid| format!("/proc/{}/task/{tid}/schedstat", daemon.pid()));
+    let schedstat = |pid: u32| Some(format!("/proc/{pid}/task/{pid}/schedstat"));
+    let (local_cpu, upstream_cpu) = (
+        schedstat(local_dnsmasq.pid()),
+        schedstat(upstream_dnsmasq.pid()),
+    );
+
     // Pairs first (vswitchd, then dnsmasq), the reference last.
-    let scenarios: [(&'static str, &str, SocketAddr, bool); 5] = [
-        ("local names: vswitchd", client.as_str(), vswitch, true),
+    let scenarios: [(&'static str, &str, SocketAddr, bool, &Option<String>); 5] = [
+        (
+            "local names: vswitchd",
+            client.as_str(),
+            vswitch,
+            true,
+            &vswitchd_dns,
+        ),
         (
             "local names: dnsmasq (hosts file)",
             client.as_str(),
             local,
             true,
+            &local_cpu,
         ),
         (
             "forwarded names, cached: vswitchd",
             client.as_str(),
             vswitch,
             false,
+            &vswitchd_dns,
         ),
         (
             "forwarded names, cached: dnsmasq",
             client.as_str(),
             local,
             false,
+            &local_cpu,
         ),
         (
             "forwarded names: dnsmasq upstream directly (reference)",
             d.name(),
             upstream,
             false,
+            &upstream_cpu,
         ),
     ];
     let rounds = args.rounds.max(1);
@@ -380,8 +403,14 @@ fn run(args: &Args, bins: &VswitchBins) -> Result<Vec<Figures>> {
         order.push(4);
         for i in order {
             check_interrupt()?;
-            let (name, ns, target, local_names) = scenarios[i];
-            let got = measure(args, per_round, &targets, name, ns, target, local_names)?;
+            let (name, ns, target, local_names, cpu) = scenarios[i];
+            let got = measure(
+                args,
+                per_round,
+                &targets,
+                (name, ns, target, local_names),
+                cpu.as_deref(),
+            )?;
             match &mut figures[i] {
                 Some(f) => f.add(got)?,
                 slot => *slot = Some(got),
@@ -416,16 +445,34 @@ fn ask_once(target: SocketAddr, name: &str, timeout: Duration) -> Option<Vec<u8>
     Some(buf[..n].to_vec())
 }
 
-/// Runs `args.clients` closed-loop clients in `ns` against `target` for the warm-up and the
-/// measured time.
+/// The id of vswitchd's DNS thread (named `dns`).
+fn dns_thread(pid: u32) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == "dns")
+        })
+        .and_then(|task| task.file_name().to_str()?.parse().ok())
+}
+
+/// The CPU time a thread has used so far: the first field of its `schedstat` (ns on a CPU,
+/// the softirq work its sends trigger included).
+fn cpu_time(schedstat: &str) -> Option<Duration> {
+    let text = std::fs::read_to_string(schedstat).ok()?;
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Runs `args.clients` closed-loop clients in `ns` against `target` (scenario `name`, asking
+/// local or forwarded names) for the warm-up and the measured time; reads the serving
+/// thread's CPU time (`schedstat`, a path) when the measured time starts and ends.
 fn measure(
     args: &Args,
     seconds: f64,
     targets: &[Ipv4Addr],
-    name: &'static str,
-    ns: &str,
-    target: SocketAddr,
-    local_names: bool,
+    (name, ns, target, local_names): (&'static str, &str, SocketAddr, bool),
+    schedstat: Option<&str>,
 ) -> Result<Figures> {
     let warmup = Duration::from_secs_f64(seconds / 4.0);
     let measured = Duration::from_secs_f64(seconds);
@@ -506,6 +553,14 @@ fn measure(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    // The serving thread's CPU time over the measured window (read by this thread, which
+    // otherwise only waits for the clients).
+    let cpu_at = |at: Instant| {
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        schedstat.and_then(cpu_time)
+    };
+    let cpu_from = cpu_at(measure_from);
+    let cpu_to = cpu_at(end);
     let mut figures = Figures {
         name,
         answered: 0,
@@ -514,6 +569,8 @@ fn measure(
         seconds: measured.as_secs_f64(),
         latency: Histogram::new_with_bounds(1, 10_000_000, 3)
             .map_err(|e| Error::Unexpected(e.to_string()))?,
+        round_rates: Vec::new(),
+        server_cpu: cpu_from.zip(cpu_to).map(|(a, b)| b.saturating_sub(a)),
     };
     for handle in handles {
         let (answered, lost, wrong, hist) = join(handle)?;
@@ -525,6 +582,7 @@ fn measure(
             .add(&hist)
             .map_err(|e| Error::Unexpected(e.to_string()))?;
     }
+    figures.round_rates.push(figures.rate());
     Ok(figures)
 }
 
@@ -535,6 +593,8 @@ impl Figures {
         self.lost += other.lost;
         self.wrong += other.wrong;
         self.seconds += other.seconds;
+        self.round_rates.extend(other.round_rates);
+        self.server_cpu = self.server_cpu.zip(other.server_cpu).map(|(a, b)| a + b);
         self.latency
             .add(&other.latency)
             .map_err(|e| Error::Unexpected(e.to_string()))
@@ -543,55 +603,106 @@ impl Figures {
     fn rate(&self) -> f64 {
         self.answered as f64 / self.seconds
     }
+
+    /// The serving thread's CPU time per answered query, in microseconds.
+    fn cpu_per_query(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.answered > 0).then(|| cpu.as_secs_f64() * 1e6 / self.answered as f64)
+    }
 }
 
-/// vswitchd against dnsmasq for each pair of scenarios: (what, queries/s ratio, p50 ratio,
-/// p99 ratio); above 1 means vswitchd answers more, below 1 that it waits less.
-fn ratios(figures: &[Figures]) -> Vec<(&'static str, f64, f64, f64)> {
+/// vswitchd against dnsmasq in one pair of scenarios.
+struct Ratio {
+    what: &'static str,
+    /// Queries per second over all rounds.
+    qps: f64,
+    /// The median over rounds of the round's queries/s ratio (the two measured back to back,
+    /// so a change of the machine's load between rounds cancels out).
+    qps_median: f64,
+    p50: f64,
+    p99: f64,
+    /// CPU time per query (below 1: vswitchd spends less).
+    cpu: Option<f64>,
+}
+
+/// The median of `values` (0 if empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// vswitchd against dnsmasq for each pair of scenarios; queries/s above 1 means vswitchd
+/// answers more, latency and CPU below 1 that it waits or spends less.
+fn ratios(figures: &[Figures]) -> Vec<Ratio> {
     let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     [("local names", 0), ("forwarded names, cached", 2)]
         .into_iter()
         .filter_map(|(what, i)| {
             let (v, d) = (figures.get(i)?, figures.get(i + 1)?);
-            Some((
+            let per_round = v
+                .round_rates
+                .iter()
+                .zip(&d.round_rates)
+                .map(|(a, b)| a / b.max(1.0))
+                .collect();
+            Some(Ratio {
                 what,
-                v.rate() / d.rate().max(1.0),
-                ratio(
+                qps: v.rate() / d.rate().max(1.0),
+                qps_median: median(per_round),
+                p50: ratio(
                     v.latency.value_at_quantile(0.5),
                     d.latency.value_at_quantile(0.5),
                 ),
-                ratio(
+                p99: ratio(
                     v.latency.value_at_quantile(0.99),
                     d.latency.value_at_quantile(0.99),
                 ),
-            ))
+                cpu: v
+                    .cpu_per_query()
+                    .zip(d.cpu_per_query())
+                    .map(|(a, b)| a / b.max(f64::MIN_POSITIVE)),
+            })
         })
         .collect()
 }
 
 fn table(args: &Args, figures: &[Figures]) -> String {
     let mut out = format!(
-        "DNS (vswitchd, real daemon): {} names on {} sandboxes, {} clients (one query in flight each), {} s per scenario in {} alternating rounds\n\n{:<56} {:>10} {:>8} {:>8} {:>8} {:>6} {:>6}\n",
-        args.names, args.targets, args.clients, args.seconds, args.rounds.max(1), "scenario", "queries/s", "p50 us", "p99 us", "max us", "lost", "wrong"
+        "DNS (vswitchd, real daemon): {} names on {} sandboxes, {} clients (one query in flight each), {} s per scenario in {} alternating rounds\n\n{:<56} {:>10} {:>8} {:>8} {:>8} {:>6} {:>6} {:>10}\n",
+        args.names, args.targets, args.clients, args.seconds, args.rounds.max(1), "scenario", "queries/s", "p50 us", "p99 us", "max us", "lost", "wrong", "cpu us/q"
     );
     for f in figures {
+        let cpu = f
+            .cpu_per_query()
+            .map_or_else(|| "-".to_string(), |c| format!("{c:.2}"));
         let _ = writeln!(
             out,
-            "{:<56} {:>10.0} {:>8} {:>8} {:>8} {:>6} {:>6}",
+            "{:<56} {:>10.0} {:>8} {:>8} {:>8} {:>6} {:>6} {:>10}",
             f.name,
             f.rate(),
             f.latency.value_at_quantile(0.5),
             f.latency.value_at_quantile(0.99),
             f.latency.max(),
             f.lost,
-            f.wrong
+            f.wrong,
+            cpu
         );
     }
-    out.push('\n');
-    for (what, qps, p50, p99) in ratios(figures) {
+    out.push_str(
+        "\n(cpu us/q: the answering thread's CPU time per answered query, from its schedstat)\n\n",
+    );
+    for r in ratios(figures) {
+        let cpu = r
+            .cpu
+            .map_or_else(String::new, |c| format!(", {c:.2}x CPU per query"));
         let _ = writeln!(
             out,
-            "{what}: vswitchd / dnsmasq = {qps:.2}x queries/s, {p50:.2}x p50, {p99:.2}x p99"
+            "{}: vswitchd / dnsmasq = {:.2}x queries/s (median of the rounds' ratios {:.2}x), {:.2}x p50, {:.2}x p99{cpu}",
+            r.what, r.qps, r.qps_median, r.p50, r.p99
         );
     }
     out
@@ -604,11 +715,13 @@ fn to_json(args: &Args, figures: &[Figures]) -> Value {
         "clients": args.clients,
         "seconds": args.seconds,
         "rounds": args.rounds.max(1),
-        "ratios": ratios(figures).into_iter().map(|(what, qps, p50, p99)| json!({
-            "pair": what,
-            "queries_per_second": qps,
-            "p50": p50,
-            "p99": p99,
+        "ratios": ratios(figures).into_iter().map(|r| json!({
+            "pair": r.what,
+            "queries_per_second": r.qps,
+            "queries_per_second_median_of_rounds": r.qps_median,
+            "p50": r.p50,
+            "p99": r.p99,
+            "cpu_per_query": r.cpu,
         })).collect::<Vec<_>>(),
         "scenarios": figures.iter().map(|f| json!({
             "scenario": f.name,
@@ -619,6 +732,8 @@ fn to_json(args: &Args, figures: &[Figures]) -> Value {
             "answered": f.answered,
             "lost": f.lost,
             "wrong": f.wrong,
+            "round_queries_per_second": f.round_rates,
+            "server_cpu_us_per_query": f.cpu_per_query(),
         })).collect::<Vec<_>>(),
     })
 }

@@ -91,6 +91,40 @@ impl CacheKey {
         key
     }
 
+    /// The key of a query whose question section (a name without compression pointers,
+    /// type, class) is `question`, asked with EDNS (`Some(DO bit)`) or without, and the CD
+    /// and RD bits: the same key [`CacheKey::new`] makes of the decoded query.
+    pub fn from_question(
+        question: &[u8],
+        dnssec_ok: Option<bool>,
+        checking_disabled: bool,
+        recursion_desired: bool,
+    ) -> CacheKey {
+        let mut key = CacheKey {
+            len: 0,
+            bytes: [0; MAX_NAME_WIRE + KEY_TAIL],
+        };
+        let n = question.len().min(MAX_NAME_WIRE + KEY_TAIL - 1);
+        let name_len = n.saturating_sub(4);
+        for (dst, src) in key.bytes[..n].iter_mut().zip(question) {
+            *dst = *src;
+        }
+        // Lower-case the labels' bytes only, not their length bytes (RFC 4343 § 3).
+        let mut at = 0;
+        while at < name_len {
+            let len = usize::from(key.bytes[at]);
+            let end = (at + 1 + len).min(name_len);
+            key.bytes[at + 1..end].make_ascii_lowercase();
+            at = end;
+        }
+        key.bytes[n] = u8::from(dnssec_ok.is_some())
+            | u8::from(dnssec_ok == Some(true)) << 1
+            | u8::from(checking_disabled) << 2
+            | u8::from(recursion_desired) << 3;
+        key.len = u16::try_from(n + 1).unwrap_or(0);
+        key
+    }
+
     /// The key's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]

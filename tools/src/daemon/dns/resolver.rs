@@ -1,7 +1,10 @@
 //! The query path: one DNS message in, and either an answer (local names, or an error code),
 //! a query to forward upstream, or a counted drop. Sans-IO: bytes in, bytes out.
 //!
-//! Messages are read and written with `hickory-proto`. What is answered here:
+//! The common query (one question for a name, class IN, at most an OPT record) is read in
+//! place ([`FastQuestion`]) and its answer written straight into the output buffer: no
+//! allocation. Anything else is decoded in full with `hickory-proto` (and answered the same;
+//! a test compares both paths). What is answered here:
 //! - `A` for names in the table visible to the asking sandbox (round robin), `AAAA` (and any
 //!   other type) for such names with no records (NOERROR/NODATA, RFC 2308 § 2.2), `PTR` for the
 //!   addresses the table holds;
@@ -85,6 +88,9 @@ pub struct Resolver {
     counters: Arc<Counters>,
     addrs: Vec<Ipv4Addr>,
     ptr_target: Vec<u8>,
+    /// Whether common queries skip the full decode ([`FastQuestion`]); off only in tests
+    /// that compare both paths.
+    fast_path: bool,
 }
 
 impl Resolver {
@@ -96,6 +102,7 @@ impl Resolver {
             counters,
             addrs: Vec::with_capacity(8),
             ptr_target: Vec::with_capacity(64),
+            fast_path: true,
         }
     }
 
@@ -129,6 +136,11 @@ impl Resolver {
             || counts.additionals > MAX_ADDITIONALS
         {
             return self.error(id, meta.op_code, ResponseCode::FormErr, None, None, out);
+        }
+        if self.fast_path {
+            if let Some(question) = FastQuestion::parse(msg) {
+                return self.resolve_fast(asker, msg, header, &question, transport, out);
+            }
         }
         let query = match Query::read(&mut decoder) {
             Ok(query) => query,
@@ -217,16 +229,79 @@ impl Resolver {
         }
     }
 
+    /// The common case, read in place by [`FastQuestion::parse`]: a well-formed query of
+    /// class IN for a name (not PTR, not a zone transfer), with at most an OPT record of
+    /// version 0. Answers exactly as the full decode would.
+    fn resolve_fast(
+        &mut self,
+        asker: &str,
+        msg: &[u8],
+        header: Header,
+        question: &FastQuestion,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Decision {
+        let udp_limit = match (question.edns, transport) {
+            (_, Transport::Tcp) => u16::MAX,
+            (Some(edns), Transport::Udp) => edns.payload.max(CLASSIC_UDP_LIMIT),
+            (None, Transport::Udp) => CLASSIC_UDP_LIMIT,
+        };
+        self.table.refresh(&mut self.view);
+        let qtype = RecordType::from(question.qtype);
+        let local = self.lookup_name(asker, &question.key[..question.key_len], qtype);
+        let code = match local {
+            Local::Forward => {
+                let meta = &header.metadata;
+                return Decision::Forward(ForwardQuery {
+                    id: meta.id,
+                    question_end: question.end,
+                    udp_limit,
+                    key: CacheKey::from_question(
+                        &msg[HEADER_LEN..question.end],
+                        question.edns.map(|e| e.dnssec_ok),
+                        meta.checking_disabled,
+                        meta.recursion_desired,
+                    ),
+                });
+            }
+            Local::NxDomain => {
+                Counters::bump(&self.counters.nxdomain);
+                ResponseCode::NXDomain
+            }
+            Local::Addrs | Local::NoData | Local::Ptr => {
+                Counters::bump(&self.counters.answered_locally);
+                ResponseCode::NoError
+            }
+        };
+        let reply = Reply {
+            header,
+            question: &msg[HEADER_LEN..question.end],
+            edns: question.edns.is_some(),
+            udp_limit,
+        };
+        let answers = match local {
+            Local::Addrs => Answers::A(&self.addrs),
+            _ => Answers::None,
+        };
+        if reply.emit(code, answers, out) {
+            Decision::Answer
+        } else {
+            Decision::Drop
+        }
+    }
+
     /// The local answer for a name query of any type but PTR (addresses in `self.addrs`).
     fn forward_name(&mut self, asker: &str, name: &Name, qtype: RecordType) -> Local {
         let mut buf = [0u8; 256];
         let Some(len) = name_key(name, &mut buf) else {
             return Local::Forward;
         };
-        match self
-            .table
-            .lookup_a(&self.view, asker, &buf[..len], &mut self.addrs)
-        {
+        self.lookup_name(asker, &buf[..len], qtype)
+    }
+
+    /// The local answer for name `key` (see [`name_key`]) and a type other than PTR.
+    fn lookup_name(&mut self, asker: &str, key: &[u8], qtype: RecordType) -> Local {
+        match self.table.lookup_a(&self.view, asker, key, &mut self.addrs) {
             Lookup::Unknown => Local::Forward,
             Lookup::Hidden => Local::NxDomain,
             Lookup::Found(()) if matches!(qtype, RecordType::A | RecordType::ANY) => Local::Addrs,
@@ -465,6 +540,124 @@ fn name_key(name: &Name, buf: &mut [u8; 256]) -> Option<usize> {
         len += label.len();
     }
     (len > 0).then_some(len)
+}
+
+/// What [`FastQuestion::parse`] read of an OPT record (RFC 6891 § 6.1.2-6.1.3).
+#[derive(Debug, Clone, Copy)]
+struct FastEdns {
+    /// The requestor's UDP payload size (the CLASS field).
+    payload: u16,
+    /// The DO bit (RFC 3225).
+    dnssec_ok: bool,
+}
+
+/// A query's question, read in place without allocating (the common case of the hot path).
+#[derive(Debug)]
+struct FastQuestion {
+    /// The table key of the name (lower case, labels joined by `.`), its first `key_len` bytes.
+    key: [u8; 256],
+    key_len: usize,
+    qtype: u16,
+    /// The end of the question section.
+    end: usize,
+    edns: Option<FastEdns>,
+}
+
+/// The OPT record's type (RFC 6891 § 6.1.1).
+const TYPE_OPT: u16 = 41;
+
+/// Reads the 16-bit big-endian value at `at`.
+fn be16(msg: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]))
+}
+
+impl FastQuestion {
+    /// Reads `msg` (whose header the caller checked: a query, one question, nothing else but
+    /// at most additionals) if it has the common shape: a name without compression pointers
+    /// and with no `.` inside a label (RFC 1035 § 3.1, § 4.1.2), class IN, a type other than
+    /// PTR, AXFR and IXFR, then nothing or exactly one OPT record of version 0 with well-formed
+    /// options (RFC 6891 § 6.1.2), and no trailing bytes. `None` for anything else: the full
+    /// decode handles it (and its errors).
+    fn parse(msg: &[u8]) -> Option<FastQuestion> {
+        let additionals = be16(msg, 10)?;
+        let mut question = FastQuestion {
+            key: [0; 256],
+            key_len: 0,
+            qtype: 0,
+            end: 0,
+            edns: None,
+        };
+        let mut at = HEADER_LEN;
+        loop {
+            let len = usize::from(*msg.get(at)?);
+            if len == 0 {
+                at += 1;
+                break;
+            }
+            // 0xc0: a compression pointer; 0x40 and 0x80: reserved (RFC 6891 § 5).
+            if len > super::table::MAX_LABEL_LEN {
+                return None;
+            }
+            let label = msg.get(at + 1..at + 1 + len)?;
+            let sep = usize::from(question.key_len > 0);
+            let key_at = question.key_len + sep;
+            if label.contains(&b'.') || key_at + len > super::table::MAX_NAME_LEN {
+                return None;
+            }
+            if sep == 1 {
+                question.key[question.key_len] = b'.';
+            }
+            for (dst, src) in question.key[key_at..key_at + len].iter_mut().zip(label) {
+                *dst = src.to_ascii_lowercase();
+            }
+            question.key_len = key_at + len;
+            at += 1 + len;
+        }
+        if question.key_len == 0 {
+            return None;
+        }
+        question.qtype = be16(msg, at)?;
+        let qclass = be16(msg, at + 2)?;
+        let excluded = [RecordType::PTR, RecordType::AXFR, RecordType::IXFR];
+        if qclass != u16::from(DNSClass::IN) || excluded.contains(&RecordType::from(question.qtype))
+        {
+            return None;
+        }
+        at += 4;
+        question.end = at;
+        match additionals {
+            0 => {}
+            1 => {
+                // Root owner, TYPE 41, CLASS = payload size, TTL = extended RCODE, VERSION,
+                // flags (DO first), then RDLENGTH and the options.
+                if *msg.get(at)? != 0 || be16(msg, at + 1)? != TYPE_OPT {
+                    return None;
+                }
+                let payload = be16(msg, at + 3)?;
+                let version = *msg.get(at + 6)?;
+                let flags = be16(msg, at + 7)?;
+                let rdlen = usize::from(be16(msg, at + 9)?);
+                if version != 0 {
+                    return None;
+                }
+                at += 11;
+                let options_end = at + rdlen;
+                // Each option: code, length, data (RFC 6891 § 6.1.2).
+                while at < options_end {
+                    at += 4 + usize::from(be16(msg, at + 2)?);
+                }
+                if at != options_end {
+                    return None;
+                }
+                question.edns = Some(FastEdns {
+                    payload,
+                    dnssec_ok: flags & 0x8000 != 0,
+                });
+            }
+            _ => return None,
+        }
+        (at == msg.len()).then_some(question)
+    }
 }
 
 /// Builds the answer to send when forwarding failed: SERVFAIL for the query `msg`, with its
@@ -776,5 +969,110 @@ mod tests {
             Decision::Answer
         );
         assert_eq!(a_records(&Message::from_vec(&out).unwrap()).len(), 60);
+    }
+
+    /// Queries of many shapes: the common ones the fast path reads, and others it leaves to
+    /// the full decode.
+    fn query_variants() -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        let names = [
+            "web",
+            "WEB.",
+            "wWw",
+            "db",
+            "client",
+            "unknown.example",
+            "A.b.C.example",
+        ];
+        let types = [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::MX,
+            RecordType::ANY,
+            RecordType::PTR,
+            RecordType::AXFR,
+        ];
+        for name in names {
+            for qtype in types {
+                for edns in [
+                    None,
+                    Some((4096, false)),
+                    Some((100, true)),
+                    Some((1232, true)),
+                ] {
+                    for (rd, cd) in [(true, false), (false, true)] {
+                        let mut msg = Message::new(0x4242, MessageType::Query, OpCode::Query);
+                        msg.metadata.recursion_desired = rd;
+                        msg.metadata.checking_disabled = cd;
+                        msg.add_query(Query::query(Name::from_str(name).unwrap(), qtype));
+                        if let Some((payload, dnssec_ok)) = edns {
+                            let mut e = Edns::new();
+                            e.set_max_payload(payload);
+                            e.set_dnssec_ok(dnssec_ok);
+                            msg.set_edns(e);
+                        }
+                        all.push(msg.to_vec().unwrap());
+                    }
+                }
+            }
+        }
+        // Odd shapes: a trailing byte, cut short, EDNS version 1, a class other than IN, an
+        // OPT whose options overrun it, a compression pointer as the name.
+        let base = query_bytes("web", RecordType::A);
+        let mut trailing = base.clone();
+        trailing.push(0);
+        all.push(trailing);
+        all.push(base[..base.len() - 1].to_vec());
+        let mut with_opt = base.clone();
+        with_opt[11] = 1;
+        with_opt.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 1, 0, 0, 0, 0]);
+        all.push(with_opt.clone());
+        let mut bad_options = base.clone();
+        bad_options[11] = 1;
+        bad_options.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 4, 0, 8, 0, 9]);
+        all.push(bad_options);
+        let mut chaos = base.clone();
+        let class_at = chaos.len() - 1;
+        chaos[class_at] = 3;
+        all.push(chaos);
+        let mut pointer = base[..HEADER_LEN].to_vec();
+        pointer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        all.push(pointer);
+        all
+    }
+
+    #[test]
+    fn fast_path_answers_exactly_as_the_full_decode() {
+        let (mut fast, mut full) = (setup(), setup());
+        full.fast_path = false;
+        let mut read_fast = 0;
+        for transport in [Transport::Udp, Transport::Tcp] {
+            for msg in query_variants() {
+                read_fast += usize::from(FastQuestion::parse(&msg).is_some());
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let da = fast.resolve("client", &msg, transport, &mut a);
+                let db = full.resolve("client", &msg, transport, &mut b);
+                assert_eq!(da, db, "{msg:02x?}");
+                assert_eq!(a, b, "{msg:02x?}");
+            }
+        }
+        // The common shapes took the fast path (PTR, AXFR and the odd ones did not).
+        assert_eq!(read_fast, 2 * 7 * 4 * 4 * 2);
+        assert_eq!(fast.counters.snapshot(), full.counters.snapshot());
+    }
+
+    #[test]
+    fn the_fast_cache_key_matches_the_decoded_one() {
+        let mut r = setup();
+        for msg in query_variants() {
+            let Decision::Forward(fwd) = r.resolve("client", &msg, Transport::Udp, &mut Vec::new())
+            else {
+                continue;
+            };
+            let decoded = Message::from_vec(&msg).unwrap();
+            let header = Header::read(&mut BinDecoder::new(&msg)).unwrap();
+            let key = CacheKey::new(&decoded.queries[0], &header, decoded.edns.as_ref());
+            assert_eq!(fwd.key, key, "{msg:02x?}");
+        }
     }
 }
