@@ -199,8 +199,9 @@ pub enum Done<'a> {
         client: Client,
         /// The query as the client sent it.
         query: Vec<u8>,
-        /// What the resolver said about it.
-        fwd: ForwardQuery,
+        /// What the resolver said about it (boxed: this rare variant would otherwise make
+        /// every `Done` as large as a cache key).
+        fwd: Box<ForwardQuery>,
         /// The truncated answer, client id in place.
         truncated: Vec<u8>,
     },
@@ -442,7 +443,7 @@ impl UdpForwarder {
                 on_done(Done::Truncated {
                     client: p.client,
                     query,
-                    fwd: p.fwd,
+                    fwd: Box::new(p.fwd),
                     truncated: answer.to_vec(),
                 });
             } else {

@@ -305,8 +305,7 @@ impl Batch {
             )
         };
         let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        for i in 0..n.min(BATCH) {
-            let hdr = &hdrs[i];
+        for (i, hdr) in hdrs.iter().enumerate().take(n) {
             let cut = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             self.lens[i] = ((hdr.msg_len as usize).min(MAX_QUERY), cut);
             self.addr_lens[i] = hdr.msg_hdr.msg_namelen;
