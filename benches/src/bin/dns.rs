@@ -18,7 +18,10 @@
 //! run; the measurement is split into `--rounds` rounds and the two servers of a pair alternate
 //! (vswitchd first in even rounds, dnsmasq first in odd ones), so a change of the machine's load
 //! hits both. Per scenario: answered queries per second, p50/p99/max latency, lost queries (no
-//! answer within a second) and wrong ones; per pair: vswitchd's ratio to dnsmasq.
+//! answer within a second), wrong ones, and the answering thread's CPU time per query (from its
+//! `schedstat`, read when the measured time starts and ends); per pair: vswitchd's ratio to
+//! dnsmasq, over all rounds and as the median of the rounds' ratios (robust to a burst of load
+//! in one round).
 
 use benches::e2e::bins::vswitch_bins;
 use benches::e2e::cleanup::TempDir;
