@@ -907,7 +907,12 @@ impl Daemon {
             let taken_by_docker = given.is_some_and(|ip| {
                 ipam.docker_pool && d.ipam.pool(&ipam.pool).is_some_and(|p| p.is_allocated(ip))
             });
+            let swarm = d.is_swarm_network(&net.name);
             let (ip, allocated) = match given {
+                _ if swarm => (
+                    d.docker_swarm_endpoint_address(&net, &ipam, &spec.endpoint, given, undo)?,
+                    true,
+                ),
                 Some(ip) if taken_by_docker => (ip, false),
                 _ => {
                     let ip = d
@@ -939,6 +944,7 @@ impl Daemon {
                 publish: Vec::new(),
                 aliases: Vec::new(),
             };
+            d.swarm_publish(&ep, undo)?;
             d.endpoints.insert(ep.clone());
             let (n, sb) = (ep.network.clone(), ep.sandbox.clone());
             undo.push(move |d| {

@@ -421,6 +421,13 @@ impl Cluster {
         })
     }
 
+    /// The swarm network `name` as stored, if the cluster has it.
+    pub fn network(&self, name: &str) -> Result<Option<NetworkSpec>, ClusterError> {
+        keys::check_name("network", name)?;
+        let read = self.shared.etcd.range(&self.shared.keys.network(name))?;
+        read.kvs.first().map(decode::<NetworkSpec>).transpose()
+    }
+
     /// The lowest VNI of [`AUTO_VNIS`] not claimed.
     fn free_vni(&self) -> Result<u32, ClusterError> {
         let keys = &self.shared.keys;
