@@ -1335,7 +1335,7 @@ fn swarm_network_across_two_docker_hosts() {
     let distinct: std::collections::BTreeSet<&String> = ips.iter().collect();
     assert_eq!(distinct.len(), 4, "{ips:?}");
     assert!(ips.iter().all(|ip| ip.starts_with("10.213.41.")), "{ips:?}");
-    let held = lab.keys("/vswitch/ipam/blue/");
+    let held = lab.keys("/vswitch/pool/blue/");
     for ip in &ips {
         assert!(
             held.iter().any(|(k, _)| k.ends_with(&format!("/{ip}"))),

@@ -242,7 +242,7 @@ fn swarm_networks_across_three_hosts() {
     assert_eq!(count(&k, "/vswitch/endpoints/sw/"), 3, "{k:?}");
     assert_eq!(
         k.iter()
-            .filter(|(key, _)| key.starts_with("/vswitch/ipam/sw/") && !key.ends_with("/next"))
+            .filter(|(key, _)| key.starts_with("/vswitch/pool/sw/") && !key.ends_with("/next"))
             .count(),
         3,
         "disconnects released their addresses: {k:?}"

@@ -724,14 +724,15 @@ impl Daemon {
         })
     }
 
-    /// Changes the IPAM state with `f` and saves; when either fails, the IPAM state is as
-    /// before.
+    /// Changes the IPAM state with `f` and commits the IPAM rows it changed (nothing else);
+    /// when either fails, the IPAM state is as before.
     fn ipam_step<T>(
         &mut self,
         f: impl FnOnce(&mut ipam::DefaultIpam) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let before = self.ipam.clone();
-        let result = f(&mut self.ipam).and_then(|v| self.save().map(|()| v));
+        let result =
+            f(&mut self.ipam).and_then(|v| self.commit(Order::SystemFirst, |_| Ok(())).map(|()| v));
         if result.is_err() {
             self.ipam = before;
         }

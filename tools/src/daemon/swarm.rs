@@ -474,6 +474,7 @@ impl Daemon {
                 }
             }
         }
+        let mut publish: BTreeMap<String, Vec<(String, MacAddr, Ipv4Addr)>> = BTreeMap::new();
         for ep in eps {
             let (Some(ip), Some(mac)) = (ep.ip, ep.mac.as_deref().and_then(|m| parse_mac(m).ok()))
             else {
@@ -494,10 +495,17 @@ impl Daemon {
                     }
                 }
             }
-            if let Err(e) = cluster.publish_endpoint(&ep.network, &ep.id, mac, ip) {
+            publish
+                .entry(ep.network.clone())
+                .or_default()
+                .push((ep.id.clone(), mac, ip));
+        }
+        // Per network, in a few transactions (one watch message each for the other hosts).
+        for (net, eps) in publish {
+            if let Err(e) = cluster.publish_endpoints(&net, &eps) {
                 repairs.push(format!(
-                    "cluster: endpoint {}/{} not published: {e}",
-                    ep.network, ep.sandbox
+                    "cluster: {} endpoint(s) on {net} not published: {e}",
+                    eps.len()
                 ));
             }
         }
