@@ -5,25 +5,28 @@
 //!
 //! ```text
 //! cargo run --release -p benches --bin cluster -- --quick
-//! cargo run --release -p benches --bin cluster -- --hosts 200 --endpoints 20000
+//! cargo run --release -p benches --bin cluster -- --hosts 200 --endpoints 20000 --ttl 30
 //! ```
 //!
 //! Figures: host registration time; bulk publish (M endpoints) until all N views hold all M;
-//! single-change latency (one endpoint published until all N watchers saw it); a full re-read
+//! one connect (an address by compare-and-swap, then the endpoint) until all N watchers saw
+//! it; a full re-read
 //! (what a host does on resync); address allocation (compare-and-swap) latency under contention;
 //! a host's lease expiring until every other host dropped it and its endpoints. Traffic is
 //! counted twice: the JSON bodies the clients exchanged (their own counters), and etcd's gRPC
 //! bytes from its `/metrics` (the gateway's protobuf side: what a gRPC client would cost).
 //!
-//! How it grows (the layout in `tools::daemon::cluster`): every host watches the whole prefix,
-//! so each change is sent N times (traffic per change ∝ N: ~300-450 JSON bytes per host per
-//! endpoint change measured); a resync reads everything (∝ M, ~250 bytes per endpoint); an
-//! automatic address allocation reads the network's whole pool per attempt (∝ addresses held)
-//! and racing allocators serialize on the network's cursor key. For thousands of hosts the
-//! watch fan-out and pool reads are what to change first: a watch per network a host has
-//! endpoints on (prefix `endpoints/NET/`) instead of the whole tree, etcd's grpc-proxy to
-//! coalesce identical watches, and address blocks handed to hosts (Calico's IPAM blocks) so
-//! allocations stop contending on one key; etcd itself then scales with writes, not hosts.
+//! How it grows (the layout in `tools::daemon::cluster`, figures in `benches/README.md`): every
+//! host reads and watches one range (endpoints, networks, nodes), so each change is sent N
+//! times (about 260 JSON bytes per host per endpoint) and convergence is linear in N × M (about
+//! 100,000 deliveries per second on 2 shared CPUs); a resync reads everything (about 250 bytes
+//! per endpoint); an automatic address allocation reads the network's pool per attempt and
+//! racing allocators serialize on the network's cursor key. From about 100 hosts the lease TTL
+//! wants 15 s or more (`--ttl`): a burst of watch traffic delays keep-alives. For thousands of
+//! hosts the fan-out is what to change: a watch per network a host has endpoints on, etcd's
+//! grpc-proxy to coalesce identical watches, a gRPC client (half the bytes), etcd sharded by
+//! network; and address blocks handed to hosts (Calico's IPAM blocks) so allocations stop
+//! contending on one key.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
