@@ -10,8 +10,8 @@
 //!
 //! Figures: host registration time; bulk publish (M endpoints) until all N views hold all M;
 //! one connect (an address by compare-and-swap, then the endpoint) until all N watchers saw
-//! it; a full re-read
-//! (what a host does on resync); address allocation (compare-and-swap) latency under contention;
+//! it; a full re-read (what a host does on resync); address allocation (compare-and-swap)
+//! latency under contention;
 //! a host's lease expiring until every other host dropped it and its endpoints. Traffic is
 //! counted twice: the JSON bodies the clients exchanged (their own counters), and etcd's gRPC
 //! bytes from its `/metrics` (the gateway's protobuf side: what a gRPC client would cost).
