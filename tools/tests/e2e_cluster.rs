@@ -338,8 +338,9 @@ fn a_node_whose_keepalive_stops_disappears_within_the_ttl() {
             matches!(e, ClusterEvent::NodeDown { name, .. } if name == "doomed")
         });
         let took = halted.elapsed();
-        // etcd checks expiry every 500 ms; a lease may be up to one renewal old when halted.
-        assert!(took <= ttl + Duration::from_millis(1500), "took {took:?}");
+        // etcd checks expiry every 500 ms and revokes through raft; a lease may be up to one
+        // renewal old when halted. The slack covers a loaded machine (4.1 s seen at load 16).
+        assert!(took <= ttl + Duration::from_millis(2500), "took {took:?}");
         let view = b.snapshot().unwrap();
         assert!(!view.nodes.contains_key("doomed"));
         assert!(view.endpoints.is_empty());
