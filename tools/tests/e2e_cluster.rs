@@ -70,6 +70,67 @@ fn synced_watcher(cluster: &Cluster) -> Watcher {
     watcher
 }
 
+/// `publish_endpoints`: 250 endpoints in three transactions (three revisions) reach another
+/// host's watcher, all of them, under the node's lease; on a network etcd lacks it is refused
+/// and nothing is written.
+#[test]
+fn endpoints_published_in_batches_reach_a_watcher() {
+    if !etcd_or_skip() {
+        return;
+    }
+    let lab = EtcdLab::start();
+    lab.run(|| {
+        let a = connect(&lab, "a", 1);
+        let b = connect(&lab, "b", 2);
+        a.create_network(spec("wide", "10.78.0.0/16", None))
+            .unwrap();
+        let watcher = synced_watcher(&b);
+        let mut many = Vec::new();
+        for i in 0..250u32 {
+            let m = i.to_be_bytes();
+            let ip = std::net::Ipv4Addr::new(10, 78, m[2], m[3]);
+            many.push((
+                format!("e{i}"),
+                switch::MacAddr([2, 0, 0, m[1], m[2], m[3]]),
+                ip,
+            ));
+        }
+        let before = a.snapshot().unwrap().revision;
+        a.publish_endpoints("wide", &many).unwrap();
+        let after = a.snapshot().unwrap().revision;
+        assert_eq!(after - before, 3, "three transactions of at most 100");
+        let mut seen = BTreeSet::new();
+        while seen.len() < many.len() {
+            match wait_event(&watcher.events, "EndpointAdded", EVENT_WAIT, |e| {
+                matches!(e, ClusterEvent::EndpointAdded { .. })
+            }) {
+                ClusterEvent::EndpointAdded { id, node, .. } => {
+                    assert_eq!(node, "a");
+                    seen.insert(id);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let view = b.snapshot().unwrap();
+        assert_eq!(view.endpoints["wide"].len(), 250);
+        assert!(view.endpoints["wide"].values().all(|r| r.node == "a"));
+        assert!(matches!(
+            a.publish_endpoints("nowhere", &many[..1]),
+            Err(ClusterError::NoSuchNetwork { .. })
+        ));
+        assert!(!a.snapshot().unwrap().endpoints.contains_key("nowhere"));
+        // A clean leave takes them all with the lease.
+        drop(a);
+        wait_event(
+            &watcher.events,
+            "NodeDown a",
+            EVENT_WAIT,
+            |e| matches!(e, ClusterEvent::NodeDown { name, .. } if name == "a"),
+        );
+        assert!(b.snapshot().unwrap().endpoints.is_empty());
+    });
+}
+
 #[test]
 fn a_network_created_by_one_host_reaches_another_hosts_watcher() {
     if !etcd_or_skip() {
@@ -277,8 +338,9 @@ fn a_node_whose_keepalive_stops_disappears_within_the_ttl() {
             matches!(e, ClusterEvent::NodeDown { name, .. } if name == "doomed")
         });
         let took = halted.elapsed();
-        // etcd checks expiry every 500 ms; a lease may be up to one renewal old when halted.
-        assert!(took <= ttl + Duration::from_millis(1500), "took {took:?}");
+        // etcd checks expiry every 500 ms and revokes through raft; a lease may be up to one
+        // renewal old when halted. The slack covers a loaded machine (4.1 s seen at load 16).
+        assert!(took <= ttl + Duration::from_millis(2500), "took {took:?}");
         let view = b.snapshot().unwrap();
         assert!(!view.nodes.contains_key("doomed"));
         assert!(view.endpoints.is_empty());
@@ -300,7 +362,7 @@ fn etcd_killed_and_restarted_the_client_resyncs_and_nothing_is_lost() {
     // restarted from there (the lab's own waits enter the namespace again).
     in_ns(&ns, || {
         let mut config = ClusterConfig::new(&endpoints, "a", vtep(1));
-        config.timeout = Duration::from_millis(500);
+        config.timeout = Duration::from_millis(1000);
         let a = Cluster::connect_with(config).unwrap();
         let b = Cluster::connect(&endpoints, DEFAULT_PREFIX, "b", vtep(2)).unwrap();
         a.create_network(spec("blue", "10.50.0.0/24", None))

@@ -1172,6 +1172,228 @@ fn overlay_network_across_two_docker_hosts() {
     h2.docker.docker_ok(&["rm", "-f", "o2"]);
 }
 
+/// How long a cluster change may take to reach the other host (one watch event in practice).
+const SPREAD: Duration = Duration::from_secs(10);
+
+/// The names of the networks vswitchd has.
+fn vswitch_networks(d: &Daemon) -> Vec<String> {
+    d.ctl_json(&["network", "ls"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str().map(String::from))
+        .collect()
+}
+
+/// A swarm-scope network through the plugin on two hosts, each with its own dockerd and
+/// vswitchd (`--cluster` on one etcd; no Docker swarm), joined by an underlay: `docker network
+/// create -o vswitch.scope=swarm -o vswitch.network=blue` on each host meets in the one
+/// cluster network; containers on both hosts get distinct addresses from the cluster and ping
+/// across; `docker network rm` on one host leaves the network to the other (which keeps
+/// working), and the host can join again; `vswitchctl network rm` is refused while a host
+/// has endpoints on it, and once allowed leaves nothing in etcd.
+#[test]
+fn swarm_network_across_two_docker_hosts() {
+    if !common::etcd::etcd_or_skip() || !dockerd_or_skip() {
+        return;
+    }
+    logs();
+    let base = unique_plugin_name();
+    let ns1 = Netns::new(format!("{base}-h1"));
+    let ns2 = Netns::new(format!("{base}-h2"));
+    // etcd's namespace is the underlay too: a bridge with a veth to each host.
+    let hosts = [ns1.name.clone(), ns2.name.clone()];
+    let lab = common::etcd::EtcdLab::start_on(|ns: &Netns| {
+        ip(&["-n", &ns.name, "link", "add", "br0", "type", "bridge"]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            "10.213.40.99/24",
+            "dev",
+            "br0",
+        ]);
+        ip(&["-n", &ns.name, "link", "set", "br0", "up"]);
+        for (i, host) in hosts.iter().enumerate() {
+            let u = format!("u{}", i + 1);
+            ip(&[
+                "-n", &ns.name, "link", "add", &u, "type", "veth", "peer", "name", "ul0", "netns",
+                host,
+            ]);
+            ip(&["-n", &ns.name, "link", "set", &u, "master", "br0", "up"]);
+            let addr = format!("10.213.40.{}/24", i + 1);
+            ip(&["-n", host, "addr", "add", &addr, "dev", "ul0"]);
+            ip(&["-n", host, "link", "set", "ul0", "up"]);
+            ip(&["-n", host, "link", "set", "lo", "up"]);
+        }
+        Some("10.213.40.99".into())
+    });
+    let cluster = "etcd://10.213.40.99:2379";
+    // Declared after etcd, so dropped before it.
+    let h1 = DockerHost::start_with(
+        Some(ns1),
+        &[
+            "--vtep",
+            "10.213.40.1",
+            "--cluster",
+            cluster,
+            "--node",
+            "d1",
+        ],
+    );
+    let h2 = DockerHost::start_with(
+        Some(ns2),
+        &[
+            "--vtep",
+            "10.213.40.2",
+            "--cluster",
+            cluster,
+            "--node",
+            "d2",
+        ],
+    );
+    let subnet = "10.213.41.0/24";
+    let swarm = ["-o", "vswitch.scope=swarm", "-o", "vswitch.network=blue"];
+
+    // Refused with what to give: the name the hosts meet on, and this plugin's IPAM.
+    let e = h1.docker.docker_err(&[
+        "network",
+        "create",
+        "-d",
+        &h1.plugin,
+        "--ipam-driver",
+        &h1.plugin,
+        "--subnet",
+        subnet,
+        "-o",
+        "vswitch.scope=swarm",
+        "nameless",
+    ]);
+    assert!(e.contains("vswitch.network=NAME"), "{e}");
+    let e = h1.docker.docker_err(&[
+        "network",
+        "create",
+        "-d",
+        &h1.plugin,
+        "--subnet",
+        subnet,
+        "-o",
+        "vswitch.scope=swarm",
+        "-o",
+        "vswitch.network=blue",
+        "dockeripam",
+    ]);
+    assert!(e.contains("--ipam-driver"), "{e}");
+
+    // (1) Created on h1: in etcd, and on h2 by the watcher before h2's Docker asks.
+    let id1 = h1.network("blue1", subnet, &swarm);
+    wait_for("blue on h2", SPREAD, || {
+        vswitch_networks(&h2.vswitchd)
+            .contains(&"blue".to_string())
+            .then_some(())
+    });
+    let id2 = h2.network("blue2", subnet, &swarm);
+    assert_ne!(id1, id2, "each dockerd makes up its own id");
+    for h in [&h1, &h2] {
+        let nets = vswitch_networks(&h.vswitchd);
+        assert!(nets.contains(&"blue".to_string()), "{nets:?}");
+        assert!(!nets.iter().any(|n| n.starts_with("docker-")), "{nets:?}");
+        let net = h.vswitchd.ctl_json(&["network", "inspect", "blue"]);
+        assert_eq!(net[0]["Scope"], "swarm", "{net}");
+    }
+    // Another subnet under the same name is refused on the joining host.
+    let e = h2.docker.docker_err(&[
+        "network",
+        "create",
+        "-d",
+        &h2.plugin,
+        "--ipam-driver",
+        &h2.plugin,
+        "--subnet",
+        "10.213.42.0/24",
+        "-o",
+        "vswitch.scope=swarm",
+        "-o",
+        "vswitch.network=blue",
+        "blue3",
+    ]);
+    assert!(e.contains("subnet"), "{e}");
+
+    // (2) Two containers per host: four distinct addresses from the cluster's pool.
+    h1.container("s1", "blue1", &[]);
+    h2.container("s2", "blue2", &[]);
+    h1.container("s3", "blue1", &[]);
+    h2.container("s4", "blue2", &[]);
+    let addr = |h: &DockerHost, c: &str, net: &str| h.net_field(c, net, "IPAddress");
+    let ips = [
+        addr(&h1, "s1", "blue1"),
+        addr(&h2, "s2", "blue2"),
+        addr(&h1, "s3", "blue1"),
+        addr(&h2, "s4", "blue2"),
+    ];
+    let distinct: std::collections::BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(distinct.len(), 4, "{ips:?}");
+    assert!(ips.iter().all(|ip| ip.starts_with("10.213.41.")), "{ips:?}");
+    let held = lab.keys("/vswitch/pool/blue/");
+    for ip in &ips {
+        assert!(
+            held.iter().any(|(k, _)| k.ends_with(&format!("/{ip}"))),
+            "{ip} not held in etcd: {held:?}"
+        );
+    }
+    // Across the hosts, by address; h2's station is a remote entry on h1.
+    h1.ping_until("s1", &ips[1]);
+    h2.ping_until("s2", &ips[0]);
+    h1.ping_until("s3", &ips[3]);
+    let mac2 = h2.net_field("s2", "blue2", "MacAddress");
+    let row = h1
+        .vswitchd
+        .fdb_entry(&mac2)
+        .unwrap_or_else(|| panic!("s2's MAC {mac2} is not in h1's fdb"));
+    assert_eq!(row["remote"], "10.213.40.2", "{row}");
+
+    // (3) The ordinary rule: not removed from the cluster while h2 has endpoints.
+    let e = h2.vswitchd.ctl_err(&["network", "rm", "blue"]);
+    assert!(e.contains("docker network rm"), "{e}");
+
+    // (4) h1 leaves: its containers and its Docker network go; the cluster network stays.
+    h1.docker.docker_ok(&["rm", "-f", "s1", "s3"]);
+    h1.docker.docker_ok(&["network", "rm", "blue1"]);
+    assert!(
+        vswitch_networks(&h1.vswitchd).contains(&"blue".to_string()),
+        "h1 keeps the cluster network"
+    );
+    let e = h1.vswitchd.ctl_err(&["network", "rm", "blue"]);
+    assert!(e.contains("still has 2 endpoint"), "{e}");
+    // h2 goes on: a new container gets an address and reaches the old one.
+    h2.container("s5", "blue2", &[]);
+    let ip5 = addr(&h2, "s5", "blue2");
+    assert!(!ips.contains(&ip5), "{ip5} reused at once: {ips:?}");
+    h2.ping_until("s5", &ips[1]);
+    // h1 joins again under a new Docker id, and talks to h2 again.
+    let id1b = h1.network("blue1b", subnet, &swarm);
+    assert_ne!(id1b, id1);
+    h1.container("s6", "blue1b", &[]);
+    h1.ping_until("s6", &ip5);
+
+    // (5) Everyone leaves; then the cluster network goes, everywhere, keys and all.
+    h1.docker.docker_ok(&["rm", "-f", "s6"]);
+    h2.docker.docker_ok(&["rm", "-f", "s2", "s4", "s5"]);
+    h1.docker.docker_ok(&["network", "rm", "blue1b"]);
+    h2.docker.docker_ok(&["network", "rm", "blue2"]);
+    h1.vswitchd.ctl_ok(&["network", "rm", "blue"]);
+    wait_for("blue gone from h2", SPREAD, || {
+        (!vswitch_networks(&h2.vswitchd).contains(&"blue".to_string())).then_some(())
+    });
+    let left: Vec<(String, String)> = lab
+        .keys("/vswitch/")
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("/vswitch/nodes/"))
+        .collect();
+    assert!(left.is_empty(), "keys left behind: {left:?}");
+}
+
 /// The host end of a joined endpoint's veth: the port its MAC is pinned to (a static entry).
 fn host_end(h: &DockerHost, network: &str, endpoint: &str) -> String {
     let name = format!("docker-{}", &network[..12]);

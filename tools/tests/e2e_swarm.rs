@@ -17,7 +17,6 @@ use overlay::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use tools::daemon::cluster::Etcd;
 
 /// How long a change may take to reach every host (well under it in practice: one watch event).
 const SPREAD: Duration = Duration::from_secs(10);
@@ -52,19 +51,7 @@ fn etcd_on_underlay(w: &World) -> EtcdLab {
 
 /// Every key under the prefix, with its value as text.
 fn keys(lab: &EtcdLab) -> Vec<(String, String)> {
-    let etcd = Etcd::new(
-        &lab.endpoints(),
-        Duration::from_secs(2),
-        Duration::from_secs(5),
-    )
-    .expect("etcd client");
-    let read = lab
-        .run(|| etcd.range_prefix("/vswitch/"))
-        .unwrap_or_else(|e| panic!("reading etcd: {e}"));
-    read.kvs
-        .into_iter()
-        .map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned()))
-        .collect()
+    lab.keys("/vswitch/")
 }
 
 fn count(keys: &[(String, String)], prefix: &str) -> usize {
@@ -255,7 +242,7 @@ fn swarm_networks_across_three_hosts() {
     assert_eq!(count(&k, "/vswitch/endpoints/sw/"), 3, "{k:?}");
     assert_eq!(
         k.iter()
-            .filter(|(key, _)| key.starts_with("/vswitch/ipam/sw/") && !key.ends_with("/next"))
+            .filter(|(key, _)| key.starts_with("/vswitch/pool/sw/") && !key.ends_with("/next"))
             .count(),
         3,
         "disconnects released their addresses: {k:?}"

@@ -5,25 +5,28 @@
 //!
 //! ```text
 //! cargo run --release -p benches --bin cluster -- --quick
-//! cargo run --release -p benches --bin cluster -- --hosts 200 --endpoints 20000
+//! cargo run --release -p benches --bin cluster -- --hosts 200 --endpoints 20000 --ttl 30
 //! ```
 //!
 //! Figures: host registration time; bulk publish (M endpoints) until all N views hold all M;
-//! single-change latency (one endpoint published until all N watchers saw it); a full re-read
-//! (what a host does on resync); address allocation (compare-and-swap) latency under contention;
+//! one connect (an address by compare-and-swap, then the endpoint) until all N watchers saw
+//! it; a full re-read (what a host does on resync); address allocation (compare-and-swap)
+//! latency under contention;
 //! a host's lease expiring until every other host dropped it and its endpoints. Traffic is
 //! counted twice: the JSON bodies the clients exchanged (their own counters), and etcd's gRPC
 //! bytes from its `/metrics` (the gateway's protobuf side: what a gRPC client would cost).
 //!
-//! How it grows (the layout in `tools::daemon::cluster`): every host watches the whole prefix,
-//! so each change is sent N times (traffic per change ∝ N: ~300-450 JSON bytes per host per
-//! endpoint change measured); a resync reads everything (∝ M, ~250 bytes per endpoint); an
-//! automatic address allocation reads the network's whole pool per attempt (∝ addresses held)
-//! and racing allocators serialize on the network's cursor key. For thousands of hosts the
-//! watch fan-out and pool reads are what to change first: a watch per network a host has
-//! endpoints on (prefix `endpoints/NET/`) instead of the whole tree, etcd's grpc-proxy to
-//! coalesce identical watches, and address blocks handed to hosts (Calico's IPAM blocks) so
-//! allocations stop contending on one key; etcd itself then scales with writes, not hosts.
+//! How it grows (the layout in `tools::daemon::cluster`, figures in `benches/README.md`): every
+//! host reads and watches one range (endpoints, networks, nodes), so each change is sent N
+//! times (about 260 JSON bytes per host per endpoint) and convergence is linear in N × M (about
+//! 100,000 deliveries per second on 2 shared CPUs); a resync reads everything (about 250 bytes
+//! per endpoint); an automatic address allocation reads the network's pool per attempt and
+//! racing allocators serialize on the network's cursor key. From about 100 hosts the lease TTL
+//! wants 15 s or more (`--ttl`): a burst of watch traffic delays keep-alives. For thousands of
+//! hosts the fan-out is what to change: a watch per network a host has endpoints on, etcd's
+//! grpc-proxy to coalesce identical watches, a gRPC client (half the bytes), etcd sharded by
+//! network; and address blocks handed to hosts (Calico's IPAM blocks) so allocations stop
+//! contending on one key.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -64,6 +67,11 @@ struct Args {
     /// Single-change and allocation samples.
     #[arg(long, default_value_t = 20)]
     samples: usize,
+    /// Bulk phase: publish every endpoint in its own transaction (M revisions, as M separate
+    /// connects), instead of each host's share in transactions of 100 (as a host's start-up
+    /// does with `publish_endpoints`).
+    #[arg(long)]
+    one_by_one: bool,
     /// Lease TTL of each host, in seconds.
     #[arg(long, default_value_t = 5)]
     ttl: u64,
@@ -318,12 +326,23 @@ fn measure(args: &Args, url: &str) -> Result<(), Error> {
         let (grpc_rx0, grpc_tx0) = grpc_bytes(url)?;
         let client0 = client_bytes(&hosts);
         let started = Instant::now();
+        let one_by_one = args.one_by_one;
         let publish_errors: Vec<String> = std::thread::scope(|scope| {
             let handles: Vec<_> = hosts
                 .iter()
                 .enumerate()
                 .map(|(h, host)| {
                     scope.spawn(move || -> Result<(), String> {
+                        if !one_by_one {
+                            let share: Vec<(String, MacAddr, Ipv4Addr)> = (h..m)
+                                .step_by(n)
+                                .map(|e| (format!("e{e}"), endpoint_mac(e), endpoint_ip(e)))
+                                .collect();
+                            return host
+                                .cluster
+                                .publish_endpoints("bench", &share)
+                                .map_err(|err| format!("publish host {h}'s endpoints: {err}"));
+                        }
                         for e in (h..m).step_by(n) {
                             host.cluster
                                 .publish_endpoint(
@@ -357,19 +376,24 @@ fn measure(args: &Args, url: &str) -> Result<(), Error> {
         let grpc_per_change = (grpc_rx1 - grpc_rx0 + grpc_tx1 - grpc_tx0) / m as f64;
         let json_per_change = (client1 - client0) as f64 / m as f64;
 
-        // 3. Single changes: one endpoint at a time, until every host has seen it.
+        // 3. Single changes: one connect at a time as the daemon makes it (an address taken by
+        // compare-and-swap, then the endpoint published), until every host has seen it.
         let mut latencies = Vec::with_capacity(args.samples);
+        let client_before = client_bytes(&hosts);
         for s in 0..args.samples {
             let target = (m + s + 1) as u64;
             let e = m + s;
             let started = Instant::now();
-            first.publish_endpoint("bench", &format!("e{e}"), endpoint_mac(e), endpoint_ip(e))?;
+            let ip = first.allocate_address("bench", &format!("h0/e{e}"), None)?;
+            first.publish_endpoint("bench", &format!("e{e}"), endpoint_mac(e), ip)?;
             latencies.push(converge("single change", started, || {
                 hosts
                     .iter()
                     .all(|h| h.seen.added.load(Ordering::Relaxed) >= target)
             })?);
         }
+        let connect_bytes =
+            (client_bytes(&hosts) - client_before) as f64 / args.samples.max(1) as f64;
         latencies.sort();
 
         // 4. A full re-read (what one host does on resync).
@@ -444,6 +468,7 @@ fn measure(args: &Args, url: &str) -> Result<(), Error> {
             "hosts": n,
             "endpoints": m,
             "ttl_s": args.ttl,
+            "bulk_mode": if args.one_by_one { "one_by_one" } else { "batched" },
             "registration_ms": ms(registration),
             "watchers_synced_ms": ms(watch_start),
             "bulk_publish_ms": ms(published),
@@ -452,6 +477,8 @@ fn measure(args: &Args, url: &str) -> Result<(), Error> {
             "grpc_bytes_per_change": grpc_per_change,
             "json_bytes_per_change": json_per_change,
             "json_bytes_per_change_per_host": json_per_change / n as f64,
+            "connect_json_bytes": connect_bytes,
+            "connect_json_bytes_per_host": connect_bytes / n as f64,
             "single_change_p50_ms": ms(pct(&latencies, 0.5)),
             "single_change_max_ms": ms(pct(&latencies, 1.0)),
             "resync_ms": ms(resync),
@@ -494,7 +521,8 @@ fn print_report(f: &serde_json::Value) {
         get("watchers_synced_ms")
     );
     println!(
-        "bulk: {} endpoints published       {:>10.1} ms, every view converged after {:.1} ms ({:.0} changes/s)",
+        "bulk ({}): {} endpoints published {:>10.1} ms, every view converged after {:.1} ms ({:.0} changes/s)",
+        f["bulk_mode"].as_str().unwrap_or("?"),
         f["endpoints"],
         get("bulk_publish_ms"),
         get("bulk_converged_ms"),
@@ -507,9 +535,11 @@ fn print_report(f: &serde_json::Value) {
         get("grpc_bytes_per_change")
     );
     println!(
-        "single change seen by every host   {:>10.1} ms p50, {:.1} ms max",
+        "one connect seen by every host     {:>10.1} ms p50, {:.1} ms max, {:.0} B JSON ({:.0} B per host)",
         get("single_change_p50_ms"),
-        get("single_change_max_ms")
+        get("single_change_max_ms"),
+        get("connect_json_bytes"),
+        get("connect_json_bytes_per_host")
     );
     println!(
         "full re-read (resync) of one host  {:>10.1} ms, {:.0} B",

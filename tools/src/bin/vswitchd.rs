@@ -68,6 +68,10 @@ struct Args {
     /// The etcd key prefix of the cluster.
     #[arg(long, value_name = "PREFIX", default_value = tools::daemon::cluster::DEFAULT_PREFIX, requires = "cluster")]
     cluster_prefix: String,
+    /// The lease TTL of this node in seconds: a dead node leaves the others within it; a
+    /// large cluster, whose etcd is busier, wants a longer one (renewed every third of it).
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=3600), requires = "cluster")]
+    cluster_ttl: u64,
 }
 
 fn main() -> ExitCode {
@@ -344,6 +348,7 @@ fn cluster_config(
         std::net::SocketAddr::V4(vtep),
     );
     config.prefix = args.cluster_prefix.clone();
+    config.ttl = std::time::Duration::from_secs(args.cluster_ttl);
     Ok(Some(config))
 }
 

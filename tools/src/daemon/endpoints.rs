@@ -841,12 +841,13 @@ impl Daemon {
 // end handed to Docker) → left (the pair removed) → deleted (the address given back).
 
 impl Daemon {
-    /// The index of Docker's endpoint `endpoint` on the network Docker knows by `network`.
-    fn docker_endpoint_index(&self, network: &str, endpoint: &str) -> Result<usize, ApiError> {
+    /// Docker's endpoint `endpoint` on the network Docker knows by `network`: a lookup by
+    /// (network, sandbox name), the name being made from the endpoint's id.
+    fn docker_endpoint(&self, network: &str, endpoint: &str) -> Result<&EndpointRecord, ApiError> {
         let net = &self.docker_network(network)?.record.name;
         self.endpoints
-            .iter()
-            .position(|e| e.docker.is_some() && e.network == *net && e.id == endpoint)
+            .get(net, &docker_sandbox(endpoint))
+            .filter(|e| e.docker.is_some() && e.id == endpoint)
             .ok_or_else(|| {
                 ApiError::not_found(format!(
                     "no endpoint {endpoint} on the vswitch network {net} (Docker id {network})"
@@ -860,8 +861,7 @@ impl Daemon {
         network: &str,
         endpoint: &str,
     ) -> Result<EndpointInfo, ApiError> {
-        let i = self.docker_endpoint_index(network, endpoint)?;
-        docker_info(&self.endpoints[i])
+        docker_info(self.docker_endpoint(network, endpoint)?)
     }
 
     /// `CreateEndpoint`: reserves the address (the one Docker gives, or the next free one) and
@@ -872,8 +872,8 @@ impl Daemon {
         spec: &EndpointSpec,
     ) -> Result<EndpointInfo, ApiError> {
         let net = self.docker_network(&spec.network)?.record.clone();
-        if let Ok(i) = self.docker_endpoint_index(&spec.network, &spec.endpoint) {
-            let info = docker_info(&self.endpoints[i])?;
+        if let Ok(ep) = self.docker_endpoint(&spec.network, &spec.endpoint) {
+            let info = docker_info(ep)?;
             let same = spec.address.is_none_or(|a| info.address == Some(a))
                 && spec.mac.is_none_or(|m| info.mac == m);
             return if same {
@@ -885,10 +885,22 @@ impl Daemon {
                 )))
             };
         }
-        if self.endpoints.iter().any(|e| e.id == spec.endpoint) {
+        // The same id on another network has the same sandbox name: one range to look at.
+        let sandbox = docker_sandbox(&spec.endpoint);
+        if self
+            .endpoints
+            .of_sandbox(&sandbox)
+            .any(|e| e.id == spec.endpoint)
+        {
             return Err(ApiError::conflict(format!(
                 "endpoint {} exists on another network",
                 spec.endpoint
+            )));
+        }
+        if self.endpoints.get(&net.name, &sandbox).is_some() {
+            return Err(ApiError::conflict(format!(
+                "another endpoint on {} has the short id {sandbox}",
+                net.name
             )));
         }
         let ipam = net.ipam.clone().ok_or_else(|| {
@@ -907,7 +919,12 @@ impl Daemon {
             let taken_by_docker = given.is_some_and(|ip| {
                 ipam.docker_pool && d.ipam.pool(&ipam.pool).is_some_and(|p| p.is_allocated(ip))
             });
+            let swarm = d.is_swarm_network(&net.name);
             let (ip, allocated) = match given {
+                _ if swarm => (
+                    d.docker_swarm_endpoint_address(&net, &ipam, &spec.endpoint, given, undo)?,
+                    true,
+                ),
                 Some(ip) if taken_by_docker => (ip, false),
                 _ => {
                     let ip = d
@@ -925,7 +942,7 @@ impl Daemon {
             let ep = EndpointRecord {
                 id: spec.endpoint.clone(),
                 network: net.name.clone(),
-                sandbox: format!("docker:{}", short_id(&spec.endpoint)),
+                sandbox: sandbox.clone(),
                 interface: String::new(),
                 host_interface: String::new(),
                 mac: Some(mac_text(mac)),
@@ -939,12 +956,16 @@ impl Daemon {
                 publish: Vec::new(),
                 aliases: Vec::new(),
             };
+            d.swarm_publish(&ep, undo)?;
             d.endpoints.insert(ep.clone());
             let (n, sb) = (ep.network.clone(), ep.sandbox.clone());
             undo.push(move |d| {
                 d.endpoints.remove(&n, &sb);
             });
-            d.save()?;
+            // The record and the address it took (IPAM's pending rows), nothing else.
+            d.commit(Order::SystemFirst, |tx| {
+                tx.put(Table::Endpoints, &ep.id, &ep)
+            })?;
             docker_info(&ep)
         })
     }
@@ -959,8 +980,7 @@ impl Daemon {
         endpoint: &str,
         sandbox_key: &str,
     ) -> Result<JoinInfo, ApiError> {
-        let i = self.docker_endpoint_index(network, endpoint)?;
-        let ep = self.endpoints[i].clone();
+        let ep = self.docker_endpoint(network, endpoint)?.clone();
         if !ep.host_interface.is_empty() {
             return Err(ApiError::conflict(format!(
                 "endpoint {endpoint} is already joined (port {})",
@@ -1001,17 +1021,27 @@ impl Daemon {
                 .set_up(&host)
                 .map_err(|e| ApiError::internal(format!("bringing up {host}: {e}")))?;
             // The record names its port first: attaching pins the endpoint's MAC on it.
-            let before = d.endpoints[i].clone();
-            let e = &mut d.endpoints[i];
-            e.host_interface = host.clone();
-            e.interface = free.clone();
-            if let Some(docker) = e.docker.as_mut() {
+            let mut joined = ep.clone();
+            joined.host_interface = host.clone();
+            joined.interface = free.clone();
+            if let Some(docker) = joined.docker.as_mut() {
                 docker.sandbox_key = Some(key);
             }
-            undo.push(move |d| d.endpoints[i] = before);
+            d.endpoints.insert(joined.clone());
+            let before = ep.clone();
+            undo.push(move |d| {
+                d.endpoints.insert(before);
+            });
             let port = PortRecord::owned(host.clone(), &net, PortType::System, PortOwner::Endpoint);
             d.attach_owned(port, undo)?;
-            d.save()
+            let port = d.ports.get(&host).map(|p| p.record.clone());
+            d.commit(Order::SystemFirst, |tx| {
+                tx.put(Table::Endpoints, &joined.id, &joined)?;
+                match &port {
+                    Some(p) => tx.put(Table::Ports, &p.name, p),
+                    None => Ok(()),
+                }
+            })
         })?;
         let gateway = net
             .ipam
@@ -1033,8 +1063,7 @@ impl Daemon {
         network: &str,
         endpoint: &str,
     ) -> Result<(), ApiError> {
-        let i = self.docker_endpoint_index(network, endpoint)?;
-        let ep = self.endpoints[i].clone();
+        let ep = self.docker_endpoint(network, endpoint)?.clone();
         if ep.host_interface.is_empty() {
             return Err(ApiError::conflict(format!(
                 "endpoint {endpoint} is not joined"
@@ -1043,13 +1072,17 @@ impl Daemon {
         if let Err(e) = self.unplumb(&ep) {
             tracing::warn!(endpoint, error = %e, "docker: leaving, the veth was not removed cleanly");
         }
-        let e = &mut self.endpoints[i];
-        e.host_interface.clear();
-        e.interface.clear();
-        if let Some(docker) = e.docker.as_mut() {
+        let mut left = ep.clone();
+        left.host_interface.clear();
+        left.interface.clear();
+        if let Some(docker) = left.docker.as_mut() {
             docker.sandbox_key = None;
         }
-        self.save()
+        self.endpoints.insert(left.clone());
+        self.commit(Order::SystemFirst, |tx| {
+            tx.put(Table::Endpoints, &left.id, &left)?;
+            tx.delete(Table::Ports, &ep.host_interface).map(drop)
+        })
     }
 
     /// `DeleteEndpoint`: leaves if still joined, gives the address back if the endpoint took
@@ -1059,8 +1092,7 @@ impl Daemon {
         network: &str,
         endpoint: &str,
     ) -> Result<(), ApiError> {
-        let i = self.docker_endpoint_index(network, endpoint)?;
-        let ep = self.endpoints[i].clone();
+        let ep = self.docker_endpoint(network, endpoint)?.clone();
         if !ep.host_interface.is_empty() {
             if let Err(e) = self.unplumb(&ep) {
                 tracing::warn!(endpoint, error = %e, "docker: deleting, the veth was not removed cleanly");
@@ -1071,8 +1103,15 @@ impl Daemon {
                 tracing::warn!(endpoint, error = %e, "docker: deleting, the address was not released");
             }
         }
-        self.endpoints.remove_at(i);
-        self.save()
+        self.endpoints.remove(&ep.network, &ep.sandbox);
+        // The record, its port, and the address given back (IPAM's pending rows).
+        self.commit(Order::SystemFirst, |tx| {
+            tx.delete(Table::Endpoints, &ep.id)?;
+            if !ep.host_interface.is_empty() {
+                tx.delete(Table::Ports, &ep.host_interface)?;
+            }
+            Ok(())
+        })
     }
 
     /// `ProgramExternalConnectivity` / `RevokeExternalConnectivity` (an empty list): through
@@ -1083,7 +1122,7 @@ impl Daemon {
         endpoint: &str,
         specs: &[super::firewall::PublishSpec],
     ) -> Result<(), ApiError> {
-        self.docker_endpoint_index(network, endpoint)?;
+        self.docker_endpoint(network, endpoint)?;
         if specs.is_empty() {
             self.unpublish_ports(endpoint)
         } else {
@@ -1146,7 +1185,7 @@ impl Daemon {
         if ep.docker.as_ref().is_some_and(|d| d.allocated) {
             let _ = self.release(ep);
         }
-        self.endpoints.retain(|e| e.id != ep.id);
+        self.endpoints.remove(&ep.network, &ep.sandbox);
         format!(
             "docker endpoint {} on {}: {why}; removed it",
             short_id(&ep.id),
@@ -1177,6 +1216,12 @@ fn docker_info(ep: &EndpointRecord) -> Result<EndpointInfo, ApiError> {
 /// The first 12 characters of an id, as Docker prints it.
 fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+/// The sandbox name of Docker's endpoint `id` (Docker's container has no vswitch sandbox):
+/// `docker:` and its short id. What Docker's endpoints are found by.
+fn docker_sandbox(id: &str) -> String {
+    format!("docker:{}", short_id(id))
 }
 
 /// Inside the sandbox: loopback up, IPv6 address generation off on the sandbox end (the

@@ -67,50 +67,6 @@ impl Endpoints {
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut EndpointRecord> {
         self.by_sandbox.values_mut()
     }
-
-    /// Keeps only the endpoints `keep` says yes to.
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&EndpointRecord) -> bool) {
-        let gone: Vec<(String, String)> = self
-            .iter()
-            .filter(|e| !keep(e))
-            .map(|e| (e.network.clone(), e.sandbox.clone()))
-            .collect();
-        for (n, s) in gone {
-            self.remove(&n, &s);
-        }
-    }
-
-    /// Removes the `i`th endpoint in [`Endpoints::iter`]'s order (a position found with
-    /// `iter().position(…)`); a walk, for the Docker plugin's calls, not for the hot requests.
-    pub(super) fn remove_at(&mut self, i: usize) -> Option<EndpointRecord> {
-        let (n, s) = self
-            .iter()
-            .nth(i)
-            .map(|e| (e.network.clone(), e.sandbox.clone()))?;
-        self.remove(&n, &s)
-    }
-}
-
-/// The `i`th endpoint in [`Endpoints::iter`]'s order (a walk: for the Docker plugin's calls,
-/// which find an endpoint by its id with `iter().position(…)`).
-impl std::ops::Index<usize> for Endpoints {
-    type Output = EndpointRecord;
-
-    fn index(&self, i: usize) -> &EndpointRecord {
-        self.by_sandbox
-            .values()
-            .nth(i)
-            .expect("an endpoint position")
-    }
-}
-
-impl std::ops::IndexMut<usize> for Endpoints {
-    fn index_mut(&mut self, i: usize) -> &mut EndpointRecord {
-        self.by_sandbox
-            .values_mut()
-            .nth(i)
-            .expect("an endpoint position")
-    }
 }
 
 #[cfg(test)]

@@ -41,10 +41,20 @@ impl Daemon {
         &mut self,
         spec: NetworkSpec,
     ) -> Result<serde_json::Value, ApiError> {
+        self.create_network_here_as(spec, None)
+    }
+
+    /// [`Daemon::create_network_here`], labelled with Docker's network id when given (a
+    /// swarm network made through the Docker plugin).
+    pub(super) fn create_network_here_as(
+        &mut self,
+        spec: NetworkSpec,
+        docker_id: Option<String>,
+    ) -> Result<serde_json::Value, ApiError> {
         let driver = self.validate_network(&spec)?;
         self.transaction(|d, undo| {
             let ipam = d.reserve_pool(driver, &spec, undo)?;
-            d.build_network(driver, spec, ipam, (random_id(), None), undo)
+            d.build_network(driver, spec, ipam, (random_id(), docker_id), undo)
         })
     }
 
@@ -525,6 +535,9 @@ impl Daemon {
     /// on the subnet Docker's IPAM chose. Creating it again with the same settings (dockerd
     /// replaying) changes nothing; with others it is a conflict.
     pub(super) fn docker_network_create(&mut self, d: &DockerNetworkSpec) -> Result<(), ApiError> {
+        if d.scope == Scope::Swarm {
+            return self.docker_swarm_create(d);
+        }
         let spec = docker_api_spec(d)?;
         if let Ok(existing) = self.docker_network(&d.docker_id) {
             return if existing.record.spec == spec {
@@ -547,6 +560,11 @@ impl Daemon {
             let ipam = match d.addressing {
                 Addressing::Vswitch => {
                     let pool = PoolId::from_subnet(subnet);
+                    if let Some(net) = dm.swarm_network_of_pool(pool.as_str()) {
+                        return Err(ApiError::conflict(format!(
+                            "subnet {subnet} is the cluster network {net}'s: join it with -o vswitch.scope=swarm -o vswitch.network={net}"
+                        )));
+                    }
                     let p = dm.ipam.pool(&pool).ok_or_else(|| {
                         ApiError::not_found(format!(
                             "no vswitch address pool {subnet}: request it through the vswitch IPAM driver"
@@ -592,12 +610,18 @@ impl Daemon {
     /// `DeleteNetwork`: as `network rm` (refused while endpoints are left).
     pub(super) fn docker_network_delete(&mut self, docker_id: &str) -> Result<(), ApiError> {
         let name = self.docker_network(docker_id)?.record.name.clone();
+        if self.is_swarm_network(&name) {
+            return self.docker_swarm_leave(&name);
+        }
         self.network_rm(&name).map(drop)
     }
 
     /// `RequestPool`: a pool of the daemon's IPAM (no overlap; the next default subnet in
     /// Docker's order when none is given), saved before the answer.
     pub(super) fn docker_pool_request(&mut self, spec: &PoolSpec) -> Result<PoolInfo, ApiError> {
+        if let Some(info) = spec.subnet.and_then(|s| self.swarm_pool_info(s)) {
+            return Ok(info);
+        }
         let req = PoolRequest {
             subnet: spec.subnet,
             ip_range: spec.ip_range,
@@ -623,6 +647,10 @@ impl Daemon {
 
     /// `ReleasePool`.
     pub(super) fn docker_pool_release(&mut self, pool: &str) -> Result<(), ApiError> {
+        if self.swarm_network_of_pool(pool).is_some() {
+            // The cluster network's pool: it stays with the network, which outlives Docker's.
+            return Ok(());
+        }
         self.ipam_step(|ipam| {
             ipam.release_pool(&PoolId::new(pool))
                 .map_err(ApiError::from_ipam)
@@ -637,6 +665,9 @@ impl Daemon {
         address: Option<Ipv4Addr>,
         kind: AddressKind,
     ) -> Result<IfAddr, ApiError> {
+        if let Some(net) = self.swarm_network_of_pool(pool) {
+            return self.docker_swarm_address(&net, address, kind);
+        }
         let id = PoolId::new(pool);
         self.ipam_step(|ipam| {
             let p = ipam
@@ -680,6 +711,9 @@ impl Daemon {
         pool: &str,
         address: Ipv4Addr,
     ) -> Result<(), ApiError> {
+        if let Some(net) = self.swarm_network_of_pool(pool) {
+            return self.docker_swarm_release(&net, address);
+        }
         let id = PoolId::new(pool);
         self.ipam_step(|ipam| {
             if ipam.pool(&id).and_then(|p| p.gateway()) == Some(address) {
@@ -690,14 +724,15 @@ impl Daemon {
         })
     }
 
-    /// Changes the IPAM state with `f` and saves; when either fails, the IPAM state is as
-    /// before.
+    /// Changes the IPAM state with `f` and commits the IPAM rows it changed (nothing else);
+    /// when either fails, the IPAM state is as before.
     fn ipam_step<T>(
         &mut self,
         f: impl FnOnce(&mut ipam::DefaultIpam) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let before = self.ipam.clone();
-        let result = f(&mut self.ipam).and_then(|v| self.save().map(|()| v));
+        let result =
+            f(&mut self.ipam).and_then(|v| self.commit(Order::SystemFirst, |_| Ok(())).map(|()| v));
         if result.is_err() {
             self.ipam = before;
         }
@@ -708,11 +743,6 @@ impl Daemon {
 /// The vswitch network a Docker network is: its driver (`-o parent` alone means macvlan),
 /// subnet, gateway, overlay and macvlan settings. Refuses what vswitch does not do yet.
 fn docker_api_spec(d: &DockerNetworkSpec) -> Result<NetworkSpec, ApiError> {
-    if d.scope == Scope::Swarm {
-        return Err(ApiError::invalid(
-            "-o vswitch.scope=swarm needs vswitch's cluster store, which this daemon does not use yet; give the overlay's peers with -o vswitch.peer",
-        ));
-    }
     let driver = match (d.driver, &d.parent) {
         (DockerDriver::Bridge, Some(_)) => DockerDriver::Macvlan,
         (DockerDriver::Overlay, Some(_)) => {
@@ -870,13 +900,6 @@ mod tests {
                     ..docker_spec()
                 },
                 "-o parent is for macvlan",
-            ),
-            (
-                DockerNetworkSpec {
-                    scope: Scope::Swarm,
-                    ..docker_spec()
-                },
-                "vswitch.scope=swarm",
             ),
         ];
         for (spec, want) in cases {

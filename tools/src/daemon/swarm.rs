@@ -26,11 +26,14 @@
 use super::cluster::{
     self, Cluster, ClusterConfig, ClusterError, ClusterEvent, ClusterView, MacAddr,
 };
+use super::commit::Order;
+use super::docker::{AddressKind, IfAddr, NetworkSpec as DockerNetworkSpec, PoolInfo};
 use super::endpoints::{EndpointRecord, NetworkIpam};
+use super::store::Table;
 use super::undo::Undo;
 use super::{ApiError, Daemon, NetworkRecord};
 use crate::api::NetworkSpec;
-use ipam::IpamDriver;
+use ipam::{Cidr, IpamDriver};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -179,6 +182,17 @@ impl Daemon {
         &mut self,
         spec: NetworkSpec,
     ) -> Result<serde_json::Value, ApiError> {
+        self.swarm_create_as(spec, None)
+    }
+
+    /// [`Daemon::swarm_create`], labelled with Docker's id when `docker_id` is given; then a
+    /// cluster network of that name already in etcd is joined (same subnet, same VNI if one
+    /// was asked for) instead of refused: each host's `docker network create` meets there.
+    fn swarm_create_as(
+        &mut self,
+        spec: NetworkSpec,
+        docker_id: Option<String>,
+    ) -> Result<serde_json::Value, ApiError> {
         let name = spec.name.clone();
         crate::api::check_name("network", &name).map_err(ApiError::invalid)?;
         self.cluster()?;
@@ -215,14 +229,34 @@ impl Daemon {
             reserved: Vec::new(),
             options,
         };
-        let stored = self.cluster()?.create_network(wanted).map_err(api_error)?;
-        match self.create_network_here(local_spec(&stored)) {
+        let asked_vni = wanted.vni;
+        let (stored, created) = match self.cluster()?.create_network(wanted) {
+            Ok(stored) => (stored, true),
+            Err(ClusterError::NetworkExists { .. }) if docker_id.is_some() => {
+                let stored = self
+                    .cluster()?
+                    .network(&name)
+                    .map_err(api_error)?
+                    .ok_or_else(|| {
+                        ApiError::conflict(format!(
+                            "cluster network {name} vanished while this host joined it; retry"
+                        ))
+                    })?;
+                check_same_network(&stored, subnet, asked_vni)?;
+                (stored, false)
+            }
+            Err(e) => return Err(api_error(e)),
+        };
+        match self.create_network_here_as(local_spec(&stored), docker_id) {
             Ok(mut v) => {
                 v["vni"] = json!(stored.vni);
                 v["scope"] = json!(SWARM);
                 Ok(v)
             }
             Err(e) => {
+                if !created {
+                    return Err(e);
+                }
                 if let Err(undo) = self
                     .cluster()
                     .and_then(|c| c.remove_network(&name).map_err(api_error))
@@ -425,6 +459,22 @@ impl Daemon {
             .filter(|e| local.contains(&(e.network.clone(), e.id.clone())))
             .cloned()
             .collect();
+        // Addresses Docker's RequestAddress took here that no endpoint here holds: Docker
+        // asks again when it starts the container again.
+        let docker = owner(cluster.node(), DOCKER_OWNER);
+        for (net, addrs) in &view.addresses {
+            for (ip, _) in addrs.iter().filter(|(_, o)| **o == docker) {
+                if eps.iter().any(|e| e.network == *net && e.ip == Some(*ip)) {
+                    continue;
+                }
+                if cluster.release_address(net, *ip).is_ok() {
+                    repairs.push(format!(
+                        "cluster: address {ip} on {net} taken for Docker, no endpoint here; released"
+                    ));
+                }
+            }
+        }
+        let mut publish: BTreeMap<String, Vec<(String, MacAddr, Ipv4Addr)>> = BTreeMap::new();
         for ep in eps {
             let (Some(ip), Some(mac)) = (ep.ip, ep.mac.as_deref().and_then(|m| parse_mac(m).ok()))
             else {
@@ -433,7 +483,8 @@ impl Daemon {
             let mine = owner(cluster.node(), &ep.id);
             let holder = view.addresses.get(&ep.network).and_then(|a| a.get(&ip));
             match holder {
-                Some(h) if *h == mine => {}
+                // Held by this node: for this endpoint, or for Docker's RequestAddress.
+                Some(h) if *h == mine || *h == owner(cluster.node(), DOCKER_OWNER) => {}
                 Some(h) => repairs.push(format!(
                     "cluster: address {ip} of endpoint {}/{} is held by {h}",
                     ep.network, ep.sandbox
@@ -444,10 +495,17 @@ impl Daemon {
                     }
                 }
             }
-            if let Err(e) = cluster.publish_endpoint(&ep.network, &ep.id, mac, ip) {
+            publish
+                .entry(ep.network.clone())
+                .or_default()
+                .push((ep.id.clone(), mac, ip));
+        }
+        // Per network, in a few transactions (one watch message each for the other hosts).
+        for (net, eps) in publish {
+            if let Err(e) = cluster.publish_endpoints(&net, &eps) {
                 repairs.push(format!(
-                    "cluster: endpoint {}/{} not published: {e}",
-                    ep.network, ep.sandbox
+                    "cluster: {} endpoint(s) on {net} not published: {e}",
+                    eps.len()
                 ));
             }
         }
@@ -737,6 +795,248 @@ impl Daemon {
             }
         }
     }
+}
+
+// ---- Docker's swarm networks (`docker network create -o vswitch.scope=swarm`) ----
+//
+// Docker tells a network driver a network's id, never its name, and every host's dockerd makes
+// up its own id; so the hosts meet on `-o vswitch.network=NAME`, the cluster network's name.
+// Docker sees a local-scope network on each host (no Docker swarm), labelled on each host with
+// that host's Docker id; addresses come from this plugin's IPAM driver, which hands out the
+// cluster network's addresses (compare-and-swap in etcd) for the pool of its subnet.
+// `docker network rm` on one host only takes this host's label off: the cluster network stays
+// for the others and is removed with `vswitchctl network rm NAME`, refused while any host has
+// endpoints on it.
+
+/// The owner recorded for an address Docker's `RequestAddress` took (before Docker names the
+/// endpoint): `NODE/docker`.
+const DOCKER_OWNER: &str = "docker";
+
+impl Daemon {
+    /// `CreateNetwork` of a swarm-scope Docker network: joins the cluster network `d.name`
+    /// (made in etcd when it is not there yet), labelled here with Docker's id.
+    pub(super) fn docker_swarm_create(&mut self, d: &DockerNetworkSpec) -> Result<(), ApiError> {
+        self.cluster()?;
+        let subnet = d.subnet.ok_or_else(|| {
+            ApiError::invalid("a swarm-scope network needs --subnet, the same on every host")
+        })?;
+        if self.networks.contains_key(&d.name) {
+            return self.docker_swarm_adopt(d, subnet);
+        }
+        let spec = NetworkSpec {
+            name: d.name.clone(),
+            driver: Some("overlay".into()),
+            subnet: Some(subnet.to_string()),
+            gateway: d.gateway.map(|g| g.to_string()),
+            vni: d.vni,
+            mtu: d.mtu,
+            internal: d.internal,
+            scope: Some(SWARM.into()),
+            ..NetworkSpec::default()
+        };
+        // The pool Docker requested on this subnet (RequestPool came first) gives way to the
+        // network's own, which stays with the cluster network when Docker's network goes.
+        let before = self.ipam.clone();
+        let pool = ipam::PoolId::from_subnet(subnet);
+        if self.ipam.pool(&pool).is_some() {
+            self.ipam.release_pool(&pool).map_err(ApiError::from_ipam)?;
+        }
+        match self.swarm_create_as(spec, Some(d.docker_id.clone())) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.ipam = before;
+                Err(e)
+            }
+        }
+    }
+
+    /// The cluster network is here already (made by the watcher, or by an earlier Docker
+    /// network): checked, then labelled with Docker's id. The same id again changes nothing.
+    fn docker_swarm_adopt(&mut self, d: &DockerNetworkSpec, subnet: Cidr) -> Result<(), ApiError> {
+        let name = &d.name;
+        let record = self.network(name)?.record.clone();
+        if !is_swarm(&record.spec) {
+            return Err(ApiError::conflict(format!(
+                "network {name} exists on this host and is not a cluster network"
+            )));
+        }
+        let have = record.ipam.as_ref().map(|i| i.subnet);
+        if have != Some(subnet) {
+            return Err(ApiError::conflict(format!(
+                "cluster network {name} has subnet {}, not {subnet}",
+                have.map_or_else(|| "none".to_string(), |s| s.to_string())
+            )));
+        }
+        if d.vni.is_some() && d.vni != record.spec.vni {
+            return Err(ApiError::conflict(format!(
+                "cluster network {name} has VNI {}, not {}",
+                record.spec.vni.unwrap_or_default(),
+                d.vni.unwrap_or_default()
+            )));
+        }
+        match record.docker_id.as_deref() {
+            Some(id) if id == d.docker_id => return Ok(()),
+            Some(id) => {
+                return Err(ApiError::conflict(format!(
+                    "cluster network {name} is Docker network {} on this host already",
+                    id.get(..12).unwrap_or(id)
+                )))
+            }
+            None => {}
+        }
+        self.label_docker_network(name, Some(d.docker_id.clone()))
+    }
+
+    /// `DeleteNetwork` of a swarm-scope Docker network: this host's Docker leaves it. The
+    /// cluster network stays, here and everywhere, without Docker's label.
+    pub(super) fn docker_swarm_leave(&mut self, name: &str) -> Result<(), ApiError> {
+        self.check_unused(name)?;
+        self.label_docker_network(name, None)?;
+        tracing::info!(network = %name, "docker: left the cluster network (it stays for the other hosts; vswitchctl network rm removes it)");
+        Ok(())
+    }
+
+    /// Sets or clears a network's Docker id, store first.
+    fn label_docker_network(
+        &mut self,
+        name: &str,
+        docker_id: Option<String>,
+    ) -> Result<(), ApiError> {
+        let mut record = self.network(name)?.record.clone();
+        record.docker_id = docker_id;
+        self.commit(Order::StoreFirst, |tx| {
+            tx.put(Table::Networks, name, &record)
+        })?;
+        if let Some(live) = self.networks.get_mut(name) {
+            live.record = record;
+        }
+        Ok(())
+    }
+
+    /// The swarm network whose local pool is `pool`, if any.
+    pub(super) fn swarm_network_of_pool(&self, pool: &str) -> Option<String> {
+        self.networks
+            .values()
+            .filter(|n| is_swarm(&n.record.spec))
+            .find(|n| {
+                n.record
+                    .ipam
+                    .as_ref()
+                    .is_some_and(|i| i.pool.as_str() == pool)
+            })
+            .map(|n| n.record.name.clone())
+    }
+
+    /// `RequestPool` on the subnet of a swarm network here: that network's pool, as it is
+    /// (its addresses are the cluster's).
+    pub(super) fn swarm_pool_info(&self, subnet: Cidr) -> Option<PoolInfo> {
+        let ipam = self
+            .networks
+            .values()
+            .filter(|n| is_swarm(&n.record.spec))
+            .find_map(|n| n.record.ipam.as_ref().filter(|i| i.subnet == subnet))?;
+        Some(PoolInfo {
+            id: ipam.pool.to_string(),
+            subnet,
+            gateway: ipam.gateway,
+        })
+    }
+
+    /// `RequestAddress` on a swarm network's pool: the gateway is the network's; an endpoint
+    /// address comes from the cluster (compare-and-swap), held by `NODE/docker`.
+    pub(super) fn docker_swarm_address(
+        &mut self,
+        net: &str,
+        address: Option<Ipv4Addr>,
+        kind: AddressKind,
+    ) -> Result<IfAddr, ApiError> {
+        let ipam = self.network(net)?.record.ipam.clone().ok_or_else(|| {
+            ApiError::internal(format!("cluster network {net} has no address pool here"))
+        })?;
+        let ip = match kind {
+            AddressKind::Gateway => {
+                let gw = ipam.gateway.ok_or_else(|| {
+                    ApiError::invalid(format!("cluster network {net} has no gateway"))
+                })?;
+                if address.is_some_and(|a| a != gw) {
+                    return Err(ApiError::conflict(format!(
+                        "the gateway of cluster network {net} is {gw}: give --gateway {gw} or none"
+                    )));
+                }
+                gw
+            }
+            AddressKind::Endpoint => {
+                let cluster = self.cluster()?;
+                cluster
+                    .allocate_address(net, &owner(cluster.node(), DOCKER_OWNER), address)
+                    .map_err(api_error)?
+            }
+        };
+        Ok(IfAddr::on(ip, ipam.subnet))
+    }
+
+    /// `ReleaseAddress` on a swarm network's pool: back to the cluster (the gateway, and an
+    /// address the endpoint's removal gave back already, are no error).
+    pub(super) fn docker_swarm_release(
+        &mut self,
+        net: &str,
+        address: Ipv4Addr,
+    ) -> Result<(), ApiError> {
+        let gateway = self
+            .network(net)?
+            .record
+            .ipam
+            .as_ref()
+            .and_then(|i| i.gateway);
+        if gateway == Some(address) {
+            return Ok(());
+        }
+        match self.cluster()?.release_address(net, address) {
+            Ok(()) | Err(ClusterError::NotAllocated { .. }) => Ok(()),
+            Err(e) => Err(api_error(e)),
+        }
+    }
+
+    /// A Docker endpoint's address on a swarm network: the one the plugin's `RequestAddress`
+    /// took from the cluster, else a new one from the cluster. The endpoint owns it either
+    /// way: its removal gives it back ([`Daemon::swarm_release`]).
+    pub(super) fn docker_swarm_endpoint_address(
+        &mut self,
+        net: &NetworkRecord,
+        ipam: &NetworkIpam,
+        endpoint: &str,
+        given: Option<Ipv4Addr>,
+        undo: &mut Undo,
+    ) -> Result<Ipv4Addr, ApiError> {
+        match given {
+            Some(ip) => Ok(ip),
+            None => self.take_address(net, ipam, "", endpoint, None, undo),
+        }
+    }
+}
+
+/// The cluster network found when joining is the one asked for: same subnet, and the same VNI
+/// when one was asked for.
+fn check_same_network(
+    stored: &cluster::NetworkSpec,
+    subnet: Cidr,
+    vni: Option<u32>,
+) -> Result<(), ApiError> {
+    if stored.subnet != subnet {
+        return Err(ApiError::conflict(format!(
+            "cluster network {} has subnet {}, not {subnet}",
+            stored.name, stored.subnet
+        )));
+    }
+    if vni.is_some() && vni != stored.vni {
+        return Err(ApiError::conflict(format!(
+            "cluster network {} has VNI {}, not {}",
+            stored.name,
+            stored.vni.unwrap_or_default(),
+            vni.unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 /// The local `network create` of a cluster network.

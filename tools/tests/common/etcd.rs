@@ -147,6 +147,23 @@ impl EtcdLab {
         });
     }
 
+    /// Every key under `prefix` with its value as text, read from inside etcd's namespace.
+    pub fn keys(&self, prefix: &str) -> Vec<(String, String)> {
+        let etcd = tools::daemon::cluster::Etcd::new(
+            &self.endpoints(),
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        )
+        .expect("etcd client");
+        let read = self
+            .run(|| etcd.range_prefix(prefix))
+            .unwrap_or_else(|e| panic!("reading etcd: {e}"));
+        read.kvs
+            .into_iter()
+            .map(|kv| (kv.key, String::from_utf8_lossy(&kv.value).into_owned()))
+            .collect()
+    }
+
     /// etcd's log so far (for failure messages).
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()

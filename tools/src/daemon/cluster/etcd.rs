@@ -247,6 +247,13 @@ impl Etcd {
         raw.into_result()
     }
 
+    /// Reads every key in `[key, end)`.
+    pub fn range_between(&self, key: &str, end: &str) -> Result<RangeResult, ClusterError> {
+        let body = json!({"key": b64(key), "range_end": b64(end)});
+        let raw: RawRange = self.call("range", "/v3/kv/range", &body)?;
+        raw.into_result()
+    }
+
     /// Writes `value` at `key` (attached to `lease` unless 0); returns the new revision.
     pub fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<i64, ClusterError> {
         let mut body = json!({"key": b64(key), "value": B64.encode(value)});
@@ -324,17 +331,19 @@ impl Etcd {
         Ok((raw.ttl, raw.granted_ttl))
     }
 
-    /// Opens a watch of every key under `prefix` from `start_revision` on, with previous values.
-    pub fn watch_prefix(
+    /// Opens a watch of every key in `[key, end)` from `start_revision` on. Without previous
+    /// values (`prev_kv`): a delete carries its key, which is all a view needs, and etcd
+    /// reads no older revision per event and watcher.
+    pub fn watch_range(
         &self,
-        prefix: &str,
+        key: &str,
+        end: &str,
         start_revision: i64,
     ) -> Result<WatchStream, ClusterError> {
         let body = json!({"create_request": {
-            "key": b64(prefix),
-            "range_end": B64.encode(prefix_end(prefix)),
+            "key": b64(key),
+            "range_end": b64(end),
             "start_revision": start_revision.to_string(),
-            "prev_kv": true,
         }});
         let mut last = None;
         let size = body.to_string().len() as u64;

@@ -4,12 +4,18 @@
 //!
 //! | key | value | lifetime |
 //! |-----|-------|----------|
-//! | `nodes/NODE` | `{"vtep": "ADDR:PORT", "started": UNIX_SECS}` | the node's lease |
-//! | `networks/NET` | the [`NetworkSpec`](super::NetworkSpec) as JSON, VNI filled in | until removed |
-//! | `vnis/VNI` | the network's name (decimal VNI: one claim per VNI) | with the network |
-//! | `ipam/NET/IP` | the owner of the address | until released |
-//! | `ipam/NET/next` | the last address handed out automatically (the cursor) | with the network |
 //! | `endpoints/NET/ID` | `{"mac", "ip", "node"}` | the owning node's lease |
+//! | `networks/NET` | the [`NetworkSpec`](super::NetworkSpec) as JSON, VNI filled in | until removed |
+//! | `nodes/NODE` | `{"vtep": "ADDR:PORT", "started": UNIX_SECS}` | the node's lease |
+//! | `pool/NET/IP` | the owner of the address | until released |
+//! | `pool/NET/next` | the last address handed out automatically (the cursor) | with the network |
+//! | `vnis/VNI` | the network's name (decimal VNI: one claim per VNI) | with the network |
+//!
+//! What every host follows is one key range, [`Keys::watched`]: from the prefix up to
+//! `pool/`, i.e. `endpoints/`, `networks/` and `nodes/`, the keys sorting in that order. The
+//! address pools and the VNI claims sort after it: they are read and written by the host that
+//! allocates (compare-and-swap), and never sent to every watcher, so a connect costs each
+//! other host one watch event (its endpoint), not three (the address and the cursor too).
 //!
 //! Names (networks, nodes, endpoint ids) are non-empty, without `/` or control characters.
 
@@ -17,7 +23,7 @@ use std::net::Ipv4Addr;
 
 use super::error::ClusterError;
 
-/// The name of the IPAM cursor key inside `ipam/NET/` (not an address, so no clash).
+/// The name of the IPAM cursor key inside `pool/NET/` (not an address, so no clash).
 const CURSOR: &str = "next";
 
 /// The longest name accepted as a key component.
@@ -32,14 +38,14 @@ pub enum Key {
     Network(String),
     /// `vnis/VNI`.
     Vni(u32),
-    /// `ipam/NET/IP`.
+    /// `pool/NET/IP`.
     Address {
         /// The network.
         network: String,
         /// The address.
         ip: Ipv4Addr,
     },
-    /// `ipam/NET/next`.
+    /// `pool/NET/next`.
     Cursor {
         /// The network.
         network: String,
@@ -100,19 +106,25 @@ impl Keys {
         format!("{}vnis/", self.prefix)
     }
 
-    /// `ipam/NET/`: every address and the cursor of a network.
+    /// `pool/NET/`: every address and the cursor of a network.
     pub fn ipam(&self, network: &str) -> String {
-        format!("{}ipam/{network}/", self.prefix)
+        format!("{}pool/{network}/", self.prefix)
     }
 
-    /// `ipam/NET/IP`.
+    /// `pool/NET/IP`.
     pub fn address(&self, network: &str, ip: Ipv4Addr) -> String {
-        format!("{}ipam/{network}/{ip}", self.prefix)
+        format!("{}pool/{network}/{ip}", self.prefix)
     }
 
-    /// `ipam/NET/next`.
+    /// `pool/NET/next`.
     pub fn cursor(&self, network: &str) -> String {
-        format!("{}ipam/{network}/{CURSOR}", self.prefix)
+        format!("{}pool/{network}/{CURSOR}", self.prefix)
+    }
+
+    /// The key range every host reads on resync and watches, `[start, end)`: `endpoints/`,
+    /// `networks/` and `nodes/`, not the pools and VNI claims (see the module's table).
+    pub fn watched(&self) -> (String, String) {
+        (self.prefix.clone(), format!("{}pool/", self.prefix))
     }
 
     /// `endpoints/NET/`.
@@ -141,10 +153,10 @@ impl Keys {
                 // Only the canonical spelling, so one VNI has exactly one key.
                 (vni.to_string() == *text).then_some(Key::Vni(vni))
             }
-            ("ipam", [network, CURSOR]) => Some(Key::Cursor {
+            ("pool", [network, CURSOR]) => Some(Key::Cursor {
                 network: network.to_string(),
             }),
-            ("ipam", [network, ip]) => Some(Key::Address {
+            ("pool", [network, ip]) => Some(Key::Address {
                 network: network.to_string(),
                 ip: ip.parse().ok()?,
             }),
@@ -195,10 +207,29 @@ mod tests {
         assert_eq!(keys.vni(4096), "/vswitch/vnis/4096");
         assert_eq!(
             keys.address("blue", Ipv4Addr::new(10, 0, 0, 2)),
-            "/vswitch/ipam/blue/10.0.0.2"
+            "/vswitch/pool/blue/10.0.0.2"
         );
-        assert_eq!(keys.cursor("blue"), "/vswitch/ipam/blue/next");
+        assert_eq!(keys.cursor("blue"), "/vswitch/pool/blue/next");
         assert_eq!(keys.endpoint("blue", "ep1"), "/vswitch/endpoints/blue/ep1");
+    }
+
+    /// The watched range holds every key a host follows and none of the pools or claims.
+    #[test]
+    fn the_watched_range_is_endpoints_networks_and_nodes() {
+        let keys = Keys::new("/p/");
+        let (start, end) = keys.watched();
+        let inside = |k: &str| k >= start.as_str() && k < end.as_str();
+        for k in [
+            keys.endpoint("net", "e"),
+            keys.network("net"),
+            keys.node("n"),
+        ] {
+            assert!(inside(&k), "{k} is not watched");
+        }
+        let ip = Ipv4Addr::new(10, 1, 2, 3);
+        for k in [keys.address("net", ip), keys.cursor("net"), keys.vni(42)] {
+            assert!(!inside(&k), "{k} is watched");
+        }
     }
 
     #[test]
@@ -244,7 +275,7 @@ mod tests {
             "/p/nodes/a/b",
             "/p/vnis/x",
             "/p/vnis/042",
-            "/p/ipam/net/999.1.1.1",
+            "/p/pool/net/999.1.1.1",
             "/p/endpoints/net",
             "/p/endpoints//e",
             "/p/other/x",

@@ -29,13 +29,18 @@
 //! - `networks/NET` → the [`NetworkSpec`] as JSON, with its VNI;
 //! - `vnis/VNI` → the network's name: the VNI claim, created in the same transaction as the
 //!   network with a compare on `create_revision == 0`, so no two networks share a VNI;
-//! - `ipam/NET/IP` → the address's owner, created with a compare on `create_revision == 0`;
-//! - `ipam/NET/next` → the last address handed out automatically. An automatic allocation
+//! - `pool/NET/IP` → the address's owner, created with a compare on `create_revision == 0`;
+//! - `pool/NET/next` → the last address handed out automatically. An automatic allocation
 //!   searches from the address after it (the local `ipam` crate's round-robin rule, in fact its
 //!   very `Pool`), and moves it in the same transaction, compared on its `mod_revision`, so a
 //!   just-released address does not come straight back;
 //! - `endpoints/NET/ID` → `{"mac", "ip", "node"}`, attached to the owning node's lease, so a dead
 //!   node's endpoints vanish with its lease.
+//!
+//! A host's watcher reads and watches one key range, [`Keys::watched`]: `endpoints/`,
+//! `networks/` and `nodes/`, which sort before `pool/` and `vnis/`. Pools and claims are read
+//! only by whoever allocates, so a connect reaches the other hosts as one event. The watch asks
+//! for no previous values (`prev_kv`): a view needs only a deleted key's name.
 //!
 //! The flood list of a network is derived, not stored: the VTEPs of the registered nodes that
 //! have an endpoint on it ([`ClusterView::flood_list`]).
@@ -421,6 +426,13 @@ impl Cluster {
         })
     }
 
+    /// The swarm network `name` as stored, if the cluster has it.
+    pub fn network(&self, name: &str) -> Result<Option<NetworkSpec>, ClusterError> {
+        keys::check_name("network", name)?;
+        let read = self.shared.etcd.range(&self.shared.keys.network(name))?;
+        read.kvs.first().map(decode::<NetworkSpec>).transpose()
+    }
+
     /// The lowest VNI of [`AUTO_VNIS`] not claimed.
     fn free_vni(&self) -> Result<u32, ClusterError> {
         let keys = &self.shared.keys;
@@ -636,6 +648,72 @@ impl Cluster {
         Err(error)
     }
 
+    /// Publishes many of this node's endpoints on `network` (`(id, mac, ip)` each) under this
+    /// node's lease, in transactions of up to 100 puts: one revision, so one watch
+    /// message per other host, for each chunk instead of each endpoint. What a host does when
+    /// it (re)publishes its endpoints at start-up; a chunk is written whole or not at all.
+    pub fn publish_endpoints(
+        &self,
+        network: &str,
+        endpoints: &[(String, MacAddr, Ipv4Addr)],
+    ) -> Result<(), ClusterError> {
+        keys::check_name("network", network)?;
+        for (id, _, _) in endpoints {
+            keys::check_name("endpoint", id)?;
+        }
+        let keys = &self.shared.keys;
+        let net_key = keys.network(network);
+        for chunk in endpoints.chunks(MAX_TXN_OPS) {
+            let records: Vec<((String, String), EndpointRecord)> = chunk
+                .iter()
+                .map(|(id, mac, ip)| {
+                    let record = EndpointRecord {
+                        mac: *mac,
+                        ip: *ip,
+                        node: self.shared.config.node.clone(),
+                    };
+                    ((network.to_string(), id.clone()), record)
+                })
+                .collect();
+            {
+                // Recorded first, as in publish_endpoint.
+                let mut own = self.shared.own();
+                for (slot, record) in &records {
+                    own.insert(slot.clone(), record.clone());
+                }
+            }
+            let lease = self.lease();
+            let ops: Vec<TxnOp> = records
+                .iter()
+                .map(|((_, id), record)| {
+                    TxnOp::put(&keys.endpoint(network, id), &to_json(record), lease)
+                })
+                .collect();
+            let error = match self
+                .shared
+                .etcd
+                .txn(&[Compare::present(&net_key)], &ops, &[])
+            {
+                Ok(r) if r.succeeded => continue,
+                Ok(_) => ClusterError::NoSuchNetwork {
+                    name: network.into(),
+                },
+                Err(ClusterError::Etcd { message, .. }) if message.contains("lease not found") => {
+                    ClusterError::LeaseLost {
+                        node: self.node().into(),
+                    }
+                }
+                Err(e) => e,
+            };
+            let mut own = self.shared.own();
+            for (slot, _) in &records {
+                own.remove(slot);
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
     /// Withdraws this node's endpoint `id` from `network` (nothing happens if it is not there).
     pub fn withdraw_endpoint(&self, network: &str, id: &str) -> Result<(), ClusterError> {
         keys::check_name("network", network)?;
@@ -657,17 +735,19 @@ impl Cluster {
         let view = self.snapshot()?;
         let mut withdrawn = Vec::new();
         for (network, eps) in &view.endpoints {
+            let mut kept = Vec::new();
             for (id, ep) in eps {
                 if ep.node != self.shared.config.node {
                     continue;
                 }
                 if keep(network, id) {
-                    self.publish_endpoint(network, id, ep.mac, ep.ip)?;
+                    kept.push((id.clone(), ep.mac, ep.ip));
                 } else {
                     self.withdraw_endpoint(network, id)?;
                     withdrawn.push((network.clone(), id.clone()));
                 }
             }
+            self.publish_endpoints(network, &kept)?;
         }
         Ok(withdrawn)
     }
@@ -811,14 +891,25 @@ fn keepalive(shared: &Shared, stop: &Receiver<()>) {
     }
 }
 
+/// A full re-read of what a host follows ([`Keys::watched`]): no pools, no VNI claims.
+fn watched_snapshot(shared: &Shared) -> Result<ClusterView, ClusterError> {
+    let (start, end) = shared.keys.watched();
+    let read = shared.etcd.range_between(&start, &end)?;
+    Ok(ClusterView::from_kvs(
+        &shared.keys,
+        read.revision,
+        &read.kvs,
+    ))
+}
+
 /// The watcher thread: full read, then watch; on any loss of etcd, back off and start again.
 fn watch_loop(shared: &Shared, events: &Sender<ClusterEvent>, stop: &Receiver<()>) {
     let mut view = ClusterView::default();
     let mut backoff = BACKOFF.0;
     let mut reported = false;
     loop {
-        // Resync: the whole state, the difference as events, then the watch from there.
-        let fresh = match snapshot(shared) {
+        // Resync: all that is followed, the difference as events, then the watch from there.
+        let fresh = match watched_snapshot(shared) {
             Ok(fresh) => fresh,
             Err(e) => {
                 if !reported {
@@ -894,10 +985,8 @@ fn follow(
         if !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
             return Follow::Stop;
         }
-        let mut stream = match shared
-            .etcd
-            .watch_prefix(shared.keys.prefix(), view.revision + 1)
-        {
+        let (start, end) = shared.keys.watched();
+        let mut stream = match shared.etcd.watch_range(&start, &end, view.revision + 1) {
             Ok(stream) => stream,
             Err(e) => {
                 return Follow::Resync {

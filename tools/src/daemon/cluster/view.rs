@@ -134,7 +134,8 @@ pub enum ClusterEvent {
     },
 }
 
-/// Everything under the prefix, decoded: what a full re-read returns and what a watcher keeps.
+/// What is under the prefix, decoded: everything after a full re-read ([`super::Cluster::snapshot`]);
+/// a watcher's view holds only the watched range (no addresses, no VNI claims).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ClusterView {
     /// The store revision the view is complete up to.
@@ -470,8 +471,8 @@ mod tests {
             kv("/v/vnis/4096", "blue", 0),
             kv("/v/nodes/a", r#"{"vtep":"192.0.2.1:4789","started":1}"#, 7),
             kv("/v/nodes/b", r#"{"vtep":"192.0.2.2:4789","started":1}"#, 8),
-            kv("/v/ipam/blue/10.9.0.2", "e1", 0),
-            kv("/v/ipam/blue/next", "10.9.0.2", 0),
+            kv("/v/pool/blue/10.9.0.2", "e1", 0),
+            kv("/v/pool/blue/next", "10.9.0.2", 0),
             kv(
                 "/v/endpoints/blue/e1",
                 r#"{"mac":"02:00:00:00:00:01","ip":"10.9.0.2","node":"b"}"#,

@@ -15,6 +15,12 @@
 //! - [`backend`]: [`DaemonBackend`], the real backend: the daemon itself;
 //! - [`memory`]: [`memory::MemoryBackend`], an in-memory backend for tests.
 //!
+//! A swarm-scope network (`-o vswitch.scope=swarm -o vswitch.network=NAME --ipam-driver
+//! PLUGIN --subnet S`, the same on every host) is the cluster network NAME: Docker sees a
+//! local-scope network on each host (no Docker swarm, as with Weave's `weavemesh`), the
+//! daemon joins the cluster network in etcd, and this plugin's IPAM driver hands out the
+//! cluster's addresses for it. `DeleteNetwork` on one host only leaves it (see `swarm.rs`).
+//!
 //! The handlers only translate: Docker's JSON in, one backend call, Docker's JSON out. What a
 //! network, an endpoint or a pool *is* stays with the daemon, behind [`DockerBackend`], in
 //! vswitch's terms. A request that cannot be read, names an unknown network or endpoint, or asks
@@ -247,7 +253,8 @@ pub enum Addressing {
 pub struct NetworkSpec {
     /// Docker's network id (64 hex digits): the label that ties the two together.
     pub docker_id: String,
-    /// The vswitch network's name: `docker-` and the 12 digits `docker network ls` shows.
+    /// The vswitch network's name: `docker-` and the 12 digits `docker network ls` shows; for
+    /// a swarm-scope network, the cluster network's (`-o vswitch.network=NAME`).
     pub name: String,
     /// The vswitch driver.
     pub driver: NetworkDriver,

@@ -7,11 +7,11 @@
 //! published ports), then `RevokeExternalConnectivity`, `Leave` and `DeleteEndpoint`; finally
 //! `DeleteNetwork`. Go sends nil maps and slices as `null`; every such field reads `null` as empty.
 
-use super::options::{parse_network_options, NetworkOptions};
+use super::options::{parse_network_options, NetworkOptions, OPT_NETWORK, OPT_PEER, OPT_SCOPE};
 use super::{
     backend_err, check_id, empty, ipam, ipv6_unsupported, nullable, parse, parse_cidr, to_json,
     vswitch_network_name, Addressing, Answer, DockerBackend, EndpointInfo, EndpointSpec, IfAddr,
-    NetworkSpec, PortBinding, Protocol,
+    NetworkDriver, NetworkSpec, PortBinding, Protocol, Scope,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -93,10 +93,33 @@ fn network_spec(req: &CreateNetworkRequest) -> Result<NetworkSpec, String> {
     if !req.ipv6_data.is_empty() || opts.ipv6 {
         return Err(ipv6_unsupported("the network has IPv6 enabled"));
     }
+    let (name, driver) = match (opts.scope, opts.network) {
+        (Scope::Local, None) => (vswitch_network_name(&req.network_id), opts.driver),
+        (Scope::Local, Some(_)) => {
+            return Err(format!(
+                "-o {OPT_NETWORK} names a cluster network: give it with -o {OPT_SCOPE}=swarm"
+            ))
+        }
+        (Scope::Swarm, None) => {
+            return Err(format!(
+                "a swarm-scope network needs -o {OPT_NETWORK}=NAME, the same on every host: \
+                 Docker does not tell a network driver the network's name"
+            ))
+        }
+        (Scope::Swarm, Some(_)) if opts.driver == NetworkDriver::Macvlan || opts.parent.is_some() => {
+            return Err("a swarm-scope network is an overlay: it takes no macvlan parent".into())
+        }
+        (Scope::Swarm, Some(_)) if !opts.peers.is_empty() => {
+            return Err(format!(
+                "a swarm-scope network takes no -o {OPT_PEER}: its peers are the hosts with endpoints on it"
+            ))
+        }
+        (Scope::Swarm, Some(name)) => (name, NetworkDriver::Overlay),
+    };
     let mut spec = NetworkSpec {
         docker_id: req.network_id.clone(),
-        name: vswitch_network_name(&req.network_id),
-        driver: opts.driver,
+        name,
+        driver,
         addressing: Addressing::Docker,
         subnet: None,
         gateway: None,
@@ -133,6 +156,16 @@ fn network_spec(req: &CreateNetworkRequest) -> Result<NetworkSpec, String> {
                 more.len()
             ))
         }
+    }
+    if spec.scope == Scope::Swarm
+        && (spec.addressing != Addressing::Vswitch || spec.subnet.is_none())
+    {
+        return Err(format!(
+            "a swarm-scope network takes its addresses from the cluster: create it with \
+             --ipam-driver set to this plugin and --subnet (the same on every host), so \
+             containers on different hosts never share an address (network {})",
+            spec.name
+        ));
     }
     Ok(spec)
 }
@@ -692,6 +725,72 @@ mod tests {
         assert_eq!(spec.mtu, Some(1450));
         assert!(spec.internal);
         assert_eq!(spec.scope, Scope::Local);
+    }
+
+    /// `-o vswitch.scope=swarm -o vswitch.network=NAME` on our IPAM: the cluster network
+    /// NAME, an overlay; anything less is refused with what to give.
+    #[test]
+    fn a_swarm_network_is_named_by_its_cluster_network() {
+        let b = MemoryBackend::new();
+        let c = "NetworkDriver.CreateNetwork";
+        let ours = |generic: Value| {
+            let mut body = create_body(NET, "10.9.0.0/24", "10.9.0.1/24", generic);
+            body["IPv4Data"][0]["AddressSpace"] = json!(ipam::LOCAL_ADDRESS_SPACE);
+            body
+        };
+        refused(
+            &b,
+            c,
+            ours(json!({"vswitch.scope": "swarm"})),
+            "needs -o vswitch.network=NAME",
+        );
+        refused(
+            &b,
+            c,
+            ours(json!({"vswitch.network": "blue"})),
+            "-o vswitch.scope=swarm",
+        );
+        refused(
+            &b,
+            c,
+            ours(
+                json!({"vswitch.scope": "swarm", "vswitch.network": "blue", "vswitch.peer": "192.0.2.2"}),
+            ),
+            "takes no -o vswitch.peer",
+        );
+        refused(
+            &b,
+            c,
+            ours(json!({"vswitch.scope": "swarm", "vswitch.network": "a/b"})),
+            "invalid network name",
+        );
+        refused(
+            &b,
+            c,
+            create_body(
+                NET,
+                "10.9.0.0/24",
+                "10.9.0.1/24",
+                json!({"vswitch.scope": "swarm", "vswitch.network": "blue"}),
+            ),
+            "--ipam-driver",
+        );
+        ok(
+            &b,
+            "IpamDriver.RequestPool",
+            json!({"AddressSpace": ipam::LOCAL_ADDRESS_SPACE, "Pool": "10.9.0.0/24", "Options": {}, "V6": false}),
+        );
+        ok(
+            &b,
+            c,
+            ours(json!({"vswitch.scope": "swarm", "vswitch.network": "blue", "vswitch.vni": "77"})),
+        );
+        let spec = b.network(NET).expect("network created");
+        assert_eq!(spec.name, "blue");
+        assert_eq!(spec.driver, NetworkDriver::Overlay);
+        assert_eq!(spec.scope, Scope::Swarm);
+        assert_eq!(spec.addressing, Addressing::Vswitch);
+        assert_eq!(spec.vni, Some(77));
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub const OPT_VNI: &str = "vswitch.vni";
 pub const OPT_PEER: &str = "vswitch.peer";
 /// `-o vswitch.scope=local|swarm`: this host, or every host of the cluster.
 pub const OPT_SCOPE: &str = "vswitch.scope";
+/// `-o vswitch.network=NAME`: the cluster network a swarm-scope Docker network is, the name
+/// the hosts meet on (Docker tells a network driver its id, never its name, and each host's
+/// dockerd makes up its own id).
+pub const OPT_NETWORK: &str = "vswitch.network";
 /// `-o parent=IF`: the parent interface of a macvlan network (Docker's macvlan option).
 pub const OPT_PARENT: &str = "parent";
 /// `-o com.docker.network.driver.mtu=N`: the MTU.
@@ -39,11 +43,12 @@ pub const OPT_ENABLE_IP_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_
 pub const OPT_HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
 
 /// Every `-o` key the plugin knows.
-pub const KNOWN: [&str; 9] = [
+pub const KNOWN: [&str; 10] = [
     OPT_DRIVER,
     OPT_VNI,
     OPT_PEER,
     OPT_SCOPE,
+    OPT_NETWORK,
     OPT_PARENT,
     OPT_MTU,
     OPT_ENABLE_ICC,
@@ -76,6 +81,8 @@ pub struct NetworkOptions {
     pub host_binding_ipv4: Option<Ipv4Addr>,
     /// This host or the cluster.
     pub scope: Scope,
+    /// The cluster network's name (`vswitch.network`).
+    pub network: Option<String>,
 }
 
 /// Reads the options of a `CreateNetwork` request.
@@ -98,6 +105,7 @@ pub fn parse_network_options(options: &Map<String, Value>) -> Result<NetworkOpti
             OPT_VNI => out.vni = Some(parse_number(key, text)?),
             OPT_PEER => out.peers = parse_peers(text)?,
             OPT_SCOPE => out.scope = parse_scope(text)?,
+            OPT_NETWORK => out.network = Some(parse_network_name(text)?),
             OPT_PARENT => out.parent = Some(parse_parent(text)?),
             OPT_MTU => out.mtu = Some(parse_number(key, text)?),
             OPT_ENABLE_ICC => out.enable_icc = Some(parse_bool(key, text)?),
@@ -153,6 +161,13 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
             "invalid -o {OPT_SCOPE}={other}: expected local or swarm"
         )),
     }
+}
+
+/// A cluster network's name: what `vswitchctl network create` accepts.
+fn parse_network_name(text: &str) -> Result<String, String> {
+    crate::api::check_name("network", text)
+        .map(|()| text.to_string())
+        .map_err(|e| format!("-o {OPT_NETWORK}: {e}"))
 }
 
 /// A decimal number that fits a u32.
