@@ -489,14 +489,8 @@ fn send(
     let sock = udp_socket(from, libc::SO_SNDBUFFORCE)?;
     // SAFETY: prctl(2) PR_SET_TIMERSLACK on this thread: wake-ups within 1 ns of the schedule.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
-    let dest = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: to.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*to.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
+    // Connected: the route is looked up once, not per datagram.
+    sock.connect(to).context(|| format!("connecting to {to}"))?;
     let mut payloads = [[0u8; UDP_PAYLOAD]; MAX_BATCH];
     // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is a valid value.
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
@@ -511,8 +505,6 @@ fn send(
         iov.iov_len = UDP_PAYLOAD;
         msg.msg_hdr.msg_iov = iov;
         msg.msg_hdr.msg_iovlen = 1;
-        msg.msg_hdr.msg_name = std::ptr::from_ref(&dest).cast_mut().cast();
-        msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     }
     let start = monotonic_ns();
     let mut seq = first;
@@ -543,8 +535,8 @@ fn send(
         }
         let mut done = 0;
         while done < n {
-            // SAFETY: msgs[done..n] point at iovecs, payloads and `dest`, all alive and unmoved
-            // for the whole loop; the kernel only reads them (and writes msg_len).
+            // SAFETY: msgs[done..n] point at iovecs and payloads, all alive and unmoved for the
+            // whole loop; the kernel only reads them (and writes msg_len).
             let rc = unsafe {
                 libc::sendmmsg(
                     sock.as_raw_fd(),
