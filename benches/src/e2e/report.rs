@@ -169,12 +169,18 @@ impl Report {
         )
     }
 
-    /// The p99 one-way latency at 90 % of the carried rate against the kernel's.
-    fn p99_at_90_ratio(&self, row: &Row) -> Option<f64> {
+    /// The p99 one-way latency at `percent` % of the carried rate against the kernel's at
+    /// `percent` % of its own.
+    fn p99_ratio_at(&self, row: &Row, percent: u32) -> Option<f64> {
         ratio(
-            row.rfc2544()?.at(90)?.latency.p99_us,
-            self.kernel()?.rfc2544()?.at(90)?.latency.p99_us,
+            row.rfc2544()?.at(percent)?.latency.p99_us,
+            self.kernel()?.rfc2544()?.at(percent)?.latency.p99_us,
         )
+    }
+
+    /// The p99 one-way latency at 90 % of the carried rate against the kernel's (issue 18).
+    fn p99_at_90_ratio(&self, row: &Row) -> Option<f64> {
+        self.p99_ratio_at(row, 90)
     }
 
     /// The RFC 2544 table, if that measurement was selected; its errors go to `errors`.
@@ -190,8 +196,8 @@ impl Report {
              then is lost. Throughput: the highest offered rate with 0 % and with < 1 % loss, \
              by bisection from {max:.0} kpps (≤ {s} + {z} trials; ≥: the top rate passed, \
              the sender's limit). Latency: one-way, of every datagram received, at 50 / 90 / \
-             100 % of each switch's own < 1 % rate. iperf3 kpps: the carried rate of the first \
-             table, which counts no loss after the last datagram it received.",
+             100 % of each switch's own < 1 % rate. iperf3 carried kpps: from the first table; \
+             iperf3 counts no loss after the last datagram it received.",
             p = UDP_PAYLOAD,
             f = UDP_FRAME_WITH_FCS,
             t = cfg.trial.as_secs_f64(),
@@ -220,32 +226,37 @@ impl Report {
             None => {}
         }
         let _ = writeln!(out);
-        let mut header = vec![
+        let header = [
             "variant",
             "0 % loss kpps",
             "< 1 % loss kpps",
             "× kernel",
-            "iperf3 kpps",
+            "iperf3 carried kpps",
+            "trials",
         ];
-        let load_heads: Vec<String> = LOAD_PERCENTS
-            .iter()
-            .map(|p| format!("at {p} %: p50 / p99 / p99.9 µs (loss %)"))
-            .collect();
-        header.extend(load_heads.iter().map(String::as_str));
-        header.push("p99 @ 90 % × kernel");
+        let load_header = [
+            "variant",
+            "load",
+            "offered kpps",
+            "loss %",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "max µs",
+            "p99 × kernel",
+        ];
         let mut lines = Vec::new();
-        let mut spans = Vec::new();
+        let mut load_lines = Vec::new();
         for row in &self.rows {
+            let label = row.label.clone();
             let m = match &row.outcome {
                 Outcome::Measured(m) => m,
                 Outcome::Skipped(why) => {
-                    spans.push((row.label.clone(), why.clone()));
-                    lines.push(Vec::new());
+                    lines.push(Line::Span(label, why.clone()));
                     continue;
                 }
                 Outcome::Failed(_) => {
-                    spans.push((row.label.clone(), "failed (see below)".into()));
-                    lines.push(Vec::new());
+                    lines.push(Line::Span(label, "failed (see below)".into()));
                     continue;
                 }
             };
@@ -253,10 +264,9 @@ impl Report {
                 Ok(r) => r,
                 Err(e) => {
                     if e != NOT_SELECTED {
-                        errors.push(format!("{}: RFC 2544: {e}", row.label));
+                        errors.push(format!("{label}: RFC 2544: {e}"));
                     }
-                    spans.push((row.label.clone(), format!("error: {e}")));
-                    lines.push(Vec::new());
+                    lines.push(Line::Span(label, format!("error: {e}")));
                     continue;
                 }
             };
@@ -266,8 +276,8 @@ impl Report {
                 })
             };
             let zero_floor = r.at_ceiling && r.zero_loss_kpps() == r.carried_kpps();
-            let mut line = vec![
-                row.label.clone(),
+            lines.push(Line::Cells(vec![
+                label.clone(),
                 kpps(r.zero_loss_kpps(), zero_floor),
                 kpps(r.carried_kpps(), r.at_ceiling),
                 fmt_ratio(self.rfc_ratio(row)),
@@ -278,23 +288,35 @@ impl Report {
                         c.best.kpps
                     )
                 }),
-            ];
+                r.trials.len().to_string(),
+            ]));
             for p in LOAD_PERCENTS {
-                line.push(r.at(p).map_or("-".into(), |t| {
-                    let l = &t.latency;
-                    format!(
-                        "{:.1} / {:.1} / {:.1} ({:.2})",
-                        l.p50_us,
-                        l.p99_us,
-                        l.p999_us,
-                        t.seq.loss_ratio() * 100.0
-                    )
-                }));
+                let Some(t) = r.at(p) else {
+                    load_lines.push(Line::Span(label.clone(), format!("{p} %: not measured")));
+                    continue;
+                };
+                let l = &t.latency;
+                load_lines.push(Line::Cells(vec![
+                    label.clone(),
+                    format!("{p} %"),
+                    format!("{:.1}", t.offered_pps / 1e3),
+                    format!("{:.2}", t.seq.loss_ratio() * 100.0),
+                    format!("{:.1}", l.p50_us),
+                    format!("{:.1}", l.p99_us),
+                    format!("{:.1}", l.p999_us),
+                    format!("{:.1}", l.max_us),
+                    fmt_ratio(self.p99_ratio_at(row, p)),
+                ]));
             }
-            line.push(fmt_ratio(self.p99_at_90_ratio(row)));
-            lines.push(line);
         }
-        out.push_str(&grid(&header, &lines, spans));
+        out.push_str(&grid(&header, &lines));
+        if !load_lines.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nOne-way latency under load (each switch at a share of its own < 1 % rate):\n"
+            );
+            out.push_str(&grid(&load_header, &load_lines));
+        }
         Some(out)
     }
 
@@ -349,21 +371,18 @@ impl Report {
             "× kernel",
             "RTT p50 / p99 / p99.9 µs",
         ];
-        let mut lines: Vec<Vec<String>> = Vec::new();
-        let mut spans: Vec<(String, String)> = Vec::new();
+        let mut lines = Vec::new();
         let mut errors = Vec::new();
         for row in &self.rows {
             let label = row.label.clone();
             let m = match &row.outcome {
                 Outcome::Skipped(why) => {
-                    spans.push((label, why.clone()));
-                    lines.push(Vec::new());
+                    lines.push(Line::Span(label, why.clone()));
                     continue;
                 }
                 Outcome::Failed(e) => {
-                    spans.push((label.clone(), "failed (see below)".into()));
-                    lines.push(Vec::new());
                     errors.push(format!("{label}: {e}"));
+                    lines.push(Line::Span(label, "failed (see below)".into()));
                     continue;
                 }
                 Outcome::Measured(m) => m,
@@ -392,7 +411,7 @@ impl Report {
                 Ok(l) => format!("{:.1} / {:.1} / {:.1}", l.p50_us, l.p99_us, l.p999_us),
                 Err(e) => err("RTT", e),
             };
-            lines.push(vec![
+            lines.push(Line::Cells(vec![
                 label,
                 tcp,
                 fmt_ratio(self.tcp_ratio(row)),
@@ -401,12 +420,12 @@ impl Report {
                 carried,
                 fmt_ratio(self.carried_ratio(row)),
                 rtt,
-            ]);
+            ]));
             for e in &row.teardown_errors {
                 errors.push(format!("{}: teardown: {e}", row.label));
             }
         }
-        out.push_str(&grid(&header, &lines, spans));
+        out.push_str(&grid(&header, &lines));
         if let Some(rfc) = self.rfc2544_table(&mut errors) {
             out.push('\n');
             out.push_str(&rfc);
@@ -687,49 +706,62 @@ struct Target {
     met: bool,
 }
 
-/// A table: `header`, then one line per row; an empty row is a `spans` entry instead (a label
-/// and a message across the other columns), taken in order.
-fn grid(header: &[&str], lines: &[Vec<String>], spans: Vec<(String, String)>) -> String {
-    let mut out = String::new();
+/// One line of a table.
+enum Line {
+    /// A cell per column.
+    Cells(Vec<String>),
+    /// A label in the first column and a message across the others (a skip, an error).
+    Span(String, String),
+}
+
+/// A table: `header`, a rule, then `lines`; the first column is left-aligned, the others right.
+fn grid(header: &[&str], lines: &[Line]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for l in lines {
-        for (w, c) in widths.iter_mut().zip(l) {
-            *w = (*w).max(c.chars().count());
+        match l {
+            Line::Cells(cells) => {
+                for (w, c) in widths.iter_mut().zip(cells) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            Line::Span(label, _) => {
+                if let Some(w) = widths.first_mut() {
+                    *w = (*w).max(label.chars().count());
+                }
+            }
         }
     }
-    for (label, _) in &spans {
-        widths[0] = widths[0].max(label.chars().count());
-    }
+    let first = widths.first().copied().unwrap_or(0);
     let fmt_line = |cells: &[String]| -> String {
         let mut s = String::new();
         for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
             if i > 0 {
                 s.push_str(" | ");
             }
-            let pad = w.saturating_sub(c.chars().count());
+            let pad = " ".repeat(w.saturating_sub(c.chars().count()));
             if i == 0 {
                 s.push_str(c);
-                s.push_str(&" ".repeat(pad));
+                s.push_str(&pad);
             } else {
-                s.push_str(&" ".repeat(pad));
+                s.push_str(&pad);
                 s.push_str(c);
             }
         }
         s.trim_end().to_string()
     };
+    let mut out = String::new();
     let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
     let _ = writeln!(out, "{}", fmt_line(&header));
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
     let _ = writeln!(out, "{}", fmt_line(&rule).replace(" | ", "-+-"));
-    let mut spans = spans.into_iter();
     for l in lines {
-        if l.is_empty() {
-            let (label, msg) = spans.next().unwrap_or_default();
-            let pad = widths[0].saturating_sub(label.chars().count());
-            let _ = writeln!(out, "{label}{} | {msg}", " ".repeat(pad));
-        } else {
-            let _ = writeln!(out, "{}", fmt_line(l));
-        }
+        let _ = match l {
+            Line::Cells(cells) => writeln!(out, "{}", fmt_line(cells)),
+            Line::Span(label, msg) => {
+                let pad = " ".repeat(first.saturating_sub(label.chars().count()));
+                writeln!(out, "{label}{pad} | {msg}")
+            }
+        };
     }
     out
 }
@@ -908,6 +940,13 @@ mod tests {
         with_rfc(&mut r, rfc(150.0, 40.0), rfc(135.0, 100.0));
         let table = r.table();
         assert!(table.contains("RFC 2544, blaster and sink"), "{table}");
+        eprintln!("{table}");
+        // The latency table: a line per variant and load, with the ratio at that load.
+        let at_90 = table
+            .lines()
+            .find(|l| l.starts_with("vswitchd") && l.contains("| 90 %"))
+            .unwrap_or_default();
+        assert!(at_90.ends_with(" 2.50"), "{table}");
         assert!(table.contains("135.0"), "{table}");
         assert!(
             table.contains("offers 450.0 kpps, 3.0× the kernel bridge's"),
