@@ -320,6 +320,9 @@ pub struct Trial {
     pub seq: SeqSummary,
     /// One-way latency of the datagrams received (first copies only).
     pub latency: OneWay,
+    /// Datagrams the sink's own socket dropped (its receive buffer was full), counted in the
+    /// loss above; `None` if the kernel's table could not be read.
+    pub sink_drops: Option<u64>,
 }
 
 impl Trial {
@@ -348,7 +351,12 @@ pub fn trial(d: &Deployment, spec: TrialSpec) -> Result<Trial> {
             .context(|| "setting the sink's read timeout".into())?;
         let port = sock.local_addr().context(|| "getsockname".into())?.port();
         let _ = tx.send(port);
-        receive(&sock, first, total, spec.tag, &sink_stop)
+        let counted = receive(&sock, first, total, spec.tag, &sink_stop)?;
+        // The sink thread is in the server's namespace: its own view of the UDP table.
+        let drops = std::fs::read_to_string("/proc/thread-self/net/udp")
+            .ok()
+            .and_then(|t| socket_drops(&t, bind, port));
+        Ok((counted.0, counted.1, drops))
     })?;
     let port = match rx.recv_timeout(Duration::from_secs(10)) {
         Ok(p) => p,
@@ -373,12 +381,24 @@ pub fn trial(d: &Deployment, spec: TrialSpec) -> Result<Trial> {
     stop_at.store(stop, Ordering::Relaxed);
     let received = join(sink);
     let sent = sender?;
-    let (seq, latency) = received?;
+    let (seq, latency, sink_drops) = received?;
     Ok(Trial {
         asked_pps: spec.rate,
         offered_pps: sent,
         seq,
         latency,
+        sink_drops,
+    })
+}
+
+/// The `drops` count of the UDP socket bound to `addr`:`port` in a `/proc/net/udp` table
+/// (columns: `sl local_address rem_address st ... drops`, addresses as hex `IP:PORT`, the IP
+/// in the kernel's byte order).
+fn socket_drops(table: &str, addr: Ipv4Addr, port: u16) -> Option<u64> {
+    let local = format!("{:08X}:{port:04X}", u32::from_ne_bytes(addr.octets()));
+    table.lines().skip(1).find_map(|line| {
+        let mut cols = line.split_whitespace();
+        (cols.nth(1)? == local).then(|| line.split_whitespace().last()?.parse().ok())?
     })
 }
 
@@ -630,6 +650,23 @@ fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sink_socket_drops_are_read_from_the_udp_table() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+             \x20 12: 01004D0A:9C41 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1234 2 0000000000000000 0\n\
+             \x20 13: 02004D0A:9C40 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1235 2 0000000000000000 4466\n";
+        let ip = Ipv4Addr::new(10, 77, 0, 2);
+        if cfg!(target_endian = "little") {
+            assert_eq!(socket_drops(table, ip, 0x9C40), Some(4466));
+            assert_eq!(
+                socket_drops(table, Ipv4Addr::new(10, 77, 0, 1), 0x9C41),
+                Some(0)
+            );
+        }
+        assert_eq!(socket_drops(table, ip, 0x9C42), None);
+        assert_eq!(socket_drops("", ip, 0x9C40), None);
+    }
 
     #[test]
     fn a_payload_round_trips_and_fits_a_64_byte_frame() {

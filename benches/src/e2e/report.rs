@@ -690,6 +690,7 @@ fn trial_json(t: &super::blast::Trial) -> Value {
         "lost_middle": s.lost_middle,
         "lost_tail": s.lost_tail,
         "lost_percent": s.loss_ratio() * 100.0,
+        "lost_at_sink_socket": t.sink_drops,
         "duplicates": s.duplicates,
         "reordered": s.reordered,
         "stray": s.stray,
@@ -904,6 +905,7 @@ mod tests {
                 max_us: p99 * 3.0,
                 mean_us: 21.0,
             },
+            sink_drops: Some(0),
         };
         Rfc2544 {
             zero_loss: Some(trial(kpps * 0.9, 50.0, 0)),

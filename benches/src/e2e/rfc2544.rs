@@ -264,7 +264,7 @@ pub fn describe(t: &Trial) -> String {
     let s = &t.seq;
     format!(
         "asked {:.1} kpps, offered {:.1}: {} sent, {} received, lost {} ({:.2} %: {} middle, {} \
-         tail), {} dup, {} reordered; one-way p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1} µs",
+         tail; {} at the sink's socket), {} dup, {} reordered; one-way p50 {:.1} / p99 {:.1} / p99.9 {:.1} / max {:.1} µs",
         t.asked_pps / 1e3,
         t.offered_pps / 1e3,
         s.sent,
@@ -273,6 +273,7 @@ pub fn describe(t: &Trial) -> String {
         s.loss_ratio() * 100.0,
         s.lost_middle,
         s.lost_tail,
+        t.sink_drops.map_or("?".into(), |d| d.to_string()),
         s.duplicates,
         s.reordered,
         t.latency.p50_us,
@@ -325,6 +326,7 @@ mod tests {
             offered_pps: kpps * 1e3,
             seq: blast::SeqSummary::default(),
             latency: blast::OneWay::default(),
+            sink_drops: None,
         };
         let rate = |x: Option<Trial>| x.map(|t| t.offered_pps);
         assert_eq!(
