@@ -38,6 +38,7 @@ use benches::e2e::proc::{find_program, set_verbose};
 use benches::e2e::report::{HostInfo, Measured, Outcome, Report, Row, NOT_SELECTED};
 use benches::e2e::scenario::{Env, Flat, Scenario};
 use benches::e2e::switches::{OvsBins, Variant};
+use benches::e2e::{blast, rfc2544};
 use benches::e2e::{check_interrupt, install_signal_handlers, interrupted, Error};
 use clap::{Parser, ValueEnum};
 use serde_json::json;
@@ -86,10 +87,25 @@ struct Args {
     /// The topology.
     #[arg(long, value_enum, default_value_t = ScenarioKind::Flat)]
     scenario: ScenarioKind,
-    /// The measurements to run, comma-separated: tcp, udp (full blast and the carried-rate
-    /// search), rtt.
+    /// The measurements to run, comma-separated: tcp, udp (iperf3 full blast and the
+    /// carried-rate search), rtt, rfc2544 (throughput at 0 % and < 1 % loss and one-way latency
+    /// under load, with the blaster and sink of our own; about a minute per variant), or `all`.
     #[arg(long, value_name = "LIST", default_value = "tcp,udp,rtt", value_parser = parse_tests)]
     tests: Tests,
+    /// RFC 2544: seconds of sending per trial.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    trial_secs: f64,
+    /// RFC 2544: seconds the sink keeps receiving after a trial's last send (§ 26.1: 2).
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    drain_secs: f64,
+    /// RFC 2544: the highest rate tried, thousand datagrams per second.
+    #[arg(long, value_name = "KPPS", default_value_t = 600.0)]
+    max_kpps: f64,
+    /// RFC 2544: most trials of the search for the < 1 % loss rate (the 0 % search adds up to
+    /// half as many more).
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=30))]
+    steps: u32,
     /// TCP congestion control of the iperf3 sender (`-C`, e.g. cubic or bbr) [default: the
     /// system's, `net.ipv4.tcp_congestion_control`].
     #[arg(long, value_name = "ALG")]
@@ -105,6 +121,7 @@ struct Tests {
     tcp: bool,
     udp: bool,
     rtt: bool,
+    rfc2544: bool,
 }
 
 fn parse_tests(s: &str) -> Result<Tests, String> {
@@ -112,13 +129,27 @@ fn parse_tests(s: &str) -> Result<Tests, String> {
         tcp: false,
         udp: false,
         rtt: false,
+        rfc2544: false,
     };
     for name in s.split(',').map(str::trim) {
         match name {
             "tcp" => t.tcp = true,
             "udp" => t.udp = true,
             "rtt" => t.rtt = true,
-            other => return Err(format!("unknown test `{other}` (tcp, udp, rtt)")),
+            "rfc2544" => t.rfc2544 = true,
+            "all" => {
+                t = Tests {
+                    tcp: true,
+                    udp: true,
+                    rtt: true,
+                    rfc2544: true,
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown test `{other}` (tcp, udp, rtt, rfc2544, all)"
+                ))
+            }
         }
     }
     Ok(t)
@@ -289,6 +320,17 @@ fn run(args: &Args) -> Result<Vec<Report>, Error> {
         vswitch,
         ovs,
     };
+    // The blaster's own ceiling, once per run, before any switch is up.
+    let blaster_kpps = args.tests.rfc2544.then(|| {
+        eprintln!("e2e: RFC 2544: the blaster alone, 2 s into a veth that drops everything");
+        let r = blast::ceiling(&env.prefix, Duration::from_secs(2))
+            .map(|pps| pps / 1e3)
+            .map_err(|e| e.to_string());
+        if let Ok(k) = &r {
+            eprintln!("e2e:   {k:.1} kpps");
+        }
+        r
+    });
     let mut reports = Vec::new();
     for scenario in args.scenario.scenarios() {
         if interrupted() {
@@ -333,6 +375,10 @@ fn run(args: &Args) -> Result<Vec<Report>, Error> {
             rtt_rounds: args.rtt_count,
             host: host.clone(),
             path: scenario.path().to_string(),
+            rfc2544: (args.tests.rfc2544 && !scenario.tcp_only()).then(|| rfc_config(args)),
+            blaster_kpps: blaster_kpps
+                .clone()
+                .filter(|_| args.tests.rfc2544 && !scenario.tcp_only()),
             rows,
         });
     }
@@ -372,6 +418,7 @@ fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &
             tcp: args.tests.tcp,
             udp: false,
             rtt: false,
+            rfc2544: false,
         }
     } else {
         args.tests
@@ -384,6 +431,7 @@ fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &
                 udp: Err(NOT_SELECTED.into()),
                 udp_carried: Err(NOT_SELECTED.into()),
                 latency: Err(NOT_SELECTED.into()),
+                rfc2544: Err(NOT_SELECTED.into()),
                 notes: d.notes.clone(),
             };
             // Latency first, on a quiet switch; each figure stands alone if another fails.
@@ -408,6 +456,17 @@ fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &
                     Err(_) => Err("no full-blast figure to start from".into()),
                 };
             }
+            if tests.rfc2544 && check_interrupt().is_ok() {
+                let cfg = rfc_config(args);
+                step(&format!(
+                    "RFC 2544: {} s trials + {} s drain, bisection from {:.0} kpps",
+                    cfg.trial.as_secs_f64(),
+                    cfg.drain.as_secs_f64(),
+                    cfg.max_pps / 1e3
+                ));
+                let mut log = |line: &str| eprintln!("e2e:   {line}");
+                m.rfc2544 = rfc2544::measure(d, &cfg, &mut log).map_err(|e| e.to_string());
+            }
             log_figures(label, &m);
             Outcome::Measured(Box::new(m))
         }
@@ -429,6 +488,25 @@ fn measure_variant(scenario: &dyn Scenario, variant: Variant, env: &Env, args: &
     }
 }
 
+/// The RFC 2544 settings the arguments ask for.
+fn rfc_config(args: &Args) -> rfc2544::Config {
+    let secs = |s: f64| {
+        Duration::from_secs_f64(if s.is_finite() {
+            s.clamp(0.1, 600.0)
+        } else {
+            1.0
+        })
+    };
+    rfc2544::Config {
+        trial: secs(args.trial_secs),
+        drain: secs(args.drain_secs),
+        max_pps: args.max_kpps.max(1.0) * 1e3,
+        steps: args.steps,
+        zero_steps: args.steps.div_ceil(2),
+        ..rfc2544::Config::default()
+    }
+}
+
 /// One progress line per variant, so a long run shows its figures as they come.
 fn log_figures(label: &str, m: &Measured) {
     let tcp = m.tcp.as_ref().map_or_else(
@@ -447,5 +525,18 @@ fn log_figures(label: &str, m: &Measured) {
         |e| format!("error ({e})"),
         |l| format!("p50 {:.1} µs, p99 {:.1} µs", l.p50_us, l.p99_us),
     );
-    eprintln!("e2e: [{label}] TCP {tcp}; UDP full blast {udp}, carried {carried}; RTT {lat}");
+    let rfc = m.rfc2544.as_ref().map_or_else(
+        |e| format!("error ({e})"),
+        |r| {
+            format!(
+                "0 % {:.1} kpps, < 1 % {:.1} kpps",
+                r.zero_loss_kpps().unwrap_or(0.0),
+                r.carried_kpps().unwrap_or(0.0)
+            )
+        },
+    );
+    eprintln!(
+        "e2e: [{label}] TCP {tcp}; UDP full blast {udp}, carried {carried}; RTT {lat}; \
+         RFC 2544 {rfc}"
+    );
 }

@@ -13,6 +13,8 @@
 //!   topology), and [`overlay`]: two hosts joined by VXLAN, a sandbox behind each, and
 //!   [`gateway`]: a sandbox and an "outside" namespace through the host's NAT;
 //! - [`measure`]: iperf3 TCP and UDP, and the ping-pong latency probe;
+//! - [`blast`] and [`rfc2544`]: a UDP blaster and sink of our own that account for every
+//!   datagram, and the RFC 2544 throughput search and latency under load built on them;
 //! - [`report`]: the table and the JSON file;
 //! - [`bins`]: finding (and building) the vswitchd binaries measured.
 //!
@@ -20,6 +22,7 @@
 //! `kill -9`) reuses the lower layers.
 
 pub mod bins;
+pub mod blast;
 pub mod cleanup;
 pub mod ethtool;
 pub mod gateway;
@@ -28,6 +31,7 @@ pub mod netns;
 pub mod overlay;
 pub mod proc;
 pub mod report;
+pub mod rfc2544;
 pub mod scenario;
 pub mod switches;
 

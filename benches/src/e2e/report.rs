@@ -5,6 +5,7 @@ use super::measure::{
     Carried, Latency, Tcp, Udp, LOSS_TOLERANCE_PERCENT, SEARCH_TRIALS, UDP_FRAME_WITH_FCS,
     UDP_PAYLOAD, UDP_SOCKET_BUFFER, WARMUP_ROUNDS,
 };
+use super::rfc2544::{self, Rfc2544, LOAD_PERCENTS};
 use super::switches::Variant;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -39,6 +40,8 @@ pub struct Measured {
     pub udp_carried: Result<Carried, String>,
     /// Round-trip latency.
     pub latency: Result<Latency, String>,
+    /// RFC 2544 throughput and latency under load, with the blaster and sink of our own.
+    pub rfc2544: Result<Rfc2544, String>,
     /// Remarks from the setup.
     pub notes: Vec<String>,
 }
@@ -76,6 +79,10 @@ impl Row {
         self.measured().and_then(|m| m.udp_carried.as_ref().ok())
     }
 
+    fn rfc2544(&self) -> Option<&Rfc2544> {
+        self.measured().and_then(|m| m.rfc2544.as_ref().ok())
+    }
+
     /// Whether something went wrong (a skip is not an error).
     pub fn has_error(&self) -> bool {
         !self.teardown_errors.is_empty()
@@ -83,7 +90,11 @@ impl Row {
                 Outcome::Skipped(_) => false,
                 Outcome::Failed(_) => true,
                 Outcome::Measured(m) => {
-                    failed(&m.tcp) || failed(&m.udp) || failed(&m.udp_carried) || failed(&m.latency)
+                    failed(&m.tcp)
+                        || failed(&m.udp)
+                        || failed(&m.udp_carried)
+                        || failed(&m.latency)
+                        || failed(&m.rfc2544)
                 }
             }
     }
@@ -117,6 +128,10 @@ pub struct Report {
     pub host: HostInfo,
     /// What the traffic goes from and to ("h1 → h2").
     pub path: String,
+    /// How the RFC 2544 measurement ran, when it was selected.
+    pub rfc2544: Option<rfc2544::Config>,
+    /// The blaster alone into a veth that drops everything, thousand datagrams per second (or why not).
+    pub blaster_kpps: Option<Result<f64, String>>,
     /// One per selected variant, in table order.
     pub rows: Vec<Row>,
 }
@@ -144,6 +159,165 @@ impl Report {
             row.carried()?.best.kpps,
             self.kernel()?.carried()?.best.kpps,
         )
+    }
+
+    /// The under-1 % rate of the RFC 2544 measurement against the kernel's.
+    fn rfc_ratio(&self, row: &Row) -> Option<f64> {
+        ratio(
+            row.rfc2544()?.carried_kpps()?,
+            self.kernel()?.rfc2544()?.carried_kpps()?,
+        )
+    }
+
+    /// The p99 one-way latency at `percent` % of the carried rate against the kernel's at
+    /// `percent` % of its own.
+    fn p99_ratio_at(&self, row: &Row, percent: u32) -> Option<f64> {
+        ratio(
+            row.rfc2544()?.at(percent)?.latency.p99_us,
+            self.kernel()?.rfc2544()?.at(percent)?.latency.p99_us,
+        )
+    }
+
+    /// The p99 one-way latency at 90 % of the carried rate against the kernel's (issue 18).
+    fn p99_at_90_ratio(&self, row: &Row) -> Option<f64> {
+        self.p99_ratio_at(row, 90)
+    }
+
+    /// The RFC 2544 table, if that measurement was selected; its errors go to `errors`.
+    fn rfc2544_table(&self, errors: &mut Vec<String>) -> Option<String> {
+        let cfg = self.rfc2544.as_ref()?;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "RFC 2544, blaster and sink of our own ({p}-byte payloads, {f}-byte frames): trials \
+             of {t} s paced with sendmmsg, each datagram numbered and time-stamped \
+             (CLOCK_MONOTONIC), received with recvmmsg; a trial ends {dr} s after its last send \
+             (RFC 2544 § 26.1) or when all have arrived, and every datagram not received by \
+             then is lost. Throughput: the highest offered rate with 0 % and with < 1 % loss, \
+             by bisection from {max:.0} kpps (≤ {s} + {z} trials; ≥: the top rate passed, \
+             the sender's limit). Latency: one-way, of every datagram received, at 50 / 90 / \
+             100 % of each switch's own < 1 % rate. iperf3 carried kpps: from the first table; \
+             iperf3 counts no loss after the last datagram it received.",
+            p = UDP_PAYLOAD,
+            f = UDP_FRAME_WITH_FCS,
+            t = cfg.trial.as_secs_f64(),
+            dr = cfg.drain.as_secs_f64(),
+            max = cfg.max_pps / 1e3,
+            s = cfg.steps,
+            z = cfg.zero_steps,
+        );
+        match &self.blaster_kpps {
+            Some(Ok(k)) => {
+                let times = self
+                    .kernel()
+                    .and_then(Row::rfc2544)
+                    .and_then(Rfc2544::carried_kpps)
+                    .and_then(|kernel| ratio(*k, kernel))
+                    .map_or(String::new(), |r| {
+                        format!(", {r:.1}× the kernel bridge's < 1 % rate")
+                    });
+                let _ = writeln!(
+                    out,
+                    "The blaster alone (no switch, no receiver: into a veth whose peer drops \
+                     every frame) offers {k:.1} kpps{times}."
+                );
+            }
+            Some(Err(e)) => errors.push(format!("the blaster's own ceiling: {e}")),
+            None => {}
+        }
+        let _ = writeln!(out);
+        let header = [
+            "variant",
+            "0 % loss kpps",
+            "< 1 % loss kpps",
+            "× kernel",
+            "iperf3 carried kpps",
+            "trials",
+        ];
+        let load_header = [
+            "variant",
+            "load",
+            "offered kpps",
+            "loss %",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "max µs",
+            "p99 × kernel",
+        ];
+        let mut lines = Vec::new();
+        let mut load_lines = Vec::new();
+        for row in &self.rows {
+            let label = row.label.clone();
+            let m = match &row.outcome {
+                Outcome::Measured(m) => m,
+                Outcome::Skipped(why) => {
+                    lines.push(Line::Span(label, why.clone()));
+                    continue;
+                }
+                Outcome::Failed(_) => {
+                    lines.push(Line::Span(label, "failed (see below)".into()));
+                    continue;
+                }
+            };
+            let r = match &m.rfc2544 {
+                Ok(r) => r,
+                Err(e) => {
+                    if e != NOT_SELECTED {
+                        errors.push(format!("{label}: RFC 2544: {e}"));
+                    }
+                    lines.push(Line::Span(label, format!("error: {e}")));
+                    continue;
+                }
+            };
+            let kpps = |k: Option<f64>, floor: bool| {
+                k.map_or("none".to_string(), |k| {
+                    format!("{}{k:.1}", if floor { "≥ " } else { "" })
+                })
+            };
+            let zero_floor = r.at_ceiling && r.zero_loss_kpps() == r.carried_kpps();
+            lines.push(Line::Cells(vec![
+                label.clone(),
+                kpps(r.zero_loss_kpps(), zero_floor),
+                kpps(r.carried_kpps(), r.at_ceiling),
+                fmt_ratio(self.rfc_ratio(row)),
+                row.carried().map_or("-".into(), |c| {
+                    format!(
+                        "{}{:.1}",
+                        if c.sender_limited { "≥ " } else { "" },
+                        c.best.kpps
+                    )
+                }),
+                r.trials.len().to_string(),
+            ]));
+            for p in LOAD_PERCENTS {
+                let Some(t) = r.at(p) else {
+                    load_lines.push(Line::Span(label.clone(), format!("{p} %: not measured")));
+                    continue;
+                };
+                let l = &t.latency;
+                load_lines.push(Line::Cells(vec![
+                    label.clone(),
+                    format!("{p} %"),
+                    format!("{:.1}", t.offered_pps / 1e3),
+                    format!("{:.2}", t.seq.loss_ratio() * 100.0),
+                    format!("{:.1}", l.p50_us),
+                    format!("{:.1}", l.p99_us),
+                    format!("{:.1}", l.p999_us),
+                    format!("{:.1}", l.max_us),
+                    fmt_ratio(self.p99_ratio_at(row, p)),
+                ]));
+            }
+        }
+        out.push_str(&grid(&header, &lines));
+        if !load_lines.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nOne-way latency under load (each switch at a share of its own < 1 % rate):\n"
+            );
+            out.push_str(&grid(&load_header, &load_lines));
+        }
+        Some(out)
     }
 
     /// Whether any variant failed, partly or wholly.
@@ -197,21 +371,18 @@ impl Report {
             "× kernel",
             "RTT p50 / p99 / p99.9 µs",
         ];
-        let mut lines: Vec<Vec<String>> = Vec::new();
-        let mut spans: Vec<(String, String)> = Vec::new();
+        let mut lines = Vec::new();
         let mut errors = Vec::new();
         for row in &self.rows {
             let label = row.label.clone();
             let m = match &row.outcome {
                 Outcome::Skipped(why) => {
-                    spans.push((label, why.clone()));
-                    lines.push(Vec::new());
+                    lines.push(Line::Span(label, why.clone()));
                     continue;
                 }
                 Outcome::Failed(e) => {
-                    spans.push((label.clone(), "failed (see below)".into()));
-                    lines.push(Vec::new());
                     errors.push(format!("{label}: {e}"));
+                    lines.push(Line::Span(label, "failed (see below)".into()));
                     continue;
                 }
                 Outcome::Measured(m) => m,
@@ -240,7 +411,7 @@ impl Report {
                 Ok(l) => format!("{:.1} / {:.1} / {:.1}", l.p50_us, l.p99_us, l.p999_us),
                 Err(e) => err("RTT", e),
             };
-            lines.push(vec![
+            lines.push(Line::Cells(vec![
                 label,
                 tcp,
                 fmt_ratio(self.tcp_ratio(row)),
@@ -249,50 +420,15 @@ impl Report {
                 carried,
                 fmt_ratio(self.carried_ratio(row)),
                 rtt,
-            ]);
+            ]));
             for e in &row.teardown_errors {
                 errors.push(format!("{}: teardown: {e}", row.label));
             }
         }
-        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-        for l in &lines {
-            for (w, c) in widths.iter_mut().zip(l) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        for (label, _) in &spans {
-            widths[0] = widths[0].max(label.chars().count());
-        }
-        let fmt_line = |cells: &[String]| -> String {
-            let mut s = String::new();
-            for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-                if i > 0 {
-                    s.push_str(" | ");
-                }
-                let pad = w.saturating_sub(c.chars().count());
-                if i == 0 {
-                    s.push_str(c);
-                    s.push_str(&" ".repeat(pad));
-                } else {
-                    s.push_str(&" ".repeat(pad));
-                    s.push_str(c);
-                }
-            }
-            s.trim_end().to_string()
-        };
-        let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-        let _ = writeln!(out, "{}", fmt_line(&header));
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        let _ = writeln!(out, "{}", fmt_line(&rule).replace(" | ", "-+-"));
-        let mut spans = spans.into_iter();
-        for l in &lines {
-            if l.is_empty() {
-                let (label, msg) = spans.next().unwrap_or_default();
-                let pad = widths[0].saturating_sub(label.chars().count());
-                let _ = writeln!(out, "{label}{} | {msg}", " ".repeat(pad));
-            } else {
-                let _ = writeln!(out, "{}", fmt_line(l));
-            }
+        out.push_str(&grid(&header, &lines));
+        if let Some(rfc) = self.rfc2544_table(&mut errors) {
+            out.push('\n');
+            out.push_str(&rfc);
         }
         let targets = self.targets();
         if !targets.is_empty() {
@@ -366,9 +502,40 @@ impl Report {
                 });
             }
         }
+        if let (Some(r), Some(rfc)) = (self.rfc_ratio(vs), vs.rfc2544()) {
+            t.push(Target {
+                what: "64-byte UDP through vswitchd ≥ 0.9× the kernel bridge, under 1% loss \
+                       (RFC 2544, every datagram counted)"
+                    .into(),
+                value: format!(
+                    "{r:.2}× ({:.1} kpps{})",
+                    rfc.carried_kpps().unwrap_or(0.0),
+                    if rfc.at_ceiling {
+                        "; passed at the top rate tried: a floor"
+                    } else {
+                        ""
+                    }
+                ),
+                met: r >= 0.9,
+            });
+        }
+        if let (Some(r), Some(at)) = (
+            self.p99_at_90_ratio(vs),
+            vs.rfc2544().and_then(|x| x.at(90)),
+        ) {
+            t.push(Target {
+                what: "one-way p99 through vswitchd at 90% of its carried rate within 2× the \
+                       kernel bridge's at 90% of its own"
+                    .into(),
+                value: format!("{r:.2}× ({:.1} µs)", at.latency.p99_us),
+                met: r <= 2.0,
+            });
+        }
         if let (Some(r), Some(c)) = (self.carried_ratio(vs), vs.carried()) {
             t.push(Target {
-                what: "64-byte UDP through vswitchd ≥ 0.9× the kernel bridge, under 1% loss".into(),
+                what: "64-byte UDP through vswitchd ≥ 0.9× the kernel bridge, under 1% loss \
+                       (iperf3's receiver count)"
+                    .into(),
                 value: format!(
                     "{r:.2}× ({:.1} kpps carried at {:.2}% loss{})",
                     c.best.kpps,
@@ -451,6 +618,22 @@ impl Report {
                             }),
                             Err(e) => json!({ "error": e }),
                         };
+                        v["rfc2544"] = match &m.rfc2544 {
+                            Ok(r) => json!({
+                                "zero_loss_kpps": r.zero_loss_kpps(),
+                                "under_1_percent_kpps": r.carried_kpps(),
+                                "ratio_to_kernel": self.rfc_ratio(row),
+                                "at_ceiling": r.at_ceiling,
+                                "p99_at_90_percent_ratio_to_kernel": self.p99_at_90_ratio(row),
+                                "loads": r.loads.iter().map(|l| {
+                                    let mut v = trial_json(&l.trial);
+                                    v["percent"] = json!(l.percent);
+                                    v
+                                }).collect::<Vec<_>>(),
+                                "trials": r.trials.iter().map(trial_json).collect::<Vec<_>>(),
+                            }),
+                            Err(e) => json!({ "error": e }),
+                        };
                         v["notes"] = json!(m.notes);
                     }
                 }
@@ -472,6 +655,16 @@ impl Report {
             "udp_frame_bytes_with_fcs": UDP_FRAME_WITH_FCS,
             "udp_socket_buffer": UDP_SOCKET_BUFFER,
             "udp_loss_tolerance_percent": LOSS_TOLERANCE_PERCENT,
+            "blaster_alone_kpps": self.blaster_kpps.as_ref().and_then(|r| r.as_ref().ok()),
+            "rfc2544": self.rfc2544.as_ref().map(|c| json!({
+                "trial_s": c.trial.as_secs_f64(),
+                "drain_s": c.drain.as_secs_f64(),
+                "max_kpps": c.max_pps / 1e3,
+                "min_kpps": c.min_pps / 1e3,
+                "steps": c.steps,
+                "zero_loss_steps": c.zero_steps,
+                "resolution": c.resolution,
+            })),
             "host": {
                 "kernel": self.host.kernel,
                 "cpus": self.host.cpus,
@@ -485,11 +678,93 @@ impl Report {
     }
 }
 
+/// One RFC 2544 trial as JSON.
+fn trial_json(t: &super::blast::Trial) -> Value {
+    let s = &t.seq;
+    let l = &t.latency;
+    json!({
+        "asked_kpps": t.asked_pps / 1e3,
+        "offered_kpps": t.offered_pps / 1e3,
+        "sent": s.sent,
+        "received": s.received,
+        "lost_middle": s.lost_middle,
+        "lost_tail": s.lost_tail,
+        "lost_percent": s.loss_ratio() * 100.0,
+        "lost_at_sink_socket": t.sink_drops,
+        "duplicates": s.duplicates,
+        "reordered": s.reordered,
+        "stray": s.stray,
+        "one_way_us": {
+            "p50": l.p50_us, "p99": l.p99_us, "p99_9": l.p999_us, "max": l.max_us, "mean": l.mean_us,
+        },
+    })
+}
+
 /// A DESIGN.md performance target and whether this run met it.
 struct Target {
     what: String,
     value: String,
     met: bool,
+}
+
+/// One line of a table.
+enum Line {
+    /// A cell per column.
+    Cells(Vec<String>),
+    /// A label in the first column and a message across the others (a skip, an error).
+    Span(String, String),
+}
+
+/// A table: `header`, a rule, then `lines`; the first column is left-aligned, the others right.
+fn grid(header: &[&str], lines: &[Line]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for l in lines {
+        match l {
+            Line::Cells(cells) => {
+                for (w, c) in widths.iter_mut().zip(cells) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            Line::Span(label, _) => {
+                if let Some(w) = widths.first_mut() {
+                    *w = (*w).max(label.chars().count());
+                }
+            }
+        }
+    }
+    let first = widths.first().copied().unwrap_or(0);
+    let fmt_line = |cells: &[String]| -> String {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                s.push_str(" | ");
+            }
+            let pad = " ".repeat(w.saturating_sub(c.chars().count()));
+            if i == 0 {
+                s.push_str(c);
+                s.push_str(&pad);
+            } else {
+                s.push_str(&pad);
+                s.push_str(c);
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let _ = writeln!(out, "{}", fmt_line(&header));
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    let _ = writeln!(out, "{}", fmt_line(&rule).replace(" | ", "-+-"));
+    for l in lines {
+        let _ = match l {
+            Line::Cells(cells) => writeln!(out, "{}", fmt_line(cells)),
+            Line::Span(label, msg) => {
+                let pad = " ".repeat(first.saturating_sub(label.chars().count()));
+                writeln!(out, "{label}{pad} | {msg}")
+            }
+        };
+    }
+    out
 }
 
 fn ratio(x: f64, reference: f64) -> Option<f64> {
@@ -538,6 +813,7 @@ mod tests {
                 samples: 1000,
                 lost: 0,
             }),
+            rfc2544: Err(NOT_SELECTED.into()),
             notes: Vec::new(),
         }))
     }
@@ -556,6 +832,8 @@ mod tests {
             rtt_rounds: 1000,
             host: HostInfo::default(),
             path: "h1 → h2".into(),
+            rfc2544: None,
+            blaster_kpps: None,
             rows: vec![
                 row(Variant::Kernel, measured(10.0, 100.0, 100.0)),
                 row(Variant::Vswitchd, measured(8.0, 95.0, 85.0)),
@@ -605,6 +883,108 @@ mod tests {
         let udp = t.iter().find(|t| t.what.contains("64-byte UDP")).unwrap();
         assert!(udp.met, "{}", udp.value);
         assert!(udp.value.starts_with("0.95×"), "{}", udp.value);
+    }
+
+    /// An RFC 2544 result: carried `kpps` (under 1 % loss), p99 `p99_at_90` µs at 90 %.
+    fn rfc(kpps: f64, p99_at_90: f64) -> Rfc2544 {
+        use crate::e2e::blast::{OneWay, SeqSummary, Trial};
+        use crate::e2e::rfc2544::AtLoad;
+        let trial = |kpps: f64, p99: f64, lost: u64| Trial {
+            asked_pps: kpps * 1e3,
+            offered_pps: kpps * 1e3,
+            seq: SeqSummary {
+                sent: 1000,
+                received: 1000 - lost,
+                lost_middle: lost,
+                ..SeqSummary::default()
+            },
+            latency: OneWay {
+                p50_us: 20.0,
+                p99_us: p99,
+                p999_us: p99 * 2.0,
+                max_us: p99 * 3.0,
+                mean_us: 21.0,
+            },
+            sink_drops: Some(0),
+        };
+        Rfc2544 {
+            zero_loss: Some(trial(kpps * 0.9, 50.0, 0)),
+            one_percent: Some(trial(kpps, 60.0, 5)),
+            at_ceiling: false,
+            loads: LOAD_PERCENTS
+                .iter()
+                .map(|&percent| AtLoad {
+                    percent,
+                    trial: trial(
+                        kpps * f64::from(percent) / 100.0,
+                        if percent == 90 { p99_at_90 } else { 99.0 },
+                        0,
+                    ),
+                })
+                .collect(),
+            trials: vec![trial(600.0, 900.0, 400), trial(kpps, 60.0, 5)],
+        }
+    }
+
+    fn with_rfc(r: &mut Report, kernel: Rfc2544, vswitchd: Rfc2544) {
+        r.rfc2544 = Some(rfc2544::Config::default());
+        r.blaster_kpps = Some(Ok(450.0));
+        for (row, x) in r.rows.iter_mut().zip([kernel, vswitchd]) {
+            if let Outcome::Measured(m) = &mut row.outcome {
+                m.rfc2544 = Ok(x);
+            }
+        }
+    }
+
+    #[test]
+    fn the_rfc2544_table_and_targets_compare_with_the_kernel() {
+        let mut r = report();
+        with_rfc(&mut r, rfc(150.0, 40.0), rfc(135.0, 100.0));
+        let table = r.table();
+        assert!(table.contains("RFC 2544, blaster and sink"), "{table}");
+        // The latency table: a line per variant and load, with the ratio at that load.
+        let at_90 = table
+            .lines()
+            .find(|l| l.starts_with("vswitchd") && l.contains(" 90 % |"))
+            .unwrap_or_default();
+        assert!(at_90.ends_with(" 2.50"), "{table}");
+        assert!(table.contains("135.0"), "{table}");
+        assert!(
+            table.contains("offers 450.0 kpps, 3.0× the kernel bridge's"),
+            "{table}"
+        );
+        // 135 / 150 = 0.90: met; p99 at 90 %: 100 / 40 = 2.5×: not met.
+        assert!(
+            table.contains("[met] 64-byte UDP through vswitchd ≥ 0.9× the kernel bridge, under 1% loss (RFC 2544"),
+            "{table}"
+        );
+        assert!(table.contains("[NOT met] one-way p99"), "{table}");
+        assert!(table.contains("2.50"), "{table}");
+        let json = r.to_json();
+        let vs = &json["variants"][1]["rfc2544"];
+        assert_eq!(vs["under_1_percent_kpps"], json!(135.0));
+        assert_eq!(vs["ratio_to_kernel"], json!(0.9));
+        assert_eq!(vs["p99_at_90_percent_ratio_to_kernel"], json!(2.5));
+        assert_eq!(vs["loads"][1]["percent"], json!(90));
+        assert_eq!(vs["trials"][0]["lost_middle"], json!(400));
+        assert_eq!(json["rfc2544"]["drain_s"], json!(2.0));
+    }
+
+    #[test]
+    fn an_rfc2544_error_is_an_error_of_the_run() {
+        let mut r = report();
+        with_rfc(&mut r, rfc(150.0, 40.0), rfc(135.0, 60.0));
+        if let Outcome::Measured(m) = &mut r.rows[1].outcome {
+            m.rfc2544 = Err("sink did not start".into());
+        }
+        assert!(r.has_errors());
+        let table = r.table();
+        assert!(
+            table.contains("vswitchd: RFC 2544: sink did not start"),
+            "{table}"
+        );
+        // Without the measurement there is no RFC 2544 table at all.
+        assert!(!report().table().contains("RFC 2544, blaster"));
     }
 
     #[test]
