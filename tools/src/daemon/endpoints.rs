@@ -1001,14 +1001,18 @@ impl Daemon {
                 .set_up(&host)
                 .map_err(|e| ApiError::internal(format!("bringing up {host}: {e}")))?;
             // The record names its port first: attaching pins the endpoint's MAC on it.
+            // Re-inserted, not changed in place: the host interface is indexed.
             let before = d.endpoints[i].clone();
-            let e = &mut d.endpoints[i];
+            let mut e = before.clone();
             e.host_interface = host.clone();
             e.interface = free.clone();
             if let Some(docker) = e.docker.as_mut() {
                 docker.sandbox_key = Some(key);
             }
-            undo.push(move |d| d.endpoints[i] = before);
+            d.endpoints.insert(e);
+            undo.push(move |d| {
+                d.endpoints.insert(before);
+            });
             let port = PortRecord::owned(host.clone(), &net, PortType::System, PortOwner::Endpoint);
             d.attach_owned(port, undo)?;
             d.save()
@@ -1043,12 +1047,14 @@ impl Daemon {
         if let Err(e) = self.unplumb(&ep) {
             tracing::warn!(endpoint, error = %e, "docker: leaving, the veth was not removed cleanly");
         }
-        let e = &mut self.endpoints[i];
+        // Re-inserted, not changed in place: the host interface is indexed.
+        let mut e = ep;
         e.host_interface.clear();
         e.interface.clear();
         if let Some(docker) = e.docker.as_mut() {
             docker.sandbox_key = None;
         }
+        self.endpoints.insert(e);
         self.save()
     }
 
