@@ -165,8 +165,12 @@ fn main() -> ExitCode {
     };
     let largest = counts.iter().copied().max().unwrap_or(args.count);
     if let Err(e) = raise_fd_limit(largest) {
-        eprintln!("sandboxes: {e}");
-        return ExitCode::FAILURE;
+        // Without CAP_SYS_RESOURCE (a container) the hard limit stays: the counts that fit
+        // still run, a larger one stops when vswitchd runs out of descriptors.
+        eprintln!(
+            "sandboxes: warning: {e}; vswitchd holds about 3 descriptors per sandbox, so a \
+             count above about a third of the limit fails"
+        );
     }
     let mut reports = Vec::new();
     let mut ok = true;
