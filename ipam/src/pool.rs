@@ -307,16 +307,17 @@ impl Pool {
     }
 
     /// The first free address after `last_allocated`, wrapping around inside the search bounds.
+    ///
+    /// Not guarded by [`Pool::available_count`], which walks every allocation: from the last
+    /// allocated address the next free one is usually the next address, so an allocation costs
+    /// the same with 10 as with 10,000 allocated; only a full pool walks its whole range.
     fn next_free(&self) -> Option<Ipv4Addr> {
-        if self.available_count() == 0 {
-            return None;
-        }
         let (low, high) = self.search_bounds()?;
         let start = match self.last_allocated.map(u32::from) {
             Some(last) if (low..high).contains(&last) => last + 1,
             _ => low,
         };
-        // Some address is free, so this ends after at most (blocked addresses + 1) steps.
+        // Ends at the first free address after `start`, wrapping around once.
         (start..=high)
             .chain(low..start)
             .map(Ipv4Addr::from)

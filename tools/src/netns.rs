@@ -42,8 +42,8 @@ const NSFS_MAGIC: i64 = 0x6e73_6673;
 /// The (device, inode) of the daemon's own network namespace, recorded at start.
 static OWN_NETNS: OnceLock<(u64, u64)> = OnceLock::new();
 
-/// Serializes the one-time setup of `/run/netns` within this process.
-static RUN_DIR_SETUP: Mutex<()> = Mutex::new(());
+/// The one-time setup of `/run/netns` within this process: true once it is done.
+static RUN_DIR_SETUP: Mutex<bool> = Mutex::new(false);
 
 /// Wraps an error with what was being attempted, keeping its kind.
 fn context(err: impl Into<io::Error>, what: impl std::fmt::Display) -> io::Error {
@@ -93,8 +93,15 @@ pub fn netns_exists(name: &str) -> bool {
 /// Shared propagation lets an unmount in one mount namespace reach the others, so a deleted
 /// namespace is really freed. If the directory is not a mount point yet (`EINVAL`), it is first
 /// bind-mounted onto itself; any other failure is an error, as in iproute2.
+///
+/// Done once per process: `--make-rshared` walks every mount below `/run/netns`, one per
+/// namespace, so repeating it for each new namespace made creating the 10,000th cost 10,000
+/// steps. A mount made under a shared mount joins its peer group by itself.
 fn prepare_run_dir() -> io::Result<()> {
-    let _guard = RUN_DIR_SETUP.lock().unwrap_or_else(|e| e.into_inner());
+    let mut prepared = RUN_DIR_SETUP.lock().unwrap_or_else(|e| e.into_inner());
+    if *prepared {
+        return Ok(());
+    }
     {
         use std::os::unix::fs::DirBuilderExt;
         fs::DirBuilder::new()
@@ -107,7 +114,10 @@ fn prepare_run_dir() -> io::Result<()> {
     loop {
         let shared = MountPropagationFlags::SHARED | MountPropagationFlags::REC;
         match rustix::mount::mount_change(NETNS_RUN_DIR, shared) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                *prepared = true;
+                return Ok(());
+            }
             Err(Errno::INVAL) if !made_mount_point => {
                 rustix::mount::mount_bind_recursive(NETNS_RUN_DIR, NETNS_RUN_DIR)
                     .map_err(|e| context(e, format!("mount --bind {NETNS_RUN_DIR} on itself")))?;

@@ -331,7 +331,7 @@ impl Daemon {
                 continue;
             }
             let endpoint_gone = rec.owner == Some(PortOwner::Endpoint)
-                && !self.endpoints.iter().any(|e| e.host_interface == name);
+                && self.endpoints.of_host_interface(&name).is_none();
             if endpoint_gone {
                 repairs.push(format!("port {name} dropped: its endpoint is gone"));
                 continue;

@@ -84,8 +84,8 @@ impl Daemon {
         dns.service.table().remove_endpoint(network, sandbox);
         let still = self
             .endpoints
-            .iter()
-            .any(|e| e.sandbox == sandbox && self.is_served(e));
+            .of_sandbox(sandbox)
+            .any(|e| self.is_served(e));
         if !still {
             self.names_sandbox_removed(sandbox);
         }

@@ -97,9 +97,9 @@ impl Daemon {
         match rec.owner {
             Some(PortOwner::Endpoint) => self
                 .endpoints
-                .iter()
-                .filter(|e| e.host_interface == rec.name)
-                .filter_map(|e| e.mac.as_deref())
+                .of_host_interface(&rec.name)
+                .and_then(|e| e.mac.as_deref())
+                .into_iter()
                 .map(|m| {
                     m.parse().map_err(|e| {
                         ApiError::internal(format!("the MAC {m} of endpoint {}: {e}", rec.name))
