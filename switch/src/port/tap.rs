@@ -89,6 +89,7 @@ impl TapPort {
         // The kernel's name (the same as asked, unless the name was a pattern like `tap%d`).
         let name = dev.name().map_err(|e| step("TUNGETIFF", e))?;
         let ifindex = dev.if_index().map_err(|e| step("if_nametoindex", e))?;
+        accept_fixed_id_tso(&name).map_err(|e| step("ETHTOOL_STSO", e))?;
         let mtu = dev.mtu().map_err(|e| step("SIOCGIFMTU", e))?;
         Ok(TapPort {
             dev,
@@ -255,6 +256,52 @@ impl std::fmt::Debug for TapPort {
     }
 }
 
+/// `ETHTOOL_STSO` (include/uapi/linux/ethtool.h): turn TCP segmentation offload on or off.
+const ETHTOOL_STSO: u32 = 0x1f;
+
+/// `struct ethtool_value` (include/uapi/linux/ethtool.h).
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// Turns on every TSO feature the TAP `name` can take, which adds `tx-tcp-mangleid-segmentation`
+/// to what TUNSETOFFLOAD gave.
+///
+/// Without it the kernel cuts every TCP super-frame marked as having fixed IPv4 IDs
+/// (`SKB_GSO_TCP_FIXEDID`: GRO sets it when it merges such a flow, e.g. on a NIC receiving
+/// from a stack that sends DF packets with ID 0) into MTU-sized frames in software before the
+/// TAP, and the switch reads them one 1.5 KB frame at a time. The feature lets the device give
+/// those segments new IDs, which RFC 6864 § 4.1 allows for atomic datagrams; the kernel applies
+/// it only to frames with DF set.
+fn accept_fixed_id_tso(name: &str) -> io::Result<()> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STSO,
+        data: 1,
+    };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() || name.as_bytes().contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    // SAFETY: SIOCETHTOOL reads the ifreq and the ethtool_value its ifr_data points at; both
+    // live on this stack frame for the whole call.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Says which step of creating TAP `name` failed and why, with a hint on privileges.
 ///
 /// tun-rs opens `/dev/net/tun` and then asks for the device (TUNSETIFF); opening the node again
@@ -401,6 +448,40 @@ mod tests {
 
             drop(tap);
             eventually("the TAP to vanish", || !interface_exists(&name));
+        });
+    }
+
+    #[test]
+    fn tap_takes_fixed_id_super_frames_whole() {
+        if !needs_root() {
+            return;
+        }
+        if std::process::Command::new("ethtool")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "needs ethtool under CI"
+            );
+            println!("skipped: needs ethtool (apt-get install ethtool)");
+            return;
+        }
+        in_private_netns(|| {
+            let name = format!("vst-tsoid-{}", std::process::id());
+            let _tap = TapPort::create(&name, None).unwrap();
+            let out = std::process::Command::new("ethtool")
+                .args(["-k", &name])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            for feature in ["tx-tcp-segmentation", "tx-tcp-mangleid-segmentation"] {
+                assert!(
+                    text.lines().any(|l| l.trim() == format!("{feature}: on")),
+                    "{feature} is not on:\n{text}"
+                );
+            }
         });
     }
 
