@@ -139,8 +139,9 @@ pub struct Datapath {
     budget: usize,
     trace_sink: Option<TraceSink>,
     last_aging: Instant,
-    /// Time spent draining ports (reading, switching, sending) since the last aging, and the
-    /// frames it moved: the cost per frame the ports' queues are sized by.
+    /// Time spent draining ports (reading, switching, sending) a full burst or more at a
+    /// time since the last aging, and the frames it moved: the cost per frame at which a full
+    /// queue drains, which the ports' queues are sized by.
     busy_ns: u64,
     busy_frames: u64,
     /// The last measured cost per frame, in nanoseconds.
@@ -470,7 +471,10 @@ impl Datapath {
     pub fn poll_port(&mut self, now: Instant, handle: PortHandle) -> usize {
         let start = Instant::now();
         let taken = self.drain_port(now, handle);
-        if taken > 0 {
+        // Only a drain of at least one full burst measures what a full queue costs to drain:
+        // a frame or two per wake-up costs a system call each, which a backlog shares among
+        // a burst, and would make the budget (and the ring) too small to ride out a pause.
+        if taken >= BURST {
             self.busy_ns += Instant::now().saturating_since(start).as_nanos() as u64;
             self.busy_frames += taken as u64;
         }
@@ -1011,6 +1015,14 @@ mod tests {
         dp.poll_all(Instant::from_secs(t));
         dp.age(Instant::from_secs(t));
         assert_eq!(dp.ns_per_frame(), ASSUMED_NS_PER_FRAME);
+        // Frames drained a few at a time (a system call each) do not measure the cost of
+        // draining a full queue: not counted, however many.
+        for seq in 0..(2 * COST_SAMPLE_FRAMES as u16) {
+            a_peer.inject(&broadcast_from(1, seq));
+            assert_eq!(dp.poll_all(Instant::from_secs(t)), 1);
+            b_peer.drain();
+        }
+        assert_eq!((dp.busy_ns, dp.busy_frames), (0, 0));
         // Enough frames in a second: the cost is what they took, and the budget follows.
         let mut moved = 0;
         while moved < COST_SAMPLE_FRAMES {
