@@ -367,6 +367,8 @@ impl Bridge {
         }
         let Some(learn) = d.learn else { return };
         match learn {
+            // Seen at this instant already: nothing to write (and no table access).
+            Learn::Current => {}
             Learn::Refused { .. } => {
                 if let Some(p) = self.port(in_port) {
                     p.counters
@@ -546,7 +548,7 @@ impl Bridge {
                     Stage::Learn,
                     format_args!("new: {} vlan {} on {}", hdr.src, vlan, name(in_port)),
                 ),
-                Learn::Refresh => obs.record(
+                Learn::Refresh | Learn::Current => obs.record(
                     Stage::Learn,
                     format_args!("refresh: {} already on {}", hdr.src, name(in_port)),
                 ),

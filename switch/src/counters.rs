@@ -37,7 +37,8 @@ pub enum DropReason {
     NoOutput,
     /// The port is down (its interface vanished or was set down).
     PortDown,
-    /// The egress port could not take the frame right now.
+    /// A queue inside a port was full: the VTEP's per-VNI queue of decapsulated frames, or
+    /// its socket's send buffer.
     QueueFull,
     /// Offload metadata unusable, or software segmentation failed.
     BadOffload,
@@ -62,11 +63,14 @@ pub enum DropReason {
     TooBigForOverlay,
     /// Overlay: malformed VXLAN packet, unknown VNI or sender not a peer.
     OverlayRejected,
+    /// The egress port's kernel queue (socket buffer, device queue) could not take the frame
+    /// at once: dropped there and then, never held for later (no standing queue).
+    TxQueueFull,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 23;
+    pub const COUNT: usize = 24;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Runt,
@@ -92,6 +96,7 @@ impl DropReason {
         DropReason::RecvTruncated,
         DropReason::TooBigForOverlay,
         DropReason::OverlayRejected,
+        DropReason::TxQueueFull,
     ];
 
     /// The name shown by `vswitchctl stats` and in traces.
@@ -120,6 +125,7 @@ impl DropReason {
             DropReason::RecvTruncated => "recv_truncated",
             DropReason::TooBigForOverlay => "too_big_for_overlay",
             DropReason::OverlayRejected => "overlay_rejected",
+            DropReason::TxQueueFull => "tx_queue_full",
         }
     }
 }
@@ -139,6 +145,11 @@ pub struct PortCounters {
     pub tx_bytes: AtomicU64,
     /// Source MACs not learned because the port's or the table's limit was reached.
     pub learn_refused: AtomicU64,
+    /// The deepest the port's receive queue (its ring, or its socket queue) was seen, in
+    /// frames waiting, during the last whole second: 0 when it was read as fast as frames came.
+    pub rx_queue_peak: AtomicU64,
+    /// The deepest the port's receive queue was seen since the port was attached.
+    pub rx_queue_max: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
 }
 
@@ -150,6 +161,10 @@ pub struct CountersSnapshot {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub learn_refused: u64,
+    /// See [`PortCounters::rx_queue_peak`].
+    pub rx_queue_peak: u64,
+    /// See [`PortCounters::rx_queue_max`].
+    pub rx_queue_max: u64,
     /// Drops by reason name; reasons with zero drops are left out.
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -195,6 +210,13 @@ impl PortCounters {
         self.drops[reason as usize].load(Relaxed)
     }
 
+    /// Records the deepest receive queue of the second just ended (`frames` waiting): it
+    /// replaces [`PortCounters::rx_queue_peak`] and raises [`PortCounters::rx_queue_max`].
+    pub fn record_rx_queue_peak(&self, frames: u64) {
+        self.rx_queue_peak.store(frames, Relaxed);
+        self.rx_queue_max.fetch_max(frames, Relaxed);
+    }
+
     /// A copy of every counter.
     pub fn snapshot(&self) -> CountersSnapshot {
         CountersSnapshot {
@@ -203,6 +225,8 @@ impl PortCounters {
             tx_packets: self.tx_packets.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
             learn_refused: self.learn_refused.load(Relaxed),
+            rx_queue_peak: self.rx_queue_peak.load(Relaxed),
+            rx_queue_max: self.rx_queue_max.load(Relaxed),
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.name(), self.drops(*r)))

@@ -384,6 +384,12 @@ pub struct StatsRow {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub learn_refused: u64,
+    /// The deepest the port's receive queue was (frames waiting) in the last second.
+    #[serde(default)]
+    pub rx_queue_peak: u64,
+    /// The deepest the port's receive queue was since the port was attached.
+    #[serde(default)]
+    pub rx_queue_max: u64,
     /// Drops by reason (only reasons seen).
     pub drops: std::collections::BTreeMap<String, u64>,
 }

@@ -185,8 +185,9 @@ pub trait Port: Send {
     /// waiting. An error means the port itself failed (e.g. its interface vanished).
     fn recv(&mut self, pkts: &mut [Packet]) -> io::Result<usize>;
 
-    /// Sends frames in order; returns how many the port took. Fewer than all means the port is
-    /// full right now; the caller counts the rest as dropped.
+    /// Sends frames in order without waiting; returns how many the port took. Fewer than all
+    /// means the port is full right now; the caller drops the rest at once (`tx_queue_full`)
+    /// rather than holding them.
     fn send(&mut self, frames: &[FrameRef<'_>]) -> io::Result<usize>;
 
     /// The descriptor to poll for readability, if the port has one.
@@ -215,6 +216,17 @@ pub trait Port: Send {
     fn take_rx_overruns(&mut self) -> u64 {
         0
     }
+
+    /// The deepest the port's receive queue was seen (frames waiting for the switch) since
+    /// the last call. The datapath records it as `rx_queue_peak`, about once a second.
+    fn take_rx_queue_peak(&mut self) -> u64 {
+        0
+    }
+
+    /// How many frames the datapath drains within its latency budget, from its measured cost
+    /// per frame (about once a second): a port with a queue of its own sizes it by this, so a
+    /// frame waits there no longer than the budget.
+    fn set_rx_queue_budget(&mut self, _frames: usize) {}
 
     /// The drop reason counted when a frame is too big for this port at egress.
     fn oversize_reason(&self) -> crate::counters::DropReason {

@@ -165,6 +165,8 @@ impl Daemon {
                     tx_packets: c.tx_packets,
                     tx_bytes: c.tx_bytes,
                     learn_refused: c.learn_refused,
+                    rx_queue_peak: c.rx_queue_peak,
+                    rx_queue_max: c.rx_queue_max,
                     drops: c
                         .drops
                         .into_iter()
@@ -190,6 +192,8 @@ impl Daemon {
                 tx_packets: 0,
                 tx_bytes: 0,
                 learn_refused: o.learn_refused(),
+                rx_queue_peak: 0,
+                rx_queue_max: 0,
                 drops,
             });
         }

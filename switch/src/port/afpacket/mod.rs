@@ -18,9 +18,13 @@
 //! hundreds of quiet container ports then cost no ring memory, and adding one does not wait for
 //! the kernel to set a ring up (an RCU grace period). Once a port reads 1000 frames in a second,
 //! or the kernel drops frames for it, it gets a 256 KiB ring, grown fourfold on every later
-//! second with drops, up to 16 MiB (all rings of the process within 256 MiB).
-//! Frames leave in batches with sendmmsg(2). The message arrays are kept between calls so the
-//! hot path allocates nothing.
+//! second with drops, but only up to what the datapath drains within its latency budget (16 ms
+//! at its measured cost per frame): a deeper ring would be a standing queue, every frame
+//! waiting behind thousands. Beyond that the kernel drops (`rx_queue_full`). The deepest the
+//! ring was seen each second is kept (`rx_queue_peak`).
+//! Frames leave in batches with sendmmsg(2), without waiting: what the socket cannot take at
+//! once is dropped at once (`tx_queue_full`); nothing is queued in the switch. The message
+//! arrays are kept between calls so the hot path allocates nothing.
 
 //!
 //! One concern per file: [`socket`] opens and binds the socket with its options, [`ring`] maps
@@ -84,6 +88,10 @@ pub struct AfPacketPort {
     ring_bytes: usize,
     /// Frames read from the socket queue (no ring yet) since the last look.
     queued_reads: u64,
+    /// The deepest the receive queue was seen (frames waiting) since the datapath last asked.
+    rx_peak: u64,
+    /// Frames the datapath drains within its latency budget: the ring grows no further.
+    queue_budget: usize,
 }
 
 impl AfPacketPort {
@@ -111,6 +119,8 @@ impl AfPacketPort {
             backlog: VecDeque::new(),
             ring_bytes: 0,
             queued_reads: 0,
+            rx_peak: 0,
+            queue_budget: ring_policy::DEFAULT_QUEUE_BUDGET,
         })
     }
 
@@ -211,6 +221,14 @@ impl Port for AfPacketPort {
         self.bad_frames.take_new()
     }
 
+    fn take_rx_queue_peak(&mut self) -> u64 {
+        mem::take(&mut self.rx_peak)
+    }
+
+    fn set_rx_queue_budget(&mut self, frames: usize) {
+        self.queue_budget = frames;
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
@@ -271,6 +289,8 @@ impl Port for AfPacketPort {
                 }
             }
             self.queued_reads += n as u64;
+            // The socket queue's depth is not known; what one call read is a floor.
+            self.rx_peak = self.rx_peak.max(n as u64);
             return Ok(n);
         }
         while n < pkts.len() {
@@ -304,6 +324,13 @@ impl Port for AfPacketPort {
                 ring.release();
             }
         }
+        // How deep the queue was: what this call took, and when it took a full batch, what is
+        // still waiting behind it.
+        let behind = match &self.ring {
+            Some(ring) if n == pkts.len() => ring.waiting(),
+            _ => 0,
+        };
+        self.rx_peak = self.rx_peak.max((n + behind) as u64);
         if n == 0 {
             // The interface went down or vanished (ENETDOWN): the ring just stops filling, and
             // the socket error it leaves wakes the poller; it is reported once, here.

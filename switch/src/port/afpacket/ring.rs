@@ -52,10 +52,11 @@ pub(super) const FRAME_SIZE: usize = MIN_FRAME_SIZE.next_power_of_two();
 const _: () = assert!(tpacket_align(FRAME_SIZE) == FRAME_SIZE && FRAME_SIZE >= MIN_FRAME_SIZE);
 
 /// A busy port's first ring: 128 slots of 2 KiB. It grows where frames are still dropped for
-/// want of slots (see [`RING_MAX_BYTES`]).
+/// want of slots, up to what the datapath drains within its latency budget (see
+/// `ring_policy`), and never past [`RING_MAX_BYTES`].
 pub(super) const RING_MIN_BYTES: usize = 256 << 10;
-/// The most a port's ring grows to: 8192 slots, 80 ms of 64-byte frames at 100 kpps, enough
-/// to ride out the scheduler on a busy machine.
+/// The most a port's ring grows to whatever the latency budget allows: 8192 slots (8 ms of
+/// frames at 1 Mpps).
 pub(super) const RING_MAX_BYTES: usize = 16 << 20;
 
 /// One slot as the kernel filled it: its header fields and its bytes.
@@ -216,6 +217,31 @@ impl RxRing {
             vlan_tpid: hdr.tp_vlan_tpid,
             bytes,
         })
+    }
+
+    /// Frames waiting: how many slots from the head the kernel has handed over and we have
+    /// not read, found by bisection (a few loads, not a walk). The kernel fills slots in ring
+    /// order, so the ready ones form a run from the head; a slot still being filled on another
+    /// CPU can make the count short by the slots behind it, which is fine for a high-water mark.
+    pub fn waiting(&self) -> usize {
+        let ready = |k: usize| {
+            let status = self.status((self.head + k) % self.frame_nr);
+            status.load(Ordering::Relaxed) & libc::TP_STATUS_USER != 0
+        };
+        if !ready(0) {
+            return 0;
+        }
+        // Slot `lo` is ready; slot `hi` is not (or `hi` is past the last slot).
+        let (mut lo, mut hi) = (0, self.frame_nr);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if ready(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        hi
     }
 
     /// Gives the head slot back to the kernel and moves to the next one.

@@ -238,7 +238,7 @@ fn on_a_veth(ways: &[bool], body: fn(AfPacketPort, AfPacketPort)) {
             let a = AfPacketPort::open("va").unwrap();
             let mut b = AfPacketPort::open("vb").unwrap();
             if ringed {
-                b.grow_ring().unwrap();
+                b.resize_ring(ring::RING_MIN_BYTES).unwrap();
             }
             body(a, b);
         });
@@ -284,7 +284,7 @@ fn numbered_super_frame(seq: u32, len: usize) -> (VirtioNetHdr, Vec<u8>) {
 fn slots_hold_frames_where_the_ring_geometry_says() {
     on_a_veth(&[false], |mut a, mut b| {
         assert_eq!(b.ring_slots(), 0, "a new port has no ring");
-        b.grow_ring().unwrap();
+        b.resize_ring(ring::RING_MIN_BYTES).unwrap();
         assert_eq!(b.ring_slots(), ring::RING_MIN_BYTES / ring::FRAME_SIZE);
         let frame = test_frame(1);
         let refs = [FrameRef {
@@ -520,4 +520,57 @@ fn super_frames_beyond_the_receive_buffer_are_counted_as_overruns() {
 fn missing_interface_error_names_it() {
     let err = AfPacketPort::open("nosuchif0").unwrap_err();
     assert!(err.to_string().contains("nosuchif0"), "{err}");
+}
+
+#[test]
+fn the_deepest_ring_is_reported_once_and_then_starts_again() {
+    on_a_veth(&[true], |mut a, mut b| {
+        assert_eq!(b.take_rx_queue_peak(), 0, "nothing waited yet");
+        let frames: Vec<Vec<u8>> = (0..100).map(test_frame).collect();
+        send_all(&mut a, &plain_refs(&frames));
+        let until = deadline(5);
+        while b.ring.as_ref().unwrap().waiting() < 100 {
+            assert!(
+                std::time::Instant::now() < until,
+                "only {} frames reached the ring",
+                b.ring.as_ref().unwrap().waiting()
+            );
+            std::thread::yield_now();
+        }
+        // One full batch read: the 64 taken and the 36 still behind them.
+        let mut pkts = vec![Packet::new(); 64];
+        assert_eq!(b.recv(&mut pkts).unwrap(), 64);
+        assert_eq!(b.ring.as_ref().unwrap().waiting(), 36);
+        assert_eq!(b.take_rx_queue_peak(), 100);
+        // Taken: it starts again from what is seen next.
+        assert_eq!(b.take_rx_queue_peak(), 0);
+        assert_eq!(b.recv(&mut pkts).unwrap(), 36);
+        assert_eq!(b.take_rx_queue_peak(), 36);
+        assert_eq!(b.ring.as_ref().unwrap().waiting(), 0);
+    });
+}
+
+#[test]
+fn a_ring_grows_no_deeper_than_the_latency_budget() {
+    on_a_veth(&[true], |mut a, mut b| {
+        // The datapath drains 600 frames within its budget: the ring stops at 576 slots
+        // (whole 64 KiB), however much the kernel drops.
+        b.set_rx_queue_budget(600);
+        let mut sizes = vec![b.ring_slots()];
+        for _ in 0..4 {
+            let frames: Vec<Vec<u8>> = (0..b.ring_slots() as u32 * 2).map(test_frame).collect();
+            send_all(&mut a, &plain_refs(&frames));
+            assert!(wait_readable(b.raw_fd().unwrap(), deadline(5)));
+            // Drops are seen, and the once-a-second look resizes.
+            assert!(b.take_rx_overruns() > 0);
+            b.refresh();
+            recv_until_quiet(&mut b);
+            sizes.push(b.ring_slots());
+        }
+        assert_eq!(sizes, [128, 512, 576, 576, 576]);
+        // A slower datapath (a budget under a quarter of the ring) cuts it back.
+        b.set_rx_queue_budget(100);
+        b.refresh();
+        assert_eq!(b.ring_slots(), ring::RING_MIN_BYTES / ring::FRAME_SIZE);
+    });
 }
