@@ -25,7 +25,7 @@
 
 use crate::encap::{encap_into, encap_segments};
 use crate::socket::{bucket_of, Queued, RecvBatch, VtepSocket};
-use crate::tap::{TapCounters, TapDevice, TapState};
+use crate::tap::{TapCounters, TapDevice, TapFault, TapState};
 use crate::vtep::{source_port, RemoteEntry, Vtep, VtepConfig};
 use crate::{Error, HEADER_LEN};
 use std::collections::{HashMap, VecDeque};
@@ -252,6 +252,13 @@ impl Overlay {
         all.sort();
         all.dedup();
         all
+    }
+
+    /// Counts a fault of the TAP path (the daemon's watcher saw it).
+    pub fn count_tap_fault(&self, fault: TapFault) {
+        if let Some(t) = self.lock().tap.as_mut() {
+            t.counters.faults[fault as usize] += 1;
+        }
     }
 
     /// The TAP backend's counters (zero with the socket backend).

@@ -204,6 +204,41 @@ mod tests {
         assert_eq!(OFFLOADS, 0x1 | 0x2 | 0x4 | 0x80 | 0x100);
     }
 
+    /// Runs `f` on a thread of its own in a new, empty network namespace (the machine's own is
+    /// never touched); `None` without root.
+    fn in_new_netns<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true needs root");
+            println!("skipped: needs root");
+            return None;
+        }
+        let t = std::thread::spawn(move || {
+            // SAFETY: unshare(CLONE_NEWNET) moves only this thread into a new namespace.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+            f()
+        });
+        Some(t.join().expect("the namespace thread"))
+    }
+
+    #[test]
+    fn root_this_kernel_takes_udp_tunnel_gso_on_a_tap() {
+        let Some(r) = in_new_netns(|| probe("vxprobe0")) else {
+            return;
+        };
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let (major, minor) = release
+            .split(['.', '-'])
+            .take(2)
+            .map(|p| p.parse::<u32>().unwrap_or(0))
+            .fold((0, 0), |(a, _), v| if a == 0 { (v, 0) } else { (a, v) });
+        if (major, minor) >= (6, 17) {
+            r.expect("Linux 6.17+ takes TUN_F_UDP_TUNNEL_GSO");
+        } else {
+            assert!(r.is_err(), "an older kernel refuses it");
+        }
+    }
+
     #[test]
     fn long_names_are_refused_before_any_syscall() {
         let e = TapDevice::open("a-name-far-too-long", 1500).unwrap_err();

@@ -49,12 +49,36 @@ pub struct TapCounters {
     pub socket_rx: u64,
     /// Frames sent through the socket while the TAP path was off.
     pub fallback_tx: u64,
+    /// Faults the daemon met and handled, by kind (see [`TapFault`]).
+    pub faults: [u64; TapFault::COUNT],
+}
+
+/// A fault of the TAP path that the daemon detected (and repaired, or worked around).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapFault {
+    /// The underlay interface vanished (the path waits for it; the socket carries on).
+    UnderlayMissing = 0,
+    /// The underlay interface went down.
+    UnderlayDown,
+    /// The TAP was deleted (the socket carries the traffic from then on).
+    TapLost,
+    /// A tc filter (or qdisc) was missing and was put back.
+    FilterRepaired,
+}
+
+impl TapFault {
+    /// Number of kinds.
+    pub const COUNT: usize = 4;
 }
 
 impl TapCounters {
     /// Name and value of each counter.
-    pub fn named(&self) -> [(&'static str, u64); 7] {
+    pub fn named(&self) -> [(&'static str, u64); 11] {
         [
+            ("tap_underlay_missing", self.faults[TapFault::UnderlayMissing as usize]),
+            ("tap_underlay_down", self.faults[TapFault::UnderlayDown as usize]),
+            ("tap_lost", self.faults[TapFault::TapLost as usize]),
+            ("tap_filter_repaired", self.faults[TapFault::FilterRepaired as usize]),
             ("tap_no_neighbour", self.no_neighbour),
             ("tap_write_errors", self.write_errors),
             ("tap_not_vxlan", self.not_vxlan),
