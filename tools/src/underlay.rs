@@ -231,9 +231,15 @@ fn has_filter(nl: &mut Netlink, index: u32) -> io::Result<bool> {
         Err(e) => return Err(e),
     };
     Ok(replies.iter().any(|r| match r {
+        // A u32 filter is listed with its hash table: the rule is the one with an action.
         RouteNetlinkMessage::NewTrafficFilter(f) => {
             (f.header.info >> 16) as u16 == FILTER_PRIO
-                && f.attributes.contains(&TcAttribute::Kind("u32".into()))
+                && f.attributes.iter().any(|a| match a {
+                    TcAttribute::Options(opts) => opts.iter().any(|o| {
+                        matches!(o, TcOption::U32(TcFilterU32Option::Action(acts)) if !acts.is_empty())
+                    }),
+                    _ => false,
+                })
         }
         _ => false,
     }))
