@@ -463,8 +463,7 @@ impl Overlay {
             };
             n += 1;
             bytes += len;
-            let buf = &tap.rx[..len];
-            let d = match crate::tap::parse_read(buf, tap.local, port) {
+            let d = match tap.parse(len, port) {
                 Ok(d) => d,
                 Err(crate::tap::ReadDrop::BadHeader) => {
                     tap.counters.bad_header += 1;
@@ -479,11 +478,19 @@ impl Overlay {
                 }
             };
             let from = IpAddr::V4(d.from);
-            let datagram = &buf[d.datagram.clone()];
+            let vxlan_hdr = &tap.head[crate::tap::HEAD_LEN - HEADER_LEN..];
+            let inner = &tap.spare[..d.inner_len];
             if let Some(c) = shared.capture.as_mut() {
+                let datagram = [vxlan_hdr, inner].concat();
                 let src = SocketAddr::new(from, port);
-                c(Direction::Rx, src, SocketAddr::V4(shared.local), datagram);
+                c(Direction::Rx, src, SocketAddr::V4(shared.local), &datagram);
             }
+            // The VTEP's checks and learning read the VXLAN header and the inner Ethernet
+            // header only: they get those (and a little more), not a copy of the frame.
+            let mut prefix = [0u8; HEADER_LEN + 64];
+            let seen = d.inner_len.min(64);
+            prefix[..HEADER_LEN].copy_from_slice(vxlan_hdr);
+            prefix[HEADER_LEN..HEADER_LEN + seen].copy_from_slice(&inner[..seen]);
             let queues = &shared.queues;
             let is_local = |vni: u32, inner: &[u8]| {
                 let frame = FrameRef {
@@ -495,6 +502,7 @@ impl Overlay {
                     .and_then(|q| q.handle)
                     .is_some_and(|h| dp.refuses_source(now, h, frame))
             };
+            let datagram = &prefix[..HEADER_LEN + seen];
             let mut trace = tracing.then(Trace::new);
             let decapped = match trace.as_mut() {
                 Some(tr) => shared.vtep.decap_guarded(now, from, datagram, is_local, tr),
@@ -503,14 +511,34 @@ impl Overlay {
                     .decap_guarded(now, from, datagram, is_local, &mut NoTrace),
             };
             match decapped {
-                Ok((vni, inner)) => queue_inner(
+                Ok((vni, _)) if d.meta == switch::VirtioNetHdr::NONE => queue_inner(
                     &mut shared.queues,
                     &shared.rejected,
                     vni,
-                    inner,
+                    &tap.spare[..d.inner_len],
                     d.meta,
                     trace,
                 ),
+                Ok((vni, _)) => {
+                    // A super-frame: its buffer goes to the queue as it is, a new one takes
+                    // its place.
+                    let Some(q) = shared.queues.get_mut(&vni) else {
+                        shared.rejected.count_drop(DropReason::OverlayRejected);
+                        continue;
+                    };
+                    if q.frames.len() >= QUEUE_LIMIT {
+                        q.counters.count_drop(DropReason::QueueFull);
+                        continue;
+                    }
+                    let fresh = q.free.pop().unwrap_or_else(new_buffer);
+                    let buf = std::mem::replace(&mut tap.spare, fresh);
+                    let frame = Inner::Whole {
+                        buf,
+                        len: d.inner_len,
+                        meta: d.meta,
+                    };
+                    q.frames.push_back(Waiting { frame, trace });
+                }
                 Err(Error::MacMoveRefused(vni, _)) => match shared.queues.get(&vni) {
                     Some(q) => q.counters.count_drop(DropReason::MacMoveRefused),
                     None => shared.rejected.count_drop(DropReason::MacMoveRefused),

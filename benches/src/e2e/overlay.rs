@@ -225,11 +225,27 @@ impl Scenario for Overlay {
         }
         match variant {
             Variant::Kernel => {}
-            Variant::Vswitchd => notes.push(format!(
-                "vswitchd: overlay network `ov` (VNI {VNI}) on each host, sandboxes made by the \
-                 daemons, addresses from their IPAM ({} and {})",
-                ends[0].addr, ends[1].addr
-            )),
+            Variant::Vswitchd => {
+                notes.push(format!(
+                    "vswitchd: overlay network `ov` (VNI {VNI}) on each host, sandboxes made by \
+                     the daemons, addresses from their IPAM ({} and {})",
+                    ends[0].addr, ends[1].addr
+                ));
+                let backends: Vec<String> = SIDES
+                    .iter()
+                    .map(|side| {
+                        let log = dir_path.join(format!("h{}", side.tag)).join("vswitchd.log");
+                        vtep_backend_in_log(&std::fs::read_to_string(log).unwrap_or_default())
+                            .unwrap_or("unknown")
+                            .to_string()
+                    })
+                    .collect();
+                notes.push(format!(
+                    "vswitchd VTEP backend: {} (hA), {} (hB); VSWITCH_VTEP_BACKEND=tap|socket \
+                     chooses it",
+                    backends[0], backends[1]
+                ));
+            }
             Variant::OvsNoTso | Variant::OvsTso => {
                 if variant.needs_host_tx_offload_off() {
                     notes.push(
@@ -255,6 +271,18 @@ impl Scenario for Overlay {
             workdir: dir_path,
             cleanup,
         })
+    }
+}
+
+/// The VTEP backend a vswitchd log says it opened (`VXLAN endpoint open … backend="tap"`).
+fn vtep_backend_in_log(log: &str) -> Option<&'static str> {
+    let line = log.lines().find(|l| l.contains("VXLAN endpoint open"))?;
+    if line.contains("backend=\"tap\"") {
+        Some("tap")
+    } else if line.contains("backend=\"socket\"") {
+        Some("socket")
+    } else {
+        None
     }
 }
 
@@ -486,6 +514,17 @@ mod tests {
         assert_eq!(connect_address(out).unwrap(), Ipv4Addr::new(10, 79, 0, 16));
         assert!(connect_address(r#"{"ipv4":null}"#).is_err());
         assert!(connect_address("not json").is_err());
+    }
+
+    #[test]
+    fn the_backend_is_read_from_the_log() {
+        let log = "x\n2026 INFO VXLAN endpoint open addr=10.78.0.1:4789 mtu=1500 backend=\"tap\"\n";
+        assert_eq!(vtep_backend_in_log(log), Some("tap"));
+        assert_eq!(
+            vtep_backend_in_log("VXLAN endpoint open backend=\"socket\""),
+            Some("socket")
+        );
+        assert_eq!(vtep_backend_in_log("nothing"), None);
     }
 
     #[test]

@@ -160,6 +160,34 @@ impl TapDevice {
         }
     }
 
+    /// Reads one frame scattered over `head` then `rest`; `Ok(None)` when nothing waits.
+    pub fn read_split(&self, head: &mut [u8], rest: &mut [u8]) -> io::Result<Option<usize>> {
+        let iov = [
+            libc::iovec {
+                iov_base: head.as_mut_ptr().cast(),
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: rest.as_mut_ptr().cast(),
+                iov_len: rest.len(),
+            },
+        ];
+        loop {
+            // SAFETY: both iovecs point into buffers valid for writes of their lengths for the
+            // call.
+            let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+            if n >= 0 {
+                return Ok(Some(n as usize));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+    }
+
     /// Writes one frame gathered from `parts` (header, outer headers, inner frame).
     pub fn write(&self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
         loop {

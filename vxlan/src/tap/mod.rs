@@ -28,8 +28,9 @@ use switch::port::FrameRef;
 use switch::{DropReason, VirtioNetHdr};
 use vnet::{write_outer, Outer};
 
-/// Bytes read per frame: the header and the largest outer packet with its Ethernet header.
-pub const RX_BUF_LEN: usize = TUNNEL_HDR_LEN + 14 + vnet::MAX_OUTER_IP_LEN;
+/// The part of a read that goes to [`TapState::head`]: the tunnel header and the outer
+/// headers (an outer IPv4 header without options: the underlay's tc filter takes no other).
+pub const HEAD_LEN: usize = TUNNEL_HDR_LEN + OUTER_LEN;
 
 /// Counters of the TAP backend (shown with the VTEP's rejects).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -105,8 +106,11 @@ pub struct TapState {
     /// Peers a frame wanted while their next hop was unknown (the daemon resolves them).
     wanted: Vec<Ipv4Addr>,
     ident: u16,
-    /// Read buffer.
-    pub rx: Box<[u8]>,
+    /// Read buffer: the header and the outer headers of a frame read from the TAP.
+    pub head: [u8; HEAD_LEN],
+    /// Read buffer: the inner frame, which lands at its start (no copy to move it there);
+    /// handed to the VNI's queue whole, and replaced.
+    pub spare: Box<[u8]>,
     /// Where a small frame's partial checksum is completed before it goes.
     scratch: Vec<u8>,
     /// Counters.
@@ -136,7 +140,8 @@ impl TapState {
             next_hops: HashMap::new(),
             wanted: Vec::new(),
             ident: 0,
-            rx: vec![0u8; RX_BUF_LEN].into_boxed_slice(),
+            head: [0; HEAD_LEN],
+            spare: vec![0u8; switch::port::MAX_FRAME_LEN].into_boxed_slice(),
             scratch: Vec::with_capacity(switch::port::MAX_FRAME_LEN),
             counters: TapCounters::default(),
         }
@@ -241,20 +246,26 @@ impl TapState {
         }
     }
 
-    /// Reads one frame; `Ok(None)` when nothing waits. The frame is `self.rx[..n]`.
+    /// Reads one frame: the header and outer headers into `head`, the inner frame into
+    /// `spare`. Returns the bytes read (header included); `Ok(None)` when nothing waits.
     pub fn read(&mut self) -> io::Result<Option<usize>> {
-        self.dev.read(&mut self.rx)
+        self.dev.read_split(&mut self.head, &mut self.spare)
+    }
+
+    /// Where a frame of `n` bytes just read lies: see [`parse_split`].
+    pub fn parse(&self, n: usize, port: u16) -> Result<Decapped, ReadDrop> {
+        parse_split(&self.head, n, self.local, port)
     }
 }
 
 /// Where the VXLAN datagram and the inner frame of a frame read from the TAP lie, and the inner
 /// frame's offload metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decapped {
     /// The outer source address.
     pub from: Ipv4Addr,
-    /// The VXLAN datagram (header and inner frame) within the read buffer.
-    pub datagram: std::ops::Range<usize>,
+    /// Length of the inner frame (behind the outer headers, at the start of the spare buffer).
+    pub inner_len: usize,
     /// The inner frame's metadata (offsets relative to the inner frame).
     pub meta: VirtioNetHdr,
 }
@@ -268,20 +279,29 @@ pub enum ReadDrop {
     NotVxlan,
 }
 
-/// Parses a frame read from the TAP (`buf`: header and frame): checks it is VXLAN to
-/// `local`:`port` and works out the inner metadata.
-pub fn parse_read(buf: &[u8], local: Ipv4Addr, port: u16) -> Result<Decapped, ReadDrop> {
-    let hdr = TunnelHdr::parse(buf).map_err(|_| ReadDrop::BadHeader)?;
-    let frame = &buf[TUNNEL_HDR_LEN..];
-    let a = vnet::parse_outer(frame, local, port).ok_or(ReadDrop::NotVxlan)?;
-    let inner_at = a.payload + crate::HEADER_LEN;
-    let meta = hdr.inner_meta(inner_at);
+/// Parses a frame of `n` bytes (header included) read from the TAP whose first [`HEAD_LEN`]
+/// bytes are `head`: checks it is VXLAN to `local`:`port` with 50 bytes of outer headers, and
+/// works out the inner frame's length and metadata. The inner frame starts right after
+/// `head`; `inner_len` says how long it is.
+pub fn parse_split(head: &[u8; HEAD_LEN], n: usize, local: Ipv4Addr, port: u16) -> Result<Decapped, ReadDrop> {
+    if n < TUNNEL_HDR_LEN {
+        return Err(ReadDrop::BadHeader);
+    }
+    let hdr = TunnelHdr::parse(head).map_err(|_| ReadDrop::BadHeader)?;
+    let frame_len = n - TUNNEL_HDR_LEN;
+    let outer = &head[TUNNEL_HDR_LEN..];
+    let a = vnet::parse_outer_prefix(outer, frame_len, local, port).ok_or(ReadDrop::NotVxlan)?;
+    if a.payload + crate::HEADER_LEN != OUTER_LEN || a.end < OUTER_LEN {
+        // IPv4 options, or shorter than the outer headers.
+        return Err(ReadDrop::NotVxlan);
+    }
+    let meta = hdr.inner_meta(OUTER_LEN);
     if meta.is_gso() && !meta.needs_csum() {
         return Err(ReadDrop::BadHeader);
     }
     Ok(Decapped {
         from: a.from,
-        datagram: TUNNEL_HDR_LEN + a.payload..TUNNEL_HDR_LEN + a.end,
+        inner_len: a.end - OUTER_LEN,
         meta,
     })
 }
@@ -316,20 +336,24 @@ mod tests {
             ident: 1,
         };
         write_outer(&mut outer, &o, 3000);
-        let mut buf = head.to_vec();
-        buf.extend_from_slice(&outer);
-        buf.resize(TUNNEL_HDR_LEN + OUTER_LEN + 3000, 7);
-        let d = parse_read(&buf, local, 4789).unwrap();
+        let mut buf = [0u8; HEAD_LEN];
+        buf[..24].copy_from_slice(&head);
+        buf[24..].copy_from_slice(&outer);
+        let n = HEAD_LEN + 3000;
+        let d = parse_split(&buf, n, local, 4789).unwrap();
         assert_eq!(d.from, Ipv4Addr::new(10, 0, 0, 1));
-        assert_eq!(d.datagram, 24 + 42..buf.len());
+        assert_eq!(d.inner_len, 3000);
         assert_eq!(d.meta, inner_meta);
-        // The datagram is the VXLAN header and the inner frame.
-        assert_eq!(buf[d.datagram.start], crate::header::FLAG_I);
+        // A read cut short: the inner frame is what arrived.
+        assert_eq!(parse_split(&buf, HEAD_LEN + 10, local, 4789).unwrap().inner_len, 10);
         // Not for us: dropped as not VXLAN.
         assert_eq!(
-            parse_read(&buf, Ipv4Addr::new(10, 0, 0, 9), 4789),
+            parse_split(&buf, n, Ipv4Addr::new(10, 0, 0, 9), 4789),
             Err(ReadDrop::NotVxlan)
         );
-        assert_eq!(parse_read(&buf[..20], local, 4789), Err(ReadDrop::BadHeader));
+        assert_eq!(parse_split(&buf, 20, local, 4789), Err(ReadDrop::BadHeader));
+        // Options in the outer IPv4 header: not what tc sends us.
+        buf[24 + 14] = 0x46;
+        assert_eq!(parse_split(&buf, n, local, 4789), Err(ReadDrop::NotVxlan));
     }
 }

@@ -233,6 +233,17 @@ pub struct Arrived {
 /// Checks that `frame` is IPv4/UDP to `local`:`port` (untagged outer Ethernet, any IPv4
 /// options, not a fragment) and says where its VXLAN datagram lies. `None` for anything else.
 pub fn parse_outer(frame: &[u8], local: std::net::Ipv4Addr, port: u16) -> Option<Arrived> {
+    parse_outer_prefix(frame, frame.len(), local, port)
+}
+
+/// [`parse_outer`] of a frame of `frame_len` bytes of which `frame` holds the first ones (at
+/// least the outer headers).
+pub fn parse_outer_prefix(
+    frame: &[u8],
+    frame_len: usize,
+    local: std::net::Ipv4Addr,
+    port: u16,
+) -> Option<Arrived> {
     if frame.get(12..14)? != [0x08, 0x00] {
         return None;
     }
@@ -251,7 +262,7 @@ pub fn parse_outer(frame: &[u8], local: std::net::Ipv4Addr, port: u16) -> Option
     // A super-frame's IPv4 and UDP lengths describe the whole of it; trust the shortest.
     let end = (u + udp_len.max(udp::HEADER_LEN))
         .min(14 + total.max(ihl))
-        .min(frame.len());
+        .min(frame_len);
     Some(Arrived {
         from: ip.src_addr(),
         src_port: u16::from_be_bytes([udp[0], udp[1]]),
