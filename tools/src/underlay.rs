@@ -368,7 +368,7 @@ pub fn resolve(nl: &mut Netlink, index: u32, addr: Ipv4Addr) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlink_packet_core::{Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+    use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
 
     fn bytes(m: RouteNetlinkMessage) -> Vec<u8> {
         let mut p = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(m));
@@ -399,13 +399,18 @@ mod tests {
         ip[9] = 17;
         ip[16..20].copy_from_slice(&[10, 1, 2, 3]);
         ip[22..24].copy_from_slice(&4789u16.to_be_bytes());
-        let word = |off: i32| {
-            let o = off as usize;
-            u32::from_be_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]])
+        let matches = |ip: &[u8; 24]| {
+            keys.iter().all(|k| {
+                let o = k.off as usize;
+                u32::from_be_bytes([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]]) & k.mask == k.val
+            })
         };
-        assert!(keys.iter().all(|k| word(k.off) & k.mask == k.val));
+        assert!(matches(&ip));
         ip[7] = 1; // a fragment
-        assert!(!keys.iter().all(|k| word(k.off) & k.mask == k.val));
+        assert!(!matches(&ip));
+        ip[7] = 0;
+        ip[23] ^= 1; // another port
+        assert!(!matches(&ip));
     }
 
     #[test]
