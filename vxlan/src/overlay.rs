@@ -470,6 +470,11 @@ impl Overlay {
                     shared.rejected.count_drop(DropReason::BadOffload);
                     continue;
                 }
+                Err(crate::tap::ReadDrop::Short) => {
+                    // What the socket counts as a refused datagram.
+                    shared.rejected.count_drop(DropReason::OverlayRejected);
+                    continue;
+                }
                 Err(crate::tap::ReadDrop::NotVxlan) => {
                     // The kernel's own traffic on the TAP (none is expected), or a frame tc
                     // should not have sent us.

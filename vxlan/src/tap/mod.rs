@@ -277,6 +277,8 @@ pub enum ReadDrop {
     BadHeader,
     /// Not IPv4/UDP to our address and port.
     NotVxlan,
+    /// UDP to our address and port, shorter than the VXLAN header: a malformed datagram.
+    Short,
 }
 
 /// Parses a frame of `n` bytes (header included) read from the TAP whose first [`HEAD_LEN`]
@@ -289,11 +291,15 @@ pub fn parse_split(head: &[u8; HEAD_LEN], n: usize, local: Ipv4Addr, port: u16) 
     }
     let hdr = TunnelHdr::parse(head).map_err(|_| ReadDrop::BadHeader)?;
     let frame_len = n - TUNNEL_HDR_LEN;
-    let outer = &head[TUNNEL_HDR_LEN..];
+    // Only what this read filled: a short frame leaves the rest of `head` as it was.
+    let outer = &head[TUNNEL_HDR_LEN..TUNNEL_HDR_LEN + frame_len.min(OUTER_LEN)];
     let a = vnet::parse_outer_prefix(outer, frame_len, local, port).ok_or(ReadDrop::NotVxlan)?;
-    if a.payload + crate::HEADER_LEN != OUTER_LEN || a.end < OUTER_LEN {
-        // IPv4 options, or shorter than the outer headers.
+    if a.payload + crate::HEADER_LEN != OUTER_LEN {
+        // IPv4 options: not what the underlay's filter sends us.
         return Err(ReadDrop::NotVxlan);
+    }
+    if a.end < OUTER_LEN {
+        return Err(ReadDrop::Short);
     }
     let meta = hdr.inner_meta(OUTER_LEN);
     if meta.is_gso() && !meta.needs_csum() {
@@ -352,6 +358,16 @@ mod tests {
             Err(ReadDrop::NotVxlan)
         );
         assert_eq!(parse_split(&buf, 20, local, 4789), Err(ReadDrop::BadHeader));
+        // A UDP datagram of 4 bytes to our port: malformed VXLAN, not someone else's traffic.
+        assert_eq!(
+            parse_split(&buf, HEAD_LEN - 4, local, 4789),
+            Err(ReadDrop::Short)
+        );
+        // Shorter than the outer headers themselves: not VXLAN (and nothing stale is read).
+        assert_eq!(
+            parse_split(&buf, TUNNEL_HDR_LEN + 30, local, 4789),
+            Err(ReadDrop::NotVxlan)
+        );
         // Options in the outer IPv4 header: not what tc sends us.
         buf[24 + 14] = 0x46;
         assert_eq!(parse_split(&buf, n, local, 4789), Err(ReadDrop::NotVxlan));
