@@ -18,7 +18,9 @@
 //! is guessed and nothing is sent to the peer itself.
 
 use crate::netlink::Netlink;
-use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -167,7 +169,11 @@ fn is_gone(e: &io::Error) -> bool {
 /// Adds the clsact qdisc on `index` unless it has one.
 pub fn ensure_clsact(nl: &mut Netlink, index: u32) -> io::Result<()> {
     let m = RouteNetlinkMessage::NewQueueDiscipline(clsact_message(index));
-    match nl.request(m, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, "adding the clsact qdisc") {
+    match nl.request(
+        m,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        "adding the clsact qdisc",
+    ) {
         Err(e) if !is_exists(&e) => Err(e),
         _ => Ok(()),
     }
@@ -203,7 +209,11 @@ pub fn install_underlay_filter(nl: &mut Netlink, w: &Wiring) -> io::Result<()> {
 /// interface already gone is not an error.
 pub fn remove_filter(nl: &mut Netlink, index: u32, protocol: u16) -> io::Result<()> {
     let m = RouteNetlinkMessage::DelTrafficFilter(delete_filter_message(index, protocol));
-    match nl.request(m, NLM_F_REQUEST | NLM_F_ACK, "removing the VTEP's tc filter") {
+    match nl.request(
+        m,
+        NLM_F_REQUEST | NLM_F_ACK,
+        "removing the VTEP's tc filter",
+    ) {
         Err(e) if !is_gone(&e) => Err(e),
         _ => Ok(()),
     }
@@ -356,7 +366,9 @@ pub fn resolve(nl: &mut Netlink, index: u32, addr: Ipv4Addr) -> io::Result<()> {
     m.header.state = NeighbourState::None;
     m.header.flags = NeighbourFlags::Use;
     m.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)));
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            addr,
+        )));
     nl.request(
         RouteNetlinkMessage::NewNeighbour(m),
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
@@ -428,8 +440,14 @@ mod tests {
         };
         assert_eq!(got.header, m.header);
         let text = format!("{got:?}");
-        assert!(text.contains("mirred") && text.contains("ifindex: 9"), "{text}");
-        assert!(text.contains("EgressRedir") && text.contains("Stolen"), "{text}");
+        assert!(
+            text.contains("mirred") && text.contains("ifindex: 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("EgressRedir") && text.contains("Stolen"),
+            "{text}"
+        );
         // Match-all: one zero key.
         let all = redirect_filter(9, ETH_P_ALL, Vec::new(), 7);
         assert_eq!(all.header.info, (4789 << 16) | 0x0300);

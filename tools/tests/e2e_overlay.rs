@@ -82,7 +82,11 @@ fn three_hosts_share_a_vni_and_a_second_vni_is_isolated() {
         assert_eq!(eth0["mtu"], 1450, "eth0 of {}", r.ns.name);
         // With the TAP backend, as many as keep the outer IPv4 length within 65535: 46.
         let segs = &eth0["gso_max_segs"];
-        assert!(segs_as_expected(segs, 44, 46), "eth0 of {}: {eth0}", r.ns.name);
+        assert!(
+            segs_as_expected(segs, 44, 46),
+            "eth0 of {}: {eth0}",
+            r.ns.name
+        );
         // The host end is not limited: it must take what the far VTEP rebuilt.
         let host_end = link(&h.ns.name, &r.port);
         assert_eq!(host_end["gso_max_segs"], 65535, "{host_end}");

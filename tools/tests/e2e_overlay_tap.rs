@@ -15,7 +15,9 @@ use overlay::*;
 /// Whether this kernel has UDP-tunnel GSO on TAPs (6.17+).
 fn kernel_has_tunnel_gso() -> bool {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = release.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = release
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if version < (6, 17) {
         println!("skipped: needs Linux 6.17+ (UDP-tunnel GSO on TAPs)");
@@ -54,7 +56,9 @@ fn our_filters(w: &World, i: u8, ifname: &str) -> usize {
     let ns = &w.h(i).ns.name;
     let out = run(
         "ip",
-        &["netns", "exec", ns, "tc", "-j", "filter", "show", "dev", ifname, "ingress"],
+        &[
+            "netns", "exec", ns, "tc", "-j", "filter", "show", "dev", ifname, "ingress",
+        ],
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
@@ -83,7 +87,10 @@ fn both_ways(w: &World) {
 
 fn flat_pings(w: &World) {
     let (a, b) = (w.sb("f1"), w.sb("f2"));
-    assert!(ping1(&a.ns, &b.ip, &[]), "the flat network stopped forwarding");
+    assert!(
+        ping1(&a.ns, &b.ip, &[]),
+        "the flat network stopped forwarding"
+    );
 }
 
 #[test]
@@ -95,11 +102,22 @@ fn the_tap_backend_carries_whole_super_frames_and_removes_its_filters_on_stop() 
     for i in 1..=2 {
         assert!(
             w.h(i).d().log_text().contains("backend=\"tap\"")
-                || w.h(i).d().log_text().contains("TAP backend with UDP-tunnel GSO"),
+                || w.h(i)
+                    .d()
+                    .log_text()
+                    .contains("TAP backend with UDP-tunnel GSO"),
             "host {i} did not open the TAP backend"
         );
-        assert_eq!(our_filters(&w, i, "ul0"), 1, "the underlay's redirect on host {i}");
-        assert_eq!(our_filters(&w, i, "vs-vtep"), 1, "the TAP's redirect on host {i}");
+        assert_eq!(
+            our_filters(&w, i, "ul0"),
+            1,
+            "the underlay's redirect on host {i}"
+        );
+        assert_eq!(
+            our_filters(&w, i, "vs-vtep"),
+            1,
+            "the TAP's redirect on host {i}"
+        );
     }
     both_ways(&w);
     // 8 MiB verified both ways: super-frames of up to 46 segments cross whole.
@@ -115,7 +133,11 @@ fn the_tap_backend_carries_whole_super_frames_and_removes_its_filters_on_stop() 
     }
     // Stopping the daemon takes its filters away.
     w.h_mut(1).daemon = None;
-    assert_eq!(our_filters(&w, 1, "ul0"), 0, "the underlay's filter outlived the daemon");
+    assert_eq!(
+        our_filters(&w, 1, "ul0"),
+        0,
+        "the underlay's filter outlived the daemon"
+    );
 }
 
 #[test]
@@ -125,8 +147,16 @@ fn tc_filters_removed_by_hand_are_put_back() {
     }
     let w = tap_world();
     both_ways(&w);
-    tc(&w, 1, &["filter", "del", "dev", "ul0", "ingress", "pref", "4789"]);
-    tc(&w, 1, &["filter", "del", "dev", "vs-vtep", "ingress", "pref", "4789"]);
+    tc(
+        &w,
+        1,
+        &["filter", "del", "dev", "ul0", "ingress", "pref", "4789"],
+    );
+    tc(
+        &w,
+        1,
+        &["filter", "del", "dev", "vs-vtep", "ingress", "pref", "4789"],
+    );
     wait_for("the filters to be put back", OWAIT, || {
         (our_filters(&w, 1, "ul0") == 1 && our_filters(&w, 1, "vs-vtep") == 1).then_some(())
     });
@@ -152,7 +182,11 @@ fn a_deleted_tap_hands_the_overlay_to_the_socket() {
     wait_for("the daemon to notice the TAP is gone", OWAIT, || {
         (vtep_count(&w, 1, "tap_lost") == 1).then_some(())
     });
-    assert_eq!(our_filters(&w, 1, "ul0"), 0, "the redirect to a missing TAP went");
+    assert_eq!(
+        our_filters(&w, 1, "ul0"),
+        0,
+        "the redirect to a missing TAP went"
+    );
     // Host 1 carries on through its socket; host 2 still runs on its TAP.
     both_ways(&w);
     let (a, b) = (w.sb("o1"), w.sb("o2"));

@@ -752,8 +752,7 @@ impl Port for VxlanPort {
         let mut n = 0;
         self.rx_traces.clear();
         while n < pkts.len() {
-            let Some(Waiting { frame: c, trace }) = q.frames.pop_front()
-            else {
+            let Some(Waiting { frame: c, trace }) = q.frames.pop_front() else {
                 break;
             };
             self.rx_traces.push(trace);

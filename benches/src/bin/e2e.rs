@@ -165,7 +165,10 @@ fn parse_only(s: &str) -> Result<Selection, String> {
     let mut picked = Vec::new();
     for word in s.split(',').filter(|w| !w.trim().is_empty()) {
         let v = Variant::parse_selection(word).ok_or_else(|| {
-            format!("unknown variant `{word}` (kernel, vswitchd, ovs, ovs-notso, ovs-tso)")
+            format!(
+                "unknown variant `{word}` (kernel, vswitchd, vswitchd-tap, vswitchd-socket, ovs, \
+                 ovs-notso, ovs-tso)"
+            )
         })?;
         picked.extend(v);
     }
@@ -256,7 +259,7 @@ fn run(args: &Args) -> Result<Vec<Report>, Error> {
 
     // Find (and build) what the selected variants need before making anything.
     let mut vswitch_missing = None;
-    let vswitch = if selected.contains(&Variant::Vswitchd) {
+    let vswitch = if selected.iter().any(|v| v.is_vswitchd()) {
         match vswitch_bins(
             args.vswitchd.as_deref(),
             args.vswitchctl.as_deref(),
@@ -301,13 +304,16 @@ fn run(args: &Args) -> Result<Vec<Report>, Error> {
             if interrupted() {
                 break;
             }
+            if !scenario.runs(variant) {
+                continue;
+            }
             let row = |outcome| Row {
                 variant,
                 label: scenario.label(variant),
                 outcome,
                 teardown_errors: Vec::new(),
             };
-            if variant == Variant::Vswitchd {
+            if variant.is_vswitchd() {
                 if let Some(e) = &vswitch_missing {
                     rows.push(row(Outcome::Failed(e.clone())));
                     continue;

@@ -91,7 +91,13 @@ impl TapDevice {
             return Err(ioctl_err(name, "TUNSETVNETHDRSZ 24"));
         }
         // SAFETY: TUNSETOFFLOAD takes the flags by value.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD as _, OFFLOADS as libc::c_ulong) } < 0
+        if unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                libc::TUNSETOFFLOAD as _,
+                OFFLOADS as libc::c_ulong,
+            )
+        } < 0
         {
             return Err(ioctl_err(
                 name,
@@ -237,7 +243,10 @@ mod tests {
     fn in_new_netns<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true needs root");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true needs root"
+            );
             println!("skipped: needs root");
             return None;
         }

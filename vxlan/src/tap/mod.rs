@@ -76,10 +76,19 @@ impl TapCounters {
     /// Name and value of each counter.
     pub fn named(&self) -> [(&'static str, u64); 11] {
         [
-            ("tap_underlay_missing", self.faults[TapFault::UnderlayMissing as usize]),
-            ("tap_underlay_down", self.faults[TapFault::UnderlayDown as usize]),
+            (
+                "tap_underlay_missing",
+                self.faults[TapFault::UnderlayMissing as usize],
+            ),
+            (
+                "tap_underlay_down",
+                self.faults[TapFault::UnderlayDown as usize],
+            ),
             ("tap_lost", self.faults[TapFault::TapLost as usize]),
-            ("tap_filter_repaired", self.faults[TapFault::FilterRepaired as usize]),
+            (
+                "tap_filter_repaired",
+                self.faults[TapFault::FilterRepaired as usize],
+            ),
             ("tap_no_neighbour", self.no_neighbour),
             ("tap_write_errors", self.write_errors),
             ("tap_not_vxlan", self.not_vxlan),
@@ -236,7 +245,11 @@ impl TapState {
             ident: self.ident,
         };
         write_outer(&mut outer, &o, inner.len());
-        let parts = [IoSlice::new(&head), IoSlice::new(&outer), IoSlice::new(inner)];
+        let parts = [
+            IoSlice::new(&head),
+            IoSlice::new(&outer),
+            IoSlice::new(inner),
+        ];
         match self.dev.write(&parts) {
             Ok(_) => Ok(()),
             Err(_) => {
@@ -285,7 +298,12 @@ pub enum ReadDrop {
 /// bytes are `head`: checks it is VXLAN to `local`:`port` with 50 bytes of outer headers, and
 /// works out the inner frame's length and metadata. The inner frame starts right after
 /// `head`; `inner_len` says how long it is.
-pub fn parse_split(head: &[u8; HEAD_LEN], n: usize, local: Ipv4Addr, port: u16) -> Result<Decapped, ReadDrop> {
+pub fn parse_split(
+    head: &[u8; HEAD_LEN],
+    n: usize,
+    local: Ipv4Addr,
+    port: u16,
+) -> Result<Decapped, ReadDrop> {
     if n < TUNNEL_HDR_LEN {
         return Err(ReadDrop::BadHeader);
     }
@@ -351,7 +369,12 @@ mod tests {
         assert_eq!(d.inner_len, 3000);
         assert_eq!(d.meta, inner_meta);
         // A read cut short: the inner frame is what arrived.
-        assert_eq!(parse_split(&buf, HEAD_LEN + 10, local, 4789).unwrap().inner_len, 10);
+        assert_eq!(
+            parse_split(&buf, HEAD_LEN + 10, local, 4789)
+                .unwrap()
+                .inner_len,
+            10
+        );
         // Not for us: dropped as not VXLAN.
         assert_eq!(
             parse_split(&buf, n, Ipv4Addr::new(10, 0, 0, 9), 4789),

@@ -401,7 +401,10 @@ mod tests {
         let mut tcp = frame.clone();
         tcp[23] = 6;
         assert_eq!(parse_outer(&tcp, Ipv4Addr::new(10, 0, 0, 2), 4789), None);
-        assert_eq!(parse_outer(&frame[..30], Ipv4Addr::new(10, 0, 0, 2), 4789), None);
+        assert_eq!(
+            parse_outer(&frame[..30], Ipv4Addr::new(10, 0, 0, 2), 4789),
+            None
+        );
         // A UDP length past the frame is cut to the frame.
         let got = parse_outer(&frame[..OUTER_LEN + 10], Ipv4Addr::new(10, 0, 0, 2), 4789);
         assert_eq!(got.unwrap().end, OUTER_LEN + 10);

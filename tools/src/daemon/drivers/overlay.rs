@@ -411,9 +411,15 @@ fn keep_once(
         seen.underlay_down = !link.up;
         if seen.underlay_down {
             overlay.count_tap_fault(TapFault::UnderlayDown);
-            tracing::error!(underlay = underlay_name, "VTEP: the underlay interface is down");
+            tracing::error!(
+                underlay = underlay_name,
+                "VTEP: the underlay interface is down"
+            );
         } else {
-            tracing::info!(underlay = underlay_name, "VTEP: the underlay interface is up");
+            tracing::info!(
+                underlay = underlay_name,
+                "VTEP: the underlay interface is up"
+            );
         }
     }
     match underlay::check_filters(nl, w) {
