@@ -62,8 +62,9 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=600))]
     duration: u32,
-    /// The variants to run, comma-separated: kernel, vswitchd, ovs (both OVS rows), ovs-notso,
-    /// ovs-tso.
+    /// The variants to run, comma-separated: kernel, vswitchd (its rows: in the overlay, one per
+    /// VTEP backend), vswitchd-tap (the default VTEP only), vswitchd-socket, ovs (both OVS
+    /// rows), ovs-notso, ovs-tso.
     #[arg(long, value_name = "LIST", default_value = "kernel,vswitchd,ovs", value_parser = parse_only)]
     only: Selection,
     /// The vswitchd binary [default: vswitchd next to this binary, else target/release/vswitchd
