@@ -407,8 +407,9 @@ fn keep_once(
         let _ = underlay::install_underlay_filter(nl, w);
     }
     overlay.set_underlay_mac(link.mac);
-    if !link.up != seen.underlay_down {
-        seen.underlay_down = !link.up;
+    let down = !link.up;
+    if down != seen.underlay_down {
+        seen.underlay_down = down;
         if seen.underlay_down {
             overlay.count_tap_fault(TapFault::UnderlayDown);
             tracing::error!(
