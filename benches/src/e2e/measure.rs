@@ -109,11 +109,11 @@ fn cpu_snapshot(pids: &[u32]) -> Vec<f64> {
 
 /// Percent of one CPU `before` → `after` make over `secs` seconds.
 fn cpu_percent(before: &[f64], after: &[f64], secs: f64) -> f64 {
-    let used: f64 = after
+    // A fold from +0.0: an empty sum of f64 is -0.0.
+    let used = after
         .iter()
         .zip(before)
-        .map(|(a, b)| (a - b).max(0.0))
-        .sum();
+        .fold(0.0, |sum, (a, b)| sum + (a - b).max(0.0));
     100.0 * used / secs.max(f64::EPSILON)
 }
 
@@ -545,6 +545,7 @@ mod tests {
         // Two processes, 1.5 s and 0.5 s in 4 s: 50% of one CPU; a clock that went back counts 0.
         assert_eq!(cpu_percent(&[1.0, 2.0], &[2.5, 2.5], 4.0), 50.0);
         assert_eq!(cpu_percent(&[3.0], &[1.0], 4.0), 0.0);
+        assert!(cpu_percent(&[], &[], 4.0).is_sign_positive());
         let client = serde_json::json!({
             "end": {"cpu_utilization_percent": {"host_total": 80.5, "remote_total": 40.0}}
         });
