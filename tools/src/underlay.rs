@@ -219,6 +219,12 @@ pub fn remove_filter(nl: &mut Netlink, index: u32, protocol: u16) -> io::Result<
     }
 }
 
+/// Removes the underlay's filter alone: one a killed TAP daemon left behind would send the
+/// VXLAN traffic to a TAP that is gone, away from the socket backend.
+pub fn remove_underlay_filter(nl: &mut Netlink, underlay: u32) -> io::Result<()> {
+    remove_filter(nl, underlay, ETH_P_IP)
+}
+
 /// Removes both filters (when the daemon stops or the VTEP goes).
 pub fn remove_filters(nl: &mut Netlink, w: &Wiring) -> io::Result<()> {
     let a = remove_filter(nl, w.underlay, ETH_P_IP);

@@ -161,7 +161,10 @@ fn open_vtep(d: &mut Daemon) -> Result<(), ApiError> {
             .map_err(|e| ApiError::internal(format!("opening the VXLAN endpoint on {addr}: {e}")))
     };
     let (overlay, keeper) = match d.vtep_backend {
-        VtepBackend::Socket => (socket()?, None),
+        VtepBackend::Socket => {
+            clear_leftover_filter(*addr.ip());
+            (socket()?, None)
+        }
         VtepBackend::Tap => {
             let (o, k) = open_tap(addr, config).map_err(|e| {
                 ApiError::internal(format!("opening the VXLAN endpoint's TAP backend: {e}"))
@@ -172,6 +175,7 @@ fn open_vtep(d: &mut Daemon) -> Result<(), ApiError> {
             Ok((o, k)) => (o, Some(k)),
             Err(e) => {
                 tracing::info!(reason = %e, "VTEP: the TAP backend is not available here");
+                clear_leftover_filter(*addr.ip());
                 (socket()?, None)
             }
         },
@@ -242,6 +246,23 @@ fn open_tap(
             underlay_name: underlay.name,
         },
     ))
+}
+
+/// Before the socket backend opens: removes the underlay filter of an earlier TAP daemon that
+/// was killed (`kill -9` leaves it; its TAP went with its descriptor), which would otherwise
+/// redirect the VXLAN traffic away from the socket. Best effort: nothing to do for `0.0.0.0`.
+fn clear_leftover_filter(local: Ipv4Addr) {
+    if local.is_unspecified() {
+        return;
+    }
+    let Ok(mut nl) = Netlink::new() else {
+        return;
+    };
+    if let Some(link) = underlay_link(&mut nl, local) {
+        if let Err(e) = underlay::remove_underlay_filter(&mut nl, link.index) {
+            tracing::warn!(underlay = %link.name, error = %e, "VTEP: removing a leftover tc filter");
+        }
+    }
 }
 
 /// The interface that holds `local`.
