@@ -216,3 +216,29 @@ fn the_underlay_going_down_is_reported_and_the_flat_network_keeps_forwarding() {
     both_ways(&w);
     flat_pings(&w);
 }
+
+#[test]
+fn a_filter_left_by_a_killed_tap_daemon_is_cleared_by_the_socket_backend() {
+    if !root_or_skip() || !kernel_has_tunnel_gso() {
+        return;
+    }
+    let mut w = tap_world();
+    both_ways(&w);
+    // kill -9: no clean-up; the TAP goes with its descriptor, the underlay's redirect stays.
+    let status = w
+        .h_mut(1)
+        .d_mut()
+        .signal(libc::SIGKILL, std::time::Duration::from_secs(10));
+    assert!(status.is_some(), "vswitchd of host 1 did not die");
+    w.h_mut(1).daemon = None;
+    assert_eq!(our_filters(&w, 1, "ul0"), 1, "kill -9 left the redirect");
+    // Restarted on the socket backend (same state): the leftover goes, the overlay works.
+    w.start_daemon(1, &["--vtep-backend", "socket"]);
+    assert_eq!(
+        our_filters(&w, 1, "ul0"),
+        0,
+        "the leftover redirect to a TAP that is gone"
+    );
+    both_ways(&w);
+    flat_pings(&w);
+}
