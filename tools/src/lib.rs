@@ -8,3 +8,4 @@ pub mod api;
 pub mod daemon;
 pub mod netlink;
 pub mod netns;
+pub mod underlay;

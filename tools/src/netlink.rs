@@ -640,6 +640,17 @@ impl Netlink {
         }
     }
 
+    /// Sends one request built elsewhere (tc, neighbours: `underlay.rs`) with `flags`, and
+    /// returns the messages answering it.
+    pub(crate) fn request(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        what: &str,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.exchange(message, flags, what)
+    }
+
     /// Returns the index of the link called `name`, or `None` if there is none.
     ///
     /// Asked with `SIOCGIFINDEX` on the netlink socket (the kernel answers socket ioctls it

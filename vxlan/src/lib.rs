@@ -12,6 +12,9 @@
 //!   carries, and whether a frame fits the underlay (RFC 7348 § 4.3). No socket, no clock.
 //! - [`socket`]: the I/O side: one UDP socket for receiving (recvmmsg, UDP GRO) and a small pool
 //!   for sending from per-flow source ports (sendmmsg, UDP GSO).
+//! - [`tap`]: the other I/O side (Linux 6.17+): a TAP with UDP-tunnel GSO that takes and gives
+//!   whole encapsulated super-frames, moved to and from the underlay by tc; nothing is
+//!   segmented in user space.
 //!
 //! Errors are one enum, [`Error`]; a datagram refused on receive also has a [`RejectReason`],
 //! counted by the [`Vtep`], and maps to [`switch::DropReason::OverlayRejected`] on the port.
@@ -20,6 +23,7 @@ pub mod encap;
 pub mod header;
 pub mod overlay;
 pub mod socket;
+pub mod tap;
 pub mod vtep;
 
 pub use encap::{encap_into, encap_segments, Datagrams};

@@ -25,6 +25,7 @@
 
 use crate::encap::{encap_into, encap_segments};
 use crate::socket::{bucket_of, Queued, RecvBatch, VtepSocket};
+use crate::tap::{TapCounters, TapDevice, TapFault, TapState};
 use crate::vtep::{source_port, RemoteEntry, Vtep, VtepConfig};
 use crate::{Error, HEADER_LEN};
 use std::collections::{HashMap, VecDeque};
@@ -56,8 +57,20 @@ const BATCH_BYTES: usize = 256 << 10;
 /// while the datapath traces.
 #[derive(Debug)]
 struct Waiting {
-    frame: Coalesced,
+    frame: Inner,
     trace: Option<Trace>,
+}
+
+/// A decapsulated frame: one later segments may join, or a whole super-frame (from the TAP)
+/// with its own offload metadata.
+#[derive(Debug)]
+enum Inner {
+    Coalescing(Coalesced),
+    Whole {
+        buf: Box<[u8]>,
+        len: usize,
+        meta: switch::VirtioNetHdr,
+    },
 }
 
 /// Frames decapsulated for one VNI, waiting for the datapath, and buffers to reuse.
@@ -94,6 +107,8 @@ struct Shared {
     last_aging: Instant,
     /// Ports with decapsulated frames waiting, collected by [`Overlay::poll`] (reused).
     ready: Vec<PortHandle>,
+    /// The TAP backend, when the VTEP runs on it (the socket stays bound for the fallback).
+    tap: Option<TapState>,
 }
 
 /// Receives every VXLAN datagram received or sent (direction, source, destination, UDP
@@ -109,8 +124,26 @@ pub struct Overlay {
 }
 
 impl Overlay {
-    /// Binds the VTEP socket (e.g. 0.0.0.0:4789).
+    /// Binds the VTEP socket (e.g. 0.0.0.0:4789): the UDP-socket backend.
     pub fn bind(addr: SocketAddrV4, config: VtepConfig) -> io::Result<Overlay> {
+        Overlay::open(addr, config, None)
+    }
+
+    /// The TAP backend: `tap` carries the traffic, sending from `addr` (a concrete address)
+    /// and `src_mac` (the underlay interface's); the socket is bound too, to hold the port and
+    /// to carry the traffic while the TAP path is off ([`Overlay::set_tap_active`]). Next hops
+    /// come from [`Overlay::set_next_hop`].
+    pub fn with_tap(
+        addr: SocketAddrV4,
+        config: VtepConfig,
+        tap: TapDevice,
+        src_mac: [u8; 6],
+    ) -> io::Result<Overlay> {
+        let state = TapState::new(tap, *addr.ip(), src_mac);
+        Overlay::open(addr, config, Some(state))
+    }
+
+    fn open(addr: SocketAddrV4, config: VtepConfig, tap: Option<TapState>) -> io::Result<Overlay> {
         let socket = VtepSocket::bind(addr)?;
         let fd = socket.as_raw_fd();
         let port = config.port;
@@ -129,6 +162,7 @@ impl Overlay {
             local: addr,
             last_aging: Instant::ZERO,
             ready: Vec::new(),
+            tap,
         };
         Ok(Overlay {
             shared: Arc::new(Mutex::new(shared)),
@@ -144,6 +178,96 @@ impl Overlay {
     /// The socket to poll.
     pub fn fd(&self) -> RawFd {
         self.fd
+    }
+
+    /// The TAP to poll too, with the TAP backend.
+    pub fn tap_fd(&self) -> Option<RawFd> {
+        self.lock().tap.as_ref().map(|t| t.dev.as_raw_fd())
+    }
+
+    /// The backend: `"tap"` or `"socket"`.
+    pub fn backend(&self) -> &'static str {
+        if self.lock().tap.is_some() {
+            "tap"
+        } else {
+            "socket"
+        }
+    }
+
+    /// The TAP device's name, with the TAP backend.
+    pub fn tap_name(&self) -> Option<String> {
+        self.lock().tap.as_ref().map(|t| t.dev.name().to_string())
+    }
+
+    /// Turns the TAP path on or off (off: the socket sends and receives, as the socket backend
+    /// does). The daemon turns it off while the TAP or the underlay is gone.
+    pub fn set_tap_active(&self, active: bool) {
+        if let Some(t) = self.lock().tap.as_mut() {
+            t.active = active;
+        }
+    }
+
+    /// Whether the TAP path carries the traffic now.
+    pub fn tap_active(&self) -> bool {
+        self.lock().tap.as_ref().is_some_and(|t| t.active)
+    }
+
+    /// Sets the outer source MAC (the underlay interface's, which may change).
+    pub fn set_underlay_mac(&self, mac: [u8; 6]) {
+        if let Some(t) = self.lock().tap.as_mut() {
+            t.src_mac = mac;
+        }
+    }
+
+    /// Sets (or forgets, with `None`) the next-hop MAC towards `peer` (TAP backend).
+    pub fn set_next_hop(&self, peer: std::net::Ipv4Addr, mac: Option<[u8; 6]>) {
+        if let Some(t) = self.lock().tap.as_mut() {
+            t.set_next_hop(peer, mac);
+        }
+    }
+
+    /// The next-hop MAC towards `peer`, if known (TAP backend).
+    pub fn next_hop(&self, peer: std::net::Ipv4Addr) -> Option<[u8; 6]> {
+        self.lock().tap.as_ref().and_then(|t| t.next_hop(peer))
+    }
+
+    /// Peers that frames wanted while their next hop was unknown (TAP backend), since the
+    /// last call: the daemon resolves them.
+    pub fn take_wanted_next_hops(&self) -> Vec<std::net::Ipv4Addr> {
+        self.lock()
+            .tap
+            .as_mut()
+            .map(TapState::take_wanted)
+            .unwrap_or_default()
+    }
+
+    /// Every peer of every VNI (the next hops the TAP backend needs).
+    pub fn all_peers(&self) -> Vec<IpAddr> {
+        let s = self.lock();
+        let mut all: Vec<IpAddr> = s
+            .vtep
+            .vnis()
+            .flat_map(|v| s.vtep.peers(v).iter().copied())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Counts a fault of the TAP path (the daemon's watcher saw it).
+    pub fn count_tap_fault(&self, fault: TapFault) {
+        if let Some(t) = self.lock().tap.as_mut() {
+            t.counters.faults[fault as usize] += 1;
+        }
+    }
+
+    /// The TAP backend's counters (zero with the socket backend).
+    pub fn tap_counters(&self) -> TapCounters {
+        self.lock()
+            .tap
+            .as_ref()
+            .map(|t| t.counters)
+            .unwrap_or_default()
     }
 
     /// The address the VTEP socket is bound to (with the port the kernel picked, if 0).
@@ -289,6 +413,15 @@ impl Overlay {
             std::mem::take(&mut s.ready)
         };
         loop {
+            let (n, limit) = self.read_tap(dp, now, &mut ready);
+            for h in ready.drain(..) {
+                dp.poll_port(now, h);
+            }
+            if n < limit {
+                break;
+            }
+        }
+        loop {
             // A failed read ends this round; the next readiness brings us back.
             let (n, limit) = self.read_batch(dp, now, &mut ready);
             for h in ready.drain(..) {
@@ -300,6 +433,130 @@ impl Overlay {
         }
         // Give the (empty) list back so its allocation serves the next wake-up.
         self.lock().ready = ready;
+    }
+
+    /// Reads what waits on the TAP (TAP backend), up to a batch: each frame is checked (VXLAN
+    /// to our address and port), decapsulated by the VTEP like a datagram of the socket, and
+    /// queued whole with its inner offload metadata. Returns the frames read and the most one
+    /// call reads.
+    fn read_tap(&self, dp: &Datapath, now: Instant, ready: &mut Vec<PortHandle>) -> (usize, usize) {
+        const LIMIT: usize = 64;
+        let mut s = self.lock();
+        let shared = &mut *s;
+        let Some(tap) = shared.tap.as_mut() else {
+            return (0, LIMIT);
+        };
+        let port = self.port;
+        let tracing = dp.tracing();
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < LIMIT && bytes < BATCH_BYTES {
+            let len = match tap.read() {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => {
+                    // The TAP vanished or failed: counted; the daemon notices and reports.
+                    tracing::debug!(error = %e, "VTEP TAP read error");
+                    tap.counters.read_errors += 1;
+                    break;
+                }
+            };
+            n += 1;
+            bytes += len;
+            let d = match tap.parse(len, port) {
+                Ok(d) => d,
+                Err(crate::tap::ReadDrop::BadHeader) => {
+                    tap.counters.bad_header += 1;
+                    shared.rejected.count_drop(DropReason::BadOffload);
+                    continue;
+                }
+                Err(crate::tap::ReadDrop::Short) => {
+                    // What the socket counts as a refused datagram.
+                    shared.rejected.count_drop(DropReason::OverlayRejected);
+                    continue;
+                }
+                Err(crate::tap::ReadDrop::NotVxlan) => {
+                    // The kernel's own traffic on the TAP (none is expected), or a frame tc
+                    // should not have sent us.
+                    tap.counters.not_vxlan += 1;
+                    continue;
+                }
+            };
+            let from = IpAddr::V4(d.from);
+            let vxlan_hdr = &tap.head[crate::tap::HEAD_LEN - HEADER_LEN..];
+            let inner = &tap.spare[..d.inner_len];
+            if let Some(c) = shared.capture.as_mut() {
+                let datagram = [vxlan_hdr, inner].concat();
+                let src = SocketAddr::new(from, port);
+                c(Direction::Rx, src, SocketAddr::V4(shared.local), &datagram);
+            }
+            // The VTEP's checks and learning read the VXLAN header and the inner Ethernet
+            // header only: they get those (and a little more), not a copy of the frame.
+            let mut prefix = [0u8; HEADER_LEN + 64];
+            let seen = d.inner_len.min(64);
+            prefix[..HEADER_LEN].copy_from_slice(vxlan_hdr);
+            prefix[HEADER_LEN..HEADER_LEN + seen].copy_from_slice(&inner[..seen]);
+            let queues = &shared.queues;
+            let is_local = |vni: u32, inner: &[u8]| {
+                let frame = FrameRef {
+                    meta: switch::VirtioNetHdr::NONE,
+                    data: inner,
+                };
+                queues
+                    .get(&vni)
+                    .and_then(|q| q.handle)
+                    .is_some_and(|h| dp.refuses_source(now, h, frame))
+            };
+            let datagram = &prefix[..HEADER_LEN + seen];
+            let mut trace = tracing.then(Trace::new);
+            let decapped = match trace.as_mut() {
+                Some(tr) => shared.vtep.decap_guarded(now, from, datagram, is_local, tr),
+                None => shared
+                    .vtep
+                    .decap_guarded(now, from, datagram, is_local, &mut NoTrace),
+            };
+            match decapped {
+                Ok((vni, _)) if d.meta == switch::VirtioNetHdr::NONE => queue_inner(
+                    &mut shared.queues,
+                    &shared.rejected,
+                    vni,
+                    &tap.spare[..d.inner_len],
+                    d.meta,
+                    trace,
+                ),
+                Ok((vni, _)) => {
+                    // A super-frame: its buffer goes to the queue as it is, a new one takes
+                    // its place.
+                    let Some(q) = shared.queues.get_mut(&vni) else {
+                        shared.rejected.count_drop(DropReason::OverlayRejected);
+                        continue;
+                    };
+                    if q.frames.len() >= QUEUE_LIMIT {
+                        q.counters.count_drop(DropReason::QueueFull);
+                        continue;
+                    }
+                    let fresh = q.free.pop().unwrap_or_else(new_buffer);
+                    let buf = std::mem::replace(&mut tap.spare, fresh);
+                    let frame = Inner::Whole {
+                        buf,
+                        len: d.inner_len,
+                        meta: d.meta,
+                    };
+                    q.frames.push_back(Waiting { frame, trace });
+                }
+                Err(Error::MacMoveRefused(vni, _)) => match shared.queues.get(&vni) {
+                    Some(q) => q.counters.count_drop(DropReason::MacMoveRefused),
+                    None => shared.rejected.count_drop(DropReason::MacMoveRefused),
+                },
+                Err(_) => shared.rejected.count_drop(DropReason::OverlayRejected),
+            }
+        }
+        for q in shared.queues.values() {
+            if let (Some(h), false) = (q.handle, q.frames.is_empty()) {
+                ready.push(h);
+            }
+        }
+        (n, LIMIT)
     }
 
     /// One receive: decapsulates what it read into the VNI queues and lists the ports with
@@ -330,6 +587,11 @@ impl Overlay {
         };
         if n == 0 {
             return (0, limit);
+        }
+        if let Some(t) = shared.tap.as_mut().filter(|t| t.active) {
+            // The TAP path is on, yet VXLAN reached the socket: the underlay's tc filter is
+            // missing (the daemon repairs it). Delivered all the same.
+            t.counters.socket_rx += n as u64;
         }
         let local = SocketAddr::V4(shared.local);
         let tracing = dp.tracing();
@@ -368,24 +630,14 @@ impl Overlay {
                     .decap_guarded(now, from, datagram, is_local, &mut NoTrace),
             };
             match decapped {
-                Ok((vni, inner)) => {
-                    let Some(q) = shared.queues.get_mut(&vni) else {
-                        shared.rejected.count_drop(DropReason::OverlayRejected);
-                        continue;
-                    };
-                    if let Some(last) = q.frames.back_mut() {
-                        if last.frame.try_append(inner) {
-                            continue;
-                        }
-                    }
-                    if q.frames.len() >= QUEUE_LIMIT {
-                        q.counters.count_drop(DropReason::QueueFull);
-                        continue;
-                    }
-                    let buf = q.free.pop().unwrap_or_else(new_buffer);
-                    let frame = Coalesced::start(inner, buf);
-                    q.frames.push_back(Waiting { frame, trace });
-                }
+                Ok((vni, inner)) => queue_inner(
+                    &mut shared.queues,
+                    &shared.rejected,
+                    vni,
+                    inner,
+                    switch::VirtioNetHdr::NONE,
+                    trace,
+                ),
                 Err(Error::MacMoveRefused(vni, _)) => match shared.queues.get(&vni) {
                     Some(q) => q.counters.count_drop(DropReason::MacMoveRefused),
                     None => shared.rejected.count_drop(DropReason::MacMoveRefused),
@@ -404,6 +656,56 @@ impl Overlay {
         }
         (n, limit)
     }
+}
+
+/// Queues a decapsulated frame for its VNI's port: appended to the last frame when it
+/// continues its TCP flow (plain frames only), else queued on its own (dropped and counted
+/// when the queue is full).
+fn queue_inner(
+    queues: &mut HashMap<u32, VniQueue>,
+    rejected: &PortCounters,
+    vni: u32,
+    inner: &[u8],
+    meta: switch::VirtioNetHdr,
+    trace: Option<Trace>,
+) {
+    let Some(q) = queues.get_mut(&vni) else {
+        rejected.count_drop(DropReason::OverlayRejected);
+        return;
+    };
+    let plain = meta == switch::VirtioNetHdr::NONE;
+    if plain {
+        if let Some(Waiting {
+            frame: Inner::Coalescing(last),
+            ..
+        }) = q.frames.back_mut()
+        {
+            if last.try_append(inner) {
+                return;
+            }
+        }
+    }
+    if q.frames.len() >= QUEUE_LIMIT {
+        q.counters.count_drop(DropReason::QueueFull);
+        return;
+    }
+    let mut buf = q.free.pop().unwrap_or_else(new_buffer);
+    let frame = if plain {
+        Inner::Coalescing(Coalesced::start(inner, buf))
+    } else {
+        if inner.len() > buf.len() {
+            q.counters.count_drop(DropReason::RecvTruncated);
+            q.free.push(buf);
+            return;
+        }
+        buf[..inner.len()].copy_from_slice(inner);
+        Inner::Whole {
+            buf,
+            len: inner.len(),
+            meta,
+        }
+    };
+    q.frames.push_back(Waiting { frame, trace });
 }
 
 /// One overlay network's port on its bridge: frames in are encapsulated to peers, frames out
@@ -450,24 +752,26 @@ impl Port for VxlanPort {
         let mut n = 0;
         self.rx_traces.clear();
         while n < pkts.len() {
-            let Some(Waiting {
-                frame: mut c,
-                trace,
-            }) = q.frames.pop_front()
-            else {
+            let Some(Waiting { frame: c, trace }) = q.frames.pop_front() else {
                 break;
             };
             self.rx_traces.push(trace);
-            c.finish();
+            let (mut buf, len, meta) = match c {
+                Inner::Coalescing(mut c) => {
+                    c.finish();
+                    (c.buf, c.len, c.meta)
+                }
+                Inner::Whole { buf, len, meta } => (buf, len, meta),
+            };
             // Hand the buffer over and keep the packet's old one: no copy.
-            if c.buf.len() == pkts[n].buf.len() {
-                std::mem::swap(&mut pkts[n].buf, &mut c.buf);
-                pkts[n].len = c.len;
+            if buf.len() == pkts[n].buf.len() {
+                std::mem::swap(&mut pkts[n].buf, &mut buf);
+                pkts[n].len = len;
             } else {
-                pkts[n].set(c.frame());
+                pkts[n].set(&buf[..len]);
             }
-            pkts[n].meta = c.meta;
-            q.free.push(c.buf);
+            pkts[n].meta = meta;
+            q.free.push(buf);
             n += 1;
         }
         Ok(n)
@@ -492,7 +796,28 @@ impl Port for VxlanPort {
                         continue;
                     }
                 };
-            if f.meta.is_gso() || f.meta.needs_csum() {
+            if let Some(tap) = s.tap.as_mut().filter(|t| t.active) {
+                // The TAP backend: the frame goes whole to each peer, the kernel segments.
+                let src_port = crate::socket::bucket_port(bucket);
+                let vtep = &s.vtep;
+                for peer in &targets {
+                    let sent = tap.send(f, *peer, vni, (src_port, port), |len| vtep.fits(len));
+                    match sent {
+                        Err(reason) => self.counters.count_drop(reason),
+                        Ok(()) => {
+                            if let Some(c) = s.capture.as_mut() {
+                                let mut d = Vec::with_capacity(HEADER_LEN + f.data.len());
+                                encap_into(&mut d, vni, f.data);
+                                let from = SocketAddr::new(IpAddr::V4(*s.local.ip()), src_port);
+                                c(Direction::Tx, from, SocketAddr::new(*peer, port), &d);
+                            }
+                        }
+                    }
+                }
+            } else if f.meta.is_gso() || f.meta.needs_csum() {
+                if let Some(t) = s.tap.as_mut() {
+                    t.counters.fallback_tx += 1;
+                }
                 // Segment (or complete the checksum) once, then one UDP_SEGMENT send per peer.
                 match encap_segments(&mut s.segmenter, vni, f.data, &f.meta, &mut s.seg) {
                     Ok(segs) if !s.vtep.fits(usize::from(segs.seg_size) - HEADER_LEN) => {

@@ -63,8 +63,9 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=600))]
     duration: u32,
-    /// The variants to run, comma-separated: kernel, vswitchd, ovs (both OVS rows), ovs-notso,
-    /// ovs-tso.
+    /// The variants to run, comma-separated: kernel, vswitchd (its rows: in the overlay, one per
+    /// VTEP backend), vswitchd-tap (the default VTEP only), vswitchd-socket, ovs (both OVS
+    /// rows), ovs-notso, ovs-tso.
     #[arg(long, value_name = "LIST", default_value = "kernel,vswitchd,ovs", value_parser = parse_only)]
     only: Selection,
     /// The vswitchd binary [default: vswitchd next to this binary, else target/release/vswitchd
@@ -196,7 +197,10 @@ fn parse_only(s: &str) -> Result<Selection, String> {
     let mut picked = Vec::new();
     for word in s.split(',').filter(|w| !w.trim().is_empty()) {
         let v = Variant::parse_selection(word).ok_or_else(|| {
-            format!("unknown variant `{word}` (kernel, vswitchd, ovs, ovs-notso, ovs-tso)")
+            format!(
+                "unknown variant `{word}` (kernel, vswitchd, vswitchd-tap, vswitchd-socket, ovs, \
+                 ovs-notso, ovs-tso)"
+            )
         })?;
         picked.extend(v);
     }
@@ -287,7 +291,7 @@ fn run(args: &Args) -> Result<Vec<Report>, Error> {
 
     // Find (and build) what the selected variants need before making anything.
     let mut vswitch_missing = None;
-    let vswitch = if selected.contains(&Variant::Vswitchd) {
+    let vswitch = if selected.iter().any(|v| v.is_vswitchd()) {
         match vswitch_bins(
             args.vswitchd.as_deref(),
             args.vswitchctl.as_deref(),
@@ -343,13 +347,16 @@ fn run(args: &Args) -> Result<Vec<Report>, Error> {
             if interrupted() {
                 break;
             }
+            if !scenario.runs(variant) {
+                continue;
+            }
             let row = |outcome| Row {
                 variant,
                 label: scenario.label(variant),
                 outcome,
                 teardown_errors: Vec::new(),
             };
-            if variant == Variant::Vswitchd {
+            if variant.is_vswitchd() {
                 if let Some(e) = &vswitch_missing {
                     rows.push(row(Outcome::Failed(e.clone())));
                     continue;

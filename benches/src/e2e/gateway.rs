@@ -175,6 +175,7 @@ impl Scenario for Gateway {
             server,
             connect_to,
             notes,
+            busy: None,
             workdir: dir_path,
             cleanup,
         })

@@ -1,5 +1,7 @@
 //! The three measurements, each run once per variant between the deployment's two hosts:
-//! - TCP throughput: one iperf3 stream (`iperf3 -c … -t SECS -J`), the receiver's bit rate;
+//! - TCP throughput: one iperf3 stream (`iperf3 -c … -t SECS -J`), the receiver's bit rate,
+//!   and the CPU it took: both iperf3 ends (their `cpu_utilization_percent`), the switch's
+//!   daemons and the ksoftirqd threads (`/proc/PID/stat` before and after);
 //! - 64-byte UDP at full blast: `iperf3 -u -b 0 -l 18`, packets the receiver got per second and
 //!   the loss;
 //! - 64-byte UDP carried: the highest offered rate the switch delivers with under 1% loss,
@@ -50,6 +52,69 @@ pub struct Tcp {
     pub gbps: f64,
     /// Sender retransmissions.
     pub retransmits: Option<u64>,
+    /// The CPU the test took, when the deployment tracks its switch's processes.
+    pub cpu: Option<TcpCpu>,
+}
+
+/// CPU during the TCP test, in percent of one CPU over the test (100 = one CPU busy).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpCpu {
+    /// Both iperf3 ends (user + system; the kernel's work in their context is in it).
+    pub iperf3: f64,
+    /// The switch's daemons (none for the kernel).
+    pub switch: f64,
+    /// The ksoftirqd threads (network work the kernel deferred out of the processes).
+    pub softirqd: f64,
+}
+
+impl TcpCpu {
+    /// All of it.
+    pub fn total(&self) -> f64 {
+        self.iperf3 + self.switch + self.softirqd
+    }
+}
+
+/// CPU seconds (user + system) `pid` has used, from `/proc/PID/stat`; `None` once it is gone.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: the fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of proc(5); `rest` starts at field 3.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf(3) only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks as f64 / hz.max(1) as f64)
+}
+
+/// The ksoftirqd threads' ids.
+fn softirqd_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("ksoftirqd/"))
+        })
+        .collect()
+}
+
+/// The CPU seconds of each of `pids` (0 for one that is gone).
+fn cpu_snapshot(pids: &[u32]) -> Vec<f64> {
+    pids.iter()
+        .map(|&p| cpu_seconds(p).unwrap_or(0.0))
+        .collect()
+}
+
+/// Percent of one CPU `before` → `after` make over `secs` seconds.
+fn cpu_percent(before: &[f64], after: &[f64], secs: f64) -> f64 {
+    // A fold from +0.0: an empty sum of f64 is -0.0.
+    let used = after
+        .iter()
+        .zip(before)
+        .fold(0.0, |sum, (a, b)| sum + (a - b).max(0.0));
+    100.0 * used / secs.max(f64::EPSILON)
 }
 
 /// 64-byte UDP packet rate.
@@ -117,12 +182,41 @@ pub fn wait_reachable(d: &Deployment, timeout: Duration) -> Result<()> {
 /// namespace's default (`net.ipv4.tcp_congestion_control`).
 pub fn tcp(d: &Deployment, secs: u32, congestion: Option<&str>) -> Result<Tcp> {
     let args: Vec<&str> = congestion.map_or(Vec::new(), |c| vec!["-C", c]);
+    let softirqd = softirqd_pids();
+    let switch = d.busy.clone().unwrap_or_default();
+    let before = (cpu_snapshot(&switch), cpu_snapshot(&softirqd));
     let (client, _server) = iperf3(d, "tcp", secs, &args)?;
+    let after = (cpu_snapshot(&switch), cpu_snapshot(&softirqd));
     let gbps = number(&client, &["end", "sum_received", "bits_per_second"])? / 1e9;
     let retransmits = number(&client, &["end", "sum_sent", "retransmits"])
         .ok()
         .map(|r| r as u64);
-    Ok(Tcp { gbps, retransmits })
+    let cpu = match (&d.busy, tcp_cpu_of_iperf3(&client)) {
+        (Some(_), Some(iperf3)) => {
+            // The daemons and ksoftirqd work during the test only (idle around it).
+            let test_secs =
+                number(&client, &["end", "sum_received", "seconds"]).unwrap_or(f64::from(secs));
+            Some(TcpCpu {
+                iperf3,
+                switch: cpu_percent(&before.0, &after.0, test_secs),
+                softirqd: cpu_percent(&before.1, &after.1, test_secs),
+            })
+        }
+        _ => None,
+    };
+    Ok(Tcp {
+        gbps,
+        retransmits,
+        cpu,
+    })
+}
+
+/// Both ends' CPU as the iperf3 client reports it (`end.cpu_utilization_percent`: its own
+/// `host_total` and the server's `remote_total`, percent of one CPU).
+fn tcp_cpu_of_iperf3(client: &Value) -> Option<f64> {
+    let host = number(client, &["end", "cpu_utilization_percent", "host_total"]).ok()?;
+    let remote = number(client, &["end", "cpu_utilization_percent", "remote_total"]).ok()?;
+    Some(host + remote)
 }
 
 /// Unlimited-rate UDP with [`UDP_PAYLOAD`]-byte datagrams for `secs` seconds.
@@ -441,6 +535,23 @@ fn ping_pong(server: SocketAddr, rounds: u32) -> Result<Latency> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_is_read_per_process_and_summed_over_the_test() {
+        // This process has used some CPU; a process that does not exist has none.
+        let me = cpu_seconds(std::process::id()).expect("our own /proc/PID/stat");
+        assert!(me >= 0.0);
+        assert_eq!(cpu_seconds(u32::MAX), None);
+        // Two processes, 1.5 s and 0.5 s in 4 s: 50% of one CPU; a clock that went back counts 0.
+        assert_eq!(cpu_percent(&[1.0, 2.0], &[2.5, 2.5], 4.0), 50.0);
+        assert_eq!(cpu_percent(&[3.0], &[1.0], 4.0), 0.0);
+        assert!(cpu_percent(&[], &[], 4.0).is_sign_positive());
+        let client = serde_json::json!({
+            "end": {"cpu_utilization_percent": {"host_total": 80.5, "remote_total": 40.0}}
+        });
+        assert_eq!(tcp_cpu_of_iperf3(&client), Some(120.5));
+        assert_eq!(tcp_cpu_of_iperf3(&serde_json::json!({})), None);
+    }
 
     /// A run at `offered` kpps of which `kpps` arrived.
     fn run_of(offered: f64, kpps: f64) -> Udp {

@@ -348,7 +348,9 @@ impl Report {
              highest offered rate received with under {tol}% loss, by bisection over -b in up \
              to {trials} more runs (RFC 2544 throughput, {tol}% tolerance); ≥: no run lost \
              {tol}% and iperf3, pacing itself, sent less than asked: a floor.\n\
-             RTT: {n} UDP round trips of {p}-byte payloads, one in flight, after {w} unrecorded.",
+             RTT: {n} UDP round trips of {p}-byte payloads, one in flight, after {w} unrecorded.\n\
+             CPU/Gbit: during the TCP test, percent of one CPU taken by both iperf3 ends, the \
+             switch's daemons and the ksoftirqd threads, per Gbit/s received (- : not tracked).",
             d = self.duration_s,
             path = self.path,
             p = UDP_PAYLOAD,
@@ -365,6 +367,7 @@ impl Report {
             "variant",
             "TCP Gbit/s",
             "× kernel",
+            "CPU % per Gbit/s",
             "UDP 64B full blast kpps",
             "loss %",
             "carried kpps",
@@ -398,6 +401,13 @@ impl Report {
                 Ok(t) => format!("{:.2}", t.gbps),
                 Err(e) => err("TCP", e),
             };
+            let cpu = match &m.tcp {
+                Ok(t) => t
+                    .cpu
+                    .filter(|_| t.gbps > 0.0)
+                    .map_or("-".into(), |c| format!("{:.0}", c.total() / t.gbps)),
+                Err(_) => "-".into(),
+            };
             let (udp, loss) = match &m.udp {
                 Ok(u) => (format!("{:.1}", u.kpps), format!("{:.1}", u.lost_percent)),
                 Err(e) => (err("UDP", e), "-".into()),
@@ -415,6 +425,7 @@ impl Report {
                 label,
                 tcp,
                 fmt_ratio(self.tcp_ratio(row)),
+                cpu,
                 udp,
                 loss,
                 carried,
@@ -580,6 +591,13 @@ impl Report {
                                 "gbps": t.gbps,
                                 "ratio_to_kernel": self.tcp_ratio(row),
                                 "retransmits": t.retransmits,
+                                "cpu_percent": t.cpu.map(|c| json!({
+                                    "iperf3_both_ends": c.iperf3,
+                                    "switch_daemons": c.switch,
+                                    "ksoftirqd": c.softirqd,
+                                    "total": c.total(),
+                                    "per_gbps": c.total() / t.gbps.max(f64::EPSILON),
+                                })),
                             }),
                             Err(e) => json!({ "error": e }),
                         };
@@ -778,12 +796,18 @@ fn fmt_ratio(r: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::e2e::measure::TcpCpu;
 
     fn measured(gbps: f64, kpps: f64, carried_kpps: f64) -> Outcome {
         Outcome::Measured(Box::new(Measured {
             tcp: Ok(Tcp {
                 gbps,
                 retransmits: Some(0),
+                cpu: Some(TcpCpu {
+                    iperf3: 150.0,
+                    switch: 40.0,
+                    softirqd: 10.0,
+                }),
             }),
             udp: Ok(Udp {
                 kpps,
@@ -854,6 +878,9 @@ mod tests {
         assert_eq!(vs["tcp"]["ratio_to_kernel"], json!(0.8));
         assert_eq!(vs["udp_64b"]["ratio_to_kernel"], json!(0.95));
         assert_eq!(vs["udp_64b_carried"]["ratio_to_kernel"], json!(0.85));
+        // 150 + 40 + 10 = 200% of a CPU for 8 Gbit/s.
+        assert_eq!(vs["tcp"]["cpu_percent"]["total"], json!(200.0));
+        assert_eq!(vs["tcp"]["cpu_percent"]["per_gbps"], json!(25.0));
         assert_eq!(json["variants"][2]["status"], "skipped");
         assert_eq!(json["variants"][3]["status"], "failed");
     }
@@ -867,6 +894,15 @@ mod tests {
         );
         assert!(table.contains("ovs userspace, TSO: setup: boom"), "{table}");
         assert!(table.contains("0.80"), "{table}");
+        assert!(table.contains("CPU % per Gbit/s"), "{table}");
+        // 200% of a CPU for 8 Gbit/s.
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("vswitchd")
+                    && l.split('|').nth(3).map(str::trim) == Some("25")),
+            "{table}"
+        );
         assert!(
             table.contains("[met] TCP through vswitchd ≥ 0.7× the kernel bridge"),
             "{table}"

@@ -50,6 +50,9 @@ pub struct Deployment {
     pub connect_to: Option<Ipv4Addr>,
     /// Remarks about the setup, for the report.
     pub notes: Vec<String>,
+    /// The switch's processes whose CPU time the TCP test adds to the iperf3 ends' (`None`:
+    /// not tracked in this setup; empty: the switch is the kernel).
+    pub busy: Option<Vec<u32>>,
     /// A directory for the measurements' files (removed with the deployment).
     pub workdir: PathBuf,
     /// Everything the setup made.
@@ -78,6 +81,11 @@ pub trait Scenario {
     /// under as a skip ("NAME: skipped (why)"), rather than as a failure of the run.
     fn best_effort(&self, _variant: Variant) -> Option<&'static str> {
         None
+    }
+    /// Whether `variant` has a row in this scenario's table (the socket VTEP only in the
+    /// overlay).
+    fn runs(&self, variant: Variant) -> bool {
+        variant != Variant::VswitchdSocket
     }
     /// Only TCP is measured (the path carries a published TCP port, not the UDP probes).
     fn tcp_only(&self) -> bool {
@@ -174,7 +182,7 @@ impl Scenario for Flat {
 
         notes.extend(match variant {
             Variant::Kernel => switches::kernel_bridge(&sw, &ports)?,
-            Variant::Vswitchd => {
+            Variant::Vswitchd | Variant::VswitchdSocket => {
                 let bins = env
                     .vswitch
                     .as_ref()
@@ -201,6 +209,7 @@ impl Scenario for Flat {
             },
             connect_to: None,
             notes,
+            busy: None,
             workdir: dir_path,
             cleanup,
         })

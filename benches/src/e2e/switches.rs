@@ -17,8 +17,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub enum Variant {
     /// The Linux kernel bridge: the reference every ratio is taken against.
     Kernel,
-    /// `vswitchd`, ports attached as `system` (AF_PACKET).
+    /// `vswitchd`, ports attached as `system` (AF_PACKET); in the overlay, its default VTEP
+    /// backend (the TAP with UDP-tunnel GSO where the kernel has it).
     Vswitchd,
+    /// `vswitchd` with its VTEP on the UDP socket (`--vtep-backend socket`): overlay only.
+    VswitchdSocket,
     /// Open vSwitch, userspace (`netdev`) datapath, `userspace-tso-enable=false`.
     OvsNoTso,
     /// Open vSwitch, userspace (`netdev`) datapath, `userspace-tso-enable=true`.
@@ -27,9 +30,10 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::Kernel,
         Variant::Vswitchd,
+        Variant::VswitchdSocket,
         Variant::OvsNoTso,
         Variant::OvsTso,
     ];
@@ -39,6 +43,7 @@ impl Variant {
         match self {
             Variant::Kernel => "kernel",
             Variant::Vswitchd => "vswitchd",
+            Variant::VswitchdSocket => "vswitchd-socket",
             Variant::OvsNoTso => "ovs-notso",
             Variant::OvsTso => "ovs-tso",
         }
@@ -49,16 +54,20 @@ impl Variant {
         match self {
             Variant::Kernel => "kernel bridge",
             Variant::Vswitchd => "vswitchd",
+            Variant::VswitchdSocket => "vswitchd, socket VTEP",
             Variant::OvsNoTso => "ovs userspace, no TSO",
             Variant::OvsTso => "ovs userspace, TSO",
         }
     }
 
-    /// Parses one `--only` word: a variant key, or `ovs` for both OVS rows.
+    /// Parses one `--only` word: a variant key, `vswitchd` for both vswitchd rows (the socket
+    /// VTEP row only where a scenario has it), or `ovs` for both OVS rows.
     pub fn parse_selection(word: &str) -> Option<Vec<Variant>> {
         match word.trim() {
             "kernel" | "bridge" => Some(vec![Variant::Kernel]),
-            "vswitchd" | "vswitch" => Some(vec![Variant::Vswitchd]),
+            "vswitchd" | "vswitch" => Some(vec![Variant::Vswitchd, Variant::VswitchdSocket]),
+            "vswitchd-tap" | "vswitchd-default" => Some(vec![Variant::Vswitchd]),
+            "vswitchd-socket" => Some(vec![Variant::VswitchdSocket]),
             "ovs" | "openvswitch" => Some(vec![Variant::OvsNoTso, Variant::OvsTso]),
             "ovs-notso" => Some(vec![Variant::OvsNoTso]),
             "ovs-tso" => Some(vec![Variant::OvsTso]),
@@ -75,6 +84,11 @@ impl Variant {
     /// tests/system-userspace-macros.at: `ethtool -K VETH tx off`); so does this harness.
     pub fn needs_host_tx_offload_off(self) -> bool {
         self == Variant::OvsNoTso
+    }
+
+    /// Whether it is one of the vswitchd rows.
+    pub fn is_vswitchd(self) -> bool {
+        matches!(self, Variant::Vswitchd | Variant::VswitchdSocket)
     }
 
     /// Whether it is one of the Open vSwitch rows.
@@ -185,10 +199,25 @@ pub fn spawn_vswitchd_in(
     state_dir: &Path,
     log: &Path,
 ) -> Result<Daemon> {
+    spawn_vswitchd_with(ns, bins, socket, state_dir, log, &[])
+}
+
+/// [`spawn_vswitchd_in`] with more arguments for vswitchd (`VSWITCH_VTEP_BACKEND` is not
+/// inherited: the arguments say what the row measures).
+pub fn spawn_vswitchd_with(
+    ns: &str,
+    bins: &VswitchBins,
+    socket: &Path,
+    state_dir: &Path,
+    log: &Path,
+    args: &[&str],
+) -> Result<Daemon> {
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net=/run/netns/{ns}"))
         .arg("--")
         .arg(&bins.vswitchd)
+        .args(args)
+        .env_remove("VSWITCH_VTEP_BACKEND")
         .arg("--socket")
         .arg(socket)
         .arg("--state-dir")

@@ -40,6 +40,16 @@ struct Args {
     /// The local VXLAN endpoint, ADDR[:PORT].
     #[arg(long, default_value = "0.0.0.0:4789")]
     vtep: String,
+    /// The VXLAN endpoint's backend: `tap` (Linux 6.17+: whole super-frames through a TAP with
+    /// UDP-tunnel GSO, tc to and from the underlay; needs a concrete --vtep address), `socket`
+    /// (a UDP socket, segments cut in user space), or `auto` (the TAP when it works here).
+    #[arg(
+        long,
+        env = "VSWITCH_VTEP_BACKEND",
+        default_value = "auto",
+        value_name = "auto|tap|socket"
+    )]
+    vtep_backend: tools::daemon::VtepBackend,
     /// Print one line per frame: its path through the pipeline.
     #[arg(long)]
     trace: bool,
@@ -135,8 +145,8 @@ fn run(args: Args) -> Result<(), String> {
     let socket = ApiSocket::bind_with(&args.socket, group).map_err(|e| e.to_string())?;
     let (dp, dp_thread) =
         switch::event_loop::spawn("datapath").map_err(|e| format!("starting datapath: {e}"))?;
-    let (daemon, notes, repairs) =
-        Daemon::start(dp, &args.state_dir, vtep).map_err(|e| format!("restoring state: {e}"))?;
+    let (daemon, notes, repairs) = Daemon::start(dp, &args.state_dir, vtep, args.vtep_backend)
+        .map_err(|e| format!("restoring state: {e}"))?;
     for n in &notes {
         tracing::info!("state store: {n}");
     }

@@ -185,6 +185,14 @@ impl Daemon {
                 .map(|(k, v)| (format!("overlay_{k}"), v))
                 .collect();
             drops.extend(c.drops.into_iter().map(|(k, v)| (k.to_string(), v)));
+            // The TAP backend's own counts: what it could not send or read, the faults it met.
+            drops.extend(
+                o.tap_counters()
+                    .named()
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(k, v)| (k.to_string(), v)),
+            );
             rows.push(StatsRow {
                 port: VTEP_PORT.into(),
                 rx_packets: 0,

@@ -33,6 +33,7 @@ mod commit;
 pub mod dns;
 pub mod docker;
 mod drivers;
+pub use drivers::overlay::VtepBackend;
 mod edge;
 mod endpoints;
 mod error;
@@ -204,7 +205,11 @@ pub struct Daemon {
     ipam: ipam::DefaultIpam,
     /// Where the VXLAN endpoint binds (`--vtep`), and the endpoint once an overlay needs it.
     vtep_addr: std::net::SocketAddrV4,
+    /// Which VTEP backend `--vtep-backend` asked for.
+    vtep_backend: VtepBackend,
     overlay: Option<vxlan::Overlay>,
+    /// The TAP backend's watcher, when the endpoint runs on it.
+    vtep_keeper: Option<drivers::overlay::TapKeeper>,
     /// Listeners of live traces.
     hub: Arc<trace::TraceHub>,
     /// Clients capturing each port.
@@ -228,6 +233,7 @@ impl Daemon {
         dp: DatapathHandle,
         state_dir: &Path,
         vtep_addr: std::net::SocketAddrV4,
+        vtep_backend: VtepBackend,
     ) -> std::io::Result<(Daemon, Vec<String>, Vec<String>)> {
         let instance_id = state::instance_id(state_dir)?;
         let (mut store, notes) = store::Store::start(state_dir).map_err(std::io::Error::other)?;
@@ -251,7 +257,9 @@ impl Daemon {
             dp,
             store,
             vtep_addr,
+            vtep_backend,
             overlay: None,
+            vtep_keeper: None,
             swarm: None,
             hub: trace::new_hub(),
             captures: BTreeMap::new(),
@@ -450,6 +458,10 @@ impl Daemon {
 
     /// Stops the datapath thread; every port is closed (TAPs it made vanish).
     pub fn shutdown(&self) {
+        // The TAP path's tc filters go first, while the TAP still exists.
+        if let Some(k) = &self.vtep_keeper {
+            k.stop();
+        }
         let _ = self.dp.call(|ctl| ctl.stop());
     }
 

@@ -56,6 +56,24 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// The VTEP backend the daemons run (`VSWITCH_VTEP_BACKEND`, inherited by vswitchd:
+/// `tap`, `socket`, or `auto`, the default). CI runs the overlay tests under each.
+pub fn vtep_backend() -> String {
+    std::env::var("VSWITCH_VTEP_BACKEND").unwrap_or_else(|_| "auto".into())
+}
+
+/// Whether a sandbox's `gso_max_segs` is what the backend asks for: `socket` segments per
+/// UDP_SEGMENT send, `tap` as many as keep the outer IPv4 length within 65535 (either under
+/// `auto`).
+pub fn segs_as_expected(got: &serde_json::Value, socket: u64, tap: u64) -> bool {
+    let want: &[u64] = match vtep_backend().as_str() {
+        "socket" => &[socket],
+        "tap" => &[tap],
+        _ => &[socket, tap],
+    };
+    got.as_u64().is_some_and(|s| want.contains(&s))
+}
+
 // ---------------------------------------------------------------------------------------------
 // A daemon in a host namespace
 

@@ -13,7 +13,7 @@ mod bridge;
 mod host;
 mod macvlan;
 mod none;
-mod overlay;
+pub(super) mod overlay;
 
 pub(super) use overlay::{attach_vxlan_port, detach_vxlan_port, parse_peer};
 
