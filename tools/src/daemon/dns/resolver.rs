@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_proto::ProtoError;
 
@@ -138,7 +138,7 @@ impl Resolver {
             return self.error(id, meta.op_code, ResponseCode::FormErr, None, None, out);
         }
         if self.fast_path {
-            if let Some(question) = FastQuestion::parse(msg) {
+            if let Some(question) = FastQuestion::parse(msg, counts.additionals) {
                 return self.resolve_fast(asker, msg, header, &question, transport, out);
             }
         }
@@ -551,7 +551,7 @@ struct FastEdns {
     dnssec_ok: bool,
 }
 
-/// A query's question, read in place without allocating (the common case of the hot path).
+/// A query's question, read without building a `Message` (the common case of the hot path).
 #[derive(Debug)]
 struct FastQuestion {
     /// The table key of the name (lower case, labels joined by `.`), its first `key_len` bytes.
@@ -563,23 +563,24 @@ struct FastQuestion {
     edns: Option<FastEdns>,
 }
 
-/// The OPT record's type (RFC 6891 § 6.1.1).
-const TYPE_OPT: u16 = 41;
-
-/// Reads the 16-bit big-endian value at `at`.
-fn be16(msg: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]))
-}
-
 impl FastQuestion {
     /// Reads `msg` (whose header the caller checked: a query, one question, nothing else but
-    /// at most additionals) if it has the common shape: a name without compression pointers
-    /// and with no `.` inside a label (RFC 1035 § 3.1, § 4.1.2), class IN, a type other than
-    /// PTR, AXFR and IXFR, then nothing or exactly one OPT record of version 0 with well-formed
-    /// options (RFC 6891 § 6.1.2), and no trailing bytes. `None` for anything else: the full
-    /// decode handles it (and its errors).
-    fn parse(msg: &[u8]) -> Option<FastQuestion> {
-        let additionals = be16(msg, 10)?;
+    /// at most `additionals`) with hickory's decoder if it has the common shape: a name
+    /// written out in full (no compression pointer, no `.` inside a label; RFC 1035 § 3.1,
+    /// § 4.1.2), class IN, a type other than PTR, AXFR and IXFR, then nothing or exactly one
+    /// OPT record of version 0 (RFC 6891 § 6.1.2), and no trailing bytes. `None` for anything
+    /// else: the full decode handles it (and its errors). What it skips is the building of a
+    /// `Message`: its vectors of queries and records.
+    fn parse(msg: &[u8], additionals: u16) -> Option<FastQuestion> {
+        let mut decoder = BinDecoder::new(msg);
+        decoder.read_slice(HEADER_LEN).ok()?;
+        let name = Name::read(&mut decoder).ok()?;
+        // Each label's length byte and bytes, then the root's: a pointer would read fewer, and
+        // the question's bytes, which answers and cache keys copy, would not stand alone.
+        let written: usize = name.iter().map(|label| label.len() + 1).sum::<usize>() + 1;
+        if decoder.index() != HEADER_LEN + written {
+            return None;
+        }
         let mut question = FastQuestion {
             key: [0; 256],
             key_len: 0,
@@ -587,76 +588,34 @@ impl FastQuestion {
             end: 0,
             edns: None,
         };
-        let mut at = HEADER_LEN;
-        loop {
-            let len = usize::from(*msg.get(at)?);
-            if len == 0 {
-                at += 1;
-                break;
-            }
-            // 0xc0: a compression pointer; 0x40 and 0x80: reserved (RFC 6891 § 5).
-            if len > super::table::MAX_LABEL_LEN {
-                return None;
-            }
-            let label = msg.get(at + 1..at + 1 + len)?;
-            let sep = usize::from(question.key_len > 0);
-            let key_at = question.key_len + sep;
-            if label.contains(&b'.') || key_at + len > super::table::MAX_NAME_LEN {
-                return None;
-            }
-            if sep == 1 {
-                question.key[question.key_len] = b'.';
-            }
-            for (dst, src) in question.key[key_at..key_at + len].iter_mut().zip(label) {
-                *dst = src.to_ascii_lowercase();
-            }
-            question.key_len = key_at + len;
-            at += 1 + len;
-        }
-        if question.key_len == 0 {
-            return None;
-        }
-        question.qtype = be16(msg, at)?;
-        let qclass = be16(msg, at + 2)?;
+        question.key_len = name_key(&name, &mut question.key)?;
+        question.qtype = decoder.read_u16().ok()?.unverified();
+        let qclass = decoder.read_u16().ok()?.unverified();
         let excluded = [RecordType::PTR, RecordType::AXFR, RecordType::IXFR];
         if qclass != u16::from(DNSClass::IN) || excluded.contains(&RecordType::from(question.qtype))
         {
             return None;
         }
-        at += 4;
-        question.end = at;
+        question.end = decoder.index();
         match additionals {
             0 => {}
             1 => {
-                // Root owner, TYPE 41, CLASS = payload size, TTL = extended RCODE, VERSION,
-                // flags (DO first), then RDLENGTH and the options.
-                if *msg.get(at)? != 0 || be16(msg, at + 1)? != TYPE_OPT {
+                let record = Record::read(&mut decoder).ok()?;
+                if record.record_type() != RecordType::OPT || !record.name.is_root() {
                     return None;
                 }
-                let payload = be16(msg, at + 3)?;
-                let version = *msg.get(at + 6)?;
-                let flags = be16(msg, at + 7)?;
-                let rdlen = usize::from(be16(msg, at + 9)?);
-                if version != 0 {
-                    return None;
-                }
-                at += 11;
-                let options_end = at + rdlen;
-                // Each option: code, length, data (RFC 6891 § 6.1.2).
-                while at < options_end {
-                    at += 4 + usize::from(be16(msg, at + 2)?);
-                }
-                if at != options_end {
+                let edns = Edns::from(&record);
+                if edns.version() != 0 {
                     return None;
                 }
                 question.edns = Some(FastEdns {
-                    payload,
-                    dnssec_ok: flags & 0x8000 != 0,
+                    payload: edns.max_payload(),
+                    dnssec_ok: edns.flags().dnssec_ok,
                 });
             }
             _ => return None,
         }
-        (at == msg.len()).then_some(question)
+        decoder.is_empty().then_some(question)
     }
 }
 
@@ -1048,7 +1007,10 @@ mod tests {
         let mut read_fast = 0;
         for transport in [Transport::Udp, Transport::Tcp] {
             for msg in query_variants() {
-                read_fast += usize::from(FastQuestion::parse(&msg).is_some());
+                let additionals = msg
+                    .get(10..12)
+                    .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
+                read_fast += usize::from(FastQuestion::parse(&msg, additionals).is_some());
                 let (mut a, mut b) = (Vec::new(), Vec::new());
                 let da = fast.resolve("client", &msg, transport, &mut a);
                 let db = full.resolve("client", &msg, transport, &mut b);
