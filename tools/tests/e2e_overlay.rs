@@ -641,3 +641,45 @@ fn frames_too_big_for_the_overlay_are_dropped_not_fragmented() {
     );
     assert!(w.h_mut(1).d_mut().is_running(), "vswitchd of host 1 died");
 }
+
+// The same tests with the VTEP on its UDP socket backend (the tests above run the default,
+// `auto`: the TAP where the kernel has UDP-tunnel GSO), so one `cargo test` covers both.
+
+#[test]
+fn three_hosts_share_a_vni_and_a_second_vni_is_isolated_on_the_socket_vtep() {
+    on_backend(
+        "socket",
+        three_hosts_share_a_vni_and_a_second_vni_is_isolated,
+    );
+}
+
+#[test]
+fn interoperates_with_the_kernel_vxlan_on_the_socket_vtep() {
+    on_backend("socket", interoperates_with_the_kernel_vxlan);
+}
+
+#[test]
+fn underlay_capture_is_well_formed_vxlan_on_the_socket_vtep() {
+    on_backend("socket", underlay_capture_is_well_formed_vxlan);
+}
+
+#[test]
+fn peer_rm_cuts_off_that_host_and_peer_add_brings_it_back_on_the_socket_vtep() {
+    on_backend(
+        "socket",
+        peer_rm_cuts_off_that_host_and_peer_add_brings_it_back,
+    );
+}
+
+#[test]
+fn forged_datagrams_are_dropped_and_teach_nothing_on_the_socket_vtep() {
+    on_backend("socket", forged_datagrams_are_dropped_and_teach_nothing);
+}
+
+#[test]
+fn frames_too_big_for_the_overlay_are_dropped_not_fragmented_on_the_socket_vtep() {
+    on_backend(
+        "socket",
+        frames_too_big_for_the_overlay_are_dropped_not_fragmented,
+    );
+}

@@ -1,8 +1,9 @@
 //! End-to-end tests of the VTEP's TAP backend (Linux 6.17+, `--vtep-backend tap`), as root:
 //! whole super-frames through the TAP and tc, and the faults the daemon must survive (tc
 //! filters removed by hand, the TAP deleted, the underlay down), with the flat networks
-//! forwarding throughout. The overlay tests of `e2e_overlay.rs` run on either backend
-//! (`VSWITCH_VTEP_BACKEND`); these force the TAP. Without root each test prints
+//! forwarding throughout. The overlay tests of `e2e_overlay.rs` run on the default backend and
+//! again on the socket (their `…_on_the_socket_vtep` twins); these force the TAP. Without root
+//! each test prints
 //! `skipped: needs root`; on an older kernel `skipped: needs Linux 6.17+`.
 
 mod common;

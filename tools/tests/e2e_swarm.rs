@@ -371,3 +371,11 @@ fn a_cluster_needs_a_concrete_vtep_address() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("concrete --vtep"), "{err}");
 }
+
+// The same tests with the VTEP on its UDP socket backend (the tests above run the default,
+// `auto`: the TAP where the kernel has UDP-tunnel GSO), so one `cargo test` covers both.
+
+#[test]
+fn swarm_networks_across_three_hosts_on_the_socket_vtep() {
+    on_backend("socket", swarm_networks_across_three_hosts);
+}

@@ -1284,3 +1284,19 @@ fn live_trace_by_listed_vxlan_port_name_sees_its_frames() {
         );
     }
 }
+
+// The same tests with the VTEP on its UDP socket backend (the tests above run the default,
+// `auto`: the TAP where the kernel has UDP-tunnel GSO), so one `cargo test` covers both.
+
+#[test]
+fn overlay_trace_shows_vxlan_encap_and_decap_on_the_socket_vtep() {
+    overlay::on_backend("socket", overlay_trace_shows_vxlan_encap_and_decap);
+}
+
+#[test]
+fn live_trace_by_listed_vxlan_port_name_sees_its_frames_on_the_socket_vtep() {
+    overlay::on_backend(
+        "socket",
+        live_trace_by_listed_vxlan_port_name_sees_its_frames,
+    );
+}

@@ -25,6 +25,7 @@
 
 use crate::common::stream::{receive_and_verify, send_stream};
 use crate::common::{ip, run, wait_for, Netns, TempDir};
+use std::cell::Cell;
 use std::fs::{self, File};
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -56,10 +57,37 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// The VTEP backend the daemons run (`VSWITCH_VTEP_BACKEND`, inherited by vswitchd:
-/// `tap`, `socket`, or `auto`, the default). CI runs the overlay tests under each.
+thread_local! {
+    /// The VTEP backend the daemons of this test's thread run, when the test chose one.
+    static BACKEND: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Runs `test` with every daemon its [`World`] starts on the VTEP `backend` (`tap`, `socket`):
+/// the overlay tests run once on the default backend and once on the socket, in one suite.
+pub fn on_backend(backend: &'static str, test: impl FnOnce()) {
+    BACKEND.set(Some(backend));
+    test();
+    BACKEND.set(None);
+}
+
+/// The VTEP backend the daemons run: the test's choice ([`on_backend`]), else
+/// `VSWITCH_VTEP_BACKEND` (inherited by vswitchd), else `auto`.
 pub fn vtep_backend() -> String {
-    std::env::var("VSWITCH_VTEP_BACKEND").unwrap_or_else(|_| "auto".into())
+    BACKEND
+        .get()
+        .map(String::from)
+        .or_else(|| std::env::var("VSWITCH_VTEP_BACKEND").ok())
+        .unwrap_or_else(|| "auto".into())
+}
+
+/// `args` with `--vtep-backend` added when the test chose a backend and `args` has none.
+fn with_backend(mut args: Vec<&str>) -> Vec<&str> {
+    if let Some(backend) = BACKEND.get() {
+        if !args.contains(&"--vtep-backend") {
+            args.extend(["--vtep-backend", backend]);
+        }
+    }
+    args
 }
 
 /// Whether a sandbox's `gso_max_segs` is what the backend asks for: `socket` segments per
@@ -215,7 +243,8 @@ impl World {
         if daemon {
             let dir = self.dir.path.join(format!("h{i}"));
             let vtep = host.underlay_ip.clone();
-            host.daemon = Some(HostDaemon::start_with(&host.ns, &dir, &["--vtep", &vtep]));
+            let args = with_backend(vec!["--vtep", &vtep]);
+            host.daemon = Some(HostDaemon::start_with(&host.ns, &dir, &args));
         }
         self.hosts.push(host);
     }
@@ -228,6 +257,7 @@ impl World {
         let vtep = host.underlay_ip.clone();
         let mut args = vec!["--vtep", vtep.as_str()];
         args.extend_from_slice(extra);
+        let args = with_backend(args);
         host.daemon = Some(HostDaemon::start_with(&host.ns, &dir, &args));
     }
 
