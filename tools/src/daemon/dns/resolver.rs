@@ -193,40 +193,23 @@ impl Resolver {
             RecordType::PTR => self.ptr(asker, query.name()),
             qtype => self.forward_name(asker, query.name(), qtype),
         };
-        let code = match local {
-            Local::Forward => {
-                return Decision::Forward(ForwardQuery {
-                    id,
-                    question_end,
-                    udp_limit,
-                    key: CacheKey::new(&query, &header, edns.as_ref()),
-                });
-            }
-            Local::NxDomain => {
-                Counters::bump(&self.counters.nxdomain);
-                ResponseCode::NXDomain
-            }
-            Local::Addrs | Local::NoData | Local::Ptr => {
-                Counters::bump(&self.counters.answered_locally);
-                ResponseCode::NoError
-            }
-        };
         let reply = Reply {
             header,
             question: &msg[HEADER_LEN..question_end],
             edns: edns.is_some(),
             udp_limit,
         };
-        let answers = match local {
-            Local::Addrs => Answers::A(&self.addrs),
-            Local::Ptr => Answers::Ptr(&self.ptr_target),
-            _ => Answers::None,
-        };
-        if reply.emit(code, answers, out) {
-            Decision::Answer
-        } else {
-            Decision::Drop
-        }
+        self.conclude(
+            local,
+            reply,
+            || ForwardQuery {
+                id,
+                question_end,
+                udp_limit,
+                key: CacheKey::new(&query, &header, edns.as_ref()),
+            },
+            out,
+        )
     }
 
     /// The common case, read in place by [`FastQuestion::parse`]: a well-formed query of
@@ -249,21 +232,42 @@ impl Resolver {
         self.table.refresh(&mut self.view);
         let qtype = RecordType::from(question.qtype);
         let local = self.lookup_name(asker, &question.key[..question.key_len], qtype);
+        let reply = Reply {
+            header,
+            question: &msg[HEADER_LEN..question.end],
+            edns: question.edns.is_some(),
+            udp_limit,
+        };
+        let meta = &header.metadata;
+        self.conclude(
+            local,
+            reply,
+            || ForwardQuery {
+                id: meta.id,
+                question_end: question.end,
+                udp_limit,
+                key: CacheKey::from_question(
+                    &msg[HEADER_LEN..question.end],
+                    question.edns.map(|e| e.dnssec_ok),
+                    meta.checking_disabled,
+                    meta.recursion_desired,
+                ),
+            },
+            out,
+        )
+    }
+
+    /// What becomes of a name looked up locally: forwarded (`forward` builds the query to
+    /// send on), or answered with NXDOMAIN, its addresses, its PTR target or no record.
+    fn conclude(
+        &self,
+        local: Local,
+        reply: Reply<'_>,
+        forward: impl FnOnce() -> ForwardQuery,
+        out: &mut Vec<u8>,
+    ) -> Decision {
         let code = match local {
-            Local::Forward => {
-                let meta = &header.metadata;
-                return Decision::Forward(ForwardQuery {
-                    id: meta.id,
-                    question_end: question.end,
-                    udp_limit,
-                    key: CacheKey::from_question(
-                        &msg[HEADER_LEN..question.end],
-                        question.edns.map(|e| e.dnssec_ok),
-                        meta.checking_disabled,
-                        meta.recursion_desired,
-                    ),
-                });
-            }
+            Local::Forward => return Decision::Forward(forward()),
             Local::NxDomain => {
                 Counters::bump(&self.counters.nxdomain);
                 ResponseCode::NXDomain
@@ -273,14 +277,9 @@ impl Resolver {
                 ResponseCode::NoError
             }
         };
-        let reply = Reply {
-            header,
-            question: &msg[HEADER_LEN..question.end],
-            edns: question.edns.is_some(),
-            udp_limit,
-        };
         let answers = match local {
             Local::Addrs => Answers::A(&self.addrs),
+            Local::Ptr => Answers::Ptr(&self.ptr_target),
             _ => Answers::None,
         };
         if reply.emit(code, answers, out) {
