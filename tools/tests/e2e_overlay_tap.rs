@@ -219,6 +219,42 @@ fn the_underlay_going_down_is_reported_and_the_flat_network_keeps_forwarding() {
 }
 
 #[test]
+fn the_underlay_vanishing_is_reported_and_the_path_is_rewired_when_it_is_back() {
+    if !root_or_skip() || !kernel_has_tunnel_gso() {
+        return;
+    }
+    let mut w = tap_world();
+    both_ways(&w);
+    let ns = w.h(1).ns.name.clone();
+    // Deleting one end of the veth deletes both: the underlay is gone from host 1.
+    common::ip(&["-n", &ns, "link", "del", "ul0"]);
+    wait_for("the daemon to see the underlay gone", OWAIT, || {
+        (vtep_count(&w, 1, "tap_underlay_missing") == 1).then_some(())
+    });
+    flat_pings(&w);
+    assert!(
+        w.h_mut(1).d_mut().exit_status().is_none(),
+        "the daemon is still running"
+    );
+    // Back under the same name with a new index: the filters follow it, the overlay works.
+    w.replug_underlay(1);
+    wait_for("the filter on the new underlay", OWAIT, || {
+        (our_filters(&w, 1, "ul0") == 1).then_some(())
+    });
+    both_ways(&w);
+    let fallback = vtep_count(&w, 1, "tap_fallback_tx");
+    let (a, b) = (w.sb("o1"), w.sb("o2"));
+    verified_stream(&a.ns, &b.ns, &b.ip, 5304, 2 << 20);
+    assert_eq!(vtep_count(&w, 1, "tap_lost"), 0, "the TAP path stayed");
+    assert_eq!(
+        vtep_count(&w, 1, "tap_fallback_tx"),
+        fallback,
+        "the stream went through the TAP, not the socket"
+    );
+    flat_pings(&w);
+}
+
+#[test]
 fn a_filter_left_by_a_killed_tap_daemon_is_cleared_by_the_socket_backend() {
     if !root_or_skip() || !kernel_has_tunnel_gso() {
         return;

@@ -215,24 +215,8 @@ impl World {
 
     fn add_host(&mut self, i: u8, daemon: bool) {
         let ns = Netns::new(format!("{}-h{i}", self.prefix));
-        let under = self.under.name.clone();
-        let u = format!("u{i}");
-        ip(&[
-            "-n", &under, "link", "add", &u, "type", "veth", "peer", "name", "ul0", "netns",
-            &ns.name,
-        ]);
-        ip(&["-n", &under, "link", "set", &u, "master", "br0", "up"]);
+        self.plug_underlay(&ns.name, i);
         let underlay_ip = self.underlay_ip(i);
-        ip(&[
-            "-n",
-            &ns.name,
-            "addr",
-            "add",
-            &format!("{underlay_ip}/24"),
-            "dev",
-            "ul0",
-        ]);
-        ip(&["-n", &ns.name, "link", "set", "ul0", "up"]);
         let mut host = OHost {
             daemon: None,
             sandboxes: Vec::new(),
@@ -247,6 +231,27 @@ impl World {
             host.daemon = Some(HostDaemon::start_with(&host.ns, &dir, &args));
         }
         self.hosts.push(host);
+    }
+
+    /// Joins host i's namespace `ns` to the underlay: a veth `u<i>` in the underlay's bridge,
+    /// `ul0` in the host with the host's underlay address, both up.
+    fn plug_underlay(&self, ns: &str, i: u8) {
+        let under = &self.under.name;
+        let u = format!("u{i}");
+        ip(&[
+            "-n", under, "link", "add", &u, "type", "veth", "peer", "name", "ul0", "netns", ns,
+        ]);
+        ip(&["-n", under, "link", "set", &u, "master", "br0", "up"]);
+        let cidr = format!("{}/24", self.underlay_ip(i));
+        ip(&["-n", ns, "addr", "add", &cidr, "dev", "ul0"]);
+        ip(&["-n", ns, "link", "set", "ul0", "up"]);
+    }
+
+    /// Host i's underlay link made again, as a new interface (a new index), after a test
+    /// deleted it.
+    pub fn replug_underlay(&self, i: u8) {
+        let ns = self.h(i).ns.name.clone();
+        self.plug_underlay(&ns, i);
     }
 
     /// Starts vswitchd on host i (made without one, or whose daemon was stopped) with
