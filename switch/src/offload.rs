@@ -75,23 +75,29 @@ impl VirtioNetHdr {
     /// Reads a header from the first 10 bytes.
     pub fn parse(bytes: &[u8]) -> Result<VirtioNetHdr, OffloadError> {
         let b = bytes
-            .get(..VIRTIO_NET_HDR_LEN)
+            .first_chunk::<VIRTIO_NET_HDR_LEN>()
             .ok_or(OffloadError::Truncated)?;
-        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-        let hdr = VirtioNetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u16_at(2),
-            gso_size: u16_at(4),
-            csum_start: u16_at(6),
-            csum_offset: u16_at(8),
-        };
+        let hdr = VirtioNetHdr::read(b);
         match hdr.gso_kind() {
             VIRTIO_NET_HDR_GSO_NONE
             | VIRTIO_NET_HDR_GSO_TCPV4
             | VIRTIO_NET_HDR_GSO_TCPV6
             | VIRTIO_NET_HDR_GSO_UDP_L4 => Ok(hdr),
             other => Err(OffloadError::UnsupportedGso(other)),
+        }
+    }
+
+    /// The fields of the 10 bytes `b` as they stand, unchecked: [`VirtioNetHdr::parse`]
+    /// checks them for a port, the VTEP's tunnel header for its own use.
+    pub fn read(b: &[u8; VIRTIO_NET_HDR_LEN]) -> VirtioNetHdr {
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        VirtioNetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16_at(2),
+            gso_size: u16_at(4),
+            csum_start: u16_at(6),
+            csum_offset: u16_at(8),
         }
     }
 

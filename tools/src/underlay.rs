@@ -31,6 +31,7 @@ use netlink_packet_route::tc::{
     TcU32Selector, TcU32SelectorFlags,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use std::collections::HashMap;
 use std::io;
 use std::net::Ipv4Addr;
 
@@ -315,8 +316,9 @@ pub struct Neighbour {
     pub fresh: bool,
 }
 
-/// The neighbour entry of `addr` on `index`, if the table has one.
-pub fn neighbour(nl: &mut Netlink, index: u32, addr: Ipv4Addr) -> io::Result<Option<Neighbour>> {
+/// The IPv4 neighbour entries on `index`, by address: one dump of the table, read for
+/// every peer's next hop.
+pub fn neighbours(nl: &mut Netlink, index: u32) -> io::Result<HashMap<Ipv4Addr, Neighbour>> {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Inet;
     m.header.ifindex = index;
@@ -325,6 +327,7 @@ pub fn neighbour(nl: &mut Netlink, index: u32, addr: Ipv4Addr) -> io::Result<Opt
         NLM_F_REQUEST | NLM_F_DUMP,
         "listing neighbours",
     )?;
+    let mut table = HashMap::new();
     for r in replies {
         let RouteNetlinkMessage::NewNeighbour(n) = r else {
             continue;
@@ -332,13 +335,12 @@ pub fn neighbour(nl: &mut Netlink, index: u32, addr: Ipv4Addr) -> io::Result<Opt
         if n.header.ifindex != index {
             continue;
         }
-        let dst = n.attributes.iter().find_map(|a| match a {
+        let Some(dst) = n.attributes.iter().find_map(|a| match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => Some(*d),
             _ => None,
-        });
-        if dst != Some(addr) {
+        }) else {
             continue;
-        }
+        };
         let state = n.header.state;
         let usable = !matches!(
             state,
@@ -358,13 +360,14 @@ pub fn neighbour(nl: &mut Netlink, index: u32, addr: Ipv4Addr) -> io::Result<Opt
             state,
             NeighbourState::Reachable | NeighbourState::Permanent | NeighbourState::Noarp
         );
-        return Ok(Some(Neighbour { mac, fresh }));
+        // The first entry of an address stands, as a lookup of it would have found.
+        table.entry(dst).or_insert(Neighbour { mac, fresh });
     }
-    Ok(None)
+    Ok(table)
 }
 
 /// Asks the kernel to resolve (or confirm) `addr` on `index`, as if a packet waited for it
-/// (`NTF_USE`): ARP goes out; [`neighbour`] shows the answer once it came.
+/// (`NTF_USE`): ARP goes out; [`neighbours`] shows the answer once it came.
 pub fn resolve(nl: &mut Netlink, index: u32, addr: Ipv4Addr) -> io::Result<()> {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Inet;

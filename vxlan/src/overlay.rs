@@ -496,25 +496,17 @@ impl Overlay {
             let seen = d.inner_len.min(64);
             prefix[..HEADER_LEN].copy_from_slice(vxlan_hdr);
             prefix[HEADER_LEN..HEADER_LEN + seen].copy_from_slice(&inner[..seen]);
-            let queues = &shared.queues;
-            let is_local = |vni: u32, inner: &[u8]| {
-                let frame = FrameRef {
-                    meta: switch::VirtioNetHdr::NONE,
-                    data: inner,
-                };
-                queues
-                    .get(&vni)
-                    .and_then(|q| q.handle)
-                    .is_some_and(|h| dp.refuses_source(now, h, frame))
-            };
             let datagram = &prefix[..HEADER_LEN + seen];
             let mut trace = tracing.then(Trace::new);
-            let decapped = match trace.as_mut() {
-                Some(tr) => shared.vtep.decap_guarded(now, from, datagram, is_local, tr),
-                None => shared
-                    .vtep
-                    .decap_guarded(now, from, datagram, is_local, &mut NoTrace),
-            };
+            let decapped = decap(
+                &mut shared.vtep,
+                &shared.queues,
+                dp,
+                now,
+                from,
+                datagram,
+                trace.as_mut(),
+            );
             match decapped {
                 Ok((vni, _)) if d.meta == switch::VirtioNetHdr::NONE => queue_inner(
                     &mut shared.queues,
@@ -544,18 +536,10 @@ impl Overlay {
                     };
                     q.frames.push_back(Waiting { frame, trace });
                 }
-                Err(Error::MacMoveRefused(vni, _)) => match shared.queues.get(&vni) {
-                    Some(q) => q.counters.count_drop(DropReason::MacMoveRefused),
-                    None => shared.rejected.count_drop(DropReason::MacMoveRefused),
-                },
-                Err(_) => shared.rejected.count_drop(DropReason::OverlayRejected),
+                Err(e) => count_decap_error(&shared.queues, &shared.rejected, &e),
             }
         }
-        for q in shared.queues.values() {
-            if let (Some(h), false) = (q.handle, q.frames.is_empty()) {
-                ready.push(h);
-            }
-        }
+        list_ready(&shared.queues, ready);
         (n, LIMIT)
     }
 
@@ -607,28 +591,18 @@ impl Overlay {
                     datagram,
                 );
             }
-            // A station fixed on a local port of the VNI's bridge is never learned behind a
-            // peer: the bridge's own rule, asked before the VTEP learns.
-            let queues = &shared.queues;
-            let is_local = |vni: u32, inner: &[u8]| {
-                let frame = FrameRef {
-                    meta: switch::VirtioNetHdr::NONE,
-                    data: inner,
-                };
-                queues
-                    .get(&vni)
-                    .and_then(|q| q.handle)
-                    .is_some_and(|h| dp.refuses_source(now, h, frame))
-            };
             // While the datapath traces, the decap stage is recorded here and heads the
-            // frame's trace: the same decap, with the observer on.
+            // frame's trace.
             let mut trace = tracing.then(Trace::new);
-            let decapped = match trace.as_mut() {
-                Some(tr) => shared.vtep.decap_guarded(now, from, datagram, is_local, tr),
-                None => shared
-                    .vtep
-                    .decap_guarded(now, from, datagram, is_local, &mut NoTrace),
-            };
+            let decapped = decap(
+                &mut shared.vtep,
+                &shared.queues,
+                dp,
+                now,
+                from,
+                datagram,
+                trace.as_mut(),
+            );
             match decapped {
                 Ok((vni, inner)) => queue_inner(
                     &mut shared.queues,
@@ -638,23 +612,64 @@ impl Overlay {
                     switch::VirtioNetHdr::NONE,
                     trace,
                 ),
-                Err(Error::MacMoveRefused(vni, _)) => match shared.queues.get(&vni) {
-                    Some(q) => q.counters.count_drop(DropReason::MacMoveRefused),
-                    None => shared.rejected.count_drop(DropReason::MacMoveRefused),
-                },
-                Err(_) => shared.rejected.count_drop(DropReason::OverlayRejected),
+                Err(e) => count_decap_error(&shared.queues, &shared.rejected, &e),
             }
         }
         // Small datagrams: many per read. Coalesced 64 KB messages: few, so one batch stays
         // within BATCH_BYTES (and in cache) from the read to the send.
         let per_message = (bytes / n).max(1);
         shared.rx.set_limit(BATCH_BYTES / per_message);
-        for q in shared.queues.values() {
-            if let (Some(h), false) = (q.handle, q.frames.is_empty()) {
-                ready.push(h);
-            }
-        }
+        list_ready(&shared.queues, ready);
         (n, limit)
+    }
+}
+
+/// Decapsulates `datagram` from `from` (the decap stage recorded in `trace` when there is
+/// one). A station fixed on a local port of the VNI's bridge is never learned behind a peer:
+/// the bridge's own rule, asked before the VTEP learns.
+fn decap<'a>(
+    vtep: &mut Vtep,
+    queues: &HashMap<u32, VniQueue>,
+    dp: &Datapath,
+    now: Instant,
+    from: IpAddr,
+    datagram: &'a [u8],
+    trace: Option<&mut Trace>,
+) -> Result<(u32, &'a [u8]), Error> {
+    let is_local = |vni: u32, inner: &[u8]| {
+        let frame = FrameRef {
+            meta: switch::VirtioNetHdr::NONE,
+            data: inner,
+        };
+        queues
+            .get(&vni)
+            .and_then(|q| q.handle)
+            .is_some_and(|h| dp.refuses_source(now, h, frame))
+    };
+    match trace {
+        Some(tr) => vtep.decap_guarded(now, from, datagram, is_local, tr),
+        None => vtep.decap_guarded(now, from, datagram, is_local, &mut NoTrace),
+    }
+}
+
+/// Counts a datagram the VTEP refused: a refused MAC move on its VNI's port, anything else
+/// as rejected.
+fn count_decap_error(queues: &HashMap<u32, VniQueue>, rejected: &PortCounters, e: &Error) {
+    match e {
+        Error::MacMoveRefused(vni, _) => match queues.get(vni) {
+            Some(q) => q.counters.count_drop(DropReason::MacMoveRefused),
+            None => rejected.count_drop(DropReason::MacMoveRefused),
+        },
+        _ => rejected.count_drop(DropReason::OverlayRejected),
+    }
+}
+
+/// Lists in `ready` the VNI ports with frames waiting.
+fn list_ready(queues: &HashMap<u32, VniQueue>, ready: &mut Vec<PortHandle>) {
+    for q in queues.values() {
+        if let (Some(h), false) = (q.handle, q.frames.is_empty()) {
+            ready.push(h);
+        }
     }
 }
 

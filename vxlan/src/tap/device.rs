@@ -149,23 +149,6 @@ impl TapDevice {
         &self.name
     }
 
-    /// Reads one frame (header included) into `buf`; `Ok(None)` when nothing waits.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        loop {
-            // SAFETY: `buf` is valid for writes of its length for the call.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n >= 0 {
-                return Ok(Some(n as usize));
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(None),
-                _ => return Err(e),
-            }
-        }
-    }
-
     /// Reads one frame scattered over `head` then `rest`; `Ok(None)` when nothing waits.
     pub fn read_split(&self, head: &mut [u8], rest: &mut [u8]) -> io::Result<Option<usize>> {
         let iov = [

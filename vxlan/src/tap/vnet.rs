@@ -70,16 +70,11 @@ impl TunnelHdr {
     /// Reads a header; bytes 10–23 only when a tunnel bit is set (they may be garbage
     /// otherwise).
     pub fn parse(b: &[u8]) -> Result<TunnelHdr, HdrError> {
-        let b = b.get(..TUNNEL_HDR_LEN).ok_or(HdrError::Truncated)?;
+        let b = b
+            .first_chunk::<TUNNEL_HDR_LEN>()
+            .ok_or(HdrError::Truncated)?;
         let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-        let base = VirtioNetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u16_at(2),
-            gso_size: u16_at(4),
-            csum_start: u16_at(6),
-            csum_offset: u16_at(8),
-        };
+        let base = VirtioNetHdr::read(b.first_chunk().ok_or(HdrError::Truncated)?);
         let mut h = TunnelHdr {
             base,
             ..TunnelHdr::default()

@@ -612,40 +612,7 @@ impl Cluster {
         mac: MacAddr,
         ip: Ipv4Addr,
     ) -> Result<(), ClusterError> {
-        keys::check_name("network", network)?;
-        keys::check_name("endpoint", id)?;
-        let record = EndpointRecord {
-            mac,
-            ip,
-            node: self.shared.config.node.clone(),
-        };
-        let slot = (network.to_string(), id.to_string());
-        // Recorded first, so a re-registration racing with this write includes it.
-        self.shared.own().insert(slot.clone(), record.clone());
-        let keys = &self.shared.keys;
-        let result = self.shared.etcd.txn(
-            &[Compare::present(&keys.network(network))],
-            &[TxnOp::put(
-                &keys.endpoint(network, id),
-                &to_json(&record),
-                self.lease(),
-            )],
-            &[],
-        );
-        let error = match result {
-            Ok(r) if r.succeeded => return Ok(()),
-            Ok(_) => ClusterError::NoSuchNetwork {
-                name: network.into(),
-            },
-            Err(ClusterError::Etcd { message, .. }) if message.contains("lease not found") => {
-                ClusterError::LeaseLost {
-                    node: self.node().into(),
-                }
-            }
-            Err(e) => e,
-        };
-        self.shared.own().remove(&slot);
-        Err(error)
+        self.publish_endpoints(network, &[(id.to_string(), mac, ip)])
     }
 
     /// Publishes many of this node's endpoints on `network` (`(id, mac, ip)` each) under this
@@ -676,7 +643,7 @@ impl Cluster {
                 })
                 .collect();
             {
-                // Recorded first, as in publish_endpoint.
+                // Recorded first, so a re-registration racing with this write includes them.
                 let mut own = self.shared.own();
                 for (slot, record) in &records {
                     own.insert(slot.clone(), record.clone());

@@ -490,6 +490,8 @@ fn refresh_next_hops(
     peers: &[Ipv4Addr],
     seen: &mut Seen,
 ) {
+    // Read once, at the first peer that needs it: every next hop is on the underlay.
+    let mut table = None;
     for &peer in peers {
         let (hop, oif) = match underlay::next_hop(nl, peer) {
             Ok(h) => h,
@@ -512,7 +514,10 @@ fn refresh_next_hops(
             continue;
         }
         seen.unreachable.remove(&peer);
-        let n = underlay::neighbour(nl, oif, hop).ok().flatten();
+        let n = table
+            .get_or_insert_with(|| underlay::neighbours(nl, oif).unwrap_or_default())
+            .get(&hop)
+            .copied();
         let mac = n.and_then(|n| n.mac);
         if mac.is_some() || overlay.next_hop(peer).is_none() {
             overlay.set_next_hop(peer, mac);
