@@ -75,15 +75,37 @@ pub fn decode(buf: &[u8]) -> Option<Stamp> {
 
 /// `CLOCK_MONOTONIC` in ns (the same clock in every namespace of the machine).
 pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// `CLOCK_REALTIME` in ns: the clock of the kernel's receive time stamps (`SO_TIMESTAMPNS`).
+fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// This thread's CPU time so far, in ns (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime(2) writes the timespec we own; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: clock_gettime(2) writes the timespec we own; the clocks used here always exist.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)
+}
+
+/// A kernel receive time stamp (`CLOCK_REALTIME`) on the `CLOCK_MONOTONIC` time line, given
+/// `offset` = realtime − monotonic read just before: the two clocks run at the same rate (NTP
+/// slews both), so within a trial the offset stays put to well under a microsecond.
+pub fn arrival_on_monotonic(stamp_realtime_ns: u64, offset: i128) -> u64 {
+    let mono = i128::from(stamp_realtime_ns) - offset;
+    u64::try_from(mono.max(0)).unwrap_or(u64::MAX)
 }
 
 /// The sender's timetable: `total` datagrams at `rate` per second, in batches of equal size
@@ -318,11 +340,79 @@ pub struct Trial {
     pub offered_pps: f64,
     /// The sequence accounting.
     pub seq: SeqSummary,
-    /// One-way latency of the datagrams received (first copies only).
+    /// One-way latency of the datagrams received (first copies only), from the sender's stamp
+    /// to the datagram's arrival at the sink's interface: the kernel's receive time stamp,
+    /// taken as the switch hands the frame to the sink's veth (RFC 1242: latency ends when the
+    /// frame is seen on the output port), so the sink's own wake-ups are not in it.
     pub latency: OneWay,
+    /// The same datagrams' latency to the moment the sink read them (`recvmmsg` returned):
+    /// adds the wait in the sink's socket queue for the sink thread to run.
+    pub read_latency: OneWay,
+    /// Where the CPU went during the trial.
+    pub cpu: TrialCpu,
     /// Datagrams the sink's own socket dropped (its receive buffer was full), counted in the
     /// loss above; `None` if the kernel's table could not be read.
     pub sink_drops: Option<u64>,
+}
+
+/// CPU time spent during a trial, in seconds, and the wall time it was spent in: the blaster
+/// and sink threads (their own clocks, from their first to their last call), the switch's
+/// processes (`Deployment::busy`, from /proc) and ksoftirqd, and the whole machine (/proc/stat).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TrialCpu {
+    /// Seconds from the blaster's start to the last datagram's arrival: the time the work was
+    /// done in (the drain after it is idle).
+    pub wall_s: f64,
+    /// The blaster thread (its UDP sends, and whatever the kernel does inside them: for the
+    /// kernel bridge, the whole forwarding path).
+    pub blaster_s: f64,
+    /// The sink thread.
+    pub sink_s: f64,
+    /// The switch's daemon; `None` if it has none or it is not tracked.
+    pub switch_s: Option<f64>,
+    /// ksoftirqd threads (softirq work deferred out of the syscalls).
+    pub softirqd_s: f64,
+    /// Every CPU of the machine, busy (not idle, not iowait).
+    pub machine_busy_s: f64,
+    /// CPUs of the machine.
+    pub cpus: usize,
+}
+
+impl TrialCpu {
+    /// Percent of one CPU over the trial.
+    pub fn percent(&self, seconds: f64) -> f64 {
+        100.0 * seconds / self.wall_s.max(f64::EPSILON)
+    }
+
+    /// Microseconds of CPU per datagram received.
+    pub fn per_datagram_us(seconds: f64, received: u64) -> f64 {
+        seconds * 1e6 / received.max(1) as f64
+    }
+}
+
+/// Busy and total jiffies of all CPUs together, from /proc/stat's first line
+/// (`cpu user nice system idle iowait irq softirq steal ...`).
+fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_cpu_line(stat.lines().next()?)
+}
+
+/// (busy, total) of a /proc/stat `cpu` line: everything but idle and iowait is busy; guest
+/// time is already in user.
+pub fn parse_cpu_line(line: &str) -> Option<(u64, u64)> {
+    let mut cols = line.split_whitespace();
+    if cols.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = cols
+        .take(8)
+        .map(|c| c.parse().ok())
+        .collect::<Option<_>>()?;
+    if v.len() < 5 {
+        return None;
+    }
+    let total: u64 = v.iter().sum();
+    Some((total - v[3] - v[4], total))
 }
 
 impl Trial {
@@ -342,6 +432,14 @@ pub fn trial(d: &Deployment, spec: TrialSpec) -> Result<Trial> {
     let first = u64::MAX - total / 2 - u64::from(spec.tag);
     let stop_at = Arc::new(AtomicU64::new(u64::MAX));
 
+    let softirqd = super::measure::softirqd_pids();
+    let switch = d.busy.clone().filter(|p| !p.is_empty());
+    let before = (
+        switch.as_deref().map(super::measure::cpu_snapshot),
+        super::measure::cpu_snapshot(&softirqd),
+        machine_jiffies(),
+        monotonic_ns(),
+    );
     let (tx, rx) = mpsc::channel();
     let bind = d.server.addr;
     let sink_stop = stop_at.clone();
@@ -356,7 +454,7 @@ pub fn trial(d: &Deployment, spec: TrialSpec) -> Result<Trial> {
         let drops = std::fs::read_to_string("/proc/thread-self/net/udp")
             .ok()
             .and_then(|t| socket_drops(&t, bind, port));
-        Ok((counted.0, counted.1, drops))
+        Ok((counted, drops))
     })?;
     let port = match rx.recv_timeout(Duration::from_secs(10)) {
         Ok(p) => p,
@@ -369,7 +467,9 @@ pub fn trial(d: &Deployment, spec: TrialSpec) -> Result<Trial> {
     let target = SocketAddrV4::new(d.connect_to.unwrap_or(d.server.addr), port);
     let from = d.client.addr;
     let sender = spawn_in(&d.client.netns, "rfc2544-blast", move || {
-        send(from, target, first, schedule, spec.tag, u64::MAX)
+        let cpu = thread_cpu_ns();
+        let pps = send(from, target, first, schedule, spec.tag, u64::MAX)?;
+        Ok((pps, thread_cpu_ns().saturating_sub(cpu)))
     })
     .and_then(join);
     let drain_ns = u64::try_from(spec.drain.as_nanos()).unwrap_or(u64::MAX);
@@ -380,13 +480,39 @@ pub fn trial(d: &Deployment, spec: TrialSpec) -> Result<Trial> {
     };
     stop_at.store(stop, Ordering::Relaxed);
     let received = join(sink);
-    let sent = sender?;
-    let (seq, latency, sink_drops) = received?;
+    let after = (
+        switch.as_deref().map(super::measure::cpu_snapshot),
+        super::measure::cpu_snapshot(&softirqd),
+        machine_jiffies(),
+        monotonic_ns(),
+    );
+    let (sent, blaster_ns) = sender?;
+    let (sink, sink_drops) = received?;
+    let seconds = |b: &[f64], a: &[f64]| a.iter().zip(b).map(|(a, b)| (a - b).max(0.0)).sum();
+    // USER_HZ, the unit of /proc/stat, is 100 on every Linux ABI.
+    let machine_busy_s = match (before.2, after.2) {
+        (Some(b), Some(a)) => a.0.saturating_sub(b.0) as f64 / 100.0,
+        _ => 0.0,
+    };
+    let cpu = TrialCpu {
+        wall_s: sink.last_ns.unwrap_or(after.3).saturating_sub(before.3) as f64 / 1e9,
+        blaster_s: blaster_ns as f64 / 1e9,
+        sink_s: sink.cpu_ns as f64 / 1e9,
+        switch_s: match (&before.0, &after.0) {
+            (Some(b), Some(a)) => Some(seconds(b, a)),
+            _ => None,
+        },
+        softirqd_s: seconds(&before.1, &after.1),
+        machine_busy_s,
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     Ok(Trial {
         asked_pps: spec.rate,
         offered_pps: sent,
-        seq,
-        latency,
+        seq: sink.seq,
+        latency: sink.arrival,
+        read_latency: sink.read,
+        cpu,
         sink_drops,
     })
 }
@@ -586,35 +712,72 @@ fn send(
     })
 }
 
+/// What the sink saw.
+struct Sunk {
+    seq: SeqSummary,
+    /// Latency to the kernel's receive time stamp.
+    arrival: OneWay,
+    /// Latency to the read.
+    read: OneWay,
+    /// The sink thread's CPU time.
+    cpu_ns: u64,
+    /// When the last datagram arrived (ns of `CLOCK_MONOTONIC`).
+    last_ns: Option<u64>,
+}
+
+/// Room for one `SCM_TIMESTAMPNS` control message (a `timespec`), 8-byte aligned.
+const CMSG_ROOM: usize = 64;
+
 /// The sink: receives until every datagram has arrived or `stop_at` (ns of `CLOCK_MONOTONIC`,
-/// set once the sender is done) has passed.
+/// set once the sender is done) has passed. Each datagram's arrival is the kernel's receive
+/// time stamp (`SO_TIMESTAMPNS`); one without a stamp counts as arriving when read.
 fn receive(
     sock: &UdpSocket,
     first: u64,
     total: u64,
     tag: u16,
     stop_at: &AtomicU64,
-) -> Result<(SeqSummary, OneWay)> {
+) -> Result<Sunk> {
+    let cpu_start = thread_cpu_ns();
+    stamp_arrivals(sock)?;
     let mut tracker = SeqTracker::new(first, total);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
-        .map_err(|e| Error::Unexpected(format!("histogram: {e}")))?;
+    let new_hist = || {
+        Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
+            .map_err(|e| Error::Unexpected(format!("histogram: {e}")))
+    };
+    let (mut arrival, mut read) = (new_hist()?, new_hist()?);
+    let mut last_ns = None;
     const BUF: usize = 64;
     let mut bufs = [[0u8; BUF]; MAX_BATCH];
+    #[repr(align(8))]
+    struct Cmsg([u8; CMSG_ROOM]);
+    let mut cmsgs: Vec<Cmsg> = (0..MAX_BATCH).map(|_| Cmsg([0; CMSG_ROOM])).collect();
     // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is a valid value.
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut msgs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
-    for ((iov, msg), buf) in iovs.iter_mut().zip(msgs.iter_mut()).zip(bufs.iter_mut()) {
+    for (((iov, msg), buf), cmsg) in iovs
+        .iter_mut()
+        .zip(msgs.iter_mut())
+        .zip(bufs.iter_mut())
+        .zip(cmsgs.iter_mut())
+    {
         iov.iov_base = buf.as_mut_ptr().cast();
         iov.iov_len = BUF;
         msg.msg_hdr.msg_iov = iov;
         msg.msg_hdr.msg_iovlen = 1;
+        msg.msg_hdr.msg_control = cmsg.0.as_mut_ptr().cast();
     }
     while !tracker.complete() && monotonic_ns() < stop_at.load(Ordering::Relaxed) {
         check_interrupt()?;
-        // SAFETY: msgs point at iovecs over `bufs`, all alive and unmoved; the kernel writes at
-        // most iov_len bytes into each and msg_len/msg_flags in the headers. The socket's read
-        // timeout bounds the wait for the first datagram.
+        // The kernel overwrites each control length with what it wrote.
+        for msg in msgs.iter_mut() {
+            msg.msg_hdr.msg_controllen = CMSG_ROOM as _;
+        }
+        // SAFETY: msgs point at iovecs over `bufs` and at the control buffers in `cmsgs`, all
+        // alive and unmoved; the kernel writes at most iov_len bytes into each buffer, at most
+        // msg_controllen into each control buffer, and msg_len/msg_flags in the headers. The
+        // socket's read timeout bounds the wait for the first datagram.
         let rc = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
@@ -632,24 +795,138 @@ fn receive(
             return Err(e).context(|| "recvmmsg".into());
         }
         let now = monotonic_ns();
+        let offset = i128::from(realtime_ns()) - i128::from(now);
         for (msg, buf) in msgs.iter().zip(&bufs).take(rc as usize) {
             let len = (msg.msg_len as usize).min(BUF);
             match decode(&buf[..len]) {
                 Some(s) if s.tag == tag => {
                     if matches!(tracker.record(s.seq), Arrival::New | Arrival::Reordered) {
-                        hist.saturating_record(now.saturating_sub(s.sent_ns).max(1));
+                        let at = kernel_stamp(&msg.msg_hdr)
+                            .map_or(now, |t| arrival_on_monotonic(t, offset).min(now));
+                        arrival.saturating_record(at.saturating_sub(s.sent_ns).max(1));
+                        last_ns = Some(at);
+                        read.saturating_record(now.saturating_sub(s.sent_ns).max(1));
                     }
                 }
                 _ => tracker.stray += 1,
             }
         }
     }
-    Ok((tracker.summary(), OneWay::of(&hist)))
+    Ok(Sunk {
+        seq: tracker.summary(),
+        arrival: OneWay::of(&arrival),
+        read: OneWay::of(&read),
+        cpu_ns: thread_cpu_ns().saturating_sub(cpu_start),
+        last_ns,
+    })
+}
+
+/// Asks the kernel to stamp every datagram `sock` receives with its arrival time
+/// (`SO_TIMESTAMPNS`: taken as the frame enters the receiving host's stack, here as the switch
+/// hands it to the sink's veth).
+fn stamp_arrivals(sock: &UdpSocket) -> Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt(2) on a socket we own, with a c_int option value of the right length.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            std::ptr::from_ref(&on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context(|| "SO_TIMESTAMPNS".into());
+    }
+    Ok(())
+}
+
+/// The `SCM_TIMESTAMPNS` time stamp (ns of `CLOCK_REALTIME`) among a received message's
+/// control messages.
+fn kernel_stamp(hdr: &libc::msghdr) -> Option<u64> {
+    // SAFETY: `hdr` is a msghdr recvmmsg filled in: msg_control points at our buffer and
+    // msg_controllen says how much of it the kernel wrote; the CMSG_* macros stay within that.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                return Some(
+                    (ts.tv_sec as u64)
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(ts.tv_nsec as u64),
+                );
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernel_arrival_stamp_is_read_and_put_on_the_monotonic_time_line() {
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        stamp_arrivals(&sink).unwrap();
+        let src = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (mono_before, real_before) = (monotonic_ns(), realtime_ns());
+        src.send_to(b"x", sink.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 8];
+        let mut cmsg = [0u64; CMSG_ROOM / 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr; the pointers set below outlive the call.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = cmsg.as_mut_ptr().cast();
+        hdr.msg_controllen = CMSG_ROOM as _;
+        // SAFETY: recvmsg(2) into the buffers `hdr` points at, all alive.
+        let n = unsafe { libc::recvmsg(sink.as_raw_fd(), &mut hdr, 0) };
+        assert_eq!(n, 1);
+        let (mono_after, real_after) = (monotonic_ns(), realtime_ns());
+        let stamp = kernel_stamp(&hdr).expect("an SCM_TIMESTAMPNS message");
+        assert!((real_before..=real_after).contains(&stamp));
+        let offset = i128::from(real_after) - i128::from(mono_after);
+        let at = arrival_on_monotonic(stamp, offset);
+        // Within the window, give or take the two clocks' reads.
+        assert!(at + 1_000_000 >= mono_before && at <= mono_after + 1_000_000);
+        // No control message, no stamp.
+        hdr.msg_controllen = 0;
+        assert_eq!(kernel_stamp(&hdr), None);
+    }
+
+    #[test]
+    fn an_arrival_before_the_epoch_of_monotonic_is_clamped() {
+        assert_eq!(arrival_on_monotonic(5, 10), 0);
+        assert_eq!(arrival_on_monotonic(1_000, 400), 600);
+    }
+
+    #[test]
+    fn busy_time_is_everything_but_idle_and_iowait() {
+        // user nice system idle iowait irq softirq steal
+        let line = "cpu  100 5 50 1000 20 3 7 0 0 0";
+        assert_eq!(parse_cpu_line(line), Some((165, 1185)));
+        assert_eq!(parse_cpu_line("cpu0 1 2 3 4 5"), None);
+        assert_eq!(parse_cpu_line("cpu 1 2"), None);
+    }
+
+    #[test]
+    fn cpu_per_datagram_and_percent() {
+        let c = TrialCpu {
+            wall_s: 2.0,
+            ..TrialCpu::default()
+        };
+        assert_eq!(c.percent(1.0), 50.0);
+        assert_eq!(TrialCpu::per_datagram_us(0.5, 100_000), 5.0);
+        assert_eq!(TrialCpu::per_datagram_us(0.5, 0), 500_000.0);
+    }
 
     #[test]
     fn the_sink_socket_drops_are_read_from_the_udp_table() {

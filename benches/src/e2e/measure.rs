@@ -88,7 +88,7 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// The ksoftirqd threads' ids.
-fn softirqd_pids() -> Vec<u32> {
+pub fn softirqd_pids() -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -101,7 +101,7 @@ fn softirqd_pids() -> Vec<u32> {
 }
 
 /// The CPU seconds of each of `pids` (0 for one that is gone).
-fn cpu_snapshot(pids: &[u32]) -> Vec<f64> {
+pub fn cpu_snapshot(pids: &[u32]) -> Vec<f64> {
     pids.iter()
         .map(|&p| cpu_seconds(p).unwrap_or(0.0))
         .collect()

@@ -244,9 +244,21 @@ impl Report {
             "p99.9 µs",
             "max µs",
             "p99 × kernel",
+            "p99 read µs",
+        ];
+        let cpu_header = [
+            "variant",
+            "load",
+            "blaster",
+            "sink",
+            "switch",
+            "ksoftirqd",
+            "whole machine",
+            "machine busy %",
         ];
         let mut lines = Vec::new();
         let mut load_lines = Vec::new();
+        let mut cpu_lines = Vec::new();
         for row in &self.rows {
             let label = row.label.clone();
             let m = match &row.outcome {
@@ -306,6 +318,24 @@ impl Report {
                     format!("{:.1}", l.p999_us),
                     format!("{:.1}", l.max_us),
                     fmt_ratio(self.p99_ratio_at(row, p)),
+                    format!("{:.1}", t.read_latency.p99_us),
+                ]));
+                let c = &t.cpu;
+                let us = |s: f64| {
+                    format!(
+                        "{:.2}",
+                        super::blast::TrialCpu::per_datagram_us(s, t.seq.received)
+                    )
+                };
+                cpu_lines.push(Line::Cells(vec![
+                    label.clone(),
+                    format!("{p} %"),
+                    us(c.blaster_s),
+                    us(c.sink_s),
+                    c.switch_s.map_or("-".into(), us),
+                    us(c.softirqd_s),
+                    us(c.machine_busy_s),
+                    format!("{:.0} of {}", c.percent(c.machine_busy_s), 100 * c.cpus),
                 ]));
             }
         }
@@ -313,9 +343,22 @@ impl Report {
         if !load_lines.is_empty() {
             let _ = writeln!(
                 out,
-                "\nOne-way latency under load (each switch at a share of its own < 1 % rate):\n"
+                "\nOne-way latency under load (each switch at a share of its own < 1 % rate), \
+                 to the datagram's arrival at the sink's interface (the kernel's receive time \
+                 stamp, SO_TIMESTAMPNS: RFC 1242's latency ends when the frame is seen on the \
+                 output port); p99 read: to the moment the sink read it, adding the wait for the \
+                 sink thread to run:\n"
             );
             out.push_str(&grid(&load_header, &load_lines));
+            let _ = writeln!(
+                out,
+                "\nWhere the CPU goes in those trials, µs of CPU per datagram received (blaster \
+                 and sink: their threads' own clocks, which include the kernel work done inside \
+                 their system calls, for the kernel bridge the whole forwarding path; switch: its \
+                 daemon; whole machine: every CPU's busy time, /proc/stat); machine busy: percent \
+                 of one CPU from the first send to the last arrival:\n"
+            );
+            out.push_str(&grid(&cpu_header, &cpu_lines));
         }
         Some(out)
     }
@@ -700,6 +743,8 @@ impl Report {
 fn trial_json(t: &super::blast::Trial) -> Value {
     let s = &t.seq;
     let l = &t.latency;
+    let r = &t.read_latency;
+    let c = &t.cpu;
     json!({
         "asked_kpps": t.asked_pps / 1e3,
         "offered_kpps": t.offered_pps / 1e3,
@@ -714,6 +759,18 @@ fn trial_json(t: &super::blast::Trial) -> Value {
         "stray": s.stray,
         "one_way_us": {
             "p50": l.p50_us, "p99": l.p99_us, "p99_9": l.p999_us, "max": l.max_us, "mean": l.mean_us,
+        },
+        "one_way_to_read_us": {
+            "p50": r.p50_us, "p99": r.p99_us, "p99_9": r.p999_us, "max": r.max_us, "mean": r.mean_us,
+        },
+        "cpu_seconds": {
+            "wall": c.wall_s,
+            "blaster": c.blaster_s,
+            "sink": c.sink_s,
+            "switch": c.switch_s,
+            "ksoftirqd": c.softirqd_s,
+            "machine_busy": c.machine_busy_s,
+            "cpus": c.cpus,
         },
     })
 }
@@ -941,6 +998,8 @@ mod tests {
                 max_us: p99 * 3.0,
                 mean_us: 21.0,
             },
+            read_latency: OneWay::default(),
+            cpu: crate::e2e::blast::TrialCpu::default(),
             sink_drops: Some(0),
         };
         Rfc2544 {
@@ -983,7 +1042,14 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("vswitchd") && l.contains(" 90 % |"))
             .unwrap_or_default();
-        assert!(at_90.ends_with(" 2.50"), "{table}");
+        // ... and the p99 to the sink's read after it.
+        assert!(at_90.contains(" 2.50 | "), "{table}");
+        // The CPU table: per datagram, with the machine's busy share.
+        assert!(
+            table.contains("Where the CPU goes in those trials"),
+            "{table}"
+        );
+        assert!(table.contains("whole machine | machine busy %"), "{table}");
         assert!(table.contains("135.0"), "{table}");
         assert!(
             table.contains("offers 450.0 kpps, 3.0× the kernel bridge's"),

@@ -326,6 +326,8 @@ mod tests {
             offered_pps: kpps * 1e3,
             seq: blast::SeqSummary::default(),
             latency: blast::OneWay::default(),
+            read_latency: blast::OneWay::default(),
+            cpu: blast::TrialCpu::default(),
             sink_drops: None,
         };
         let rate = |x: Option<Trial>| x.map(|t| t.offered_pps);

@@ -180,14 +180,22 @@ impl Scenario for Flat {
         let dir_path = dir.path().to_path_buf();
         cleanup.push(dir);
 
+        // The switch's processes, for the CPU figures: none for the kernel (its work is in the
+        // hosts' system calls and softirq); OVS's daemons are not tracked.
+        let mut busy = None;
         notes.extend(match variant {
-            Variant::Kernel => switches::kernel_bridge(&sw, &ports)?,
+            Variant::Kernel => {
+                busy = Some(Vec::new());
+                switches::kernel_bridge(&sw, &ports)?
+            }
             Variant::Vswitchd | Variant::VswitchdSocket => {
                 let bins = env
                     .vswitch
                     .as_ref()
                     .ok_or_else(|| Error::Unexpected("vswitchd binaries not configured".into()))?;
-                switches::vswitchd(&sw, &ports, bins, &dir_path, &mut cleanup)?
+                let (notes, pid) = switches::vswitchd(&sw, &ports, bins, &dir_path, &mut cleanup)?;
+                busy = Some(vec![pid]);
+                notes
             }
             Variant::OvsNoTso | Variant::OvsTso => {
                 let bins = env
@@ -209,7 +217,7 @@ impl Scenario for Flat {
             },
             connect_to: None,
             notes,
-            busy: None,
+            busy,
             workdir: dir_path,
             cleanup,
         })

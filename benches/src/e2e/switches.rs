@@ -161,7 +161,7 @@ pub fn vswitchd(
     bins: &VswitchBins,
     dir: &Path,
     cleanup: &mut Cleanup,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, u32)> {
     let socket = dir.join("vswitchd.sock");
     let mut cmd = in_netns(sw, &bins.vswitchd);
     cmd.arg("--socket")
@@ -177,6 +177,7 @@ pub fn vswitchd(
         daemon.check_running()?;
         Ok(UnixStream::connect(&socket).is_ok())
     })?;
+    let pid = daemon.pid();
     cleanup.push(daemon);
     for p in ports {
         run(Command::new(&bins.vswitchctl)
@@ -184,7 +185,7 @@ pub fn vswitchd(
             .arg(&socket)
             .args(["port", "add", p]))?;
     }
-    Ok(Vec::new())
+    Ok((Vec::new(), pid))
 }
 
 /// `nsenter --net=/run/netns/NS -- vswitchd --socket DIR/vswitchd.sock --state-dir STATE`,
