@@ -149,6 +149,46 @@ impl DatapathHandle {
     }
 }
 
+/// The datapath thread's scheduling (`--datapath-rt-priority`): normal (the default), or the
+/// kernel's real-time `SCHED_FIFO` at a priority, so that a frame waiting in a ring wakes the
+/// thread at once instead of after the time slice of whatever else holds the CPU. The kernel
+/// bridge forwards in softirq, ahead of every thread; this is the user-space counterpart. The
+/// thread still sleeps when no frame waits, and the kernel's real-time throttling
+/// (`sched_rt_runtime_us`, 95 % by default) keeps a flood from taking a whole CPU.
+impl DatapathHandle {
+    /// Runs the datapath thread under `SCHED_FIFO` at `priority` (1–99). Needs CAP_SYS_NICE.
+    pub fn set_realtime(&self, priority: u8) -> io::Result<()> {
+        let priority = libc::c_int::from(priority);
+        self.call(move |_| {
+            let param = libc::sched_param {
+                sched_priority: priority,
+            };
+            // SAFETY: sched_setscheduler(2) on the calling thread (pid 0) with a sched_param
+            // we own; it only reads it.
+            match unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            }
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?
+    }
+
+    /// The datapath thread's scheduling policy and priority (`SCHED_OTHER` is 0, priority 0).
+    pub fn scheduling(&self) -> io::Result<(libc::c_int, libc::c_int)> {
+        self.call(|_| {
+            let mut param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: sched_getscheduler(2) on the calling thread; no memory is passed.
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            // SAFETY: sched_getparam(2) on the calling thread writes the sched_param we own.
+            if policy < 0 || unsafe { libc::sched_getparam(0, &mut param) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok((policy, param.sched_priority))
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?
+    }
+}
+
 /// Starts the datapath thread with an empty datapath. Returns its handle and its join handle.
 pub fn spawn(name: &str) -> io::Result<(DatapathHandle, JoinHandle<()>)> {
     let poll = Poll::new()?;
@@ -222,5 +262,29 @@ fn run(mut poll: Poll, commands: mpsc::Receiver<Command>, mut dp: Datapath) {
             stop: &mut stop,
         };
         ctl.remove_port(h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_datapath_thread_runs_real_time_when_asked() {
+        let (dp, join) = spawn("dp-rt-test").unwrap();
+        assert_eq!(dp.scheduling().unwrap(), (libc::SCHED_OTHER, 0));
+        // Out of range for SCHED_FIFO: refused, and the thread is as it was.
+        let err = dp.set_realtime(0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+        if crate::testing::needs_root() {
+            dp.set_realtime(1).unwrap();
+            assert_eq!(dp.scheduling().unwrap(), (libc::SCHED_FIFO, 1));
+            // The thread still forwards commands (and sleeps between them).
+            dp.call(|ctl| ctl.stop()).unwrap();
+            join.join().unwrap();
+        } else {
+            dp.call(|ctl| ctl.stop()).unwrap();
+            join.join().unwrap();
+        }
     }
 }

@@ -123,3 +123,58 @@ fn root_trunk_lists_are_stored_and_shown_sorted_once() {
     lab.daemon = Some(Daemon::start(&lab.sw, &lab.dir.path));
     assert_eq!(vlan(lab.d()), "trunk:10,20,30");
 }
+
+/// The scheduling policy and real-time priority of the thread named `comm` of process `pid`
+/// (/proc/PID/task/TID/stat: fields 40 `rt_priority` and 41 `policy`, counted after the
+/// parenthesised name).
+fn thread_policy(pid: i32, comm: &str) -> Option<(u32, u32)> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != comm {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after ") " start at field 3.
+        let rest: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+        return Some((
+            rest.get(40 - 3)?.parse().ok()?,
+            rest.get(41 - 3)?.parse().ok()?,
+        ));
+    }
+    None
+}
+
+#[test]
+fn root_the_datapath_thread_runs_real_time_when_asked() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut lab = Lab::new();
+    // By default: normal scheduling (policy 0, SCHED_OTHER).
+    assert_eq!(thread_policy(lab.d().pid(), "datapath"), Some((0, 0)));
+    drop(lab.daemon.take());
+    lab.daemon = Some(Daemon::start_with(
+        &lab.sw,
+        &lab.dir.path,
+        &["--datapath-rt-priority", "3"],
+    ));
+    // SCHED_FIFO (1) at priority 3, and only the datapath thread.
+    assert_eq!(thread_policy(lab.d().pid(), "datapath"), Some((3, 1)));
+    assert_eq!(thread_policy(lab.d().pid(), "vswitchd"), Some((0, 0)));
+    // The thread still serves the control plane: a network's gateway port is attached by it.
+    lab.d()
+        .ctl_ok(&["network", "create", "rt", "--subnet", "10.77.9.0/24"]);
+}
+
+#[test]
+fn a_real_time_priority_out_of_range_is_refused() {
+    for bad in ["0", "100", "high"] {
+        let out = common::run(common::VSWITCHD, &["--datapath-rt-priority", bad]);
+        assert!(
+            !out.status.success(),
+            "--datapath-rt-priority {bad} accepted"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--datapath-rt-priority"), "{bad}: {err}");
+    }
+}

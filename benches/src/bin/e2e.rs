@@ -64,8 +64,9 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(1..=600))]
     duration: u32,
     /// The variants to run, comma-separated: kernel, vswitchd (its rows: in the overlay, one per
-    /// VTEP backend), vswitchd-tap (the default VTEP only), vswitchd-socket, ovs (both OVS
-    /// rows), ovs-notso, ovs-tso.
+    /// VTEP backend), vswitchd-tap (the default VTEP only), vswitchd-socket, vswitchd-rt (the
+    /// datapath thread real-time, `--datapath-rt-priority 1`; flat and overlay; only when
+    /// named), ovs (both OVS rows), ovs-notso, ovs-tso.
     #[arg(long, value_name = "LIST", default_value = "kernel,vswitchd,ovs", value_parser = parse_only)]
     only: Selection,
     /// The vswitchd binary [default: vswitchd next to this binary, else target/release/vswitchd

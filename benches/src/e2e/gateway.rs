@@ -73,8 +73,7 @@ impl Scenario for Gateway {
     }
 
     fn skip_reason(&self, variant: Variant, _env: &Env) -> Option<String> {
-        variant
-            .is_ovs()
+        (variant.is_ovs() || variant == Variant::VswitchdRt)
             .then(|| "not part of the gateway scenario (kernel recipe and vswitchd)".to_string())
     }
 

@@ -113,6 +113,7 @@ impl Scenario for Overlay {
             Variant::Kernel => "kernel bridge + VXLAN",
             Variant::Vswitchd => "vswitchd overlay, default VTEP",
             Variant::VswitchdSocket => "vswitchd overlay, socket VTEP",
+            Variant::VswitchdRt => "vswitchd overlay, real-time datapath",
             Variant::OvsNoTso => "ovs userspace VXLAN, no TSO",
             Variant::OvsTso => "ovs userspace VXLAN, TSO",
         }
@@ -193,7 +194,7 @@ impl Scenario for Overlay {
         for (host, side) in hosts.iter().zip(SIDES) {
             let end = match variant {
                 Variant::Kernel => kernel_side(host, side, env, &mut cleanup)?,
-                Variant::Vswitchd | Variant::VswitchdSocket => {
+                Variant::Vswitchd | Variant::VswitchdSocket | Variant::VswitchdRt => {
                     let bins = env.vswitch.as_ref().ok_or_else(|| {
                         Error::Unexpected("vswitchd binaries not configured".into())
                     })?;
@@ -202,13 +203,8 @@ impl Scenario for Overlay {
                         context: format!("creating {}", d.display()),
                         source,
                     })?;
-                    let backend = if variant == Variant::VswitchdSocket {
-                        "socket"
-                    } else {
-                        "auto"
-                    };
                     let (end, pid) =
-                        vswitchd_side(host, side, bins, backend, env, &d, &mut cleanup)?;
+                        vswitchd_side(host, side, bins, variant, env, &d, &mut cleanup)?;
                     busy.push(pid);
                     end
                 }
@@ -239,7 +235,7 @@ impl Scenario for Overlay {
         }
         match variant {
             Variant::Kernel => {}
-            Variant::Vswitchd | Variant::VswitchdSocket => {
+            Variant::Vswitchd | Variant::VswitchdSocket | Variant::VswitchdRt => {
                 notes.push(format!(
                     "vswitchd: overlay network `ov` (VNI {VNI}) on each host, sandboxes made by \
                      the daemons, addresses from their IPAM ({} and {})",
@@ -366,11 +362,16 @@ fn vswitchd_side(
     host: &str,
     side: Side,
     bins: &VswitchBins,
-    backend: &str,
+    variant: Variant,
     env: &Env,
     dir: &Path,
     cleanup: &mut Cleanup,
 ) -> Result<(Endpoint, u32)> {
+    let backend = if variant == Variant::VswitchdSocket {
+        "socket"
+    } else {
+        "auto"
+    };
     let socket = dir.join("vswitchd.sock");
     // The VTEP on the underlay address: the TAP backend needs a concrete one (the outer source).
     let vtep = format!("{}:4789", side.underlay);
@@ -380,7 +381,11 @@ fn vswitchd_side(
         &socket,
         &dir.join("state"),
         &dir.join("vswitchd.log"),
-        &["--vtep", &vtep, "--vtep-backend", backend],
+        &[
+            &["--vtep", &vtep, "--vtep-backend", backend],
+            variant.vswitchd_args(),
+        ]
+        .concat(),
     )?;
     let pid = daemon.pid();
     cleanup.push(daemon);

@@ -188,12 +188,19 @@ impl Scenario for Flat {
                 busy = Some(Vec::new());
                 switches::kernel_bridge(&sw, &ports)?
             }
-            Variant::Vswitchd | Variant::VswitchdSocket => {
+            Variant::Vswitchd | Variant::VswitchdSocket | Variant::VswitchdRt => {
                 let bins = env
                     .vswitch
                     .as_ref()
                     .ok_or_else(|| Error::Unexpected("vswitchd binaries not configured".into()))?;
-                let (notes, pid) = switches::vswitchd(&sw, &ports, bins, &dir_path, &mut cleanup)?;
+                let (notes, pid) = switches::vswitchd(
+                    &sw,
+                    &ports,
+                    bins,
+                    &dir_path,
+                    variant.vswitchd_args(),
+                    &mut cleanup,
+                )?;
                 busy = Some(vec![pid]);
                 notes
             }

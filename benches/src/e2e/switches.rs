@@ -22,6 +22,9 @@ pub enum Variant {
     Vswitchd,
     /// `vswitchd` with its VTEP on the UDP socket (`--vtep-backend socket`): overlay only.
     VswitchdSocket,
+    /// `vswitchd` with its datapath thread under the real-time scheduler
+    /// (`--datapath-rt-priority 1`), flat and overlay; only when asked for (`vswitchd-rt`).
+    VswitchdRt,
     /// Open vSwitch, userspace (`netdev`) datapath, `userspace-tso-enable=false`.
     OvsNoTso,
     /// Open vSwitch, userspace (`netdev`) datapath, `userspace-tso-enable=true`.
@@ -30,10 +33,11 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 5] = [
+    pub const ALL: [Variant; 6] = [
         Variant::Kernel,
         Variant::Vswitchd,
         Variant::VswitchdSocket,
+        Variant::VswitchdRt,
         Variant::OvsNoTso,
         Variant::OvsTso,
     ];
@@ -44,6 +48,7 @@ impl Variant {
             Variant::Kernel => "kernel",
             Variant::Vswitchd => "vswitchd",
             Variant::VswitchdSocket => "vswitchd-socket",
+            Variant::VswitchdRt => "vswitchd-rt",
             Variant::OvsNoTso => "ovs-notso",
             Variant::OvsTso => "ovs-tso",
         }
@@ -55,6 +60,7 @@ impl Variant {
             Variant::Kernel => "kernel bridge",
             Variant::Vswitchd => "vswitchd",
             Variant::VswitchdSocket => "vswitchd, socket VTEP",
+            Variant::VswitchdRt => "vswitchd, real-time datapath",
             Variant::OvsNoTso => "ovs userspace, no TSO",
             Variant::OvsTso => "ovs userspace, TSO",
         }
@@ -68,6 +74,7 @@ impl Variant {
             "vswitchd" | "vswitch" => Some(vec![Variant::Vswitchd, Variant::VswitchdSocket]),
             "vswitchd-tap" | "vswitchd-default" => Some(vec![Variant::Vswitchd]),
             "vswitchd-socket" => Some(vec![Variant::VswitchdSocket]),
+            "vswitchd-rt" => Some(vec![Variant::VswitchdRt]),
             "ovs" | "openvswitch" => Some(vec![Variant::OvsNoTso, Variant::OvsTso]),
             "ovs-notso" => Some(vec![Variant::OvsNoTso]),
             "ovs-tso" => Some(vec![Variant::OvsTso]),
@@ -88,7 +95,18 @@ impl Variant {
 
     /// Whether it is one of the vswitchd rows.
     pub fn is_vswitchd(self) -> bool {
-        matches!(self, Variant::Vswitchd | Variant::VswitchdSocket)
+        matches!(
+            self,
+            Variant::Vswitchd | Variant::VswitchdSocket | Variant::VswitchdRt
+        )
+    }
+
+    /// The daemon's extra arguments for this row.
+    pub fn vswitchd_args(self) -> &'static [&'static str] {
+        match self {
+            Variant::VswitchdRt => &["--datapath-rt-priority", "1"],
+            _ => &[],
+        }
     }
 
     /// Whether it is one of the Open vSwitch rows.
@@ -160,11 +178,13 @@ pub fn vswitchd(
     ports: &[&str],
     bins: &VswitchBins,
     dir: &Path,
+    args: &[&str],
     cleanup: &mut Cleanup,
 ) -> Result<(Vec<String>, u32)> {
     let socket = dir.join("vswitchd.sock");
     let mut cmd = in_netns(sw, &bins.vswitchd);
-    cmd.arg("--socket")
+    cmd.args(args)
+        .arg("--socket")
         .arg(&socket)
         .arg("--state-dir")
         .arg(dir.join("state"))
