@@ -18,7 +18,7 @@
 //! hundreds of quiet container ports then cost no ring memory, and adding one does not wait for
 //! the kernel to set a ring up (an RCU grace period). Once a port reads 1000 frames in a second,
 //! or the kernel drops frames for it, it gets a 256 KiB ring, grown fourfold on every later
-//! second with drops, but only up to what the datapath drains within its latency budget (16 ms
+//! second with drops, but only up to what the datapath drains within its latency budget (4 ms
 //! at its measured cost per frame): a deeper ring would be a standing queue, every frame
 //! waiting behind thousands. Beyond that the kernel drops (`rx_queue_full`). The deepest the
 //! ring was seen each second is kept (`rx_queue_peak`).

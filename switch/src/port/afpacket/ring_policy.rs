@@ -24,9 +24,9 @@ const RING_BUDGET: usize = 256 << 20;
 static RING_HELD: AtomicUsize = AtomicUsize::new(0);
 /// Frames a second read from the socket queue that make a port busy enough for a ring.
 const BUSY_FRAMES_PER_SEC: u64 = 1000;
-/// The queue budget (frames) until the datapath has measured its cost: 16 ms at 1 µs a frame
+/// The queue budget (frames) until the datapath has measured its cost: 4 ms at 1 µs a frame
 /// (`crate::datapath::RX_LATENCY_BUDGET` at the cost it assumes).
-pub(super) const DEFAULT_QUEUE_BUDGET: usize = 16_000;
+pub(super) const DEFAULT_QUEUE_BUDGET: usize = 4_000;
 /// A ring more than this many times its budget is cut back (hysteresis: the measured cost
 /// wobbles, and a new ring costs a pause).
 const SHRINK_FACTOR: usize = 4;
