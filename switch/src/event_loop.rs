@@ -147,16 +147,14 @@ impl DatapathHandle {
         self.waker.wake().map_err(|_| Stopped)?;
         rrx.recv().map_err(|_| Stopped)
     }
-}
 
-/// The datapath thread's scheduling (`--datapath-rt-priority`): normal (the default), or the
-/// kernel's real-time `SCHED_FIFO` at a priority, so that a frame waiting in a ring wakes the
-/// thread at once instead of after the time slice of whatever else holds the CPU. The kernel
-/// bridge forwards in softirq, ahead of every thread; this is the user-space counterpart. The
-/// thread still sleeps when no frame waits, and the kernel's real-time throttling
-/// (`sched_rt_runtime_us`, 95 % by default) keeps a flood from taking a whole CPU.
-impl DatapathHandle {
-    /// Runs the datapath thread under `SCHED_FIFO` at `priority` (1–99). Needs CAP_SYS_NICE.
+    /// Runs the datapath thread under the kernel's real-time `SCHED_FIFO` at `priority` (1–99;
+    /// `--datapath-rt-priority`), so that a frame waiting in a ring wakes the thread at once
+    /// instead of after the time slice of whatever else holds the CPU: the kernel bridge
+    /// forwards in softirq, ahead of every thread, and this is the user-space counterpart. The
+    /// thread still sleeps when no frame waits, and the kernel's real-time throttling
+    /// (`sched_rt_runtime_us`, 95 % by default) keeps a flood from taking a whole CPU. Needs
+    /// CAP_SYS_NICE.
     pub fn set_realtime(&self, priority: u8) -> io::Result<()> {
         let priority = libc::c_int::from(priority);
         self.call(move |_| {
@@ -276,15 +274,13 @@ mod tests {
         // Out of range for SCHED_FIFO: refused, and the thread is as it was.
         let err = dp.set_realtime(0).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+        assert_eq!(dp.scheduling().unwrap(), (libc::SCHED_OTHER, 0));
         if crate::testing::needs_root() {
             dp.set_realtime(1).unwrap();
             assert_eq!(dp.scheduling().unwrap(), (libc::SCHED_FIFO, 1));
-            // The thread still forwards commands (and sleeps between them).
-            dp.call(|ctl| ctl.stop()).unwrap();
-            join.join().unwrap();
-        } else {
-            dp.call(|ctl| ctl.stop()).unwrap();
-            join.join().unwrap();
         }
+        // The thread still serves commands (sleeping between them) and stops when told.
+        dp.call(|ctl| ctl.stop()).unwrap();
+        join.join().unwrap();
     }
 }

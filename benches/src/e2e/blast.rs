@@ -390,6 +390,29 @@ impl TrialCpu {
     }
 }
 
+/// The CPU counters a trial's figures are differences of.
+struct CpuSnapshot {
+    /// CPU seconds of each of the switch's processes, if tracked.
+    switch: Option<Vec<f64>>,
+    /// CPU seconds of each ksoftirqd thread.
+    softirqd: Vec<f64>,
+    /// The machine's busy and total jiffies.
+    machine: Option<(u64, u64)>,
+    /// When (ns of `CLOCK_MONOTONIC`).
+    at_ns: u64,
+}
+
+impl CpuSnapshot {
+    fn take(switch: Option<&[u32]>, softirqd: &[u32]) -> CpuSnapshot {
+        CpuSnapshot {
+            switch: switch.map(super::measure::cpu_snapshot),
+            softirqd: super::measure::cpu_snapshot(softirqd),
+            machine: machine_jiffies(),
+            at_ns: monotonic_ns(),
+        }
+    }
+}
+
 /// Busy and total jiffies of all CPUs together, from /proc/stat's first line
 /// (`cpu user nice system idle iowait irq softirq steal ...`).
 fn machine_jiffies() -> Option<(u64, u64)> {
@@ -434,12 +457,7 @@ pub fn trial(d: &Deployment, spec: TrialSpec) -> Result<Trial> {
 
     let softirqd = super::measure::softirqd_pids();
     let switch = d.busy.clone().filter(|p| !p.is_empty());
-    let before = (
-        switch.as_deref().map(super::measure::cpu_snapshot),
-        super::measure::cpu_snapshot(&softirqd),
-        machine_jiffies(),
-        monotonic_ns(),
-    );
+    let before = CpuSnapshot::take(switch.as_deref(), &softirqd);
     let (tx, rx) = mpsc::channel();
     let bind = d.server.addr;
     let sink_stop = stop_at.clone();
@@ -480,30 +498,28 @@ pub fn trial(d: &Deployment, spec: TrialSpec) -> Result<Trial> {
     };
     stop_at.store(stop, Ordering::Relaxed);
     let received = join(sink);
-    let after = (
-        switch.as_deref().map(super::measure::cpu_snapshot),
-        super::measure::cpu_snapshot(&softirqd),
-        machine_jiffies(),
-        monotonic_ns(),
-    );
+    let after = CpuSnapshot::take(switch.as_deref(), &softirqd);
     let (sent, blaster_ns) = sender?;
     let (sink, sink_drops) = received?;
     let seconds = |b: &[f64], a: &[f64]| a.iter().zip(b).map(|(a, b)| (a - b).max(0.0)).sum();
-    // USER_HZ, the unit of /proc/stat, is 100 on every Linux ABI.
-    let machine_busy_s = match (before.2, after.2) {
-        (Some(b), Some(a)) => a.0.saturating_sub(b.0) as f64 / 100.0,
-        _ => 0.0,
-    };
     let cpu = TrialCpu {
-        wall_s: sink.last_ns.unwrap_or(after.3).saturating_sub(before.3) as f64 / 1e9,
+        wall_s: sink
+            .last_ns
+            .unwrap_or(after.at_ns)
+            .saturating_sub(before.at_ns) as f64
+            / 1e9,
         blaster_s: blaster_ns as f64 / 1e9,
         sink_s: sink.cpu_ns as f64 / 1e9,
-        switch_s: match (&before.0, &after.0) {
+        switch_s: match (&before.switch, &after.switch) {
             (Some(b), Some(a)) => Some(seconds(b, a)),
             _ => None,
         },
-        softirqd_s: seconds(&before.1, &after.1),
-        machine_busy_s,
+        softirqd_s: seconds(&before.softirqd, &after.softirqd),
+        // USER_HZ, the unit of /proc/stat, is 100 on every Linux ABI.
+        machine_busy_s: match (before.machine, after.machine) {
+            (Some(b), Some(a)) => a.0.saturating_sub(b.0) as f64 / 100.0,
+            _ => 0.0,
+        },
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     Ok(Trial {
