@@ -35,7 +35,9 @@ use benches::e2e::measure;
 use benches::e2e::netns::{remove_stale, run_prefix};
 use benches::e2e::overlay::Overlay;
 use benches::e2e::proc::{find_program, set_verbose};
-use benches::e2e::report::{HostInfo, Measured, Outcome, Report, Row, NOT_SELECTED};
+use benches::e2e::report::{
+    rounds_summary, HostInfo, Measured, Outcome, Report, Row, NOT_SELECTED,
+};
 use benches::e2e::scenario::{Env, Flat, Scenario};
 use benches::e2e::switches::{OvsBins, Variant};
 use benches::e2e::{blast, rfc2544};
@@ -69,6 +71,12 @@ struct Args {
     /// named), ovs (both OVS rows), ovs-notso, ovs-tso.
     #[arg(long, value_name = "LIST", default_value = "kernel,vswitchd,ovs", value_parser = parse_only)]
     only: Selection,
+    /// Run everything this many times, back to back, and end with each ratio to the kernel
+    /// per round and its median (on a shared machine one round says little). `--json`
+    /// then writes `{"rounds": [...]}`.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=50))]
+    rounds: u32,
     /// The vswitchd binary [default: vswitchd next to this binary, else target/release/vswitchd
     /// in the workspace, built first under `cargo run`].
     #[arg(long, value_name = "PATH")]
@@ -240,24 +248,47 @@ fn main() -> ExitCode {
     for r in remove_stale() {
         eprintln!("e2e: removed {r}, left by an earlier run that was killed");
     }
-    let reports = match run(&args) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("e2e: {e}");
-            return ExitCode::FAILURE;
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        if interrupted() {
+            break;
         }
-    };
-    for (i, report) in reports.iter().enumerate() {
-        if i > 0 {
-            println!();
+        if args.rounds > 1 {
+            eprintln!("e2e: round {round} of {}", args.rounds);
         }
-        print!("{}", report.table());
+        let reports = match run(&args) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("e2e: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for (i, report) in reports.iter().enumerate() {
+            if i > 0 || round > 1 {
+                println!();
+            }
+            print!("{}", report.table());
+        }
+        rounds.push(reports);
     }
+    if args.rounds > 1 {
+        let figures: Vec<_> = rounds
+            .iter()
+            .map(|r| r.iter().flat_map(Report::ratio_figures).collect())
+            .collect();
+        print!("{}", rounds_summary(&figures));
+    }
+    let reports: Vec<&Report> = rounds.iter().flatten().collect();
     if let Some(path) = &args.json {
-        // One scenario: its report, as before; several: {"scenarios": [...]}.
-        let value = match reports.as_slice() {
+        // One scenario: its report, as before; several: {"scenarios": [...]}; several rounds:
+        // {"rounds": [...]}, each one of those.
+        let scenarios = |r: &[Report]| match r {
             [one] => one.to_json(),
             many => json!({ "scenarios": many.iter().map(Report::to_json).collect::<Vec<_>>() }),
+        };
+        let value = match rounds.as_slice() {
+            [one] => scenarios(one),
+            many => json!({ "rounds": many.iter().map(|r| scenarios(r)).collect::<Vec<_>>() }),
         };
         let text =
             serde_json::to_string_pretty(&value).expect("a serde_json::Value always serialises");
@@ -270,7 +301,7 @@ fn main() -> ExitCode {
     if interrupted() {
         eprintln!("e2e: interrupted; everything it made was removed");
         ExitCode::from(130)
-    } else if reports.iter().any(Report::has_errors) {
+    } else if reports.iter().any(|r| r.has_errors()) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -183,6 +183,32 @@ impl Report {
         self.p99_ratio_at(row, 90)
     }
 
+    /// Every ratio to the kernel this run measured, row by row (the kernel's own row left
+    /// out): the figures a summary over several rounds takes the median of.
+    pub fn ratio_figures(&self) -> Vec<RatioFigure> {
+        let measures: [(&'static str, RatioOf); 5] = [
+            ("TCP", Report::tcp_ratio),
+            ("UDP 64 B full blast", Report::udp_ratio),
+            ("UDP 64 B carried (iperf3)", Report::carried_ratio),
+            ("RFC 2544 < 1 % loss rate", Report::rfc_ratio),
+            ("RFC 2544 p99 at 90 %", Report::p99_at_90_ratio),
+        ];
+        let mut out = Vec::new();
+        for row in self.rows.iter().filter(|r| r.variant != Variant::Kernel) {
+            for (what, of) in measures {
+                if let Some(ratio) = of(self, row) {
+                    out.push(RatioFigure {
+                        scenario: self.scenario.clone(),
+                        label: row.label.clone(),
+                        what,
+                        ratio,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// The RFC 2544 table, if that measurement was selected; its errors go to `errors`.
     fn rfc2544_table(&self, errors: &mut Vec<String>) -> Option<String> {
         let cfg = self.rfc2544.as_ref()?;
@@ -739,6 +765,81 @@ impl Report {
     }
 }
 
+/// How one figure of a row is put against the kernel's.
+type RatioOf = fn(&Report, &Row) -> Option<f64>;
+
+/// One ratio to the kernel in one run (see [`Report::ratio_figures`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RatioFigure {
+    pub scenario: String,
+    pub label: String,
+    pub what: &'static str,
+    pub ratio: f64,
+}
+
+/// The summary over several rounds of the same run: for each scenario, row and figure, its
+/// ratio to the kernel in each round (measured in that round, so each is against its own
+/// reference) and their median. On a shared machine one round says little; the median of
+/// several, each taken back to back, is what to compare.
+pub fn rounds_summary(rounds: &[Vec<RatioFigure>]) -> String {
+    let mut keys: Vec<(String, String, &'static str)> = Vec::new();
+    for f in rounds.iter().flatten() {
+        let key = (f.scenario.clone(), f.label.clone(), f.what);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    let mut lines = Vec::new();
+    for (scenario, label, what) in keys {
+        let per_round: Vec<Option<f64>> = rounds
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .find(|f| f.scenario == scenario && f.label == label && f.what == what)
+                    .map(|f| f.ratio)
+            })
+            .collect();
+        let mut got: Vec<f64> = per_round.iter().flatten().copied().collect();
+        got.sort_by(f64::total_cmp);
+        lines.push(Line::Cells(vec![
+            scenario,
+            label,
+            what.to_string(),
+            per_round
+                .iter()
+                .map(|r| r.map_or("-".to_string(), |r| format!("{r:.2}")))
+                .collect::<Vec<_>>()
+                .join(" "),
+            fmt_ratio(median(&got)),
+        ]));
+    }
+    let mut out = format!(
+        "\nOver {} rounds (each ratio against the kernel of its own round):\n\n",
+        rounds.len()
+    );
+    out.push_str(&grid(
+        &[
+            "scenario",
+            "variant",
+            "figure",
+            "× kernel, per round",
+            "median",
+        ],
+        &lines,
+    ));
+    out
+}
+
+/// The median of sorted values (the mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
 /// One RFC 2544 trial as JSON.
 fn trial_json(t: &super::blast::Trial) -> Value {
     let s = &t.seq;
@@ -1102,6 +1203,35 @@ mod tests {
         );
         r.rows[1].label = "vswitchd overlay".into();
         assert!(r.table().contains("vswitchd overlay"));
+    }
+
+    #[test]
+    fn rounds_are_summarised_by_their_median() {
+        let r = report();
+        let figures = r.ratio_figures();
+        // The vswitchd row's TCP: 8 / 10 Gbit/s in `report()`.
+        let tcp = figures
+            .iter()
+            .find(|f| f.label == "vswitchd" && f.what == "TCP")
+            .expect("a TCP ratio for vswitchd");
+        assert!((tcp.ratio - 0.8).abs() < 1e-9, "{figures:?}");
+        assert!(figures.iter().all(|f| f.label != "kernel bridge"));
+        let with = |ratio: f64| {
+            vec![RatioFigure {
+                ratio,
+                ..tcp.clone()
+            }]
+        };
+        let summary = rounds_summary(&[with(0.9), with(0.7), with(0.8), Vec::new()]);
+        assert!(summary.contains("Over 4 rounds"), "{summary}");
+        let line = summary
+            .lines()
+            .find(|l| l.contains(" TCP |"))
+            .expect("a TCP line");
+        assert!(line.contains("0.90 0.70 0.80 -"), "{summary}");
+        assert!(line.trim_end().ends_with("0.80"), "{summary}");
+        assert_eq!(median(&[1.0, 2.0, 3.0, 4.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
     }
 
     #[test]
