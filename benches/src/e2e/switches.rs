@@ -171,6 +171,11 @@ pub fn kernel_bridge(sw: &str, ports: &[&str]) -> Result<Vec<String>> {
     Ok(Vec::new())
 }
 
+/// What every bench daemon is started with: no Docker plugin (its default socket is the
+/// machine's `/run/docker/plugins/vswitch.sock`, shared by every mount namespace) and no DNS
+/// upstream (the machine's resolver is none of a bench's business).
+const NO_HOST_SERVICES: &[&str] = &["--docker-plugin", "none", "--dns-upstream", "none"];
+
 /// `vswitchd` in the switch namespace, its socket and state in `dir`, then `vswitchctl port add`
 /// for every port (on the daemon's default network).
 pub fn vswitchd(
@@ -184,6 +189,7 @@ pub fn vswitchd(
     let socket = dir.join("vswitchd.sock");
     let mut cmd = in_netns(sw, &bins.vswitchd);
     cmd.args(args)
+        .args(NO_HOST_SERVICES)
         .arg("--socket")
         .arg(&socket)
         .arg("--state-dir")
@@ -238,6 +244,7 @@ pub fn spawn_vswitchd_with(
         .arg("--")
         .arg(&bins.vswitchd)
         .args(args)
+        .args(NO_HOST_SERVICES)
         .env_remove("VSWITCH_VTEP_BACKEND")
         .arg("--socket")
         .arg(socket)
