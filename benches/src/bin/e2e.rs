@@ -207,8 +207,8 @@ fn parse_only(s: &str) -> Result<Selection, String> {
     for word in s.split(',').filter(|w| !w.trim().is_empty()) {
         let v = Variant::parse_selection(word).ok_or_else(|| {
             format!(
-                "unknown variant `{word}` (kernel, vswitchd, vswitchd-tap, vswitchd-socket, ovs, \
-                 ovs-notso, ovs-tso)"
+                "unknown variant `{word}` (kernel, vswitchd, vswitchd-tap, vswitchd-socket, vswitchd-rt, \
+                 ovs, ovs-notso, ovs-tso)"
             )
         })?;
         picked.extend(v);

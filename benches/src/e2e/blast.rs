@@ -353,6 +353,8 @@ pub struct Trial {
     /// Datagrams the sink's own socket dropped (its receive buffer was full), counted in the
     /// loss above; `None` if the kernel's table could not be read.
     pub sink_drops: Option<u64>,
+    /// When the datagrams that took [`LATE_NS`] or more were sent.
+    pub late: LateTimeline,
 }
 
 /// CPU time spent during a trial, in seconds, and the wall time it was spent in: the blaster
@@ -530,6 +532,7 @@ pub fn trial(d: &Deployment, spec: TrialSpec) -> Result<Trial> {
         read_latency: sink.read,
         cpu,
         sink_drops,
+        late: sink.late,
     })
 }
 
@@ -739,6 +742,45 @@ struct Sunk {
     cpu_ns: u64,
     /// When the last datagram arrived (ns of `CLOCK_MONOTONIC`).
     last_ns: Option<u64>,
+    /// Datagrams that arrived [`LATE_NS`] or more after they were sent, by when they were sent.
+    late: LateTimeline,
+}
+
+/// A datagram this long on the way is late: [`LateTimeline`] says when such ones were sent.
+pub const LATE_NS: u64 = 1_000_000;
+/// The width of a [`LateTimeline`] bucket.
+pub const LATE_BUCKET_NS: u64 = 100_000_000;
+/// Buckets a [`LateTimeline`] holds (later sends count in the last).
+const LATE_BUCKETS: usize = 100;
+
+/// How many late datagrams were sent in each [`LATE_BUCKET_NS`] of a trial, from the sink's
+/// start: whether a trial's tail is spread evenly (a queue) or bunched (a pause).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LateTimeline {
+    /// When the first bucket starts (ns of `CLOCK_MONOTONIC`, the sink's start).
+    pub base_ns: u64,
+    /// Late datagrams per bucket (empty if none was late).
+    pub buckets: Vec<u32>,
+}
+
+impl LateTimeline {
+    fn record(&mut self, sent_ns: u64) {
+        if self.buckets.is_empty() {
+            self.buckets.resize(LATE_BUCKETS, 0);
+        }
+        let k = (sent_ns.saturating_sub(self.base_ns) / LATE_BUCKET_NS) as usize;
+        self.buckets[k.min(LATE_BUCKETS - 1)] += 1;
+    }
+
+    /// The buckets that saw a late datagram: `(start of the bucket in ms, count)`.
+    pub fn nonzero(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        let width_ms = LATE_BUCKET_NS / 1_000_000;
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(move |(k, n)| (k as u64 * width_ms, *n))
+    }
 }
 
 /// Room for one `SCM_TIMESTAMPNS` control message (a `timespec`), 8-byte aligned.
@@ -755,6 +797,10 @@ fn receive(
     stop_at: &AtomicU64,
 ) -> Result<Sunk> {
     let cpu_start = thread_cpu_ns();
+    let mut late = LateTimeline {
+        base_ns: monotonic_ns(),
+        buckets: Vec::new(),
+    };
     stamp_arrivals(sock)?;
     let mut tracker = SeqTracker::new(first, total);
     let new_hist = || {
@@ -819,7 +865,11 @@ fn receive(
                     if matches!(tracker.record(s.seq), Arrival::New | Arrival::Reordered) {
                         let at = kernel_stamp(&msg.msg_hdr)
                             .map_or(now, |t| arrival_on_monotonic(t, offset).min(now));
-                        arrival.saturating_record(at.saturating_sub(s.sent_ns).max(1));
+                        let took = at.saturating_sub(s.sent_ns).max(1);
+                        arrival.saturating_record(took);
+                        if took >= LATE_NS {
+                            late.record(s.sent_ns);
+                        }
                         last_ns = Some(at);
                         read.saturating_record(now.saturating_sub(s.sent_ns).max(1));
                     }
@@ -834,6 +884,7 @@ fn receive(
         read: OneWay::of(&read),
         cpu_ns: thread_cpu_ns().saturating_sub(cpu_start),
         last_ns,
+        late,
     })
 }
 
@@ -973,6 +1024,27 @@ mod tests {
         assert_eq!(decode(&buf), Some(s));
         assert_eq!(decode(&buf[..UDP_PAYLOAD - 1]), None);
         assert_eq!(decode(&[0u8; UDP_PAYLOAD + 1]), None);
+    }
+
+    #[test]
+    fn late_datagrams_are_told_by_when_they_were_sent() {
+        let base = 5_000_000_000;
+        let mut late = LateTimeline {
+            base_ns: base,
+            buckets: Vec::new(),
+        };
+        assert_eq!(late.nonzero().count(), 0);
+        // Two in the bucket at 1.2 s, one in the first, one sent before the sink started
+        // (counted in the first), one far past the last bucket (counted in the last).
+        for at in [1_200_000_000, 1_299_999_999, 0, 50_000_000] {
+            late.record(base + at);
+        }
+        late.record(base - 1);
+        late.record(base + 60_000_000_000);
+        assert_eq!(
+            late.nonzero().collect::<Vec<_>>(),
+            [(0, 3), (1200, 2), ((LATE_BUCKETS as u64 - 1) * 100, 1)]
+        );
     }
 
     #[test]

@@ -855,6 +855,7 @@ fn trial_json(t: &super::blast::Trial) -> Value {
         "lost_tail": s.lost_tail,
         "lost_percent": s.loss_ratio() * 100.0,
         "lost_at_sink_socket": t.sink_drops,
+        "late_by_send_ms": t.late.nonzero().map(|(ms, n)| json!([ms, n])).collect::<Vec<_>>(),
         "duplicates": s.duplicates,
         "reordered": s.reordered,
         "stray": s.stray,
@@ -1102,6 +1103,7 @@ mod tests {
             read_latency: OneWay::default(),
             cpu: crate::e2e::blast::TrialCpu::default(),
             sink_drops: Some(0),
+            late: Default::default(),
         };
         Rfc2544 {
             zero_loss: Some(trial(kpps * 0.9, 50.0, 0)),

@@ -8,7 +8,7 @@
 //! Every datagram sent counts: one not received by the end of the drain period is lost, whether
 //! it went missing in the middle or was still queued at the end.
 
-use super::blast::{self, Trial, TrialSpec};
+use super::blast::{self, LateTimeline, Trial, TrialSpec, LATE_BUCKET_NS, LATE_NS};
 use super::scenario::Deployment;
 use super::{check_interrupt, Result};
 use std::time::Duration;
@@ -280,6 +280,24 @@ pub fn describe(t: &Trial) -> String {
         t.latency.p99_us,
         t.latency.p999_us,
         t.latency.max_us,
+    ) + &late_line(&t.late)
+}
+
+/// `; late (≥ 1 ms) by send time: 1200 ms 340, 2300 ms 512` (nothing when none was late).
+fn late_line(late: &LateTimeline) -> String {
+    let buckets: Vec<String> = late
+        .nonzero()
+        .map(|(ms, n)| format!("{ms} ms {n}"))
+        .collect();
+    if buckets.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; late (≥ {} ms) by send time, per {} ms from {:.6} s of CLOCK_MONOTONIC: {}",
+        LATE_NS / 1_000_000,
+        LATE_BUCKET_NS / 1_000_000,
+        late.base_ns as f64 / 1e9,
+        buckets.join(", ")
     )
 }
 
@@ -329,6 +347,7 @@ mod tests {
             read_latency: blast::OneWay::default(),
             cpu: blast::TrialCpu::default(),
             sink_drops: None,
+            late: Default::default(),
         };
         let rate = |x: Option<Trial>| x.map(|t| t.offered_pps);
         assert_eq!(
