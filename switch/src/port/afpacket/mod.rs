@@ -86,7 +86,8 @@ pub struct AfPacketPort {
     backlog: VecDeque<Packet>,
     /// Ring bytes this port holds of the budget shared by all ports (see [`ring_policy`]).
     ring_bytes: usize,
-    /// Frames read from the socket queue (no ring yet) since the last look.
+    /// Frames read from the socket queue (no ring yet) since the last look; the read that
+    /// brings it to `ring_policy::BUSY_FRAMES_PER_SEC` sets up a ring.
     queued_reads: u64,
     /// The deepest the receive queue was seen (frames waiting) since the datapath last asked.
     rx_peak: u64,
@@ -288,9 +289,9 @@ impl Port for AfPacketPort {
                     Err(err) => return Err(err),
                 }
             }
-            self.queued_reads += n as u64;
             // The socket queue's depth is not known; what one call read is a floor.
             self.rx_peak = self.rx_peak.max(n as u64);
+            self.count_queued_reads(n);
             return Ok(n);
         }
         while n < pkts.len() {

@@ -1,6 +1,8 @@
 //! When an AF_PACKET port gets a receive ring and how big it is: quiet ports read their socket
-//! queue and hold no ring; a port that reads [`BUSY_FRAMES_PER_SEC`] frames in a second, or
-//! whose kernel drops frames, gets [`RING_MIN_BYTES`], grown fourfold on each later second
+//! queue and hold no ring; a port that reads [`BUSY_FRAMES_PER_SEC`] frames within a second
+//! gets [`RING_MIN_BYTES`] at once, on the read that reaches it (the socket queue is sized for
+//! super-frames: thousands of small frames would wait in it for tens of milliseconds), as does
+//! one whose kernel drops frames; the ring is grown fourfold on each later second
 //! with drops, but never past the latency budget: the frames the datapath drains in
 //! [`crate::datapath::RX_LATENCY_BUDGET`] at its measured cost per frame (the port's
 //! `queue_budget`), so no frame waits in the ring longer than that; a deeper ring would only be
@@ -78,6 +80,20 @@ impl AfPacketPort {
         if let Err(e) = self.resize_ring(want) {
             let err = socket::context(&self.name, "resizing the receive ring", e);
             self.pending_err = Some(err);
+        }
+    }
+
+    /// Counts `n` frames read from the socket queue of a port without a ring, and sets up the
+    /// smallest ring on the read that makes the port busy, not at the next once-a-second look.
+    /// A failure fails the port on its next read, as in [`Self::grow_ring_when_busy`].
+    pub(super) fn count_queued_reads(&mut self, n: usize) {
+        let before = self.queued_reads;
+        self.queued_reads += n as u64;
+        if before < BUSY_FRAMES_PER_SEC && self.queued_reads >= BUSY_FRAMES_PER_SEC {
+            if let Err(e) = self.resize_ring(RING_MIN_BYTES) {
+                let err = socket::context(&self.name, "setting up the receive ring", e);
+                self.pending_err = Some(err);
+            }
         }
     }
 
