@@ -40,7 +40,7 @@ use benches::e2e::report::{
 };
 use benches::e2e::scenario::{Env, Flat, Scenario};
 use benches::e2e::switches::{OvsBins, Variant};
-use benches::e2e::{blast, rfc2544};
+use benches::e2e::{blast, rfc2544, stalls};
 use benches::e2e::{check_interrupt, install_signal_handlers, interrupted, Error};
 use clap::{Parser, ValueEnum};
 use serde_json::json;
@@ -367,6 +367,18 @@ fn run(args: &Args) -> Result<Vec<Report>, Error> {
         }
         r
     });
+    // The machine's own stalls, likewise: what a datapath thread has to wait out.
+    let stalls = args.tests.rfc2544.then(|| {
+        eprintln!("e2e: RFC 2544: the machine's own stalls, a thread spinning on each CPU for 2 s");
+        let r = stalls::measure(Duration::from_secs(2)).map_err(|e| e.to_string());
+        for s in r.iter().flatten() {
+            eprintln!(
+                "e2e:   CPU {}: {} gaps of 1 ms or more, {:.1} ms in all, longest {:.1} ms",
+                s.cpu, s.count, s.total_ms, s.longest_ms
+            );
+        }
+        r
+    });
     let mut reports = Vec::new();
     for scenario in args.scenario.scenarios() {
         if interrupted() {
@@ -416,6 +428,9 @@ fn run(args: &Args) -> Result<Vec<Report>, Error> {
             path: scenario.path().to_string(),
             rfc2544: (args.tests.rfc2544 && !scenario.tcp_only()).then(|| rfc_config(args)),
             blaster_kpps: blaster_kpps
+                .clone()
+                .filter(|_| args.tests.rfc2544 && !scenario.tcp_only()),
+            stalls: stalls
                 .clone()
                 .filter(|_| args.tests.rfc2544 && !scenario.tcp_only()),
             rows,

@@ -14,7 +14,8 @@
 //!   [`gateway`]: a sandbox and an "outside" namespace through the host's NAT;
 //! - [`measure`]: iperf3 TCP and UDP, and the ping-pong latency probe;
 //! - [`blast`] and [`rfc2544`]: a UDP blaster and sink of our own that account for every
-//!   datagram, and the RFC 2544 throughput search and latency under load built on them;
+//!   datagram, and the RFC 2544 throughput search and latency under load built on them, and
+//!   [`stalls`]: how long the machine itself takes each CPU away;
 //! - [`report`]: the table and the JSON file;
 //! - [`bins`]: finding (and building) the vswitchd binaries measured.
 //!
@@ -33,6 +34,7 @@ pub mod proc;
 pub mod report;
 pub mod rfc2544;
 pub mod scenario;
+pub mod stalls;
 pub mod switches;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,6 +6,7 @@ use super::measure::{
     UDP_PAYLOAD, UDP_SOCKET_BUFFER, WARMUP_ROUNDS,
 };
 use super::rfc2544::{self, Rfc2544, LOAD_PERCENTS};
+use super::stalls::CpuStalls;
 use super::switches::Variant;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -132,6 +133,8 @@ pub struct Report {
     pub rfc2544: Option<rfc2544::Config>,
     /// The blaster alone into a veth that drops everything, thousand datagrams per second (or why not).
     pub blaster_kpps: Option<Result<f64, String>>,
+    /// The machine's own stalls per CPU, measured with the blaster's ceiling (or why not).
+    pub stalls: Option<Result<Vec<CpuStalls>, String>>,
     /// One per selected variant, in table order.
     pub rows: Vec<Row>,
 }
@@ -249,6 +252,33 @@ impl Report {
                 );
             }
             Some(Err(e)) => errors.push(format!("the blaster's own ceiling: {e}")),
+            None => {}
+        }
+        match &self.stalls {
+            Some(Ok(cpus)) => {
+                let each: Vec<String> = cpus
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "CPU {} lost {} times, {:.1} ms in all ({:.2} %), longest {:.1} ms",
+                            s.cpu,
+                            s.count,
+                            s.total_ms,
+                            s.percent(),
+                            s.longest_ms
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "The machine's own stalls (a thread spinning on each CPU for 2 s, gaps of 1 ms \
+                     or more): {}. A frame waits out such a gap when the thread that forwards it \
+                     is on that CPU, as a user-space datapath's is; the kernel bridge forwards \
+                     inside the sender's system call.",
+                    each.join("; ")
+                );
+            }
+            Some(Err(e)) => errors.push(format!("the machine's own stalls: {e}")),
             None => {}
         }
         let _ = writeln!(out);
@@ -743,6 +773,19 @@ impl Report {
             "udp_socket_buffer": UDP_SOCKET_BUFFER,
             "udp_loss_tolerance_percent": LOSS_TOLERANCE_PERCENT,
             "blaster_alone_kpps": self.blaster_kpps.as_ref().and_then(|r| r.as_ref().ok()),
+            "cpu_stalls": self.stalls.as_ref().and_then(|r| r.as_ref().ok()).map(|cpus| {
+                cpus.iter()
+                    .map(|s| {
+                        json!({
+                            "cpu": s.cpu,
+                            "gaps_1ms_or_more": s.count,
+                            "total_ms": s.total_ms,
+                            "longest_ms": s.longest_ms,
+                            "spun_s": s.spun_s,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            }),
             "rfc2544": self.rfc2544.as_ref().map(|c| json!({
                 "trial_s": c.trial.as_secs_f64(),
                 "drain_s": c.drain.as_secs_f64(),
@@ -1017,6 +1060,7 @@ mod tests {
             path: "h1 → h2".into(),
             rfc2544: None,
             blaster_kpps: None,
+            stalls: None,
             rows: vec![
                 row(Variant::Kernel, measured(10.0, 100.0, 100.0)),
                 row(Variant::Vswitchd, measured(8.0, 95.0, 85.0)),
@@ -1127,6 +1171,13 @@ mod tests {
     fn with_rfc(r: &mut Report, kernel: Rfc2544, vswitchd: Rfc2544) {
         r.rfc2544 = Some(rfc2544::Config::default());
         r.blaster_kpps = Some(Ok(450.0));
+        r.stalls = Some(Ok(vec![CpuStalls {
+            cpu: 1,
+            count: 2,
+            total_ms: 16.0,
+            longest_ms: 9.0,
+            spun_s: 2.0,
+        }]));
         for (row, x) in r.rows.iter_mut().zip([kernel, vswitchd]) {
             if let Outcome::Measured(m) = &mut row.outcome {
                 m.rfc2544 = Ok(x);
@@ -1173,6 +1224,12 @@ mod tests {
         assert_eq!(vs["loads"][1]["percent"], json!(90));
         assert_eq!(vs["trials"][0]["lost_middle"], json!(400));
         assert_eq!(json["rfc2544"]["drain_s"], json!(2.0));
+        // The machine's own stalls, beside the blaster's ceiling.
+        assert!(
+            table.contains("CPU 1 lost 2 times, 16.0 ms in all (0.80 %), longest 9.0 ms"),
+            "{table}"
+        );
+        assert_eq!(json["cpu_stalls"][0]["longest_ms"], json!(9.0));
     }
 
     #[test]
