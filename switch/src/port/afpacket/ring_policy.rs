@@ -85,11 +85,13 @@ impl AfPacketPort {
 
     /// Counts `n` frames read from the socket queue of a port without a ring, and sets up the
     /// smallest ring on the read that makes the port busy, not at the next once-a-second look.
-    /// A failure fails the port on its next read, as in [`Self::grow_ring_when_busy`].
+    /// A failure fails the port on its next read, as in [`Self::grow_ring_when_busy`]; a port
+    /// already failing is left to fail with its own error.
     pub(super) fn count_queued_reads(&mut self, n: usize) {
         let before = self.queued_reads;
         self.queued_reads += n as u64;
-        if before < BUSY_FRAMES_PER_SEC && self.queued_reads >= BUSY_FRAMES_PER_SEC {
+        let busy_now = before < BUSY_FRAMES_PER_SEC && self.queued_reads >= BUSY_FRAMES_PER_SEC;
+        if busy_now && self.pending_err.is_none() {
             if let Err(e) = self.resize_ring(RING_MIN_BYTES) {
                 let err = socket::context(&self.name, "setting up the receive ring", e);
                 self.pending_err = Some(err);
