@@ -171,6 +171,47 @@ impl DatapathHandle {
         .map_err(|e| io::Error::other(e.to_string()))?
     }
 
+    /// Keeps the datapath thread on `cpus` (`--datapath-cpus`), as Open vSwitch places its
+    /// poll-mode threads (`pmd-cpu-mask`): on a CPU set aside for it (`isolcpus=`) it waits
+    /// for no other thread and no other thread's stall. Fails (and leaves the thread as it
+    /// was) if none of `cpus` is a CPU the process may use.
+    pub fn set_cpus(&self, cpus: &[usize]) -> io::Result<()> {
+        let mut set = empty_cpu_set();
+        for &cpu in cpus {
+            if cpu >= libc::CPU_SETSIZE as usize {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            // SAFETY: CPU_SET writes one bit, below CPU_SETSIZE (checked above), of a set we own.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        self.call(move |_| {
+            // SAFETY: sched_setaffinity(2) on the calling thread (pid 0) with a cpu_set_t we
+            // own and its exact size; the kernel only reads it.
+            match unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) } {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            }
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?
+    }
+
+    /// The CPUs the datapath thread may run on.
+    pub fn cpus(&self) -> io::Result<Vec<usize>> {
+        self.call(|_| {
+            let mut set = empty_cpu_set();
+            // SAFETY: sched_getaffinity(2) on the calling thread writes at most the size we
+            // pass into the cpu_set_t we own.
+            if unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok((0..libc::CPU_SETSIZE as usize)
+                // SAFETY: CPU_ISSET reads one bit, below CPU_SETSIZE, of a set we own.
+                .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+                .collect())
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?
+    }
+
     /// The datapath thread's scheduling policy and priority (`SCHED_OTHER` is 0, priority 0).
     pub fn scheduling(&self) -> io::Result<(libc::c_int, libc::c_int)> {
         self.call(|_| {
@@ -185,6 +226,40 @@ impl DatapathHandle {
         })
         .map_err(|e| io::Error::other(e.to_string()))?
     }
+}
+
+/// Parses a CPU list as Linux writes one (`cpuset(7)`: `1`, `0,2`, `0-3,8`), ascending,
+/// without repeats.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
+    let bad = |why: &str| format!("`{text}`: {why} (a CPU list: 1, 0,2 or 0-3,8)");
+    let number = |n: &str| {
+        n.trim()
+            .parse::<usize>()
+            .map_err(|_| bad("not a CPU number"))
+    };
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (number(a)?, number(b)?),
+            None => (number(part)?, number(part)?),
+        };
+        if first > last {
+            return Err(bad("a range runs backwards"));
+        }
+        if last >= libc::CPU_SETSIZE as usize {
+            return Err(bad("past the highest CPU Linux numbers"));
+        }
+        cpus.extend(first..=last);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// A CPU set with no CPU in it.
+fn empty_cpu_set() -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is a plain bit mask; all zero is the empty set.
+    unsafe { std::mem::zeroed() }
 }
 
 /// Starts the datapath thread with an empty datapath. Returns its handle and its join handle.
@@ -280,6 +355,36 @@ mod tests {
             assert_eq!(dp.scheduling().unwrap(), (libc::SCHED_FIFO, 1));
         }
         // The thread still serves commands (sleeping between them) and stops when told.
+        dp.call(|ctl| ctl.stop()).unwrap();
+        join.join().unwrap();
+    }
+
+    #[test]
+    fn cpu_lists_are_read_as_linux_writes_them() {
+        assert_eq!(parse_cpu_list("1").unwrap(), [1]);
+        assert_eq!(parse_cpu_list("0-3,8").unwrap(), [0, 1, 2, 3, 8]);
+        assert_eq!(parse_cpu_list("3,1, 2-3").unwrap(), [1, 2, 3]);
+        for bad in ["", "a", "1,", "-1", "3-1", "1-", "1024", "0-4096"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_datapath_thread_stays_on_the_cpus_it_is_given() {
+        let (dp, join) = spawn("dp-cpus-test").unwrap();
+        let all = dp.cpus().unwrap();
+        assert!(!all.is_empty());
+        let last = *all.last().unwrap();
+        dp.set_cpus(&[last]).unwrap();
+        assert_eq!(dp.cpus().unwrap(), [last]);
+        // Past the kernel's set, or no CPU this process may use: refused, nothing changed.
+        let err = dp.set_cpus(&[libc::CPU_SETSIZE as usize]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+        let err = dp.set_cpus(&[libc::CPU_SETSIZE as usize - 1]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+        assert_eq!(dp.cpus().unwrap(), [last]);
+        dp.set_cpus(&all).unwrap();
+        assert_eq!(dp.cpus().unwrap(), all);
         dp.call(|ctl| ctl.stop()).unwrap();
         join.join().unwrap();
     }

@@ -178,3 +178,56 @@ fn a_real_time_priority_out_of_range_is_refused() {
         assert!(err.contains("--datapath-rt-priority"), "{bad}: {err}");
     }
 }
+
+/// The CPUs the thread named `comm` of process `pid` may run on (`Cpus_allowed_list` of
+/// /proc/PID/task/TID/status, as Linux writes it).
+fn thread_cpus(pid: i32, comm: &str) -> Option<String> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != comm {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))?;
+        return Some(line.split_once(':')?.1.trim().to_string());
+    }
+    None
+}
+
+#[test]
+fn root_the_datapath_thread_stays_on_the_cpus_it_is_given() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let all = thread_cpus(lab.d().pid(), "vswitchd").expect("the main thread's CPUs");
+    assert_eq!(
+        thread_cpus(lab.d().pid(), "datapath").as_deref(),
+        Some(&*all)
+    );
+    let cpus = switch::event_loop::parse_cpu_list(&all).unwrap();
+    let last = cpus.last().unwrap().to_string();
+    drop(lab.daemon.take());
+    lab.daemon = Some(Daemon::start_with(
+        &lab.sw,
+        &lab.dir.path,
+        &["--datapath-cpus", &last],
+    ));
+    // Only the datapath thread moves.
+    assert_eq!(thread_cpus(lab.d().pid(), "datapath"), Some(last));
+    assert_eq!(thread_cpus(lab.d().pid(), "vswitchd"), Some(all));
+    lab.d()
+        .ctl_ok(&["network", "create", "pinned", "--subnet", "10.77.8.0/24"]);
+}
+
+#[test]
+fn a_cpu_list_that_is_not_one_is_refused() {
+    for bad in ["", "x", "3-1", "5000"] {
+        let out = common::run(common::VSWITCHD, &["--datapath-cpus", bad]);
+        assert!(!out.status.success(), "--datapath-cpus {bad:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--datapath-cpus"), "{bad:?}: {err}");
+    }
+}

@@ -56,6 +56,12 @@ struct Args {
     /// batches). Needs CAP_SYS_NICE. Default: normal scheduling.
     #[arg(long, value_name = "1-99", value_parser = clap::value_parser!(u8).range(1..=99))]
     datapath_rt_priority: Option<u8>,
+    /// Keep the datapath thread on these CPUs (a list as Linux writes one: 1, 0,2 or 0-3,8),
+    /// as Open vSwitch places its poll-mode threads (pmd-cpu-mask): on a CPU set aside for it
+    /// (the kernel's isolcpus=) and with --datapath-rt-priority, it shares its CPU with
+    /// nothing. Default: any CPU.
+    #[arg(long, value_name = "LIST", value_parser = cpu_list)]
+    datapath_cpus: Option<CpuList>,
     /// Print one line per frame: its path through the pipeline.
     #[arg(long)]
     trace: bool,
@@ -117,6 +123,14 @@ fn main() -> ExitCode {
 }
 
 /// `--state-check`: the store's summary on stdout (exit 0), or what is wrong on stderr (exit 1).
+/// `--datapath-cpus`: the CPUs, ascending.
+#[derive(Debug, Clone)]
+struct CpuList(Vec<usize>);
+
+fn cpu_list(text: &str) -> Result<CpuList, String> {
+    switch::event_loop::parse_cpu_list(text).map(CpuList)
+}
+
 fn state_check(dir: &std::path::Path) -> ExitCode {
     match tools::daemon::store::check_state_dir(dir) {
         Ok(report) => {
@@ -156,6 +170,12 @@ fn run(args: Args) -> Result<(), String> {
             format!("--datapath-rt-priority {priority}: cannot make the datapath thread real-time (SCHED_FIFO, needs CAP_SYS_NICE): {e}")
         })?;
         tracing::info!(priority, "datapath thread runs under SCHED_FIFO");
+    }
+    if let Some(CpuList(cpus)) = &args.datapath_cpus {
+        dp.set_cpus(cpus).map_err(|e| {
+            format!("--datapath-cpus {cpus:?}: cannot keep the datapath thread on those CPUs: {e}")
+        })?;
+        tracing::info!(?cpus, "datapath thread kept on its CPUs");
     }
     let (daemon, notes, repairs) = Daemon::start(dp, &args.state_dir, vtep, args.vtep_backend)
         .map_err(|e| format!("restoring state: {e}"))?;
