@@ -327,11 +327,14 @@ impl Port for AfPacketPort {
         }
         // How deep the queue was: what this call took, and when it took a full batch, what is
         // still waiting behind it.
-        let behind = match &self.ring {
-            Some(ring) if n == pkts.len() => ring.waiting(),
-            _ => 0,
+        let (behind, slots) = match &self.ring {
+            Some(ring) if n == pkts.len() => (ring.waiting(), ring.frame_nr()),
+            _ => (0, usize::MAX),
         };
         self.rx_peak = self.rx_peak.max((n + behind) as u64);
+        if n + behind >= slots && self.pending_err.is_none() {
+            self.grow_ring_when_full();
+        }
         if n == 0 {
             // The interface went down or vanished (ENETDOWN): the ring just stops filling, and
             // the socket error it leaves wakes the poller; it is reported once, here.

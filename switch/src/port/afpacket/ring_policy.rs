@@ -46,8 +46,7 @@ pub(super) fn wanted_ring_bytes(
     busy: bool,
     budget_frames: usize,
 ) -> Option<usize> {
-    let cap = (budget_frames.saturating_mul(FRAME_SIZE) / RING_GRAIN * RING_GRAIN)
-        .clamp(RING_MIN_BYTES, RING_MAX_BYTES);
+    let cap = ring_cap_bytes(budget_frames);
     if have == 0 {
         return (dropped || busy).then_some(RING_MIN_BYTES);
     }
@@ -58,6 +57,13 @@ pub(super) fn wanted_ring_bytes(
         return Some(have.saturating_mul(4).min(cap));
     }
     None
+}
+
+/// The most ring a port may grow to: `budget_frames` slots, in whole grains, within
+/// [`RING_MIN_BYTES`]..[`RING_MAX_BYTES`].
+fn ring_cap_bytes(budget_frames: usize) -> usize {
+    (budget_frames.saturating_mul(FRAME_SIZE) / RING_GRAIN * RING_GRAIN)
+        .clamp(RING_MIN_BYTES, RING_MAX_BYTES)
 }
 
 /// Returns `bytes` of ring memory to the shared budget (a port that goes away).
@@ -80,6 +86,31 @@ impl AfPacketPort {
         if let Err(e) = self.resize_ring(want) {
             let err = socket::context(&self.name, "resizing the receive ring", e);
             self.pending_err = Some(err);
+        }
+    }
+
+    /// Called when a read found every slot of the ring full: if the kernel dropped frames for
+    /// want of slots and the ring may still grow, it grows now, not at the next once-a-second
+    /// look (a port that turns busy at 150 kpps otherwise loses frames for the two seconds its
+    /// first ring of 128 slots takes to grow). The drops read (which resets the kernel's
+    /// count) are kept for `take_rx_overruns`. A ring at its cap is left alone, without a
+    /// system call: under overload the ring is full on every read.
+    pub(super) fn grow_ring_when_full(&mut self) {
+        if self.ring_bytes >= ring_cap_bytes(self.queue_budget) {
+            return;
+        }
+        let Ok(dropped) = ring::take_kernel_drops(self.socket.as_raw_fd()) else {
+            return;
+        };
+        if dropped == 0 {
+            return;
+        }
+        self.overruns += dropped;
+        if let Some(want) = wanted_ring_bytes(self.ring_bytes, true, false, self.queue_budget) {
+            if let Err(e) = self.resize_ring(want) {
+                let err = socket::context(&self.name, "growing the receive ring", e);
+                self.pending_err = Some(err);
+            }
         }
     }
 

@@ -406,10 +406,11 @@ fn a_ring_that_overflowed_grows_and_keeps_what_it_held() {
         // Read a few so the ring is neither empty nor full when it is replaced.
         let mut pkts = vec![Packet::new(); 3];
         assert_eq!(b.recv(&mut pkts).unwrap(), 3);
+        // The read found the ring full and the kernel dropping: it grew at once ...
+        assert_eq!(b.ring_slots(), small * 4);
         let overruns = b.take_rx_overruns();
         assert!(overruns > 0, "the ring should have overflowed");
-
-        // The once-a-second pass grows the ring ...
+        // ... and the once-a-second pass keeps it.
         b.refresh();
         assert_eq!(b.ring_slots(), small * 4);
         // ... and what the old ring held comes out first, in order, then new frames.
