@@ -128,18 +128,22 @@ fn root_trunk_lists_are_stored_and_shown_sorted_once() {
 /// (/proc/PID/task/TID/stat: fields 40 `rt_priority` and 41 `policy`, counted after the
 /// parenthesised name).
 fn thread_policy(pid: i32, comm: &str) -> Option<(u32, u32)> {
+    let stat = thread_file(pid, comm, "stat")?;
+    // Fields after ") " start at field 3.
+    let rest: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    Some((
+        rest.get(40 - 3)?.parse().ok()?,
+        rest.get(41 - 3)?.parse().ok()?,
+    ))
+}
+
+/// The file `name` of the thread named `comm` of process `pid` (/proc/PID/task/TID/NAME).
+fn thread_file(pid: i32, comm: &str, name: &str) -> Option<String> {
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let dir = task.ok()?.path();
-        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != comm {
-            continue;
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() == comm {
+            return std::fs::read_to_string(dir.join(name)).ok();
         }
-        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-        // Fields after ") " start at field 3.
-        let rest: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-        return Some((
-            rest.get(40 - 3)?.parse().ok()?,
-            rest.get(41 - 3)?.parse().ok()?,
-        ));
     }
     None
 }
@@ -182,18 +186,11 @@ fn a_real_time_priority_out_of_range_is_refused() {
 /// The CPUs the thread named `comm` of process `pid` may run on (`Cpus_allowed_list` of
 /// /proc/PID/task/TID/status, as Linux writes it).
 fn thread_cpus(pid: i32, comm: &str) -> Option<String> {
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let dir = task.ok()?.path();
-        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != comm {
-            continue;
-        }
-        let status = std::fs::read_to_string(dir.join("status")).ok()?;
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("Cpus_allowed_list:"))?;
-        return Some(line.split_once(':')?.1.trim().to_string());
-    }
-    None
+    let status = thread_file(pid, comm, "status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))?;
+    Some(line.split_once(':')?.1.trim().to_string())
 }
 
 #[test]
