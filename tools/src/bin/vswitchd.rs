@@ -122,7 +122,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--state-check`: the store's summary on stdout (exit 0), or what is wrong on stderr (exit 1).
 /// `--datapath-cpus`: the CPUs, ascending.
 #[derive(Debug, Clone)]
 struct CpuList(Vec<usize>);
@@ -131,6 +130,7 @@ fn cpu_list(text: &str) -> Result<CpuList, String> {
     switch::event_loop::parse_cpu_list(text).map(CpuList)
 }
 
+/// `--state-check`: the store's summary on stdout (exit 0), or what is wrong on stderr (exit 1).
 fn state_check(dir: &std::path::Path) -> ExitCode {
     match tools::daemon::store::check_state_dir(dir) {
         Ok(report) => {

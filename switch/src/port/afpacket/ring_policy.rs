@@ -2,11 +2,12 @@
 //! queue and hold no ring; a port that reads [`BUSY_FRAMES_PER_SEC`] frames within a second
 //! gets [`RING_MIN_BYTES`] at once, on the read that reaches it (the socket queue is sized for
 //! super-frames: thousands of small frames would wait in it for tens of milliseconds), as does
-//! one whose kernel drops frames; the ring is grown fourfold on each later second
-//! with drops, but never past the latency budget: the frames the datapath drains in
+//! one whose kernel drops frames; the ring is grown fourfold whenever a read finds it full
+//! while the kernel drops (and at the once-a-second look after drops), but never past the
+//! latency budget: the frames the datapath drains in
 //! [`crate::datapath::RX_LATENCY_BUDGET`] at its measured cost per frame (the port's
-//! `queue_budget`), so no frame waits in the ring longer than that; a deeper ring would only be
-//! a standing queue. A ring the budget shrank under to a quarter is cut back to it. All within
+//! `queue_budget`), so no frame waits in the ring longer than that while the datapath has its
+//! CPU (longer where it shares one); a deeper ring would only be a standing queue. A ring the budget shrank under to a quarter is cut back to it. All within
 //! [`RING_MIN_BYTES`]..[`RING_MAX_BYTES`] per port and [`RING_BUDGET`] for the process.
 
 use super::ring::{self, RxRing, FRAME_SIZE, RING_MAX_BYTES, RING_MIN_BYTES};
