@@ -269,12 +269,13 @@ impl Report {
                         )
                     })
                     .collect();
+                let spun = cpus.iter().map(|s| s.spun_s).fold(0.0, f64::max);
                 let _ = writeln!(
                     out,
-                    "The machine's own stalls (a thread spinning on each CPU for 2 s, gaps of 1 ms \
-                     or more): {}. A frame waits out such a gap when the thread that forwards it \
-                     is on that CPU, as a user-space datapath's is; the kernel bridge forwards \
-                     inside the sender's system call.",
+                    "The machine's own stalls (a thread spinning on each CPU for {spun:.1} s, gaps \
+                     of 1 ms or more): {}. A frame waits out such a gap when the thread that \
+                     forwards it is on that CPU, as a user-space datapath's is; the kernel bridge \
+                     forwards inside the sender's system call.",
                     each.join("; ")
                 );
             }
@@ -1225,6 +1226,7 @@ mod tests {
         assert_eq!(vs["trials"][0]["lost_middle"], json!(400));
         assert_eq!(json["rfc2544"]["drain_s"], json!(2.0));
         // The machine's own stalls, beside the blaster's ceiling.
+        assert!(table.contains("spinning on each CPU for 2.0 s"), "{table}");
         assert!(
             table.contains("CPU 1 lost 2 times, 16.0 ms in all (0.80 %), longest 9.0 ms"),
             "{table}"
